@@ -1,0 +1,1 @@
+"""df-nats: a NATS pub/sub driver family for Dragonflow."""

@@ -1,0 +1,407 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""One native thread per process runs asyncio for nats-py; hand-offs to it.
+
+Dragonflow runs under eventlet monkey-patching today and under native
+threads tomorrow; nats-py is asyncio. The bridge keeps the two apart:
+
+* the *loop thread* is an original OS thread running an asyncio loop whose
+  selector, thread start and name resolution come from the unpatched
+  modules, so it never blocks or enters the eventlet hub;
+* the *caller's world* is the greenthreads of the hub (monkey-patched
+  process) or ordinary threads (native process).
+
+Work crosses in both directions through a deque plus a single wake-up:
+toward the loop with ``call_soon_threadsafe``, toward the caller's world
+with a byte on a pipe that a greenthread (or a native thread) waits on. The
+loop thread never touches a green lock, queue or event, and never logs
+directly under eventlet (logging handlers hold green locks): its log
+records are handed to the caller's world like everything else.
+"""
+
+import asyncio
+import collections
+import functools
+import importlib
+import logging as std_logging
+import os
+import selectors
+import sys
+import threading
+from typing import Any, Callable, Coroutine, Optional
+
+from oslo_log import log as logging
+
+LOG = logging.getLogger(__name__)
+
+
+def is_green() -> bool:
+    """True when eventlet has monkey-patched threads in this process."""
+    if 'eventlet' not in sys.modules:
+        return False
+    from eventlet import patcher
+    return patcher.is_monkey_patched('thread')
+
+
+def _original(name: str):
+    """The module as it was before any monkey-patching."""
+    if 'eventlet' in sys.modules:
+        from eventlet import patcher
+        return patcher.original(name)
+    return importlib.import_module(name)
+
+
+class _NativeEpollSelector(selectors._BaseSelectorImpl):
+    """An epoll selector built on the unpatched ``select`` module.
+
+    Under monkey-patching ``selectors`` only offers a green SelectSelector,
+    and ``patcher.original('selectors')`` re-imports against green select.
+    """
+
+    def __init__(self, select_module):
+        super().__init__()
+        self._select = select_module
+        self._epoll = select_module.epoll()
+
+    def _mask(self, events):
+        mask = 0
+        if events & selectors.EVENT_READ:
+            mask |= self._select.EPOLLIN
+        if events & selectors.EVENT_WRITE:
+            mask |= self._select.EPOLLOUT
+        return mask
+
+    def register(self, fileobj, events, data=None):
+        key = super().register(fileobj, events, data)
+        try:
+            self._epoll.register(key.fd, self._mask(events))
+        except BaseException:
+            super().unregister(fileobj)
+            raise
+        return key
+
+    def unregister(self, fileobj):
+        key = super().unregister(fileobj)
+        try:
+            self._epoll.unregister(key.fd)
+        except OSError:
+            pass  # the fd was closed first
+        return key
+
+    def select(self, timeout=None):
+        timeout = -1 if timeout is None else max(timeout, 0)
+        try:
+            ready = self._epoll.poll(timeout, max(len(self._fd_to_key), 1))
+        except InterruptedError:
+            return []
+        chosen = []
+        for fd, mask in ready:
+            events = 0
+            if mask & ~self._select.EPOLLOUT:
+                events |= selectors.EVENT_READ
+            if mask & ~self._select.EPOLLIN:
+                events |= selectors.EVENT_WRITE
+            key = self._fd_to_key.get(fd)
+            if key:
+                chosen.append((key, events & key.events))
+        return chosen
+
+    def close(self):
+        self._epoll.close()
+        super().close()
+
+
+class _NativeLoop(asyncio.SelectorEventLoop):
+    """A selector loop that resolves names on a native thread.
+
+    asyncio resolves host names in its default executor, whose workers are
+    green threads under monkey-patching: connects to ``localhost`` stalled
+    for seconds. Here each lookup gets an original thread of its own.
+    """
+
+    def __init__(self, natives):
+        super().__init__(_NativeEpollSelector(natives.select))
+        self._natives = natives
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0,
+                          flags=0):
+        future = self.create_future()
+
+        def resolve():
+            try:
+                result = self._natives.socket.getaddrinfo(
+                    host, port, family, type, proto, flags)
+            except BaseException as exc:
+                self.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                self.call_soon_threadsafe(_settle, future, result, None)
+
+        self._natives.thread.start_new_thread(resolve, ())
+        return await future
+
+
+def _settle(future, result, exc):
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+class _Natives:
+    """The unpatched modules the loop thread and the wake-ups rely on."""
+
+    def __init__(self):
+        self.select = _original('select')
+        self.socket = _original('socket')
+        self.thread = _original('_thread')
+        self.os = _original('os')
+
+
+class _Doorbell:
+    """A pipe that one side rings and the caller's world waits on.
+
+    Ringing is a non-blocking ``write`` with the original ``os`` functions,
+    safe from any thread. Waiting trampolines into the hub under eventlet
+    (the green ``os.read`` would trampoline on every call) and blocks in the
+    original ``select`` otherwise.
+    """
+
+    def __init__(self, natives: _Natives, green: bool):
+        self._os = natives.os
+        self._select = natives.select
+        self._green = green
+        self._rfd, self._wfd = self._os.pipe()
+        self._os.set_blocking(self._rfd, False)
+        self._os.set_blocking(self._wfd, False)
+
+    def ring(self):
+        try:
+            self._os.write(self._wfd, b'\0')
+        except (BlockingIOError, OSError):
+            pass  # full pipe: a wake-up is pending already; closed: ignore
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until rung; False on timeout."""
+        if self._green:
+            from eventlet import hubs
+            try:
+                hubs.trampoline(self._rfd, read=True, timeout=timeout,
+                                timeout_exc=TimeoutError)
+            except TimeoutError:
+                return False
+        else:
+            ready, _, _ = self._select.select([self._rfd], [], [], timeout)
+            if not ready:
+                return False
+        try:
+            self._os.read(self._rfd, 4096)
+        except BlockingIOError:
+            pass
+        return True
+
+    def close(self):
+        for fd in (self._rfd, self._wfd):
+            try:
+                self._os.close(fd)
+            except OSError:
+                pass
+
+
+class _CallerWorld:
+    """Runs functions posted from the loop thread in the caller's world.
+
+    One greenthread (eventlet) or daemon thread (native) pops a FIFO of
+    posted calls; a function that raises is logged and the next one runs.
+    """
+
+    def __init__(self, natives: _Natives, green: bool):
+        self._calls = collections.deque()
+        self._bell = _Doorbell(natives, green)
+        self._rung = False
+        if green:
+            import eventlet
+            eventlet.spawn(self._run)
+        else:
+            threading.Thread(target=self._run, name='df-nats-dispatch',
+                             daemon=True).start()
+
+    def post(self, fn: Callable, *args):
+        """Queue ``fn(*args)``; callable from any thread."""
+        self._calls.append((fn, args))
+        if not self._rung:
+            self._rung = True
+            self._bell.ring()
+
+    def _run(self):
+        calls = self._calls
+        while True:
+            self._bell.wait()
+            # Clear the flag before draining: a post that lands after this
+            # rings again, one that lands before is drained below.
+            self._rung = False
+            while calls:
+                fn, args = calls.popleft()
+                try:
+                    fn(*args)
+                except Exception:
+                    LOG.exception('df-nats: error in %s', fn)
+
+
+class LoopLogger:
+    """A logger the loop thread may use in either world.
+
+    Under eventlet the record is handed to the caller's world, because a
+    logging handler's lock is green there; otherwise it logs directly.
+    """
+
+    def __init__(self, bridge: 'Bridge', logger):
+        self._bridge = bridge
+        self._logger = logger
+
+    def log(self, level: int, msg: str, *args, exc_info=None):
+        if not self._logger.isEnabledFor(level):
+            return
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        if self._bridge.green:
+            self._bridge.world.post(functools.partial(
+                self._logger.log, level, msg, *args, exc_info=exc_info))
+        else:
+            self._logger.log(level, msg, *args, exc_info=exc_info)
+
+    def debug(self, msg, *args):
+        self.log(std_logging.DEBUG, msg, *args)
+
+    def info(self, msg, *args):
+        self.log(std_logging.INFO, msg, *args)
+
+    def warning(self, msg, *args):
+        self.log(std_logging.WARNING, msg, *args)
+
+    def error(self, msg, *args, exc_info=None):
+        self.log(std_logging.ERROR, msg, *args, exc_info=exc_info)
+
+
+class BridgeTimeout(TimeoutError):
+    """A call into the loop thread did not finish in time."""
+
+
+class Bridge:
+    """The loop thread of this process and the ways in and out of it."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.green = is_green()
+        self._natives = _Natives()
+        self.world = _CallerWorld(self._natives, self.green)
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        started = self._natives.thread.allocate_lock()
+        started.acquire()
+        self._natives.thread.start_new_thread(self._run_loop, (started,))
+        # An original lock: waiting on it blocks this greenthread's hub for
+        # the few microseconds the loop needs to come up, and no longer.
+        started.acquire()
+        self.log = LoopLogger(self, LOG)
+
+    def _run_loop(self, started):
+        loop = _NativeLoop(self._natives)
+        loop.set_exception_handler(self._on_loop_exception)
+        asyncio.set_event_loop(loop)
+        self.loop = loop
+        started.release()
+        loop.run_forever()
+
+    def _on_loop_exception(self, loop, context):
+        exc = context.get('exception')
+        self.log.error('df-nats loop: %s', context.get('message'),
+                       exc_info=(type(exc), exc, exc.__traceback__)
+                       if exc else None)
+
+    def call_soon(self, fn: Callable, *args):
+        """Run ``fn(*args)`` on the loop thread; do not wait for it."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def run(self, coro: Coroutine, timeout: Optional[float] = None) -> Any:
+        """Run ``coro`` on the loop and wait for its result.
+
+        Blocks only the calling greenthread or thread. Raises what the
+        coroutine raised, or ``BridgeTimeout`` (and cancels it).
+        """
+        call = _PendingCall(coro, _Doorbell(self._natives, self.green))
+        self.loop.call_soon_threadsafe(call.start)
+        if not call.bell.wait(timeout):
+            self.loop.call_soon_threadsafe(call.abandon)
+            raise BridgeTimeout('gave up after %s s' % timeout)
+        call.bell.close()
+        if call.task.cancelled():
+            raise BridgeTimeout('cancelled')
+        return call.task.result()
+
+
+class _PendingCall:
+    """A coroutine run for a waiting caller; its fields change on the loop.
+
+    Once the caller gave up, the loop closes the doorbell itself, so that it
+    never rings a file descriptor number the process may have reused.
+    """
+
+    def __init__(self, coro, bell: _Doorbell):
+        self.coro = coro
+        self.bell = bell
+        self.task = None
+        self._abandoned = False
+
+    def start(self):
+        if self._abandoned:
+            self.coro.close()
+            return
+        self.task = asyncio.ensure_future(self.coro)
+        self.task.add_done_callback(self._finish)
+
+    def _finish(self, task):
+        if self._abandoned:
+            self.bell.close()
+        else:
+            self.bell.ring()
+
+    def abandon(self):
+        self._abandoned = True
+        if self.task is None:
+            self.bell.close()
+            self.coro.close()
+        elif self.task.done():
+            self.bell.close()
+        else:
+            self.task.cancel()
+
+
+_bridge: Optional[Bridge] = None
+_bridge_lock = threading.Lock()
+
+
+def get_bridge() -> Bridge:
+    """The bridge of this process, created on first use.
+
+    Created anew after a fork: the child never touches its parent's loop
+    thread, which did not survive the fork anyway.
+    """
+    global _bridge
+    bridge = _bridge
+    if bridge is not None and bridge.pid == os.getpid():
+        return bridge
+    with _bridge_lock:
+        if _bridge is None or _bridge.pid != os.getpid():
+            _bridge = Bridge()
+        return _bridge

@@ -1,0 +1,45 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Set-up shared by the df-nats commands and their worker processes."""
+
+from oslo_config import cfg
+from oslo_log import log as logging
+from stevedore import driver as stevedore_driver
+
+from df_nats import options
+
+DRIVER_NAMESPACE = 'dragonflow.pubsub_driver'
+DRIVER_NAME = 'nats'
+
+
+def setup_process(servers=None, debug=False, config_files=None):
+    """Parse configuration and set up oslo.log as a Dragonflow service does.
+
+    ``servers`` overrides ``[df_nats] servers``.
+    """
+    logging.register_options(cfg.CONF)
+    cfg.CONF([], project='df-nats',
+             default_config_files=config_files or [])
+    cfg.CONF.set_override('debug', debug)
+    # stdout carries the commands' own output; logs go to stderr.
+    cfg.CONF.set_override('use_stderr', True)
+    logging.setup(cfg.CONF, 'df-nats')
+    if servers:
+        cfg.CONF.set_override('servers', servers, group=options.GROUP)
+
+
+def load_driver(name=DRIVER_NAME):
+    """Load the pub/sub driver through stevedore, as Dragonflow does."""
+    manager = stevedore_driver.DriverManager(
+        namespace=DRIVER_NAMESPACE, name=name, invoke_on_load=True)
+    return manager.driver

@@ -1,0 +1,171 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``df-nats demo``: the driver end to end, in both worlds, on real NATS.
+
+An embedded nats-server (JetStream on, loopback, a temporary directory)
+unless ``--servers`` is given; two subscriber processes loaded through
+stevedore as Dragonflow loads them, one eventlet-patched like today's
+Dragonflow services and one on native threads; a publisher process
+(eventlet, like neutron-server) that sends to the send-all topic and to one
+tenant topic per subscriber. Each subscriber must receive exactly its
+topics' events, in order, and nothing of the other tenant's.
+"""
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+from df_nats import embedded_server
+
+_TENANT_A = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-demo-tenant-a'))
+_TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-demo-tenant-b'))
+
+
+class _Worker:
+    """One demo worker process and the JSON lines it reports."""
+
+    def __init__(self, label, world, role, servers, lines, log_dir, *extra):
+        self.label = label
+        self.log_path = os.path.join(log_dir, label + '.log')
+        cmd = [sys.executable, '-m', 'df_nats.cmd.demo_worker',
+               '--world=%s' % world, '--role', role]
+        for url in servers:
+            cmd += ['--servers', url]
+        self._log = open(self.log_path, 'w')
+        self.proc = subprocess.Popen(cmd + list(extra),
+                                     stdout=subprocess.PIPE,
+                                     stderr=self._log, text=True)
+        threading.Thread(target=self._read, args=(lines,),
+                         daemon=True).start()
+
+    def _read(self, lines):
+        for line in self.proc.stdout:
+            try:
+                lines.put((self, json.loads(line)))
+            except ValueError:
+                lines.put((self, {'type': 'text', 'text': line.rstrip()}))
+        lines.put((self, {'type': 'exit'}))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+    def log_tail(self, lines=15):
+        with open(self.log_path) as log:
+            return ''.join(log.readlines()[-lines:])
+
+
+def _expect(events, topics, own):
+    return sum(1 for seq in range(events) if topics[seq % len(topics)]
+               in own)
+
+
+def _wait_for(lines, kind, workers, deadline):
+    """Wait for a ``kind`` line from every worker; print events meanwhile."""
+    pending = set(workers)
+    results = {}
+    while pending:
+        try:
+            worker, msg = lines.get(timeout=max(deadline - time.time(), 0))
+        except queue.Empty:
+            raise RuntimeError('timed out waiting for %s from %s' % (
+                kind, ', '.join(w.label for w in pending)))
+        if msg['type'] == 'event':
+            print('  %-20s <- %-6s %-8s topic=%-10.10s seq=%d' % (
+                worker.label, msg['table'], msg['action'], msg['topic'],
+                msg['seq']))
+        elif msg['type'] == kind and worker in pending:
+            pending.discard(worker)
+            results[worker] = msg
+        elif msg['type'] == 'exit' and worker in pending:
+            raise RuntimeError('%s exited early:\n%s' % (
+                worker.label, worker.log_tail()))
+    return results
+
+
+def _report(sent, subs):
+    ok = True
+    print('\nsummary')
+    print('  publisher (eventlet): sent %d events at %.0f events/s' % (
+        sent['sent'], sent['rate']))
+    for worker, res in subs.items():
+        clean = (res['received'] == res['expected']
+                 and not (res['wrong_topic'] or res['out_of_order']))
+        ok = ok and clean
+        print('  %-20s received %d/%d at %.0f events/s, other tenant\'s: %d,'
+              ' out of order: %d, malformed: %d  %s' % (
+                  worker.label, res['received'], res['expected'],
+                  res['rate'], res['wrong_topic'], res['out_of_order'],
+                  res['malformed'], 'OK' if clean else 'FAILED'))
+    return ok
+
+
+def _run_workers(servers, args, log_dir):
+    topics = ['D', _TENANT_A, _TENANT_B]
+    lines = queue.Queue()
+    deadline = time.time() + args.timeout
+    plans = [('subscriber-eventlet', 'eventlet', ['D', _TENANT_A]),
+             ('subscriber-native', 'native', ['D', _TENANT_B])]
+    subs = [_Worker(label, world, 'subscriber', servers, lines, log_dir,
+                    '--topics', ','.join(own), '--show', str(args.show),
+                    '--expect', str(_expect(args.events, topics, own)),
+                    '--timeout', str(args.timeout))
+            for label, world, own in plans]
+    workers = list(subs)
+    try:
+        _wait_for(lines, 'ready', subs, deadline)
+        print('subscribers ready: eventlet on D + tenant %s..., native on'
+              ' D + tenant %s...' % (_TENANT_A[:8], _TENANT_B[:8]))
+        pub = _Worker('publisher-eventlet', 'eventlet', 'publisher',
+                      servers, lines, log_dir, '--topics', ','.join(topics),
+                      '--events', str(args.events),
+                      '--timeout', str(args.timeout))
+        workers.append(pub)
+        sent = _wait_for(lines, 'summary', [pub], deadline)[pub]
+        results = _wait_for(lines, 'summary', subs, deadline)
+        return _report(sent, results)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def run(args):
+    """Run the demo; 0 when every subscriber got exactly its events."""
+    log_dir = tempfile.mkdtemp(prefix='df-nats-demo-')
+    server = None
+    servers = args.servers
+    try:
+        if not servers:
+            server = embedded_server.NatsServer(jetstream=True)
+            server.start()
+            servers = [server.url]
+            print('embedded nats-server with JetStream at %s' % server.url)
+        print('driver: [df] pub_sub_driver = nats (stevedore namespace'
+              ' dragonflow.pubsub_driver); %d events' % args.events)
+        ok = _run_workers(servers, args, log_dir)
+    except RuntimeError as exc:
+        print('demo failed: %s' % exc, file=sys.stderr)
+        ok = False
+    finally:
+        if server is not None:
+            server.cleanup()
+    print('worker logs: %s' % log_dir)
+    return 0 if ok else 1

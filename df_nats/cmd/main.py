@@ -1,0 +1,50 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The ``df-nats`` command: ``df-nats demo`` and friends."""
+
+import argparse
+import sys
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog='df-nats',
+        description='Tools for the df-nats Dragonflow pub/sub driver.')
+    commands = parser.add_subparsers(dest='command', required=True)
+
+    demo = commands.add_parser(
+        'demo', help='run publishers and subscribers, eventlet and native,'
+                     ' through the driver on an embedded or given NATS')
+    demo.add_argument('--servers', metavar='URL', action='append',
+                      help='use this NATS server instead of an embedded'
+                           ' one (repeat for a cluster)')
+    demo.add_argument('--events', type=int, default=600,
+                      help='events to publish (default %(default)s)')
+    demo.add_argument('--show', type=int, default=6,
+                      help='events each subscriber prints as they arrive'
+                           ' (default %(default)s)')
+    demo.add_argument('--timeout', type=float, default=60.0,
+                      help='seconds before the demo gives up')
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.command == 'demo':
+        from df_nats.cmd import demo
+        return demo.run(args)
+    return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,356 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The one NATS connection of a process, shared by every driver instance.
+
+Dragonflow loads the driver twice per process (publisher, subscriber) and
+neutron-server runs many processes; one connection per process keeps the
+server's connection count at one per worker. The connection lives on the
+bridge's loop thread; this module is the caller-side handle to it.
+
+Publishing is a hand-off: the caller packs the event, appends it to an
+outbox and, if no drain is pending, asks the loop to drain. The loop sends
+whatever accumulated in one go, and only while connected: while the
+connection is down events stay in the outbox, in order, up to
+``reconnect_buffer_size`` bytes, and go out when it comes back.
+"""
+
+import asyncio
+import atexit
+import collections
+import os
+import ssl
+import sys
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+import nats
+from nats import errors as nats_errors
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from df_nats import bridge as df_bridge
+from df_nats import options
+
+LOG = logging.getLogger(__name__)
+
+# How long subscribe/unsubscribe wait for the server to confirm.
+_CONTROL_TIMEOUT = 10.0
+
+
+class ConnectError(RuntimeError):
+    """No NATS server could be reached when the driver started."""
+
+
+class PublishBufferFull(RuntimeError):
+    """The connection is down and the reconnect buffer is full."""
+
+
+def process_name() -> str:
+    """The name of this process as Dragonflow reports it."""
+    try:
+        with open('/proc/self/comm') as comm:
+            name = comm.read().strip()
+    except OSError:
+        name = ''
+    argv0 = os.path.basename((getattr(sys, 'argv', None) or [''])[0])
+    # Python services show up as "python3"; their script name says more.
+    if (not name or name.startswith('python')) and argv0:
+        name = argv0
+    return name or 'python'
+
+
+def _tls_context(conf) -> Optional[ssl.SSLContext]:
+    tls_urls = any(url.startswith('tls://') for url in conf.servers)
+    if not (tls_urls or conf.tls_ca_file or conf.tls_cert_file):
+        return None
+    context = ssl.create_default_context(cafile=conf.tls_ca_file)
+    if conf.tls_cert_file:
+        context.load_cert_chain(conf.tls_cert_file, conf.tls_key_file)
+    return context
+
+
+def connect_options(conf) -> Dict:
+    """nats-py ``connect()`` keyword arguments from ``[df_nats]``."""
+    kwargs = dict(
+        servers=list(conf.servers),
+        name=conf.client_name or 'df-nats:%s' % process_name(),
+        connect_timeout=conf.connect_timeout,
+        reconnect_time_wait=conf.reconnect_time_wait,
+        max_reconnect_attempts=conf.max_reconnect_attempts,
+        ping_interval=conf.ping_interval,
+        max_outstanding_pings=conf.max_outstanding_pings,
+        allow_reconnect=True,
+        tls=_tls_context(conf),
+        tls_hostname=conf.tls_hostname,
+        tls_handshake_first=conf.tls_handshake_first,
+    )
+    if conf.user:
+        kwargs.update(user=conf.user, password=conf.password)
+    if conf.token:
+        kwargs['token'] = conf.token
+    if conf.nkey_seed_file:
+        kwargs['nkeys_seed'] = conf.nkey_seed_file
+    if conf.creds_file:
+        kwargs['user_credentials'] = conf.creds_file
+    return kwargs
+
+
+class Connection:
+    """Caller-side handle to this process's NATS connection.
+
+    ``acquire()``/``release()`` count the publishers and subscribers using
+    it; the first connects, the last closes. Listeners registered with
+    ``add_listener`` hear ``reconnected`` on the loop thread.
+    """
+
+    def __init__(self, conf=None):
+        self.conf = options.validate(conf)
+        self.bridge = df_bridge.get_bridge()
+        self.pid = self.bridge.pid
+        self.stats = collections.Counter()
+        self._nc: Optional[nats.NATS] = None
+        self._users = 0
+        self._lock = threading.Lock()
+        self._outbox = collections.deque()
+        self._outbox_bytes = 0
+        self._drain_requested = False
+        self._drain_task = None
+        self._listeners: List[Callable[[], None]] = []
+        self._last_error: Optional[BaseException] = None
+        self._closing = False
+
+    # -- lifecycle (caller's world) -------------------------------------
+
+    def acquire(self):
+        """Count one more user; connect if this is the first."""
+        with self._lock:
+            if self._nc is None:
+                self._connect()
+            self._users += 1
+
+    def release(self):
+        """Count one user less; flush and close after the last."""
+        with self._lock:
+            self._users -= 1
+            if self._users > 0 or self._nc is None:
+                return
+            self.flush(self.conf.close_timeout)
+            nc, self._nc = self._nc, None
+            self._closing = True
+        try:
+            self.bridge.run(nc.close(), timeout=self.conf.close_timeout)
+        except Exception as exc:
+            LOG.warning('df-nats: closing the NATS connection: %s', exc)
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    def _connect(self):
+        wait = self.conf.initial_connect_wait
+        servers = ', '.join(options.redact_url(u) for u in self.conf.servers)
+        LOG.info('df-nats: connecting to %s', servers)
+        nc = nats.NATS()
+        self._last_error = None
+        try:
+            self.bridge.run(nc.connect(
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                closed_cb=self._on_closed,
+                **connect_options(self.conf)), timeout=wait)
+        except Exception as exc:
+            cause = self._last_error or exc
+            raise ConnectError(
+                'cannot connect to NATS at %s within %s s'
+                ' ([df_nats] initial_connect_wait): %s: %s' % (
+                    servers, wait, type(cause).__name__, cause)) from None
+        self._nc = nc
+        LOG.info('df-nats: connected to %s',
+                 options.redact_url(nc.connected_url.geturl()))
+
+    # -- callbacks (loop thread: log only through bridge.log) ------------
+
+    async def _on_error(self, exc):
+        self._last_error = exc
+        self.stats['errors'] += 1
+        self.bridge.log.warning('df-nats: NATS error: %s: %s',
+                                type(exc).__name__, exc)
+
+    async def _on_disconnected(self):
+        if self._closing:
+            return
+        self.stats['disconnects'] += 1
+        self.bridge.log.warning('df-nats: disconnected from NATS')
+
+    async def _on_reconnected(self):
+        self.stats['reconnects'] += 1
+        url = self._nc.connected_url if self._nc else None
+        self.bridge.log.warning('df-nats: reconnected to %s',
+                                options.redact_url(url.geturl())
+                                if url else '?')
+        for listener in list(self._listeners):
+            listener()
+        self._request_drain()
+
+    async def _on_closed(self):
+        self.bridge.log.info('df-nats: NATS connection closed')
+        self._closing = False
+
+    def add_listener(self, listener: Callable[[], None]):
+        """Call ``listener()`` on the loop thread after each reconnect."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]):
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            pass
+
+    # -- publishing --------------------------------------------------------
+
+    def publish(self, subject: str, payload: bytes,
+                headers: Optional[Dict[str, str]] = None):
+        """Queue one message for the loop to send; returns at once.
+
+        While connected a full outbox only slows the caller down; while
+        disconnected it raises ``PublishBufferFull``.
+        """
+        size = len(payload)
+        if self._outbox_bytes + size > self.conf.reconnect_buffer_size:
+            self._wait_for_room(size)
+        self._outbox.append((subject, payload, headers))
+        self._outbox_bytes += size
+        if not self._drain_requested:
+            self._drain_requested = True
+            self.bridge.loop.call_soon_threadsafe(self._request_drain)
+
+    def _wait_for_room(self, size):
+        limit = self.conf.reconnect_buffer_size
+        while self._outbox and self._outbox_bytes + size > limit:
+            if not self.connected:
+                self.stats['rejected'] += 1
+                raise PublishBufferFull(
+                    'NATS is unreachable and %d bytes of events are waiting'
+                    ' ([df_nats] reconnect_buffer_size = %d)'
+                    % (self._outbox_bytes, limit))
+            time.sleep(0.001)  # green under eventlet: the loop drains
+
+    def _request_drain(self):
+        # Loop thread. One drain task at a time keeps the outbox order.
+        self._drain_requested = False
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = self.bridge.loop.create_task(self._drain())
+
+    async def _drain(self):
+        outbox = self._outbox
+        while outbox:
+            nc = self._nc
+            if nc is None or not nc.is_connected:
+                return  # _on_reconnected drains again
+            subject, payload, headers = outbox[0]
+            try:
+                await nc.publish(subject, payload, headers=headers)
+            except (nats_errors.ConnectionReconnectingError,
+                    nats_errors.OutboundBufferLimitError):
+                return
+            except Exception as exc:
+                self.stats['publish_errors'] += 1
+                self.bridge.log.error(
+                    'df-nats: dropping event for %s: %s: %s',
+                    subject, type(exc).__name__, exc)
+            outbox.popleft()
+            self._outbox_bytes -= len(payload)
+            self.stats['published'] += 1
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until queued events reached the server; False on timeout."""
+        if self._nc is None:
+            return not self._outbox
+        try:
+            self.bridge.run(self._flush(timeout), timeout=timeout + 1)
+            return True
+        except Exception as exc:
+            LOG.warning('df-nats: flush gave up with %d events queued: %s',
+                        len(self._outbox), exc)
+            return False
+
+    async def _flush(self, timeout):
+        deadline = time.monotonic() + timeout
+        self._request_drain()
+        while self._outbox or not self._drain_task.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError('events still queued')
+            await self._drain_task
+            if self._outbox:
+                await self._wait_connected(deadline)
+                self._request_drain()
+        await self._nc.flush(timeout=max(deadline - time.monotonic(), 0.1))
+
+    async def _wait_connected(self, deadline):
+        while not self.connected:
+            if time.monotonic() > deadline:
+                raise TimeoutError('not connected')
+            await asyncio.sleep(0.05)
+
+    # -- subscribing -------------------------------------------------------
+
+    def subscribe(self, subject: str, handler):
+        """Subscribe ``handler(msg)`` (a coroutine run on the loop)."""
+        return self.bridge.run(self._subscribe(subject, handler),
+                               timeout=_CONTROL_TIMEOUT)
+
+    async def _subscribe(self, subject, handler):
+        sub = await self._nc.subscribe(subject, cb=handler)
+        await self._confirm()
+        return sub
+
+    def unsubscribe(self, sub):
+        """Stop a subscription made by ``subscribe``."""
+        self.bridge.run(self._unsubscribe(sub), timeout=_CONTROL_TIMEOUT)
+
+    async def _unsubscribe(self, sub):
+        try:
+            await sub.unsubscribe()
+        except nats_errors.BadSubscriptionError:
+            return  # the connection was closed already
+        await self._confirm()
+
+    async def _confirm(self):
+        # A PING/PONG round trip: the server has seen what we sent before.
+        if self._nc.is_connected:
+            try:
+                await self._nc.flush(timeout=_CONTROL_TIMEOUT / 2)
+            except Exception as exc:
+                self.bridge.log.warning('df-nats: no PONG: %s', exc)
+
+
+_connection: Optional[Connection] = None
+_connection_lock = threading.Lock()
+
+
+def get_connection() -> Connection:
+    """The connection handle of this process (a new one after a fork)."""
+    global _connection
+    with _connection_lock:
+        if _connection is None or _connection.pid != os.getpid():
+            _connection = Connection(cfg.CONF)
+        return _connection
+
+
+@atexit.register
+def _flush_at_exit():
+    conn = _connection
+    if conn is not None and conn.pid == os.getpid() and conn.connected:
+        conn.flush(min(conn.conf.close_timeout, 2.0))

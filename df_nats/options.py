@@ -1,0 +1,195 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The ``[df_nats]`` configuration options and their validation.
+
+Options are registered on the global ``oslo_config.cfg.CONF`` when this
+module is imported (the driver module imports it), so that a Dragonflow
+service that loads ``pub_sub_driver = nats`` reads them from its usual
+configuration files. ``validate()`` checks them once, at start, and raises
+``ConfigError`` naming the option that is wrong.
+"""
+
+import os
+import re
+from urllib import parse
+
+from oslo_config import cfg
+
+GROUP = 'df_nats'
+
+_URL_SCHEMES = ('nats', 'tls')
+# A subject token: anything NATS allows except wildcards and white space.
+_PREFIX_TOKEN = re.compile(r'^[A-Za-z0-9_=-]+$')
+
+connection_opts = [
+    cfg.ListOpt('servers', default=['nats://127.0.0.1:4222'],
+                help='NATS server URLs (nats://host:port or tls://host:port),'
+                     ' comma separated. Give every node of the cluster: the'
+                     ' client connects to one and fails over to the others'
+                     ' and to the servers the cluster announces.'),
+    cfg.StrOpt('subject_prefix', default='dragonflow',
+               help='First tokens of every NATS subject df-nats uses. Topics'
+                    ' become <subject_prefix>.topic.<topic>. Use a different'
+                    ' prefix for each Dragonflow deployment sharing one'
+                    ' NATS cluster.'),
+    cfg.FloatOpt('connect_timeout', default=2.0, min=0.1,
+                 help='Seconds to wait for a single connection attempt.'),
+    cfg.FloatOpt('initial_connect_wait', default=30.0, min=0.0,
+                 help='Seconds a publisher or subscriber waits for the first'
+                      ' connection to NATS when it starts, trying every'
+                      ' server, before it gives up with an error.'),
+    cfg.FloatOpt('reconnect_time_wait', default=1.0, min=0.0,
+                 help='Seconds between reconnect attempts to the same'
+                      ' server.'),
+    cfg.IntOpt('max_reconnect_attempts', default=-1, min=-1,
+               help='Reconnect attempts per server before the connection is'
+                    ' given up; -1 retries forever.'),
+    cfg.IntOpt('ping_interval', default=20, min=1,
+               help='Seconds between client PINGs that detect a dead'
+                    ' server.'),
+    cfg.IntOpt('max_outstanding_pings', default=3, min=1,
+               help='Unanswered PINGs after which the connection is'
+                    ' considered lost.'),
+    cfg.IntOpt('reconnect_buffer_size', default=8 * 1024 * 1024, min=0,
+               help='Bytes of published events kept while disconnected and'
+                    ' sent on reconnect. Publishing fails with an error'
+                    ' when it is full.'),
+    cfg.StrOpt('client_name',
+               help='Connection name shown by "nats server report'
+                    ' connections". Defaults to "df-nats:<process name>".'),
+    cfg.FloatOpt('close_timeout', default=5.0, min=0.0,
+                 help='Seconds close() waits for pending events to be'
+                      ' flushed to the server.'),
+]
+
+auth_opts = [
+    cfg.StrOpt('user', help='User name for user/password authentication.'),
+    cfg.StrOpt('password', secret=True,
+               help='Password for user/password authentication.'),
+    cfg.StrOpt('token', secret=True, help='Authentication token.'),
+    cfg.StrOpt('nkey_seed_file',
+               help='File holding an NKey seed (SU...) for NKey'
+                    ' authentication.'),
+    cfg.StrOpt('creds_file',
+               help='NATS credentials file (user JWT and NKey seed) for'
+                    ' decentralized JWT authentication.'),
+]
+
+tls_opts = [
+    cfg.StrOpt('tls_ca_file',
+               help='CA bundle that verifies the servers. Setting any tls_'
+                    ' option, or a tls:// URL, turns TLS on.'),
+    cfg.StrOpt('tls_cert_file',
+               help='Client certificate for mutual TLS.'),
+    cfg.StrOpt('tls_key_file', help='Private key of tls_cert_file.'),
+    cfg.StrOpt('tls_hostname',
+               help='Host name expected in the server certificate, when it'
+                    ' differs from the host in the server URL.'),
+    cfg.BoolOpt('tls_handshake_first', default=False,
+                help='Start TLS before the NATS INFO exchange (servers'
+                     ' configured with handshake_first).'),
+]
+
+ALL_OPTS = connection_opts + auth_opts + tls_opts
+
+cfg.CONF.register_opts(ALL_OPTS, group=GROUP)
+
+
+class ConfigError(ValueError):
+    """A ``[df_nats]`` option has a value df-nats cannot use."""
+
+    def __init__(self, option: str, problem: str):
+        self.option = option
+        super().__init__('[%s] %s: %s' % (GROUP, option, problem))
+
+
+def list_opts():
+    """Options for oslo-config-generator (entry point oslo.config.opts)."""
+    return [(GROUP, ALL_OPTS)]
+
+
+def redact_url(url: str) -> str:
+    """The URL with any user name and password replaced, for logs."""
+    parts = parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ''
+    if parts.port:
+        host = '%s:%s' % (host, parts.port)
+    return parse.urlunsplit(parts._replace(netloc='***@' + host))
+
+
+def _check_servers(servers):
+    if not servers:
+        raise ConfigError('servers', 'at least one NATS URL is needed')
+    for url in servers:
+        shown = redact_url(url)
+        try:
+            parts = parse.urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ConfigError('servers',
+                              '%r is not a valid URL' % shown) from None
+        if parts.scheme not in _URL_SCHEMES:
+            raise ConfigError(
+                'servers', '%r: the scheme must be one of %s' % (
+                    shown, ', '.join(s + '://' for s in _URL_SCHEMES)))
+        if not parts.hostname:
+            raise ConfigError('servers', '%r has no host' % shown)
+        if port is None:
+            raise ConfigError('servers', '%r has no port' % shown)
+
+
+def _check_prefix(prefix):
+    tokens = (prefix or '').split('.')
+    if not all(_PREFIX_TOKEN.match(t) for t in tokens):
+        raise ConfigError(
+            'subject_prefix',
+            '%r must be dot-separated tokens of letters, digits, "_", "-"'
+            ' or "="' % prefix)
+
+
+def _check_files(conf):
+    for name in ('nkey_seed_file', 'creds_file', 'tls_ca_file',
+                 'tls_cert_file', 'tls_key_file'):
+        path = conf[name]
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(name, '%s is not a readable file' % path)
+    if bool(conf.tls_cert_file) != bool(conf.tls_key_file):
+        raise ConfigError('tls_key_file' if conf.tls_cert_file
+                          else 'tls_cert_file',
+                          'tls_cert_file and tls_key_file go together')
+    if conf.password and not conf.user:
+        raise ConfigError('user', 'a password is set but no user')
+    methods = [n for n in ('token', 'nkey_seed_file', 'creds_file')
+               if conf[n]] + (['user'] if conf.user else [])
+    if len(methods) > 1:
+        raise ConfigError(methods[1], 'only one authentication method may'
+                          ' be set, found: %s' % ', '.join(methods))
+
+
+def validate(conf=None):
+    """Check the ``[df_nats]`` options; raise ``ConfigError`` if unusable."""
+    conf = (conf or cfg.CONF)[GROUP]
+    try:
+        servers = conf.servers
+        prefix = conf.subject_prefix
+    except (cfg.ConfigFileValueError, ValueError) as exc:
+        # oslo.config's own message may quote the value; keep it out.
+        raise ConfigError('servers/subject_prefix',
+                          'cannot be parsed (%s)' % type(exc).__name__
+                          ) from None
+    _check_servers(servers)
+    _check_prefix(prefix)
+    _check_files(conf)
+    return conf

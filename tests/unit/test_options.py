@@ -1,0 +1,106 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""[df_nats] options: clear errors naming the option, no secrets shown."""
+
+from oslo_config import cfg
+from oslo_config import fixture as cfg_fixture
+import pytest
+
+from df_nats import options
+
+
+@pytest.fixture
+def conf():
+    fixture = cfg_fixture.Config(cfg.ConfigOpts())
+    fixture.setUp()
+    fixture.conf.register_opts(options.ALL_OPTS, group=options.GROUP)
+    fixture.conf([])
+    yield fixture
+    fixture.cleanUp()
+
+
+def _set(conf, **values):
+    for name, value in values.items():
+        conf.config(group=options.GROUP, **{name: value})
+
+
+def test_defaults_are_valid(conf):
+    group = options.validate(conf.conf)
+    assert group.servers == ['nats://127.0.0.1:4222']
+    assert group.subject_prefix == 'dragonflow'
+
+
+@pytest.mark.parametrize('servers,problem', [
+    ([], 'at least one'),
+    (['http://127.0.0.1:4222'], 'scheme'),
+    (['nats://127.0.0.1'], 'no port'),
+    (['nats://:4222'], 'no host'),
+    (['127.0.0.1:4222'], 'scheme'),
+])
+def test_bad_servers_name_the_option(conf, servers, problem):
+    _set(conf, servers=servers)
+    with pytest.raises(options.ConfigError, match=problem) as err:
+        options.validate(conf.conf)
+    assert err.value.option == 'servers'
+    assert str(err.value).startswith('[df_nats] servers:')
+
+
+def test_password_in_url_never_shown(conf):
+    _set(conf, servers=['http://admin:s3cret@127.0.0.1:4222'])
+    with pytest.raises(options.ConfigError) as err:
+        options.validate(conf.conf)
+    assert 's3cret' not in str(err.value) and 'admin' not in str(err.value)
+    assert options.redact_url('nats://u:p@h:1') == 'nats://***@h:1'
+
+
+@pytest.mark.parametrize('prefix', ['', 'a..b', 'a.*', 'a b', 'x.>'])
+def test_bad_prefix(conf, prefix):
+    _set(conf, subject_prefix=prefix)
+    with pytest.raises(options.ConfigError, match='subject_prefix'):
+        options.validate(conf.conf)
+
+
+def test_unreadable_files(conf, tmp_path):
+    _set(conf, creds_file=str(tmp_path / 'missing.creds'))
+    with pytest.raises(options.ConfigError, match='creds_file'):
+        options.validate(conf.conf)
+
+
+def test_one_auth_method(conf, tmp_path):
+    seed = tmp_path / 'seed'
+    seed.write_text('SU...')
+    _set(conf, token='t0ken', nkey_seed_file=str(seed))
+    with pytest.raises(options.ConfigError, match='only one') as err:
+        options.validate(conf.conf)
+    assert 't0ken' not in str(err.value)
+
+
+def test_password_needs_user(conf):
+    _set(conf, password='pw')
+    with pytest.raises(options.ConfigError, match='user'):
+        options.validate(conf.conf)
+
+
+def test_cert_needs_key(conf, tmp_path):
+    cert = tmp_path / 'c.pem'
+    cert.write_text('x')
+    _set(conf, tls_cert_file=str(cert))
+    with pytest.raises(options.ConfigError, match='tls_key_file'):
+        options.validate(conf.conf)
+
+
+def test_list_opts_for_the_config_generator():
+    [(group, opts)] = options.list_opts()
+    assert group == 'df_nats'
+    assert all(opt.help for opt in opts)
+    assert {o.name for o in opts if o.secret} == {'password', 'token'}

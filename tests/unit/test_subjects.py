@@ -1,0 +1,105 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The topic-to-subject mapping: one to one, exact, readable."""
+
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+import pytest
+
+from df_nats import subjects
+
+PREFIX = 'dragonflow'
+# What nats-py accepts for a subscription subject, minus wildcards.
+_VALID_SUBJECT = re.compile(r'^[^\s.*>]+(\.[^\s.*>]+)*$')
+
+
+@given(st.text())
+def test_str_round_trip(topic):
+    subject = subjects.topic_subject(PREFIX, topic)
+    assert subjects.subject_topic(PREFIX, subject) == topic
+
+
+@given(st.binary())
+def test_bytes_round_trip(raw):
+    subject = subjects.topic_subject(PREFIX, raw)
+    topic = subjects.subject_topic(PREFIX, subject)
+    assert subjects.topic_bytes(topic) == raw
+
+
+@given(st.text())
+def test_str_and_its_utf8_bytes_are_one_topic(topic):
+    assert (subjects.topic_subject(PREFIX, topic)
+            == subjects.topic_subject(PREFIX, topic.encode('utf-8',
+                                                           'surrogatepass'))
+            or '\ud800' <= max(topic or 'a') <= '\udfff')
+
+
+@given(st.text(), st.text())
+def test_distinct_topics_distinct_subjects(a, b):
+    if a != b:
+        assert (subjects.topic_subject(PREFIX, a)
+                != subjects.topic_subject(PREFIX, b))
+
+
+@given(st.binary())
+def test_one_valid_token_without_wildcards(raw):
+    subject = subjects.topic_subject(PREFIX, raw)
+    assert _VALID_SUBJECT.match(subject), subject
+    assert subject.count('.') == 2
+    assert '*' not in subject and '>' not in subject
+
+
+@pytest.mark.parametrize('topic,token', [
+    ('D', 'D'),
+    ('0b4d8f52-7a2e-4c4c-9c3e-2f0e6f1e5d11',
+     '0b4d8f52-7a2e-4c4c-9c3e-2f0e6f1e5d11'),
+    ('listener_compute-1', 'listener_compute-1'),
+    ('listener_host.example.org', 'listener_host=2Eexample=2Eorg'),
+    ('', '='),
+    ('*', '=2A'),
+    ('>', '=3E'),
+    ('a b', 'a=20b'),
+    ('=', '=3D'),
+    ('é', '=C3=A9'),
+])
+def test_readable_tokens(topic, token):
+    assert subjects.topic_subject(PREFIX, topic) == 'dragonflow.topic.' + token
+
+
+@pytest.mark.parametrize('subject', [
+    'dragonflow.topic.=3d',     # lower-case hex is not ours
+    'dragonflow.topic.a=2',     # truncated escape
+    'dragonflow.topic.a.b',     # two tokens
+    'dragonflow.topic.a b',
+    'dragonflow.other.D',
+    'neutron.topic.D',
+])
+def test_foreign_subjects_rejected(subject):
+    with pytest.raises(ValueError):
+        subjects.subject_topic(PREFIX, subject)
+
+
+def test_non_topic_type_rejected():
+    with pytest.raises(TypeError, match='str or bytes'):
+        subjects.topic_subject(PREFIX, 42)
+
+
+def test_subject_map_caches_and_stays_bounded(monkeypatch):
+    smap = subjects.SubjectMap('p')
+    monkeypatch.setattr(subjects.SubjectMap, '_MAX_CACHED', 3)
+    for i in range(10):
+        assert smap.subject('t%d' % i) == 'p.topic.t%d' % i
+    assert len(smap._cache) <= 3
+    assert smap.topic('p.topic.t1') == 't1'
