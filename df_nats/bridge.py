@@ -294,6 +294,31 @@ class LoopLogger:
         self.log(std_logging.ERROR, msg, *args, exc_info=exc_info)
 
 
+# Libraries that log on the loop thread by themselves.
+_LIBRARY_LOGGERS = ('asyncio', 'nats')
+
+
+class _LoopRecordDiverter(std_logging.Filter):
+    """Moves records logged on the loop thread to the caller's world.
+
+    Installed under eventlet on the loggers of asyncio and nats-py, which
+    log on the loop thread by themselves: logger filters run before any
+    handler lock is taken, so the record leaves the loop thread untouched
+    and is handled again, lock and all, by the caller's world.
+    """
+
+    def __init__(self, bridge: 'Bridge'):
+        super().__init__()
+        self._bridge = bridge
+
+    def filter(self, record):
+        if not self._bridge.on_loop_thread():
+            return True
+        logger = std_logging.getLogger(record.name)
+        self._bridge.world.post(logger.handle, record)
+        return False
+
+
 class BridgeTimeout(TimeoutError):
     """A call into the loop thread did not finish in time."""
 
@@ -306,22 +331,32 @@ class Bridge:
         self.green = is_green()
         self._natives = _Natives()
         self.world = _CallerWorld(self._natives, self.green)
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.log = LoopLogger(self, LOG)
+        # Built here rather than on the loop thread, so that asyncio's own
+        # set-up logging happens in the caller's world.
+        self.loop = _NativeLoop(self._natives)
+        self.loop.set_exception_handler(self._on_loop_exception)
+        self._loop_ident = None
+        if self.green:
+            diverter = _LoopRecordDiverter(self)
+            for name in _LIBRARY_LOGGERS:
+                std_logging.getLogger(name).addFilter(diverter)
         started = self._natives.thread.allocate_lock()
         started.acquire()
         self._natives.thread.start_new_thread(self._run_loop, (started,))
         # An original lock: waiting on it blocks this greenthread's hub for
-        # the few microseconds the loop needs to come up, and no longer.
+        # the moment the loop thread needs to start, and no longer.
         started.acquire()
-        self.log = LoopLogger(self, LOG)
 
     def _run_loop(self, started):
-        loop = _NativeLoop(self._natives)
-        loop.set_exception_handler(self._on_loop_exception)
-        asyncio.set_event_loop(loop)
-        self.loop = loop
+        self._loop_ident = self._natives.thread.get_ident()
+        asyncio.set_event_loop(self.loop)
         started.release()
-        loop.run_forever()
+        self.loop.run_forever()
+
+    def on_loop_thread(self) -> bool:
+        """True when called on this bridge's loop thread."""
+        return self._natives.thread.get_ident() == self._loop_ident
 
     def _on_loop_exception(self, loop, context):
         exc = context.get('exception')
