@@ -27,10 +27,12 @@ import subprocess
 import sys
 import time
 
+from oslo_config import cfg
 from oslo_log import log as logging
 
 from df_nats import bridge
 from df_nats import connection
+from df_nats import options
 from df_nats import pubsub_api
 
 LOG = logging.getLogger(__name__)
@@ -407,3 +409,28 @@ class _YieldingFileHandler(std_logging.FileHandler):
 def _count(path, needle):
     with open(path) as log:
         return log.read().count(needle)
+
+
+def scenario_bad_start(ctx):
+    """Unreachable NATS and bad options fail at start, clearly, and never
+    show the password.
+    """
+    cfg.CONF.set_override('servers', ['nats://user:hunter2@127.0.0.1:1'],
+                          group='df_nats')
+    cfg.CONF.set_override('initial_connect_wait', 1.0, group='df_nats')
+    try:
+        ctx.driver().get_publisher().initialize()
+    except connection.ConnectError as exc:
+        assert 'initial_connect_wait' in str(exc), exc
+        assert 'hunter2' not in str(exc) and '***@127.0.0.1:1' in str(exc)
+    else:
+        raise AssertionError('connected to a closed port?')
+    connection._connection = None
+    cfg.CONF.set_override('servers', ['redis://127.0.0.1:6379'],
+                          group='df_nats')
+    try:
+        ctx.driver().get_publisher().initialize()
+    except options.ConfigError as exc:
+        assert str(exc).startswith('[df_nats] servers:'), exc
+    else:
+        raise AssertionError('a redis:// URL was accepted')

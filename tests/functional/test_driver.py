@@ -98,6 +98,14 @@ def test_sync_after_server_restart(world, fresh_nats_server, tmp_path):
     _finish(proc)
 
 
+@pytest.mark.parametrize('world', WORLDS)
+def test_bad_start_is_clear_and_hides_secrets(world, tmp_path):
+    proc = _start(world, 'bad_start', ['nats://127.0.0.1:1'], tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-4000:]
+    assert 'hunter2' not in out + err
+
+
 def test_logging_storm_under_eventlet(nats_server, tmp_path):
     """Heavy DEBUG logging from greenthreads and the loop thread at once:
     loop-thread records must never take a green logging lock.
