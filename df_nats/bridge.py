@@ -294,8 +294,10 @@ class LoopLogger:
         self.log(std_logging.ERROR, msg, *args, exc_info=exc_info)
 
 
-# Libraries that log on the loop thread by themselves.
-_LIBRARY_LOGGERS = ('asyncio', 'nats')
+# Loggers of the libraries that log on the loop thread by themselves. A
+# logger filter sees only records of its own logger, not of its children,
+# so these are the exact names the modules log under.
+_LIBRARY_LOGGERS = ('asyncio', 'nats.aio.client', 'nats.js.kv')
 
 
 class _LoopRecordDiverter(std_logging.Filter):

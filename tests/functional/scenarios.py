@@ -346,9 +346,13 @@ def scenario_logging_storm(ctx):
     the_bridge = bridge.get_bridge()
     loop_lines = 20000
 
+    nats_logger = std_logging.getLogger('nats.aio.client')
+
     async def loop_side():
         for i in range(loop_lines):
             the_bridge.log.debug('loop-side line %d', i)
+            if i % 1000 == 0:  # as nats-py itself logs on the loop thread
+                nats_logger.debug('nats-side line %d', i)
             if i % 100 == 0:
                 await asyncio.sleep(0)
 
