@@ -64,6 +64,8 @@ def process_name() -> str:
     except OSError:
         name = ''
     argv0 = os.path.basename((getattr(sys, 'argv', None) or [''])[0])
+    if argv0.startswith('-'):
+        argv0 = ''  # "python -c ..."
     # Python services show up as "python3"; their script name says more.
     if (not name or name.startswith('python')) and argv0:
         name = argv0
@@ -217,6 +219,10 @@ class Connection:
             self._listeners.remove(listener)
         except ValueError:
             pass
+
+    def jetstream(self, timeout: float):
+        """A JetStream context on this connection (use on the loop)."""
+        return self._nc.jetstream(timeout=timeout)
 
     # -- publishing --------------------------------------------------------
 

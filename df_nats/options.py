@@ -30,6 +30,8 @@ GROUP = 'df_nats'
 _URL_SCHEMES = ('nats', 'tls')
 # A subject token: anything NATS allows except wildcards and white space.
 _PREFIX_TOKEN = re.compile(r'^[A-Za-z0-9_=-]+$')
+_BUCKET = re.compile(r'^[A-Za-z0-9_-]+$')
+_ROLE = re.compile(r'^[!-~]{1,64}$')
 
 connection_opts = [
     cfg.ListOpt('servers', default=['nats://127.0.0.1:4222'],
@@ -100,7 +102,41 @@ tls_opts = [
                      ' configured with handshake_first).'),
 ]
 
-ALL_OPTS = connection_opts + auth_opts + tls_opts
+registry_opts = [
+    cfg.BoolOpt('publisher_registry', default=True,
+                help='Register every publisher in a JetStream key-value'
+                     ' bucket, with a heartbeat, so that live publishers'
+                     ' can be listed and watched and a dead one disappears'
+                     ' after publisher_ttl. Needs JetStream; without it'
+                     ' pub/sub works and an error is logged once.'),
+    cfg.StrOpt('registry_bucket', default='df_publishers',
+               help='Name of the JetStream key-value bucket holding the'
+                    ' publisher registry. Created when missing.'),
+    cfg.StrOpt('role',
+               help='Role this process registers its publisher with, for'
+                    ' listing and watching by role. Defaults to'
+                    ' neutron-server or df-local-controller when the'
+                    ' process is one of those, else to the process name.'),
+    cfg.FloatOpt('heartbeat_interval', default=3.0, min=0.5,
+                 help='Seconds between refreshes of a publisher\'s registry'
+                      ' record. At most publisher_ttl / 2.'),
+    cfg.FloatOpt('publisher_ttl', default=10.0, min=2.0,
+                 help='Seconds after its last refresh that a publisher\'s'
+                      ' record expires: the time in which a killed'
+                      ' publisher is noticed. It is the max age of the'
+                      ' registry bucket, so every process must use the same'
+                      ' value.'),
+    cfg.IntOpt('kv_replicas', default=1, min=1, max=5,
+               help='Replicas of the registry bucket when df-nats creates'
+                    ' it: 1 on a single server, 3 in a cluster.'),
+    cfg.BoolOpt('publisher_events', default=False,
+                help='Also deliver publishers joining, changing and leaving'
+                     ' the registry to the subscriber callback, as'
+                     ' "publisher" table events shaped like Dragonflow\'s'
+                     ' Publisher model.'),
+]
+
+ALL_OPTS = connection_opts + auth_opts + tls_opts + registry_opts
 
 cfg.CONF.register_opts(ALL_OPTS, group=GROUP)
 
@@ -178,6 +214,22 @@ def _check_files(conf):
                           ' be set, found: %s' % ', '.join(methods))
 
 
+def _check_registry(conf):
+    if not _BUCKET.match(conf.registry_bucket or ''):
+        raise ConfigError('registry_bucket',
+                          '%r must be letters, digits, "_" or "-"'
+                          % conf.registry_bucket)
+    if conf.role is not None and not _ROLE.match(conf.role):
+        raise ConfigError('role', '%r must be 1 to 64 printable characters'
+                          ' without spaces' % conf.role)
+    if conf.heartbeat_interval > conf.publisher_ttl / 2:
+        raise ConfigError(
+            'heartbeat_interval',
+            '%s s is more than half of publisher_ttl (%s s): one late'
+            ' refresh would make a live publisher expire'
+            % (conf.heartbeat_interval, conf.publisher_ttl))
+
+
 def validate(conf=None):
     """Check the ``[df_nats]`` options; raise ``ConfigError`` if unusable."""
     conf = (conf or cfg.CONF)[GROUP]
@@ -192,4 +244,5 @@ def validate(conf=None):
     _check_servers(servers)
     _check_prefix(prefix)
     _check_files(conf)
+    _check_registry(conf)
     return conf

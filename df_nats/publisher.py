@@ -17,6 +17,7 @@ from oslo_log import log as logging
 from df_nats import codec
 from df_nats import connection as df_connection
 from df_nats import pubsub_api
+from df_nats import registry
 from df_nats import subjects
 
 LOG = logging.getLogger(__name__)
@@ -33,13 +34,20 @@ class NatsPublisher(pubsub_api.PublisherApi):
         super().__init__()
         self._conn = None
         self._subjects = None
+        # This process's id in the publisher registry (set by initialize).
+        self.publisher_id = None
 
     def initialize(self):
-        """Connect (or join this process's connection)."""
+        """Connect (or join this process's connection) and register."""
         if self._conn is not None:
             return
         conn = df_connection.get_connection()
         conn.acquire()
+        try:
+            self.publisher_id = registry.get_registration().acquire()
+        except Exception:
+            conn.release()
+            raise
         self._subjects = subjects.SubjectMap(conn.conf.subject_prefix)
         self._conn = conn
 
@@ -71,4 +79,5 @@ class NatsPublisher(pubsub_api.PublisherApi):
         """Flush what is queued (bounded) and leave the connection."""
         conn, self._conn = self._conn, None
         if conn is not None:
+            registry.get_registration().release()
             conn.release()

@@ -21,6 +21,7 @@ from oslo_log import log as logging
 from df_nats import codec
 from df_nats import connection as df_connection
 from df_nats import pubsub_api
+from df_nats import registry_watch
 from df_nats import subjects
 
 LOG = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._running = False
         self._stopped = threading.Event()
         self._last_malformed_log = 0.0
+        self._publisher_feed = None
         self.stats = collections.Counter()
 
     def initialize(self, callback):
@@ -118,6 +120,9 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         conn.add_listener(self._on_reconnected)
         self._stopped.clear()
         self._running = True
+        if conn.conf.publisher_events:
+            self._publisher_feed = registry_watch.start_publisher_feed(
+                conn, self._call)
 
     def run(self):
         """Receive until ``close()``: ``daemonize`` and wait."""
@@ -139,6 +144,9 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._running = False
         conn, self._conn = self._conn, None
         conn.remove_listener(self._on_reconnected)
+        feed, self._publisher_feed = self._publisher_feed, None
+        if feed is not None:
+            feed.stop()
         for key, sub in list(self._topics.items()):
             self._topics[key] = None
             if sub is not None and conn.connected:

@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``df-nats`` command: ``df-nats demo`` and friends."""
+"""The ``df-nats`` command: ``demo``, ``publishers``."""
 
 import argparse
 import sys
@@ -35,6 +35,22 @@ def _parser():
                            ' (default %(default)s)')
     demo.add_argument('--timeout', type=float, default=60.0,
                       help='seconds before the demo gives up')
+
+    pubs = commands.add_parser(
+        'publishers', help='list the live publishers in the registry, or'
+                           ' watch them join, change and leave')
+    pubs.add_argument('--role', help='only publishers of this role')
+    pubs.add_argument('--watch', action='store_true',
+                      help='keep printing joins, changes and leaves')
+    pubs.add_argument('--json', action='store_true',
+                      help='JSON output (one event per line with --watch)')
+    pubs.add_argument('--servers', metavar='URL', action='append',
+                      help='NATS server URL (repeatable); overrides'
+                           ' [df_nats] servers')
+    pubs.add_argument('--config-file', metavar='PATH', action='append',
+                      help='Dragonflow/df-nats configuration file'
+                           ' (repeatable)')
+    pubs.add_argument('--debug', action='store_true', help='debug logging')
     return parser
 
 
@@ -43,6 +59,9 @@ def main(argv=None):
     if args.command == 'demo':
         from df_nats.cmd import demo
         return demo.run(args)
+    if args.command == 'publishers':
+        from df_nats.cmd import publishers
+        return publishers.run(args)
     return 2
 
 

@@ -104,3 +104,24 @@ def test_list_opts_for_the_config_generator():
     assert group == 'df_nats'
     assert all(opt.help for opt in opts)
     assert {o.name for o in opts if o.secret} == {'password', 'token'}
+
+
+@pytest.mark.parametrize('values, option', [
+    (dict(registry_bucket='df.publishers'), 'registry_bucket'),
+    (dict(registry_bucket=''), 'registry_bucket'),
+    (dict(role='two words'), 'role'),
+    (dict(heartbeat_interval=6.0, publisher_ttl=10.0), 'heartbeat_interval'),
+])
+def test_bad_registry_options_are_named(conf, values, option):
+    _set(conf, **values)
+    with pytest.raises(options.ConfigError) as err:
+        options.validate(conf.conf)
+    assert err.value.option == option
+    assert str(err.value).startswith('[df_nats] %s: ' % option)
+
+
+def test_default_registry_notices_a_death_within_15_s(conf):
+    group = options.validate(conf.conf)
+    # Expiry comes publisher_ttl after the last refresh at the latest.
+    assert group.publisher_ttl + 2 <= 15
+    assert group.heartbeat_interval <= group.publisher_ttl / 2
