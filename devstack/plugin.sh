@@ -45,6 +45,7 @@ function _configure_df_nats_file {
     iniset $conf_file df enable_df_pub_sub True
     iniset $conf_file df_nats servers "$DF_NATS_SERVERS"
     iniset $conf_file df_nats subject_prefix "$DF_NATS_SUBJECT_PREFIX"
+    iniset $conf_file df_nats kv_replicas "$DF_NATS_KV_REPLICAS"
 }
 
 function configure_df_nats {

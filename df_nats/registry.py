@@ -213,6 +213,7 @@ class Registration:
         self._wake: Optional[asyncio.Event] = None
         self._last_write = 0.0
         self._complained = False
+        self._failing = False
 
     # -- caller's world ---------------------------------------------------
 
@@ -263,20 +264,28 @@ class Registration:
         self.publisher_id = await self._claim(kv)
         self._kv = kv
         self.registered = True
+        self._failing = False
         self._last_write = time.monotonic()
         self.conn.bridge.log.info(
             'df-nats: registered publisher %s (role %s) in bucket %s',
             self.publisher_id, self.role, self.conf.registry_bucket)
 
     def _complain(self, exc):
+        # One error per process, one warning per outage; the rest is debug.
         log = self.conn.bridge.log
         if not self._complained:
             self._complained = True
+            self._failing = True
             log.error('df-nats: publisher registry unavailable: %s.'
                       ' Publishing works; this publisher is not listed'
                       ' until the registry can be reached'
                       ' ([df_nats] publisher_registry = false turns it'
                       ' off)', exc)
+        elif not self._failing:
+            self._failing = True
+            log.warning('df-nats: registry heartbeat failed, retrying'
+                        ' every %s s: %s: %s', self.conf.heartbeat_interval,
+                        type(exc).__name__, exc)
         else:
             log.debug('df-nats: registry still unavailable: %s', exc)
 
@@ -355,12 +364,10 @@ class Registration:
                 self.conn.bridge.log.error('df-nats: registry: %s', exc)
                 return
             except Exception as exc:
-                if self._kv is None:
-                    self._complain(exc)
-                else:
-                    self.conn.bridge.log.warning(
-                        'df-nats: registry heartbeat failed: %s: %s',
-                        type(exc).__name__, exc)
+                # Open the bucket and claim again next time: it may have
+                # been deleted, or our record expired during an outage.
+                self._kv = None
+                self._complain(exc)
 
     async def _refresh(self):
         self._record['last_activity_timestamp'] = time.time()

@@ -342,3 +342,25 @@ def test_watch_survives_a_server_restart(fresh_nats_server, bucket,
     watcher.next(_event('leave', publisher_id, left='closed'), timeout=10)
     late = _ready(_worker(processes, 'native', config, '--fork', '1'))
     watcher.next(_event('join', late['ready']), timeout=10)
+
+
+async def _replicas(url, bucket):
+    nc = await nats.connect(url)
+    try:
+        kv = await nc.jetstream().key_value(bucket)
+        return (await kv.status()).stream_info.config.num_replicas
+    finally:
+        await nc.close()
+
+
+def test_replicated_registry_on_a_cluster(nats_cluster, bucket, processes,
+                                          tmp_path):
+    first, second, third = nats_cluster.urls
+    ids = []
+    for url in (first, second):
+        config = _config(tmp_path, [url], bucket, kv_replicas=3)
+        ids.append(_ready(_worker(processes, 'native', config,
+                                  '--fork', '1'))['ready'])
+    assert asyncio.run(_replicas(third, bucket)) == 3
+    listed = _list(_config(tmp_path, [third], bucket))
+    assert sorted(r['id'] for r in listed) == sorted(ids)
