@@ -398,6 +398,10 @@ class Connection:
 
 _connection: Optional[Connection] = None
 _connection_lock = threading.Lock()
+# Connections inherited from a parent process: kept referenced, so that
+# garbage collection in the child never runs a finalizer on the parent's
+# sockets, loop or pipes.
+_inherited: List[Connection] = []
 
 
 def get_connection() -> Connection:
@@ -405,8 +409,19 @@ def get_connection() -> Connection:
     global _connection
     with _connection_lock:
         if _connection is None or _connection.pid != os.getpid():
+            if _connection is not None:
+                _inherited.append(_connection)
             _connection = Connection(cfg.CONF)
         return _connection
+
+
+def _after_fork_in_child():
+    # A parent thread may have held the lock at the moment of the fork.
+    global _connection_lock
+    _connection_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
