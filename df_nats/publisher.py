@@ -52,6 +52,7 @@ class NatsPublisher(pubsub_api.PublisherApi):
         self._subjects = subjects.SubjectMap(conn.conf.subject_prefix)
         self._conn = conn
         self._start_stream()
+        conn.add_listener(self._on_reconnected)
 
     def _connection(self):
         conn = self._conn
@@ -106,6 +107,33 @@ class NatsPublisher(pubsub_api.PublisherApi):
             headers[sequence.HEADER_SEQ] = '%s.%d' % (self._incarnation, n)
             conn.publish(subject, payload, headers)
 
+    def _on_reconnected(self):
+        # Loop thread: the marks are numbered under the (possibly green)
+        # sequence lock, so they are queued from the caller's world.
+        conn = self._conn
+        if conn is not None:
+            conn.bridge.world.post(self._send_marks, conn)
+
+    def _send_marks(self, conn):
+        """Queue a mark on every subject used, behind its events.
+
+        Events the old connection swallowed leave a gap that the mark
+        shows the subscribers even if nothing else is published for long.
+        """
+        if self._conn is not conn or self._pid != os.getpid():
+            return
+        publisher = getattr(self, 'publisher_id', None) or self._own_id
+        with self._seq_lock:
+            try:
+                for subject, n in self._seqs.items():
+                    conn.publish(subject, b'', {
+                        sequence.HEADER_PUBLISHER: publisher,
+                        sequence.HEADER_SEQ: sequence.seq_header(
+                            self._incarnation, n),
+                        sequence.HEADER_MARK: '1'})
+            except df_connection.PublishBufferFull:
+                pass  # down again: the next reconnect sends marks again
+
     # -- publishing -------------------------------------------------------
 
     def send_event(self, update, topic=None):
@@ -139,5 +167,6 @@ class NatsPublisher(pubsub_api.PublisherApi):
             self._pid = os.getpid()
         conn, self._conn = self._conn, None
         if conn is not None:
+            conn.remove_listener(self._on_reconnected)
             conn.flush(conn.conf.close_timeout)
             conn.release()

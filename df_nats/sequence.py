@@ -25,6 +25,12 @@ looking like a flood of duplicates. A stream is thus (publisher,
 incarnation, subject); counting per subject keeps a subscriber that
 receives only some topics free of false gaps.
 
+After its connection comes back, a publisher sends on every subject it
+used a *mark*: an empty message with ``Df-Mark: 1`` and the ``Df-Seq`` of
+the last event it numbered there, queued behind those events. Events lost
+with the old connection leave a gap that the mark reveals even when the
+publisher then falls silent.
+
 The subscriber side, ``SequenceTracker``, is pure (no I/O, no clock) and is
 used from one thread at a time.
 """
@@ -35,6 +41,7 @@ from typing import Mapping, Optional, Tuple
 
 HEADER_PUBLISHER = 'Df-Publisher'
 HEADER_SEQ = 'Df-Seq'
+HEADER_MARK = 'Df-Mark'
 
 # What ``SequenceTracker.check`` says about one message.
 UNTRACKED = 'untracked'   # no (valid) sequence headers: deliver as is
@@ -42,6 +49,7 @@ FIRST = 'first'           # first message of a stream seen: the baseline
 NEXT = 'next'             # the expected next one
 GAP = 'gap'               # messages were missed before this one
 DUPLICATE = 'duplicate'   # seen already (or older): drop it
+MARK = 'mark'             # a mark, nothing missed: not an event
 
 
 def new_incarnation() -> str:
@@ -91,12 +99,15 @@ class SequenceTracker:
               headers: Optional[Mapping[str, str]]) -> Tuple[str, int]:
         """Classify one message: (verdict, events missed before it).
 
-        The count is only non-zero for ``GAP``.
+        The count is only non-zero for ``GAP``. A mark (``is_mark()``) is
+        ``MARK``, ``FIRST`` or ``GAP``, never an event to deliver.
         """
         parsed = parse(headers)
         if parsed is None:
             return UNTRACKED, 0
         publisher, incarnation, n = parsed
+        # A mark repeats the number of the last event sent before it.
+        mark = HEADER_MARK in headers
         key = (publisher, incarnation, subject)
         last = self._last.get(key)
         if last is None:
@@ -106,12 +117,22 @@ class SequenceTracker:
                 self.evicted += 1
             return FIRST, 0
         self._last.move_to_end(key)
+        if mark:
+            if n <= last:
+                return MARK, 0
+            self._last[key] = n
+            return GAP, n - last
         if n <= last:
             return DUPLICATE, 0
         self._last[key] = n
         if n == last + 1:
             return NEXT, 0
         return GAP, n - last - 1
+
+    @staticmethod
+    def is_mark(headers: Optional[Mapping[str, str]]) -> bool:
+        """True for a publisher's mark (no event in it)."""
+        return bool(headers) and HEADER_MARK in headers
 
     def forget(self):
         """Drop every stream."""

@@ -220,6 +220,12 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             return
         if verdict == sequence.GAP:
             self._count_gap(subject, headers, missed)
+        if verdict != sequence.UNTRACKED and self._tracker.is_mark(headers):
+            # A publisher's mark after its reconnect: no event to deliver.
+            self.stats['marks'] += 1
+            if verdict == sequence.GAP:
+                self._request_sync('gap')
+            return
         try:
             event = codec.unpack_event(data)
         except codec.MalformedEvent as exc:

@@ -71,6 +71,9 @@ def test_kill_node_no_silent_loss(world, action, failover_cluster,
         # it learnt from the cluster.
         assert failover_cluster.node_for(run['pub']['last_url']).name != (
             run['pub_node'])
+        # Once back, it marked where its stream stood, so a lost tail
+        # would show even if it had stopped publishing.
+        assert run['sub']['stats'].get('marks', 0) >= 1, run['sub']
 
 
 @pytest.mark.parametrize('world', WORLDS)

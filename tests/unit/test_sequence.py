@@ -108,3 +108,34 @@ def test_bounded_least_recently_seen_forgotten():
 def test_bad_bound():
     with pytest.raises(ValueError):
         sequence.SequenceTracker(max_streams=0)
+
+
+def _mark(n, publisher='p1', incarnation='a1b2c3d4'):
+    return dict(_h(n, publisher, incarnation), **{sequence.HEADER_MARK: '1'})
+
+
+def test_mark_in_step_is_not_a_gap_nor_a_duplicate():
+    tracker = sequence.SequenceTracker()
+    for n in (1, 2, 3):
+        tracker.check('s', _h(n))
+    assert tracker.check('s', _mark(3)) == (sequence.MARK, 0)
+    assert tracker.check('s', _mark(3)) == (sequence.MARK, 0)
+    assert tracker.check('s', _h(4)) == (sequence.NEXT, 0)
+    assert sequence.SequenceTracker.is_mark(_mark(3))
+    assert not sequence.SequenceTracker.is_mark(_h(3))
+    assert not sequence.SequenceTracker.is_mark(None)
+
+
+def test_mark_reveals_lost_tail():
+    # Events 4 and 5 died with the publisher's server; then it fell silent.
+    tracker = sequence.SequenceTracker()
+    for n in (1, 2, 3):
+        tracker.check('s', _h(n))
+    assert tracker.check('s', _mark(5)) == (sequence.GAP, 2)
+    assert tracker.check('s', _h(6)) == (sequence.NEXT, 0)
+
+
+def test_mark_of_unknown_stream_is_a_baseline():
+    tracker = sequence.SequenceTracker()
+    assert tracker.check('s', _mark(7)) == (sequence.FIRST, 0)
+    assert tracker.check('s', _h(8)) == (sequence.NEXT, 0)
