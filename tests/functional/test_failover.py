@@ -79,7 +79,7 @@ def test_kill_node_no_silent_loss(world, action, failover_cluster,
 @pytest.mark.parametrize('world', WORLDS)
 def test_rolling_restart_no_silent_loss(world, failover_cluster, tmp_path):
     run = fs.run_failover(failover_cluster, world, fs.ROLLING_RESTART,
-                          str(tmp_path), events=10000, rate=1000.0,
+                          str(tmp_path), events=10000, rate=800.0,
                           break_at=0.1)
     _check(run, tmp_path)
     assert run['sub']['conn_stats'].get('reconnects', 0) >= 1
