@@ -28,6 +28,7 @@ import asyncio
 import atexit
 import collections
 import os
+import random
 import ssl
 import sys
 import threading
@@ -82,6 +83,42 @@ def _tls_context(conf) -> Optional[ssl.SSLContext]:
     return context
 
 
+class ReconnectPacer:
+    """Picks the server for each reconnect attempt and the wait before it.
+
+    nats-py calls it (on the loop thread) before every attempt with the
+    servers still eligible, the configured and the discovered ones, each
+    with its count of failed attempts since it last worked. The pacer
+    tries the servers that failed least first, and among those not the one
+    just lost; the first round goes at once, later rounds wait
+    ``reconnect_time_wait`` doubling up to ``reconnect_time_wait_max``.
+    Every attempt adds up to ``reconnect_jitter`` of random delay.
+    """
+
+    def __init__(self, wait: float, wait_max: float, jitter: float,
+                 rng: Optional[random.Random] = None):
+        self.wait = wait
+        self.wait_max = max(wait_max, wait)
+        self.jitter = jitter
+        self.last_netloc: Optional[str] = None
+        self._rng = rng or random.Random()
+
+    def delay(self, failures: int) -> float:
+        """Seconds before an attempt when every server failed that often."""
+        if failures <= 0:
+            base = 0.0
+        else:
+            base = min(self.wait * 2 ** min(failures - 1, 30), self.wait_max)
+        return base + self._rng.uniform(0, self.jitter)
+
+    def __call__(self, servers, server_info=None):
+        fewest = min(srv.reconnects for srv in servers)
+        candidates = [srv for srv in servers if srv.reconnects == fewest]
+        others = [srv for srv in candidates
+                  if srv.uri.netloc != self.last_netloc]
+        return self._rng.choice(others or candidates), self.delay(fewest)
+
+
 def connect_options(conf) -> Dict:
     """nats-py ``connect()`` keyword arguments from ``[df_nats]``."""
     kwargs = dict(
@@ -131,6 +168,9 @@ class Connection:
         self._listeners: List[Callable[[], None]] = []
         self._last_error: Optional[BaseException] = None
         self._closing = False
+        self._pacer = ReconnectPacer(self.conf.reconnect_time_wait,
+                                     self.conf.reconnect_time_wait_max,
+                                     self.conf.reconnect_jitter)
 
     # -- lifecycle (caller's world) -------------------------------------
 
@@ -147,7 +187,16 @@ class Connection:
             self._users -= 1
             if self._users > 0 or self._nc is None:
                 return
-            self.flush(self.conf.close_timeout)
+            # A publisher's close() flushed already; skip the wait on a
+            # connection that is down with nothing queued.
+            if ((self._outbox or self.connected)
+                    and not self.flush(self.conf.close_timeout)
+                    and self._outbox):
+                # Never a silent drop: say how many events did not go out.
+                self.stats['unsent_at_close'] += len(self._outbox)
+                LOG.error('df-nats: closing with %d events not sent'
+                          ' ([df_nats] close_timeout = %s)',
+                          len(self._outbox), self.conf.close_timeout)
             nc, self._nc = self._nc, None
             self._closing = True
         try:
@@ -158,6 +207,13 @@ class Connection:
     @property
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
+
+    @property
+    def connected_url(self) -> Optional[str]:
+        """The server URL in use now (password redacted), or None."""
+        nc = self._nc
+        url = nc.connected_url if nc is not None else None
+        return options.redact_url(url.geturl()) if url else None
 
     def _connect(self):
         wait = self.conf.initial_connect_wait
@@ -171,6 +227,7 @@ class Connection:
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
                 closed_cb=self._on_closed,
+                reconnect_to_server_handler=self._pacer,
                 **connect_options(self.conf)), timeout=wait)
         except Exception as exc:
             cause = self._last_error or exc
@@ -179,6 +236,7 @@ class Connection:
                 ' ([df_nats] initial_connect_wait): %s: %s' % (
                     servers, wait, type(cause).__name__, cause)) from None
         self._nc = nc
+        self._pacer.last_netloc = nc.connected_url.netloc
         LOG.info('df-nats: connected to %s',
                  options.redact_url(nc.connected_url.geturl()))
 
@@ -199,6 +257,8 @@ class Connection:
     async def _on_reconnected(self):
         self.stats['reconnects'] += 1
         url = self._nc.connected_url if self._nc else None
+        if url:
+            self._pacer.last_netloc = url.netloc
         self.bridge.log.warning('df-nats: reconnected to %s',
                                 options.redact_url(url.geturl())
                                 if url else '?')
@@ -344,6 +404,10 @@ class Connection:
 
 _connection: Optional[Connection] = None
 _connection_lock = threading.Lock()
+# Connections inherited from a parent process: kept referenced, so that
+# garbage collection in the child never runs a finalizer on the parent's
+# sockets, loop or pipes.
+_inherited: List[Connection] = []
 
 
 def get_connection() -> Connection:
@@ -351,8 +415,19 @@ def get_connection() -> Connection:
     global _connection
     with _connection_lock:
         if _connection is None or _connection.pid != os.getpid():
+            if _connection is not None:
+                _inherited.append(_connection)
             _connection = Connection(cfg.CONF)
         return _connection
+
+
+def _after_fork_in_child():
+    # A parent thread may have held the lock at the moment of the fork.
+    global _connection_lock
+    _connection_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register

@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -398,6 +399,26 @@ class NatsCluster(_Managed):
         replicas = metas[leaders.pop()].get('replicas') or ()
         return len(replicas) == len(self.nodes) - 1 and all(
             r.get('current') and not r.get('offline') for r in replicas)
+
+    def node_for(self, url: Optional[str]) -> Optional[NatsServer]:
+        """The node serving ``url`` (any host form, by port), or None."""
+        if not url:
+            return None
+        try:
+            port = urllib.parse.urlsplit(url).port
+        except ValueError:
+            return None
+        for node in self.nodes:
+            if node.client_port == port:
+                return node
+        return None
+
+    def heal(self, timeout: float = 30) -> None:
+        """Start every node that is down, then wait for the cluster."""
+        for node in self.nodes:
+            if not node.is_running():
+                node.start(timeout)
+        self.wait_formed(timeout)
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -56,6 +56,22 @@ connection_opts = [
     cfg.IntOpt('max_reconnect_attempts', default=-1, min=-1,
                help='Reconnect attempts per server before the connection is'
                     ' given up; -1 retries forever.'),
+    # Failover: reconnect pacing and loss detection (see "Failover and
+    # loss" in README.rst).
+    cfg.FloatOpt('reconnect_time_wait_max', default=10.0, min=0.0,
+                 help='Upper bound of the reconnect backoff: after every'
+                      ' server was tried and failed, the wait before the'
+                      ' next attempt doubles from reconnect_time_wait up to'
+                      ' this many seconds.'),
+    cfg.FloatOpt('reconnect_jitter', default=0.1, min=0.0,
+                 help='Up to this many seconds of random delay added to'
+                      ' every reconnect attempt, so that thousands of'
+                      ' clients of a failed server do not all reconnect at'
+                      ' the same instant.'),
+    cfg.IntOpt('sequence_streams', default=4096, min=1,
+               help='Publisher streams (publisher, incarnation, topic) a'
+                    ' subscriber tracks for gaps and duplicates; the least'
+                    ' recently seen is forgotten beyond this.'),
     cfg.IntOpt('ping_interval', default=20, min=1,
                help='Seconds between client PINGs that detect a dead'
                     ' server.'),
@@ -230,6 +246,14 @@ def _check_registry(conf):
             % (conf.heartbeat_interval, conf.publisher_ttl))
 
 
+def _check_reconnect(conf):
+    if conf.reconnect_time_wait_max < conf.reconnect_time_wait:
+        raise ConfigError(
+            'reconnect_time_wait_max',
+            '%s is less than reconnect_time_wait (%s)' % (
+                conf.reconnect_time_wait_max, conf.reconnect_time_wait))
+
+
 def validate(conf=None):
     """Check the ``[df_nats]`` options; raise ``ConfigError`` if unusable."""
     conf = (conf or cfg.CONF)[GROUP]
@@ -245,4 +269,5 @@ def validate(conf=None):
     _check_prefix(prefix)
     _check_files(conf)
     _check_registry(conf)
+    _check_reconnect(conf)
     return conf

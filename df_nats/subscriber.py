@@ -13,6 +13,7 @@
 """The subscriber: NATS subjects to the Dragonflow callback."""
 
 import collections
+import os
 import threading
 import time
 
@@ -22,12 +23,15 @@ from df_nats import codec
 from df_nats import connection as df_connection
 from df_nats import pubsub_api
 from df_nats import registry_watch
+from df_nats import sequence
 from df_nats import subjects
 
 LOG = logging.getLogger(__name__)
 
-# Malformed messages are logged at most this often (they are all counted).
+# Malformed messages and sequence gaps are logged at most this often (they
+# are all counted).
 _MALFORMED_LOG_INTERVAL = 1.0
+_GAP_LOG_INTERVAL = 1.0
 
 
 class NatsSubscriber(pubsub_api.SubscriberApi):
@@ -35,9 +39,15 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
 
     The callback runs in the caller's world (a greenthread under eventlet, a
     native thread otherwise), one event at a time, in arrival order. After
-    the connection comes back from an outage it is called once with
+    the connection comes back from an outage, and after a gap in a
+    publisher's sequence numbers, it is called with
     ``(None, None, 'sync', None, None)``: events may have been missed and
-    Dragonflow answers with a full resync.
+    Dragonflow answers with a full resync. Syncs asked for while one is
+    still queued are delivered once. Duplicates are dropped.
+
+    After a fork, a subscriber inherited from the parent moves to the
+    child's own connection on the child's first ``register_topic``,
+    ``unregister_topic``, ``daemonize`` or ``run``, followed by a sync.
     """
 
     def __init__(self):
@@ -51,6 +61,11 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._stopped = threading.Event()
         self._last_malformed_log = 0.0
         self._publisher_feed = None
+        self._last_gap_log = 0.0
+        self._tracker = sequence.SequenceTracker()
+        self._sync_pending = False
+        self._sync_reasons = set()
+        self._pid = os.getpid()
         self.stats = collections.Counter()
 
     def initialize(self, callback):
@@ -73,6 +88,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
 
     def register_topic(self, topic):
         """Receive ``topic``; True if it was not registered yet."""
+        self._check_fork()
         key = subjects.topic_bytes(topic)
         if key in self._topics:
             return False
@@ -84,6 +100,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
 
     def unregister_topic(self, topic):
         """Stop receiving ``topic``."""
+        self._check_fork()
         key = subjects.topic_bytes(topic)
         if key not in self._topics:
             LOG.warning('df-nats: topic %r was not registered', topic)
@@ -99,8 +116,33 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
 
     # -- lifecycle ------------------------------------------------------------
 
+    def _check_fork(self):
+        """Move a subscriber inherited through fork to this process.
+
+        The parent's connection, subscriptions and loop thread are not the
+        child's: forget them without touching them. A subscriber that was
+        running subscribes again on the child's own connection and asks
+        for a resync, since events went by while nobody listened here.
+        """
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._stopped = threading.Event()
+        self._sync_pending = False
+        was_running, self._running = self._running, False
+        self._conn = None
+        self._publisher_feed = None  # the parent's watch, on its loop
+        for key in self._topics:
+            self._topics[key] = None
+        if was_running:
+            LOG.info('df-nats: subscriber used in forked process %d,'
+                     ' subscribing again', self._pid)
+            self.daemonize()
+            self._request_sync('fork')
+
     def daemonize(self):
         """Connect and subscribe every registered topic; returns at once."""
+        self._check_fork()
         if self._running:
             return
         if self._callback is None:
@@ -110,6 +152,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         conn.acquire()
         self._conn = conn
         self._subjects = subjects.SubjectMap(conn.conf.subject_prefix)
+        self._tracker.max_streams = conn.conf.sequence_streams
         try:
             for key in list(self._topics):
                 self._topics[key] = self._subscribe(key)
@@ -139,6 +182,15 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
 
     def close(self):
         """Unsubscribe and leave the connection; safe to call twice."""
+        if self._pid != os.getpid():
+            # Inherited from the parent: nothing of it is ours to close.
+            self._pid = os.getpid()
+            self._running = False
+            self._conn = None
+            self._publisher_feed = None
+            for key in self._topics:
+                self._topics[key] = None
+            return
         if not self._running:
             return
         self._running = False
@@ -160,15 +212,29 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
     # -- delivery -------------------------------------------------------------
 
     async def _on_message(self, msg):
-        # Loop thread: hand the body over, decode it in the caller's world.
-        self._conn.bridge.world.post(self._deliver, msg.data)
+        # Loop thread: hand the message over, check and decode it in the
+        # caller's world (one dispatcher: the tracker needs no lock).
+        self._conn.bridge.world.post(self._deliver, msg.subject,
+                                     msg.headers, msg.data)
 
     def _on_reconnected(self):
-        # Loop thread.
-        self._conn.bridge.world.post(self._deliver_sync)
+        # Loop thread: the sync itself is decided in the caller's world.
+        self._conn.bridge.world.post(self._request_sync, 'reconnect')
 
-    def _deliver(self, data):
+    def _deliver(self, subject, headers, data):
         if not self._running:
+            return
+        verdict, missed = self._tracker.check(subject, headers)
+        if verdict == sequence.DUPLICATE:
+            self.stats['duplicates'] += 1
+            return
+        if verdict == sequence.GAP:
+            self._count_gap(subject, headers, missed)
+        if verdict != sequence.UNTRACKED and self._tracker.is_mark(headers):
+            # A publisher's mark after its reconnect: no event to deliver.
+            self.stats['marks'] += 1
+            if verdict == sequence.GAP:
+                self._request_sync('gap')
             return
         try:
             event = codec.unpack_event(data)
@@ -178,16 +244,43 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             problem = None
         if problem is not None:
             self._count_malformed(data, problem)
-            return
-        self.stats['received'] += 1
-        self._call(event['table'], event['key'], event['action'],
-                   event['value'], event['topic'])
+        else:
+            self.stats['received'] += 1
+            self._call(event['table'], event['key'], event['action'],
+                       event['value'], event['topic'])
+        if verdict == sequence.GAP:
+            self._request_sync('gap')
+
+    def _request_sync(self, reason):
+        """Queue one sync behind what is queued now (caller's world).
+
+        Gaps found, and reconnects heard, before that sync runs are covered
+        by it: they are about events sent before it is delivered.
+        """
+        self._sync_reasons.add(reason)
+        if not self._sync_pending and self._conn is not None:
+            self._sync_pending = True
+            self._conn.bridge.world.post(self._deliver_sync)
 
     def _deliver_sync(self):
+        self._sync_pending = False
+        reasons, self._sync_reasons = self._sync_reasons, set()
         if self._running:
             self.stats['syncs'] += 1
-            LOG.warning('df-nats: reconnected, asking for a resync')
+            LOG.warning('df-nats: events may have been missed (%s),'
+                        ' asking for a resync', ', '.join(sorted(reasons)))
             self._call(None, None, 'sync', None, None)
+
+    def _count_gap(self, subject, headers, missed):
+        self.stats['gaps'] += 1
+        self.stats['missed'] += missed
+        now = time.monotonic()
+        if now - self._last_gap_log >= _GAP_LOG_INTERVAL:
+            self._last_gap_log = now
+            LOG.warning('df-nats: %d events of publisher %s on %s missed'
+                        ' (%d gaps, %d events so far)', missed,
+                        headers.get(sequence.HEADER_PUBLISHER), subject,
+                        self.stats['gaps'], self.stats['missed'])
 
     def _call(self, table, key, action, value, topic):
         try:

@@ -16,10 +16,18 @@ All servers come from df_nats.embedded_server, listen on loopback only
 and are stopped (temp dirs removed) when their fixture scope ends.
 """
 
+import asyncio
+import time
+
+import nats
+from nats.js import errors as js_errors
 import pytest
 
 from df_nats.embedded_server import NatsCluster
 from df_nats.embedded_server import NatsServer
+
+# The lead's publisher registry bucket (df_nats/registry.py default).
+REGISTRY_BUCKET = 'df_publishers'
 
 
 @pytest.fixture(scope='session')
@@ -57,3 +65,50 @@ def nats_url(request, nats_server):
         yield nats_server.localhost_url
     else:
         yield nats_server.url
+
+
+async def _create_registry_bucket(url, timeout=20.0):
+    # Right after the cluster forms the meta leader may still reject a
+    # replicated placement ("no suitable peers"): retry for a while.
+    nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await js.create_key_value(
+                    bucket=REGISTRY_BUCKET, history=1, ttl=10, replicas=3)
+            except (js_errors.BadRequestError,
+                    js_errors.ServiceUnavailableError,
+                    nats.errors.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError('cannot create KV bucket %s: %s'
+                                       % (REGISTRY_BUCKET, exc)) from exc
+                await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(scope='module')
+def failover_cluster_module():
+    """A 3-node JetStream cluster with the registry bucket (3 replicas)."""
+    with NatsCluster(size=3, jetstream=True, name='df-nats-failover') as c:
+        asyncio.run(_create_registry_bucket(c.urls[0]))
+        yield c
+
+
+@pytest.fixture
+def failover_cluster(failover_cluster_module):
+    """The module's 3-node cluster, free to kill -9, stop and restart
+    single nodes (``cluster.nodes[i].kill()/stop()/restart()``,
+    ``cluster.node_for(url)``); every node is back and the cluster formed
+    again after the test.
+    """
+    yield failover_cluster_module
+    failover_cluster_module.heal()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'failover: 3-node cluster failover and fork tests'
+        ' (run alone with -m failover)')

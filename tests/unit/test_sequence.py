@@ -1,0 +1,141 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The subscriber's gap and duplicate detector, and the header format."""
+
+import pytest
+
+from df_nats import sequence
+
+
+def _h(n, publisher='p1', incarnation='a1b2c3d4'):
+    return {sequence.HEADER_PUBLISHER: publisher,
+            sequence.HEADER_SEQ: sequence.seq_header(incarnation, n)}
+
+
+def test_header_round_trip():
+    inc = sequence.new_incarnation()
+    assert len(inc) == 8 and inc != sequence.new_incarnation()
+    assert sequence.parse(_h(42, 'pub', inc)) == ('pub', inc, 42)
+
+
+@pytest.mark.parametrize('headers', [
+    None, {}, {'Df-Table': 'lport'},
+    {sequence.HEADER_PUBLISHER: 'p'},
+    {sequence.HEADER_SEQ: 'a.1'},
+    {sequence.HEADER_PUBLISHER: 'p', sequence.HEADER_SEQ: '7'},
+    {sequence.HEADER_PUBLISHER: 'p', sequence.HEADER_SEQ: 'a.x'},
+    {sequence.HEADER_PUBLISHER: 'p', sequence.HEADER_SEQ: 'a.-1'},
+    {sequence.HEADER_PUBLISHER: '', sequence.HEADER_SEQ: 'a.1'},
+])
+def test_without_valid_headers_untracked(headers):
+    tracker = sequence.SequenceTracker()
+    assert tracker.check('s', headers) == (sequence.UNTRACKED, 0)
+    assert len(tracker) == 0
+
+
+def test_in_order_stream():
+    tracker = sequence.SequenceTracker()
+    assert tracker.check('s', _h(5)) == (sequence.FIRST, 0)
+    for n in range(6, 50):
+        assert tracker.check('s', _h(n)) == (sequence.NEXT, 0)
+
+
+def test_gap_reports_missing_count_then_continues():
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(1))
+    assert tracker.check('s', _h(2)) == (sequence.NEXT, 0)
+    assert tracker.check('s', _h(6)) == (sequence.GAP, 3)
+    assert tracker.check('s', _h(7)) == (sequence.NEXT, 0)
+
+
+def test_duplicates_and_older_dropped():
+    tracker = sequence.SequenceTracker()
+    for n in (1, 2, 3):
+        tracker.check('s', _h(n))
+    assert tracker.check('s', _h(3)) == (sequence.DUPLICATE, 0)
+    assert tracker.check('s', _h(1)) == (sequence.DUPLICATE, 0)
+    assert tracker.check('s', _h(4)) == (sequence.NEXT, 0)
+
+
+def test_streams_are_independent():
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(1, 'p1'))
+    tracker.check('s', _h(1, 'p2'))
+    tracker.check('t', _h(1, 'p1'))
+    assert tracker.check('s', _h(2, 'p1')) == (sequence.NEXT, 0)
+    assert tracker.check('t', _h(2, 'p1')) == (sequence.NEXT, 0)
+    assert tracker.check('s', _h(2, 'p2')) == (sequence.NEXT, 0)
+
+
+def test_new_incarnation_is_a_new_stream_not_duplicates():
+    # A restarted service keeps its publisher id and counts from 1 again.
+    tracker = sequence.SequenceTracker()
+    for n in range(1, 100):
+        tracker.check('s', _h(n, 'p1', 'old00000'))
+    assert tracker.check('s', _h(1, 'p1', 'new00000')) == (
+        sequence.FIRST, 0)
+    assert tracker.check('s', _h(2, 'p1', 'new00000')) == (
+        sequence.NEXT, 0)
+
+
+def test_incarnation_may_hold_dots():
+    assert sequence.parse({sequence.HEADER_PUBLISHER: 'p',
+                           sequence.HEADER_SEQ: 'x.y.12'}) == ('p', 'x.y', 12)
+
+
+def test_bounded_least_recently_seen_forgotten():
+    tracker = sequence.SequenceTracker(max_streams=3)
+    for subject in ('a', 'b', 'c'):
+        tracker.check(subject, _h(1))
+    tracker.check('a', _h(2))          # 'b' is now the least recent
+    tracker.check('d', _h(1))
+    assert len(tracker) == 3 and tracker.evicted == 1
+    # 'b' was forgotten: its next message is a baseline, not a gap.
+    assert tracker.check('b', _h(9)) == (sequence.FIRST, 0)
+    assert tracker.check('a', _h(3)) == (sequence.NEXT, 0)
+
+
+def test_bad_bound():
+    with pytest.raises(ValueError):
+        sequence.SequenceTracker(max_streams=0)
+
+
+def _mark(n, publisher='p1', incarnation='a1b2c3d4'):
+    return dict(_h(n, publisher, incarnation), **{sequence.HEADER_MARK: '1'})
+
+
+def test_mark_in_step_is_not_a_gap_nor_a_duplicate():
+    tracker = sequence.SequenceTracker()
+    for n in (1, 2, 3):
+        tracker.check('s', _h(n))
+    assert tracker.check('s', _mark(3)) == (sequence.MARK, 0)
+    assert tracker.check('s', _mark(3)) == (sequence.MARK, 0)
+    assert tracker.check('s', _h(4)) == (sequence.NEXT, 0)
+    assert sequence.SequenceTracker.is_mark(_mark(3))
+    assert not sequence.SequenceTracker.is_mark(_h(3))
+    assert not sequence.SequenceTracker.is_mark(None)
+
+
+def test_mark_reveals_lost_tail():
+    # Events 4 and 5 died with the publisher's server; then it fell silent.
+    tracker = sequence.SequenceTracker()
+    for n in (1, 2, 3):
+        tracker.check('s', _h(n))
+    assert tracker.check('s', _mark(5)) == (sequence.GAP, 2)
+    assert tracker.check('s', _h(6)) == (sequence.NEXT, 0)
+
+
+def test_mark_of_unknown_stream_is_a_baseline():
+    tracker = sequence.SequenceTracker()
+    assert tracker.check('s', _mark(7)) == (sequence.FIRST, 0)
+    assert tracker.check('s', _h(8)) == (sequence.NEXT, 0)
