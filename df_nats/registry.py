@@ -398,3 +398,12 @@ def get_registration() -> Registration:
         if _registration is None or _registration.pid != os.getpid():
             _registration = Registration(df_connection.get_connection())
         return _registration
+
+
+def _after_fork_in_child():
+    # A parent thread may have held the lock at the moment of the fork.
+    global _registration_lock
+    _registration_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -174,6 +174,7 @@ def role_fork(args):
     from df_nats.cmd import common
     from df_nats import connection
     from df_nats import pubsub_api
+    from df_nats import registry
 
     def event(key):
         return pubsub_api.DbUpdate('lport', key, 'create', None, topic='F')
@@ -202,6 +203,7 @@ def role_fork(args):
     _wait(lambda: 'before-fork' in running_got.keys, 10, 'before-fork')
     parent_conn = connection.get_connection()
     parent_bridge = bridge.get_bridge()
+    parent_id = pub.publisher_id
     to_parent_r, to_parent_w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -218,6 +220,12 @@ def role_fork(args):
             assert child_conn is not parent_conn
             assert pub._conn is child_conn and later._conn is child_conn
             assert bridge.get_bridge() is not parent_bridge
+            # The child registered itself, under an id of its own.
+            child_registration = registry.get_registration()
+            assert child_registration.pid == os.getpid()
+            assert child_registration.registered
+            assert pub.publisher_id == child_registration.publisher_id
+            assert pub.publisher_id != parent_id
             _wait(lambda: 'from-child' in later_got.keys, 20, 'from-child')
             # The subscriber that ran in the parent resumes here, on the
             # child's connection, with a sync for what went by unheard.
@@ -245,6 +253,8 @@ def role_fork(args):
     pub.send_event(event('parent-after'))
     _wait(lambda: 'parent-after' in running_got.keys, 10, 'parent-after')
     assert connection.get_connection() is parent_conn
+    assert pub.publisher_id == parent_id
+    assert registry.get_registration().registered
     assert pub._conn is parent_conn and parent_conn.connected
     assert parent_conn.stats['reconnects'] == 0, parent_conn.stats
     assert parent_conn.stats['disconnects'] == 0, parent_conn.stats
