@@ -51,8 +51,11 @@ LOG = logging.getLogger(__name__)
 
 # Workers of one service on one host; a claim beyond this is a bug.
 _MAX_SLOTS = 256
-# Seconds a JetStream API request may take before registration gives up.
-_JS_TIMEOUT = 5.0
+# Seconds a JetStream API request may take.
+JS_TIMEOUT = 5.0
+# Seconds initialize() waits for the registration; after that the
+# publisher starts anyway and registration goes on in the background.
+_REGISTER_WAIT = 8.0
 # A cluster places a replicated bucket only once it knows its peers.
 _PLACEMENT_RETRY = 5.0
 
@@ -226,7 +229,7 @@ class Registration:
         with self._lock:
             if self._users == 0 and self.conf.publisher_registry:
                 self.conn.bridge.run(self._start(),
-                                     timeout=2 * _JS_TIMEOUT + 1)
+                                     timeout=_REGISTER_WAIT + 5)
             self._users += 1
             return self.publisher_id
 
@@ -249,7 +252,7 @@ class Registration:
         self._wake = asyncio.Event()
         self.conn.add_listener(self._wake.set)
         try:
-            await self._register()
+            await asyncio.wait_for(self._register(), _REGISTER_WAIT)
         except options.ConfigError:
             self.conn.remove_listener(self._wake.set)
             raise
@@ -259,7 +262,7 @@ class Registration:
         self._task = asyncio.get_running_loop().create_task(self._keep())
 
     async def _register(self):
-        js = self.conn.jetstream(timeout=_JS_TIMEOUT)
+        js = self.conn.jetstream(timeout=JS_TIMEOUT)
         kv = await open_bucket(js, self.conf, self.conn.bridge.log)
         self.publisher_id = await self._claim(kv)
         self._kv = kv
@@ -273,6 +276,8 @@ class Registration:
     def _complain(self, exc):
         # One error per process, one warning per outage; the rest is debug.
         log = self.conn.bridge.log
+        if not isinstance(exc, RegistryUnavailable):
+            exc = '%s: %s' % (type(exc).__name__, exc or 'no answer')
         if not self._complained:
             self._complained = True
             self._failing = True
@@ -284,8 +289,7 @@ class Registration:
         elif not self._failing:
             self._failing = True
             log.warning('df-nats: registry heartbeat failed, retrying'
-                        ' every %s s: %s: %s', self.conf.heartbeat_interval,
-                        type(exc).__name__, exc)
+                        ' every %s s: %s', self.conf.heartbeat_interval, exc)
         else:
             log.debug('df-nats: registry still unavailable: %s', exc)
 

@@ -131,7 +131,7 @@ class PublisherWatch:
         return await self._list()
 
     def _js(self):
-        return self.conn.jetstream(timeout=registry._JS_TIMEOUT)
+        return self.conn.jetstream(timeout=registry.JS_TIMEOUT)
 
     async def _subscribe(self):
         self._snapshot = {}
