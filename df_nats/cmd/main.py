@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``df-nats`` command: ``df-nats demo`` and friends."""
+"""The ``df-nats`` command: ``df-nats demo``, ``df-nats bench``."""
 
 import argparse
 import sys
@@ -35,6 +35,22 @@ def _parser():
                            ' (default %(default)s)')
     demo.add_argument('--timeout', type=float, default=60.0,
                       help='seconds before the demo gives up')
+
+    bench = commands.add_parser(
+        'bench', help='measure df-nats against raw nats-py, Redis and'
+                      ' ZeroMQ: rates, latency, fan-out, memory')
+    bench.add_argument('--quick', action='store_true',
+                       help='small counts, one run: a smoke test')
+    bench.add_argument('--runs', type=int, default=0,
+                       help='runs to take the median of (default 3,'
+                            ' 1 with --quick)')
+    bench.add_argument('--events', type=int, default=0,
+                       help='events of the rate phase (default 20000)')
+    bench.add_argument('--out', metavar='DIR',
+                       help='where to write bench.png, bench.json and'
+                            ' bench.txt (default: a new temp dir)')
+    bench.add_argument('--keep-logs', action='store_true',
+                       help='keep the worker processes\' logs')
     return parser
 
 
@@ -43,6 +59,9 @@ def main(argv=None):
     if args.command == 'demo':
         from df_nats.cmd import demo
         return demo.run(args)
+    if args.command == 'bench':
+        from df_nats.cmd import bench
+        return bench.run(args)
     return 2
 
 
