@@ -248,15 +248,21 @@ class _CallerWorld:
         calls = self._calls
         while True:
             self._bell.wait()
-            # Clear the flag before draining: a post that lands after this
-            # rings again, one that lands before is drained below.
-            self._rung = False
-            while calls:
-                fn, args = calls.popleft()
-                try:
-                    fn(*args)
-                except Exception:
-                    LOG.exception('df-nats: error in %s', fn)
+            # The flag stays up while calls are drained, so that posts
+            # landing meanwhile do not ring once each (a write, a wake-up
+            # and a read per message). Once the queue looked empty it is
+            # cleared and the queue looked at again: a post that landed
+            # before is drained here, one that lands after rings.
+            while True:
+                while calls:
+                    fn, args = calls.popleft()
+                    try:
+                        fn(*args)
+                    except Exception:
+                        LOG.exception('df-nats: error in %s', fn)
+                self._rung = False
+                if not calls:
+                    break
 
 
 class LoopLogger:
