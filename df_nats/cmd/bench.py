@@ -206,6 +206,16 @@ def _burst(pub, subs, n, per_sub, idle):
     return sent, total, last
 
 
+def _cpu_seconds(pid):
+    """User plus system CPU time of a process so far; 0 if it is gone."""
+    try:
+        with open('/proc/%d/stat' % pid) as stat:
+            fields = stat.read().rsplit(')', 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def _percentile(values, fraction):
     if not values:
         return None
@@ -218,7 +228,7 @@ def _settle(transport):
     time.sleep(1.0 if transport == 'zmq' else 0.3)
 
 
-def run_row(transport, world, endpoint, cfg, log_dir):
+def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None):
     """All figures of one row in one run; raises Skip if it cannot run."""
     fig = {}
     workers = []
@@ -234,7 +244,15 @@ def run_row(transport, world, endpoint, cfg, log_dir):
         _burst(pub, [first], cfg['warmup'], 1, cfg['idle'])
 
         n = cfg['events']
+        clients = (pub.proc.pid, first.proc.pid)
+        cpu = [sum(_cpu_seconds(p) for p in clients),
+               _cpu_seconds(broker_pid) if broker_pid else 0.0]
         sent, total, last = _burst(pub, [first], n, 1, cfg['idle'])
+        after = sum(_cpu_seconds(p) for p in clients)
+        fig['cpu_client_us'] = (after - cpu[0]) / n * 1e6
+        if broker_pid:
+            fig['cpu_broker_us'] = (
+                _cpu_seconds(broker_pid) - cpu[1]) / n * 1e6
         fig['pub_rate'] = n / (sent['end'] - sent['start'])
         fig['e2e_rate'] = total / (last - sent['start']) if total else 0.0
         fig['e2e_lost'] = n - total
@@ -314,18 +332,21 @@ def run(args):
                     continue
                 started = time.monotonic()
                 redis_server = None
+                broker_pid = None
                 try:
                     if transport in ('df-nats', 'nats-py'):
                         endpoint = nats_server.url
+                        broker_pid = nats_server.pid
                     elif transport == 'redis':
                         redis_server = RedisServer(log_dir)
                         endpoint = redis_server.endpoint
+                        broker_pid = redis_server.proc.pid
                     else:
                         _zmq_available()
                         endpoint = 'tcp://127.0.0.1:%d' % (
                             embedded_server.free_port())
                     figures = run_row(transport, world, endpoint, cfg,
-                                      log_dir)
+                                      log_dir, broker_pid)
                 except Skip as exc:
                     skipped[label] = str(exc)
                     print('  %-17s skipped: %s' % (label, exc), flush=True)

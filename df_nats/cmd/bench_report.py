@@ -34,20 +34,27 @@ def table(payload):
         'df-nats bench: medians of %d run(s), %s CPU(s); events of %d..%d B'
         ' JSON value' % (payload['runs'], payload['cpus'], 200, 2000),
         '',
-        'Rates: one sender, %d events; subscriber callback in another'
-        ' process' % cfg['events'],
-        'Latency: send to callback at %d events/s, %d events'
-        % (cfg['rate'], cfg['latency_events']),
+        'Rates: one sender, %d events, subscriber callback in another'
+        ' process; CPU: microseconds per event, publisher + subscriber'
+        ' processes and broker' % cfg['events'],
         '',
-        '%-17s %10s %10s %6s %8s %8s %8s %5s'
-        % ('row', 'publish/s', 'e2e/s', 'lost', 'p50 ms', 'p99 ms',
-           'p99.9 ms', 'lost'),
+        '%-17s %10s %10s %6s %10s %10s'
+        % ('row', 'publish/s', 'e2e/s', 'lost', 'CPU us/ev', 'broker us'),
     ]
     for row in rows:
         fig = med[row]
-        lines.append('%-17s %10s %10s %6s %8s %8s %8s %5s' % (
+        lines.append('%-17s %10s %10s %6s %10s %10s' % (
             row, _num(fig.get('pub_rate')), _num(fig.get('e2e_rate')),
-            _num(fig.get('e2e_lost')), _num(fig.get('lat_p50'), '%.2f'),
+            _num(fig.get('e2e_lost')), _num(fig.get('cpu_client_us'), '%.1f'),
+            _num(fig.get('cpu_broker_us'), '%.1f')))
+    lines += ['', 'Latency: send to callback at %d events/s, %d events'
+              % (cfg['rate'], cfg['latency_events']), '',
+              '%-17s %10s %10s %10s %6s'
+              % ('row', 'p50 ms', 'p99 ms', 'p99.9 ms', 'lost')]
+    for row in rows:
+        fig = med[row]
+        lines.append('%-17s %10s %10s %10s %6s' % (
+            row, _num(fig.get('lat_p50'), '%.2f'),
             _num(fig.get('lat_p99'), '%.2f'),
             _num(fig.get('lat_p999'), '%.2f'), _num(fig.get('lat_lost'))))
     sizes = _fanout_sizes(payload)
