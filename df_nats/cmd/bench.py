@@ -198,11 +198,12 @@ def _wait_delivered(subs, target, idle, since):
     return total, max(sub.last for sub in subs)
 
 
-def _burst(pub, subs, n, per_sub, idle):
+def _burst(pub, subs, n, conns, idle):
+    """Send ``n`` events at full speed to ``conns`` connections in all."""
     for sub in subs:
         sub.call('reset', 'reset')
     sent = pub.call('burst', 'sent', timeout=300, n=n)
-    total, last = _wait_delivered(subs, n * per_sub, idle, time.monotonic())
+    total, last = _wait_delivered(subs, n * conns, idle, time.monotonic())
     return sent, total, last
 
 
@@ -286,7 +287,7 @@ def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None):
             _settle(transport)
             conns = per_proc * len(subs)
             n = cfg['fanout_events']
-            sent, total, last = _burst(pub, subs, n, per_proc, cfg['idle'])
+            sent, total, last = _burst(pub, subs, n, conns, cfg['idle'])
             fig['fanout_%d_rate' % size] = (
                 total / (last - sent['start']) if total else 0.0)
             fig['fanout_%d_lost' % size] = n * conns - total
