@@ -22,10 +22,11 @@ Headers repeat the table and action so that ``nats sub`` shows what flows
 without decoding the body; they never change it.
 """
 
-import threading
 from typing import Any, Dict, Mapping, Optional
 
 import msgpack
+
+from df_nats import bridge
 
 EVENT_FIELDS = ('table', 'key', 'action', 'value', 'topic')
 _EVENT_FIELD_SET = frozenset(EVENT_FIELDS)
@@ -38,9 +39,12 @@ _MAX_HEADER_VALUE = 128
 # few dozen tables and a handful of actions.
 _MAX_CACHED_HEADERS = 1024
 
-# A Packer per thread (per greenthread under eventlet): reusing one is
-# about twice as fast as msgpack.packb(), which builds one for each call.
-_packers = threading.local()
+# A Packer per native thread: reusing one is about twice as fast as
+# msgpack.packb(), which builds one for each call. Under eventlet the
+# original _thread._local is used, shared by the greenthreads of a native
+# thread (pack() never yields to the hub): the green threading.local costs
+# 4 us per lookup, more than building a Packer.
+_packers = bridge._original('_thread')._local()
 _headers_cache: Dict[Any, Dict[str, str]] = {}
 
 

@@ -314,7 +314,25 @@ def _median(values):
     return (values[mid - 1] + values[mid]) / 2.0
 
 
+def _write(payload, out):
+    text = bench_report.table(payload)
+    print(text, flush=True)
+    with open(os.path.join(out, 'bench.json'), 'w') as f:
+        json.dump(payload, f, indent=1, sort_keys=True)
+    with open(os.path.join(out, 'bench.txt'), 'w') as f:
+        f.write(text + '\n')
+    print(bench_report.chart(payload, os.path.join(out, 'bench.png')),
+          flush=True)
+
+
 def run(args):
+    if args.from_json:
+        with open(args.from_json) as f:
+            payload = json.load(f)
+        out = args.out or os.path.dirname(os.path.abspath(args.from_json))
+        os.makedirs(out, exist_ok=True)
+        _write(payload, out)
+        return 0
     cfg = dict(QUICK if args.quick else FULL)
     if args.events:
         cfg['events'] = args.events
@@ -366,14 +384,7 @@ def run(args):
     payload = {'config': cfg, 'runs': runs, 'cpus': os.cpu_count(),
                'rows': [label for label, _, _ in ROWS],
                'medians': medians, 'all_runs': results, 'skipped': skipped}
-    text = bench_report.table(payload)
-    print(text, flush=True)
-    with open(os.path.join(out, 'bench.json'), 'w') as f:
-        json.dump(payload, f, indent=1, sort_keys=True)
-    with open(os.path.join(out, 'bench.txt'), 'w') as f:
-        f.write(text + '\n')
-    chart = bench_report.chart(payload, os.path.join(out, 'bench.png'))
-    print(chart, flush=True)
+    _write(payload, out)
     if not args.keep_logs:
         shutil.rmtree(log_dir, ignore_errors=True)
     return 0 if any(results.values()) else 1

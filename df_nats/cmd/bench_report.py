@@ -75,7 +75,8 @@ def table(payload):
         lines.append('%-17s' % row + cells + '%10s %10s' % (
             _num(rss / _MIB if rss else None, '%.1f'),
             _num(per / 1024.0 if per is not None else None)))
-    lines += ['', 'Ratios (df-nats / baseline, same run):']
+    lines += ['', 'Ratios (df-nats / baseline, same run; for CPU/event'
+              ' lower is cheaper):']
     lines += ratio_lines(payload)
     for row, why in sorted(payload['skipped'].items()):
         lines.append('%s: skipped: %s' % (row, why))
@@ -90,7 +91,7 @@ def ratios(payload):
         for base in _BASELINES:
             if row not in med or base not in med:
                 continue
-            for key in ('pub_rate', 'e2e_rate'):
+            for key in ('pub_rate', 'e2e_rate', 'cpu_client_us'):
                 mine, theirs = med[row].get(key), med[base].get(key)
                 if mine and theirs:
                     found[(row, base, key)] = mine / theirs
@@ -102,7 +103,8 @@ def ratio_lines(payload):
     lines = []
     for row in _DF_ROWS:
         for key, name in (('e2e_rate', 'end to end'),
-                          ('pub_rate', 'publish')):
+                          ('pub_rate', 'publish'),
+                          ('cpu_client_us', 'CPU/event')):
             parts = ['%.2fx %s' % (found[(row, base, key)], base)
                      for base in _BASELINES if (row, base, key) in found]
             if parts:

@@ -49,6 +49,9 @@ def _parser():
     bench.add_argument('--out', metavar='DIR',
                        help='where to write bench.png, bench.json and'
                             ' bench.txt (default: a new temp dir)')
+    bench.add_argument('--from-json', metavar='FILE',
+                       help='do not measure: print the table and draw the'
+                            ' chart of a bench.json written before')
     bench.add_argument('--keep-logs', action='store_true',
                        help='keep the worker processes\' logs')
     return parser
