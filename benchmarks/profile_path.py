@@ -70,6 +70,8 @@ def main():
     popen = subprocess.Popen
 
     def under_py_spy(cmd, **kwargs):
+        if '--role' not in cmd:  # nats-server itself
+            return popen(cmd, **kwargs)
         role = cmd[cmd.index('--role') + 1]
         out = os.path.join(out_dir, '%s-%s.txt' % (args.world, role))
         return popen([py_spy, 'record', '-r', '1000', '-f', 'raw', '-o',
