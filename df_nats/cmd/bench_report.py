@@ -148,7 +148,7 @@ def chart(payload, path):
     fan_ax.set_xticks(sizes)
     fan_ax.set_xlabel('subscriber connections')
     fan_ax.set_title('Fan-out deliveries/s')
-    fan_ax.legend(fontsize=8)
+    fan_ax.legend(fontsize=8, loc='center left', bbox_to_anchor=(0.0, 0.6))
     mem_ax.bar(list(xs), [(med[r].get('rss_sub') or 0) / _MIB for r in rows],
                0.6)
     for x, row in zip(xs, rows):
