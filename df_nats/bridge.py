@@ -230,6 +230,9 @@ class _CallerWorld:
         self._calls = collections.deque()
         self._bell = _Doorbell(natives, green)
         self._rung = False
+        self._get_ident = natives.thread.get_ident
+        self._loop = None
+        self._loop_ident = None
         if green:
             import eventlet
             eventlet.spawn(self._run)
@@ -237,26 +240,42 @@ class _CallerWorld:
             threading.Thread(target=self._run, name='df-nats-dispatch',
                              daemon=True).start()
 
+    def attach(self, loop, loop_ident):
+        """Posts from this loop's thread ring once per loop iteration."""
+        self._loop = loop
+        self._loop_ident = loop_ident
+
     def post(self, fn: Callable, *args):
         """Queue ``fn(*args)``; callable from any thread."""
         self._calls.append((fn, args))
         if not self._rung:
             self._rung = True
-            self._bell.ring()
+            if self._get_ident() == self._loop_ident:
+                # After the callbacks ready on the loop now: the messages
+                # of one socket read cost one ring, not one each.
+                self._loop.call_soon(self._bell.ring)
+            else:
+                self._bell.ring()
 
     def _run(self):
         calls = self._calls
         while True:
             self._bell.wait()
-            # Clear the flag before draining: a post that lands after this
-            # rings again, one that lands before is drained below.
-            self._rung = False
-            while calls:
-                fn, args = calls.popleft()
-                try:
-                    fn(*args)
-                except Exception:
-                    LOG.exception('df-nats: error in %s', fn)
+            # The flag stays up while calls are drained, so that posts
+            # landing meanwhile do not ring once each (a write, a wake-up
+            # and a read per message). Once the queue looked empty it is
+            # cleared and the queue looked at again: a post that landed
+            # before is drained here, one that lands after rings.
+            while True:
+                while calls:
+                    fn, args = calls.popleft()
+                    try:
+                        fn(*args)
+                    except Exception:
+                        LOG.exception('df-nats: error in %s', fn)
+                self._rung = False
+                if not calls:
+                    break
 
 
 class LoopLogger:
@@ -352,6 +371,7 @@ class Bridge:
 
     def _run_loop(self, started):
         self._loop_ident = self._natives.thread.get_ident()
+        self.world.attach(self.loop, self._loop_ident)
         asyncio.set_event_loop(self.loop)
         started.release()
         self.loop.run_forever()

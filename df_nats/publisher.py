@@ -102,8 +102,7 @@ class NatsPublisher(pubsub_api.PublisherApi):
             self._after_fork()
         conn = self._connection()
         subject = self._subjects.subject(topic)
-        headers[sequence.HEADER_PUBLISHER] = (
-            self.publisher_id or self._own_id)
+        publisher = self.publisher_id or self._own_id
         # Numbering and queueing happen together, so that the numbers go
         # on the wire in order whatever greenthreads or threads race here.
         # A number taken by an event that is then refused (buffer full) is
@@ -112,8 +111,12 @@ class NatsPublisher(pubsub_api.PublisherApi):
         with self._seq_lock:
             n = self._seqs.get(subject, 0) + 1
             self._seqs[subject] = n
-            headers[sequence.HEADER_SEQ] = '%s.%d' % (self._incarnation, n)
-            conn.publish(subject, payload, headers)
+            # A new dict: the label headers are shared (codec caches them)
+            # and the outbox keeps this one until it is sent.
+            conn.publish(subject, payload, {
+                **headers, sequence.HEADER_PUBLISHER: publisher,
+                sequence.HEADER_SEQ: sequence.seq_header(self._incarnation,
+                                                         n)})
 
     def _on_reconnected(self):
         # Loop thread: the marks are numbered under the (possibly green)

@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``df-nats`` command: ``demo``, ``publishers``."""
+"""The ``df-nats`` command: ``demo``, ``publishers``, ``bench``."""
 
 import argparse
 import sys
@@ -51,6 +51,25 @@ def _parser():
                       help='Dragonflow/df-nats configuration file'
                            ' (repeatable)')
     pubs.add_argument('--debug', action='store_true', help='debug logging')
+
+    bench = commands.add_parser(
+        'bench', help='measure df-nats against raw nats-py, Redis and'
+                      ' ZeroMQ: rates, latency, fan-out, memory')
+    bench.add_argument('--quick', action='store_true',
+                       help='small counts, one run: a smoke test')
+    bench.add_argument('--runs', type=int, default=0,
+                       help='runs to take the median of (default 3,'
+                            ' 1 with --quick)')
+    bench.add_argument('--events', type=int, default=0,
+                       help='events of the rate phase (default 20000)')
+    bench.add_argument('--out', metavar='DIR',
+                       help='where to write bench.png, bench.json and'
+                            ' bench.txt (default: a new temp dir)')
+    bench.add_argument('--from-json', metavar='FILE',
+                       help='do not measure: print the table and draw the'
+                            ' chart of a bench.json written before')
+    bench.add_argument('--keep-logs', action='store_true',
+                       help='keep the worker processes\' logs')
     return parser
 
 
@@ -62,6 +81,9 @@ def main(argv=None):
     if args.command == 'publishers':
         from df_nats.cmd import publishers
         return publishers.run(args)
+    if args.command == 'bench':
+        from df_nats.cmd import bench
+        return bench.run(args)
     return 2
 
 

@@ -1,0 +1,390 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``df-nats bench``: df-nats against its baselines, in one run.
+
+Each run measures, for every row in turn (interleaved, so that the noise
+of a shared machine hits all rows alike), with one publisher process and
+subscriber processes:
+
+* the publish rate of one sender, and the end-to-end rate into the
+  subscriber callback of another process;
+* latency from send to callback at a steady rate (1,000 events/s);
+* fan-out to N subscriber connections spread over a few processes.
+
+Rows: df-nats in an eventlet-patched and in a native-thread process, raw
+nats-py on the same nats-server, redis-py with a redis-server of its own,
+and pyzmq PUB/SUB. Figures are medians over ``--runs``; ratios compare
+medians of the same invocation. A row whose library or server is missing
+is skipped with the reason, never estimated.
+"""
+
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from df_nats.cmd import bench_report
+from df_nats import embedded_server
+
+# (label, transport, world)
+ROWS = (('df-nats eventlet', 'df-nats', 'eventlet'),
+        ('df-nats native', 'df-nats', 'native'),
+        ('raw nats-py', 'nats-py', 'native'),
+        ('redis', 'redis', 'native'),
+        ('zeromq', 'zmq', 'native'))
+
+FULL = dict(warmup=500, events=20000, latency_events=5000, rate=1000,
+            fanout=(10, 50, 100), fanout_procs=5, fanout_events=1000,
+            idle=3.0)
+QUICK = dict(warmup=50, events=400, latency_events=200, rate=1000,
+             fanout=(2, 4), fanout_procs=2, fanout_events=100, idle=2.0)
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class Skip(Exception):
+    """A row cannot run; the message says why."""
+
+
+class Worker:
+    """One bench_worker process: JSON commands in, JSON lines out."""
+
+    def __init__(self, role, transport, world, endpoint, log_dir):
+        self.label = '%s-%s-%s' % (transport, world, role)
+        self.log = open(os.path.join(log_dir, self.label + '.log'), 'a')
+        self.proc = subprocess.Popen(
+            [sys.executable, '-m', 'df_nats.cmd.bench_worker',
+             '--world=%s' % world, '--role', role, '--transport', transport,
+             '--endpoint', endpoint],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+            text=True, bufsize=1)
+        self.messages = queue.Queue()
+        self.count = 0
+        self.last = 0.0
+        self.changed = time.monotonic()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg['type'] == 'count':
+                self.count, self.last = msg['count'], msg['last']
+                self.changed = time.monotonic()
+                continue
+            if msg['type'] == 'reset':
+                self.count, self.last = 0, 0.0
+                self.changed = time.monotonic()
+            self.messages.put(msg)
+        self.messages.put({'type': 'eof'})
+
+    def send(self, cmd, **fields):
+        fields['cmd'] = cmd
+        try:
+            self.proc.stdin.write(json.dumps(fields) + '\n')
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # reported as eof by the reader
+
+    def expect(self, kind, timeout=60.0):
+        try:
+            msg = self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise WorkerError('%s: no %r after %s s' % (
+                self.label, kind, timeout)) from None
+        if msg['type'] == 'unavailable':
+            raise Skip(msg['reason'])
+        if msg['type'] != kind:
+            raise WorkerError('%s: expected %r, got %s (log %s)' % (
+                self.label, kind, msg, self.log.name))
+        return msg
+
+    def call(self, cmd, reply, timeout=60.0, **fields):
+        self.send(cmd, **fields)
+        return self.expect(reply, timeout)
+
+    def stop(self):
+        self.send('quit')
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+class RedisServer:
+    """A redis-server of our own on a free loopback port, no persistence."""
+
+    def __init__(self, log_dir):
+        binary = shutil.which('redis-server')
+        if not binary:
+            raise Skip('redis-server not found (apt-get install'
+                       ' redis-server)')
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise Skip('redis-py not installed (pip install'
+                       ' df-nats[bench])') from None
+        self.port = embedded_server.free_port()
+        self.endpoint = '127.0.0.1:%d' % self.port
+        self._log = open(os.path.join(log_dir, 'redis-server.log'), 'w')
+        self.proc = subprocess.Popen(
+            [binary, '--port', str(self.port), '--bind', '127.0.0.1',
+             '--save', '', '--appendonly', 'no'],
+            stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self._pong():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise Skip('redis-server did not start (log %s)'
+                           % self._log.name)
+            time.sleep(0.05)
+
+    def _pong(self):
+        try:
+            with socket.create_connection(('127.0.0.1', self.port), 1) as s:
+                s.sendall(b'PING\r\n')
+                return s.recv(16).startswith(b'+PONG')
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def _zmq_available():
+    try:
+        import zmq  # noqa: F401
+    except ImportError:
+        raise Skip('pyzmq not installed (pip install df-nats[bench])'
+                   ) from None
+
+
+def _wait_delivered(subs, target, idle, since):
+    """Wait until ``target`` deliveries, or none came for ``idle`` s."""
+    while True:
+        total = sum(sub.count for sub in subs)
+        if total >= target:
+            break
+        quiet = max([since] + [sub.changed for sub in subs])
+        if time.monotonic() - quiet > idle:
+            break
+        time.sleep(0.02)
+    return total, max(sub.last for sub in subs)
+
+
+def _burst(pub, subs, n, conns, idle):
+    """Send ``n`` events at full speed to ``conns`` connections in all."""
+    for sub in subs:
+        sub.call('reset', 'reset')
+    sent = pub.call('burst', 'sent', timeout=300, n=n)
+    total, last = _wait_delivered(subs, n * conns, idle, time.monotonic())
+    return sent, total, last
+
+
+def _cpu_seconds(pid):
+    """User plus system CPU time of a process so far; 0 if it is gone."""
+    try:
+        with open('/proc/%d/stat' % pid) as stat:
+            fields = stat.read().rsplit(')', 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def _percentile(values, fraction):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _settle(transport):
+    # A zmq SUB receives nothing until its subscription reached the PUB.
+    time.sleep(1.0 if transport == 'zmq' else 0.3)
+
+
+def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None):
+    """All figures of one row in one run; raises Skip if it cannot run."""
+    fig = {}
+    workers = []
+    try:
+        pub = Worker('pub', transport, world, endpoint, log_dir)
+        workers.append(pub)
+        pub.expect('ready')
+        first = Worker('sub', transport, world, endpoint, log_dir)
+        workers.append(first)
+        first.expect('ready')
+        fig['rss_start'] = first.call('open', 'opened', conns=1)['rss']
+        _settle(transport)
+        _burst(pub, [first], cfg['warmup'], 1, cfg['idle'])
+
+        n = cfg['events']
+        clients = (pub.proc.pid, first.proc.pid)
+        cpu = [sum(_cpu_seconds(p) for p in clients),
+               _cpu_seconds(broker_pid) if broker_pid else 0.0]
+        sent, total, last = _burst(pub, [first], n, 1, cfg['idle'])
+        after = sum(_cpu_seconds(p) for p in clients)
+        fig['cpu_client_us'] = (after - cpu[0]) / n * 1e6
+        if broker_pid:
+            fig['cpu_broker_us'] = (
+                _cpu_seconds(broker_pid) - cpu[1]) / n * 1e6
+        fig['pub_rate'] = n / (sent['end'] - sent['start'])
+        fig['e2e_rate'] = total / (last - sent['start']) if total else 0.0
+        fig['e2e_lost'] = n - total
+
+        n = cfg['latency_events']
+        first.call('reset', 'reset', record=True)
+        sent = pub.call('paced', 'sent', timeout=300, n=n, rate=cfg['rate'])
+        _wait_delivered([first], n, cfg['idle'], time.monotonic())
+        report = first.call('report', 'report', n=n)
+        lat = [(recv - send) * 1000.0 for send, recv in
+               zip(sent['times'], report['latency']) if recv is not None]
+        fig['lat_lost'] = n - len(lat)
+        for name, fraction in (('p50', .5), ('p99', .99), ('p999', .999)):
+            fig['lat_' + name] = _percentile(lat, fraction)
+        fig['rss_sub'] = report['rss']
+
+        subs = [first]
+        for _ in range(cfg['fanout_procs'] - 1):
+            subs.append(Worker('sub', transport, world, endpoint, log_dir))
+            workers.append(subs[-1])
+        for sub in subs[1:]:
+            sub.expect('ready')
+        opened = {}
+        for size in cfg['fanout']:
+            per_proc = max(size // len(subs), 1)
+            for sub in subs:
+                sub.send('open', conns=per_proc)
+            for sub in subs:
+                rss = sub.expect('opened', timeout=120)['rss']
+                opened.setdefault(sub, []).append((per_proc, rss))
+            _settle(transport)
+            conns = per_proc * len(subs)
+            n = cfg['fanout_events']
+            sent, total, last = _burst(pub, subs, n, conns, cfg['idle'])
+            fig['fanout_%d_rate' % size] = (
+                total / (last - sent['start']) if total else 0.0)
+            fig['fanout_%d_lost' % size] = n * conns - total
+        growth = []
+        for sub, points in opened.items():
+            (c0, r0), (c1, r1) = points[0], points[-1]
+            if c1 > c0:
+                growth.append((r1 - r0) / (c1 - c0))
+        if growth:
+            fig['rss_per_conn'] = sorted(growth)[len(growth) // 2]
+    finally:
+        for worker in workers:
+            worker.stop()
+    return fig
+
+
+def _median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    if len(values) % 2:
+        return values[mid]
+    return (values[mid - 1] + values[mid]) / 2.0
+
+
+def _write(payload, out):
+    text = bench_report.table(payload)
+    print(text, flush=True)
+    with open(os.path.join(out, 'bench.json'), 'w') as f:
+        json.dump(payload, f, indent=1, sort_keys=True)
+    with open(os.path.join(out, 'bench.txt'), 'w') as f:
+        f.write(text + '\n')
+    print(bench_report.chart(payload, os.path.join(out, 'bench.png')),
+          flush=True)
+
+
+def run(args):
+    if args.from_json:
+        with open(args.from_json) as f:
+            payload = json.load(f)
+        out = args.out or os.path.dirname(os.path.abspath(args.from_json))
+        os.makedirs(out, exist_ok=True)
+        _write(payload, out)
+        return 0
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.events:
+        cfg['events'] = args.events
+    runs = args.runs or (1 if args.quick else 3)
+    out = args.out or tempfile.mkdtemp(prefix='df-nats-bench-')
+    os.makedirs(out, exist_ok=True)
+    log_dir = tempfile.mkdtemp(prefix='df-nats-bench-logs-')
+    results = {label: [] for label, _, _ in ROWS}
+    skipped = {}
+    print('df-nats bench: %d run(s) on %d CPU(s); worker logs in %s'
+          % (runs, os.cpu_count() or 0, log_dir), flush=True)
+    with embedded_server.NatsServer(jetstream=False) as nats_server:
+        for number in range(runs):
+            for label, transport, world in ROWS:
+                if label in skipped:
+                    continue
+                started = time.monotonic()
+                redis_server = None
+                broker_pid = None
+                try:
+                    if transport in ('df-nats', 'nats-py'):
+                        endpoint = nats_server.url
+                        broker_pid = nats_server.pid
+                    elif transport == 'redis':
+                        redis_server = RedisServer(log_dir)
+                        endpoint = redis_server.endpoint
+                        broker_pid = redis_server.proc.pid
+                    else:
+                        _zmq_available()
+                        endpoint = 'tcp://127.0.0.1:%d' % (
+                            embedded_server.free_port())
+                    figures = run_row(transport, world, endpoint, cfg,
+                                      log_dir, broker_pid)
+                except Skip as exc:
+                    skipped[label] = str(exc)
+                    print('  %-17s skipped: %s' % (label, exc), flush=True)
+                    continue
+                finally:
+                    if redis_server:
+                        redis_server.stop()
+                results[label].append(figures)
+                print('  run %d/%d %-17s %5.1f s  e2e %8.0f events/s'
+                      % (number + 1, runs, label,
+                         time.monotonic() - started, figures['e2e_rate']),
+                      flush=True)
+    medians = {label: {key: _median([r.get(key) for r in rows])
+                       for key in rows[0]}
+               for label, rows in results.items() if rows}
+    payload = {'config': cfg, 'runs': runs, 'cpus': os.cpu_count(),
+               'rows': [label for label, _, _ in ROWS],
+               'medians': medians, 'all_runs': results, 'skipped': skipped}
+    _write(payload, out)
+    if not args.keep_logs:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    return 0 if any(results.values()) else 1

@@ -1,0 +1,69 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Smoke test of ``df-nats bench --quick``: it runs, and reports figures.
+
+A baseline whose server or library is missing (redis-server on a fresh CI
+machine) must show up as a skipped row, not as a failure.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+NATS_ROWS = ('df-nats eventlet', 'df-nats native', 'raw nats-py')
+
+
+def test_bench_quick(tmp_path):
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [REPO] + [p for p in [env.get('PYTHONPATH')] if p])
+    out = subprocess.run(
+        [sys.executable, '-m', 'df_nats.cmd.main', 'bench', '--quick',
+         '--out', str(tmp_path)], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    for row in NATS_ROWS:
+        assert any(line.startswith(row + ' ') for line in lines), row
+    for row in ('redis', 'zeromq'):
+        assert any(line.startswith((row + ' ', row + ': skipped: '))
+                   for line in lines), row
+    assert any(line.startswith('Ratios (df-nats / baseline, same run')
+               for line in lines)
+
+    with open(tmp_path / 'bench.png', 'rb') as png:
+        assert png.read(8) == b'\x89PNG\r\n\x1a\n'
+    with open(tmp_path / 'bench.json') as f:
+        figures = json.load(f)
+    medians = figures['medians']
+    for row in NATS_ROWS:
+        fig = medians[row]
+        for key in ('pub_rate', 'e2e_rate', 'lat_p50', 'lat_p999',
+                    'fanout_4_rate', 'rss_sub'):
+            assert fig[key] > 0, (row, key, fig)
+        assert fig['e2e_lost'] == 0, (row, fig)
+        assert fig['lat_lost'] == 0, (row, fig)
+    for row in ('redis', 'zeromq'):
+        assert (row in medians) != (row in figures['skipped']), row
+
+    # The table and chart can be drawn again from the JSON alone.
+    again = subprocess.run(
+        [sys.executable, '-m', 'df_nats.cmd.main', 'bench', '--from-json',
+         str(tmp_path / 'bench.json'), '--out', str(tmp_path / 'again')],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.splitlines()[-1].startswith('chart: ')
+    assert (tmp_path / 'again' / 'bench.png').stat().st_size > 1000
