@@ -38,6 +38,7 @@ import os
 import selectors
 import sys
 import threading
+import time
 from typing import Any, Callable, Coroutine, Optional
 
 from oslo_log import log as logging
@@ -194,6 +195,21 @@ class _Doorbell:
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Wait until rung; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(
+                deadline - time.monotonic(), 0)
+            if not self._readable(left):
+                return False
+            try:
+                self._os.read(self._rfd, 4096)
+                return True
+            except BlockingIOError:
+                # Woken with nothing to read: not rung. It happens when an
+                # eventlet hub's epoll is shared with a forked process.
+                continue
+
+    def _readable(self, timeout: Optional[float]) -> bool:
         if self._green:
             from eventlet import hubs
             try:
@@ -201,15 +217,9 @@ class _Doorbell:
                                 timeout_exc=TimeoutError)
             except TimeoutError:
                 return False
-        else:
-            ready, _, _ = self._select.select([self._rfd], [], [], timeout)
-            if not ready:
-                return False
-        try:
-            self._os.read(self._rfd, 4096)
-        except BlockingIOError:
-            pass
-        return True
+            return True
+        ready, _, _ = self._select.select([self._rfd], [], [], timeout)
+        return bool(ready)
 
     def close(self):
         for fd in (self._rfd, self._wfd):
@@ -359,6 +369,7 @@ class Bridge:
         self.loop.set_exception_handler(self._on_loop_exception)
         self._loop_ident = None
         if self.green:
+            _warn_if_hub_inherited()
             diverter = _LoopRecordDiverter(self)
             for name in _LIBRARY_LOGGERS:
                 std_logging.getLogger(name).addFilter(diverter)
@@ -462,3 +473,29 @@ def get_bridge() -> Bridge:
         if _bridge is None or _bridge.pid != os.getpid():
             _bridge = Bridge()
         return _bridge
+
+
+# The eventlet hub this process had when it was forked, if any.
+_hub_at_fork = None
+
+
+def _after_fork_in_child():
+    global _bridge_lock, _hub_at_fork
+    _bridge_lock = threading.Lock()  # a parent thread may have held it
+    if is_green():
+        from eventlet import hubs
+        _hub_at_fork = getattr(hubs._threadlocal, 'hub', None)
+
+
+def _warn_if_hub_inherited():
+    from eventlet import hubs
+    if _hub_at_fork is not None and hubs.get_hub() is _hub_at_fork:
+        # Its epoll is shared with the parent and the other children:
+        # their wake-ups reach us and ours reach them.
+        LOG.warning('df-nats: this process was forked under eventlet and'
+                    ' still runs its parent\'s hub; call'
+                    ' eventlet.hubs.use_hub() in the child right after the'
+                    ' fork, as oslo.service does')
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
