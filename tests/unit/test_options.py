@@ -12,21 +12,9 @@
 
 """[df_nats] options: clear errors naming the option, no secrets shown."""
 
-from oslo_config import cfg
-from oslo_config import fixture as cfg_fixture
 import pytest
 
 from df_nats import options
-
-
-@pytest.fixture
-def conf():
-    fixture = cfg_fixture.Config(cfg.ConfigOpts())
-    fixture.setUp()
-    fixture.conf.register_opts(options.ALL_OPTS, group=options.GROUP)
-    fixture.conf([])
-    yield fixture
-    fixture.cleanUp()
 
 
 def _set(conf, **values):

@@ -16,8 +16,6 @@ import random
 from urllib import parse
 
 from nats.aio import client as nats_client
-from oslo_config import cfg
-from oslo_config import fixture as cfg_fixture
 import pytest
 
 from df_nats import connection
@@ -76,16 +74,6 @@ def test_jitter_spreads_within_bound():
     assert len(set(delays)) > 100
     first = [pacer.delay(0) for _ in range(200)]
     assert all(0.0 <= d <= 0.2 for d in first)
-
-
-@pytest.fixture
-def conf():
-    fixture = cfg_fixture.Config(cfg.ConfigOpts())
-    fixture.setUp()
-    fixture.conf.register_opts(options.ALL_OPTS, group=options.GROUP)
-    fixture.conf([])
-    yield fixture
-    fixture.cleanUp()
 
 
 def test_reconnect_defaults(conf):
