@@ -139,8 +139,9 @@ def _run_workers(servers, args, log_dir):
                       '--events', str(args.events),
                       '--timeout', str(args.timeout))
         workers.append(pub)
-        sent = _wait_for(lines, 'summary', [pub], deadline)[pub]
-        results = _wait_for(lines, 'summary', subs, deadline)
+        # One wait for all: a subscriber may finish before the publisher.
+        results = _wait_for(lines, 'summary', [pub] + subs, deadline)
+        sent = results.pop(pub)
         return _report(sent, results)
     finally:
         for worker in workers:
