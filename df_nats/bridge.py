@@ -26,14 +26,13 @@ toward the loop with ``call_soon_threadsafe``, toward the caller's world
 with a byte on a pipe that a greenthread (or a native thread) waits on. The
 loop thread never touches a green lock, queue or event, and never logs
 directly under eventlet (logging handlers hold green locks): its log
-records are handed to the caller's world like everything else.
+records are handed to the caller's world like everything else
+(``df_nats.loop_logging``).
 """
 
 import asyncio
 import collections
-import functools
 import importlib
-import logging as std_logging
 import os
 import selectors
 import sys
@@ -42,6 +41,8 @@ import time
 from typing import Any, Callable, Coroutine, Optional
 
 from oslo_log import log as logging
+
+from df_nats import loop_logging
 
 LOG = logging.getLogger(__name__)
 
@@ -288,68 +289,6 @@ class _CallerWorld:
                     break
 
 
-class LoopLogger:
-    """A logger the loop thread may use in either world.
-
-    Under eventlet the record is handed to the caller's world, because a
-    logging handler's lock is green there; otherwise it logs directly.
-    """
-
-    def __init__(self, bridge: 'Bridge', logger):
-        self._bridge = bridge
-        self._logger = logger
-
-    def log(self, level: int, msg: str, *args, exc_info=None):
-        if not self._logger.isEnabledFor(level):
-            return
-        if exc_info is True:
-            exc_info = sys.exc_info()
-        if self._bridge.green:
-            self._bridge.world.post(functools.partial(
-                self._logger.log, level, msg, *args, exc_info=exc_info))
-        else:
-            self._logger.log(level, msg, *args, exc_info=exc_info)
-
-    def debug(self, msg, *args):
-        self.log(std_logging.DEBUG, msg, *args)
-
-    def info(self, msg, *args):
-        self.log(std_logging.INFO, msg, *args)
-
-    def warning(self, msg, *args):
-        self.log(std_logging.WARNING, msg, *args)
-
-    def error(self, msg, *args, exc_info=None):
-        self.log(std_logging.ERROR, msg, *args, exc_info=exc_info)
-
-
-# Loggers of the libraries that log on the loop thread by themselves. A
-# logger filter sees only records of its own logger, not of its children,
-# so these are the exact names the modules log under.
-_LIBRARY_LOGGERS = ('asyncio', 'nats.aio.client', 'nats.js.kv')
-
-
-class _LoopRecordDiverter(std_logging.Filter):
-    """Moves records logged on the loop thread to the caller's world.
-
-    Installed under eventlet on the loggers of asyncio and nats-py, which
-    log on the loop thread by themselves: logger filters run before any
-    handler lock is taken, so the record leaves the loop thread untouched
-    and is handled again, lock and all, by the caller's world.
-    """
-
-    def __init__(self, bridge: 'Bridge'):
-        super().__init__()
-        self._bridge = bridge
-
-    def filter(self, record):
-        if not self._bridge.on_loop_thread():
-            return True
-        logger = std_logging.getLogger(record.name)
-        self._bridge.world.post(logger.handle, record)
-        return False
-
-
 class BridgeTimeout(TimeoutError):
     """A call into the loop thread did not finish in time."""
 
@@ -362,7 +301,7 @@ class Bridge:
         self.green = is_green()
         self._natives = _Natives()
         self.world = _CallerWorld(self._natives, self.green)
-        self.log = LoopLogger(self, LOG)
+        self.log = loop_logging.LoopLogger(self, LOG)
         # Built here rather than on the loop thread, so that asyncio's own
         # set-up logging happens in the caller's world.
         self.loop = _NativeLoop(self._natives)
@@ -370,9 +309,7 @@ class Bridge:
         self._loop_ident = None
         if self.green:
             _warn_if_hub_inherited()
-            diverter = _LoopRecordDiverter(self)
-            for name in _LIBRARY_LOGGERS:
-                std_logging.getLogger(name).addFilter(diverter)
+            loop_logging.divert_library_records(self)
         started = self._natives.thread.allocate_lock()
         started.acquire()
         self._natives.thread.start_new_thread(self._run_loop, (started,))
