@@ -31,6 +31,7 @@ therefore takes its old id back, and workers get distinct ones.
 """
 
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -66,6 +67,7 @@ class RegistryUnavailable(RuntimeError):
     """JetStream cannot be used; the registry is off, pub/sub goes on."""
 
 
+@functools.lru_cache(maxsize=None)
 def version() -> str:
     """df-nats' version, as written in every record."""
     try:
@@ -207,7 +209,6 @@ class Registration:
         self.host = host_name()
         self.role = self.conf.role or default_role(self.process)
         self.publisher_id = publisher_uuid(self.process, self.host)
-        self.registered = False
         self._record: Dict = {}
         self._kv = None
         self._users = 0
@@ -217,6 +218,11 @@ class Registration:
         self._last_write = 0.0
         self._complained = False
         self._failing = False
+
+    @property
+    def registered(self) -> bool:
+        """True while our record is known to be in the bucket."""
+        return self._kv is not None
 
     # -- caller's world ---------------------------------------------------
 
@@ -266,7 +272,6 @@ class Registration:
         kv = await open_bucket(js, self.conf, self.conn.bridge.log)
         self.publisher_id = await self._claim(kv)
         self._kv = kv
-        self.registered = True
         self._failing = False
         self._last_write = time.monotonic()
         self.conn.bridge.log.info(
@@ -385,8 +390,8 @@ class Registration:
         task.cancel()
         if self._kv is None or not self.conn.connected:
             return
-        await self._kv.delete(self.publisher_id)
-        self.registered = False
+        kv, self._kv = self._kv, None
+        await kv.delete(self.publisher_id)
         self.conn.bridge.log.info('df-nats: unregistered publisher %s',
                                   self.publisher_id)
 

@@ -50,6 +50,10 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 
+from tests.functional import world_runner  # noqa: E402
+
+_wait = world_runner.wait_until
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 TOPIC = 'failover'
@@ -149,15 +153,6 @@ def role_publisher(args):
         'sent': sent, 'refused': refused, 'flushed': flushed,
         'seconds': elapsed, 'conn_stats': dict(conn.stats),
         'last_url': url})
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out after %ss waiting for %s'
-                                 % (timeout, what))
-        time.sleep(0.01)
 
 
 def role_fork(args):

@@ -34,6 +34,16 @@ from df_nats.cmd import common  # noqa: E402
 from tests.functional import scenarios  # noqa: E402
 
 
+def wait_until(predicate, timeout=10.0, what='condition'):
+    """Poll ``predicate`` (green under eventlet) until true or timeout."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out after %ss waiting for %s'
+                                 % (timeout, what))
+        time.sleep(0.01)
+
+
 class Context:
     """What a scenario may use: the server URL and world-neutral helpers."""
 
@@ -62,12 +72,7 @@ class Context:
             handle.join()
 
     def wait_until(self, predicate, timeout=10.0, what='condition'):
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError('timed out after %ss waiting for %s'
-                                     % (timeout, what))
-            time.sleep(0.01)
+        wait_until(predicate, timeout, what)
 
     def settle(self, seconds=0.3):
         """Give stray deliveries a chance to show up."""
