@@ -42,6 +42,7 @@ import time  # noqa: E402
 from df_nats import bridge  # noqa: E402
 from df_nats.cmd import common  # noqa: E402
 from df_nats import pubsub_api  # noqa: E402
+from tests.functional import registry_worker  # noqa: E402
 
 
 def _say(**fields):
@@ -49,19 +50,6 @@ def _say(**fields):
     # pipe even if the process is killed right after.
     os.write(sys.stdout.fileno(),
              (json.dumps(fields, sort_keys=True) + '\n').encode())
-
-
-def _commands():
-    # A plain stdin read would block eventlet's whole hub, and with it the
-    # subscriber's deliveries: wait for input the green way first.
-    while True:
-        if bridge.is_green():
-            from eventlet import hubs
-            hubs.trampoline(sys.stdin.fileno(), read=True)
-        line = sys.stdin.readline()
-        if not line:
-            return
-        yield line.split()
 
 
 def _on_event(table, key, action, value, topic):
@@ -80,7 +68,7 @@ def _listener(host):
     subscriber.register_topic(pubsub_api.SEND_ALL_TOPIC)
     subscriber.daemonize()
     _say(ready=host, pid=os.getpid())
-    for command in _commands():
+    for command in registry_worker.stdin_commands():
         if command == ['stats']:
             _say(stats=dict(subscriber.stats))
         elif command == ['exit']:
@@ -112,7 +100,7 @@ def _publisher():
     publisher = common.load_driver().get_publisher()
     publisher.initialize()
     _say(ready='publisher', pid=os.getpid())
-    for command in _commands():
+    for command in registry_worker.stdin_commands():
         if command[:1] == ['stream']:
             _stream(publisher, int(command[1]), float(command[2]),
                     int(command[3]), command[4:])

@@ -27,7 +27,7 @@ import uuid
 
 import pytest
 
-from tests.functional.test_registry import _Process
+from tests.functional.test_registry import WorkerProcess
 
 UPDATES = 3000
 RATE = 300.0       # updates per second, steady
@@ -56,10 +56,9 @@ def start():
     started = []
 
     def start(world, config, *args):
-        process = _Process([sys.executable, '-m',
-                            'tests.functional.listener_worker',
-                            '--world=%s' % world, '--config', config]
-                           + list(args))
+        process = WorkerProcess(
+            [sys.executable, '-m', 'tests.functional.listener_worker',
+             '--world=%s' % world, '--config', config] + list(args))
         started.append(process)
         return process
     yield start
