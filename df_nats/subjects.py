@@ -30,7 +30,8 @@ One exception, when ``[df_nats] listener_queue_group`` is on (the
 default): every neutron listener topic (``listener_<host>``) maps to the
 one shared subject ``<prefix>.listeners``, which subscribers receive as
 members of one NATS queue group, so that each port-status update reaches
-exactly one live neutron-server whichever listener its publisher picked.
+one live neutron-server (at most once), whichever listener its publisher
+picked.
 ``SubjectMap`` applies this; the module-level functions do not.
 """
 

@@ -186,6 +186,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._subjects = subjects.SubjectMap(conn.conf.subject_prefix,
                                              conn.conf.listener_queue_group)
         self._tracker.max_streams = conn.conf.sequence_streams
+        self._shared.clear()  # what a failed daemonize() left behind
         try:
             for key in list(self._topics):
                 self._topics[key] = self._subscribe(key)

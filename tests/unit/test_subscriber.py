@@ -199,3 +199,23 @@ def test_malformed_on_the_shared_subject_is_still_counted(fake_conn):
     assert sub.stats['malformed'] == 2
     assert got.calls == []
     sub.close()
+
+
+def test_a_failed_daemonize_leaves_no_shared_count_behind(fake_conn):
+    conn = fake_conn()
+    sub, _ = _subscriber(['listener_a', 'listener_b', 'T'])
+    real_subscribe = conn.subscribe
+
+    def refuse_plain(subject, handler, queue=''):
+        if not queue:
+            raise RuntimeError('refused (expected)')
+        return real_subscribe(subject, handler, queue)
+    conn.subscribe = refuse_plain
+    with pytest.raises(RuntimeError):
+        sub.daemonize()
+    conn.subscribe = real_subscribe
+    sub.daemonize()
+    sub.unregister_topic('listener_a')
+    sub.unregister_topic('listener_b')
+    assert conn.unsubscribed[-1:] == [SHARED]
+    sub.close()
