@@ -25,7 +25,7 @@ updates (``lport``, ``update``) at RATE per second, the i-th addressed to
 the i-th topic in turn, as compute nodes address the listener they picked,
 with a send-all event after every EVERY updates; each is reported as
 ``{"sent": key, "t": topic, "at": <CLOCK_MONOTONIC>}`` once ``send_event``
-returned. ``exit`` ends either.
+returned; keys go on from one stream to the next. ``exit`` ends either.
 """
 
 import sys
@@ -76,10 +76,10 @@ def _listener(host):
     subscriber.close()
 
 
-def _stream(publisher, count, rate, every, topics):
+def _stream(publisher, first, count, rate, every, topics):
     start = time.monotonic()
-    for i in range(count):
-        delay = start + i / rate - time.monotonic()
+    for i in range(first, first + count):
+        delay = start + (i - first) / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         key = 'port-%05d' % i
@@ -100,10 +100,12 @@ def _publisher():
     publisher = common.load_driver().get_publisher()
     publisher.initialize()
     _say(ready='publisher', pid=os.getpid())
+    sent = 0
     for command in registry_worker.stdin_commands():
         if command[:1] == ['stream']:
-            _stream(publisher, int(command[1]), float(command[2]),
+            _stream(publisher, sent, int(command[1]), float(command[2]),
                     int(command[3]), command[4:])
+            sent += int(command[1])
         elif command == ['exit']:
             break
     publisher.close()

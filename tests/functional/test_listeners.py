@@ -21,11 +21,16 @@ update its callback handled, so the updates lost with the killed process
 figures are printed (``pytest -s``).
 """
 
+import asyncio
 import sys
+import threading
 import time
 import uuid
 
+import nats
 import pytest
+
+from df_nats import sequence
 
 from tests.functional.test_registry import WorkerProcess
 
@@ -229,3 +234,92 @@ def test_without_the_option_each_listener_gets_its_own(
         got = [line['h'] for line in _lines(listeners[host]) if 'h' in line]
         assert sorted(got) == sorted(k for k, t in sent.items()
                                      if t == topic), host
+
+
+class _Copier:
+    """A plain nats-py subscriber (no queue group) in a thread of its own:
+    a copy of every message on some subjects, as ``nats sub`` shows them.
+    """
+
+    def __init__(self, url, subjects):
+        self.messages = []  # (subject, headers)
+        self._ready = threading.Event()
+        self._stop = None
+        self._thread = threading.Thread(target=asyncio.run,
+                                        args=(self._run(url, subjects),),
+                                        daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), 'the copier did not connect'
+
+    async def _run(self, url, subjects):
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        nc = await nats.connect(url, reconnect_time_wait=0.05,
+                                max_reconnect_attempts=-1)
+
+        async def keep(msg):
+            self.messages.append((msg.subject, msg.headers or {}))
+        for subject in subjects:
+            await nc.subscribe(subject, cb=keep)
+        await nc.flush()
+        self._ready.set()
+        await self._stop.wait()
+        await nc.close()
+
+    def close(self):
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def marks(self, subject):
+        return [h for s, h in self.messages
+                if s == subject and sequence.HEADER_MARK in h]
+
+    def count(self, subject):
+        return sum(1 for s, _ in self.messages if s == subject)
+
+
+@pytest.mark.parametrize('world', ['eventlet', 'native'])
+def test_no_marks_on_the_listeners_subject_after_a_reconnect(
+        world, fresh_nats_server, start, tmp_path):
+    url = fresh_nats_server.url
+    listener = start(world, _config(tmp_path, url, 'df-test-rl'),
+                     'listener', 'rl')
+    _ready(listener)
+    publisher = start(world, _config(tmp_path, url, 'df-test-rpub'),
+                      'publisher')
+    _ready(publisher)
+    copier = _Copier(url, ['dragonflow.listeners', 'dragonflow.topic.D'])
+    try:
+        _restart_mid_stream(fresh_nats_server, listener, publisher, copier)
+    finally:
+        copier.close()
+
+
+def _restart_mid_stream(server, listener, publisher, copier):
+    def handled():
+        return [line['h'] for line in _lines(listener) if 'h' in line]
+    publisher.send('stream 10 100 5 listener_rl listener_other')
+    publisher.next(lambda line: line.get('done') == 10, timeout=30)
+    _wait(lambda: len(handled()) == 10, 'the first 10 updates')
+    server.restart()
+    # The publisher's reconnect marks: one on D (it sent there), none on
+    # the listeners' subject; the copier is back first (50 ms retries
+    # against the publisher's 1 s backoff), so it sees them.
+    _wait(lambda: copier.marks('dragonflow.topic.D'), 'the mark on D')
+    publisher.send('stream 10 100 5 listener_other listener_rl')
+    publisher.next(lambda line: line.get('done') == 10, timeout=30)
+    # The queue subscription came back with the connection.
+    _wait(lambda: len(handled()) == 20, 'the next 10 updates')
+    time.sleep(0.5)
+    assert sorted(handled()) == ['port-%05d' % i for i in range(20)]
+    assert copier.count('dragonflow.listeners') == 20
+    assert copier.marks('dragonflow.listeners') == []
+    stats = _stats(listener)
+    assert stats.get('malformed', 0) == 0 and stats.get('gaps', 0) == 0
+
+
+def _wait(predicate, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, 'timed out waiting for ' + what
+        time.sleep(0.05)
