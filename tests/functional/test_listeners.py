@@ -197,17 +197,20 @@ def test_queue_group_survives_a_killed_listener(killed_world, nats_server,
             assert stats.get(counter, 0) == 0, (host, stats)
         assert stats['received'] == len(handled[host]) + len(sent_d)
 
+    lost_at = sorted((sent[key][1] - killed_at) * 1000 for key in lost)
     print('\nlistener queue group (killed: %s listener, SIGKILL after %d'
           ' updates; server noticed in %.0f ms): updates sent %d, handled'
           ' once %d (%s), handled twice 0, in flight to the killed process'
-          ' and lost %d; %d sent after the kill was noticed, %d of them'
-          ' addressed to the killed listener, all handled by live ones;'
-          ' %d send-all events reached both live listeners' % (
+          ' and lost %d (sent %s ms from the kill); %d sent after the kill'
+          ' was noticed, %d of them addressed to the killed listener, all'
+          ' handled by live ones; %d send-all events reached both live'
+          ' listeners' % (
               killed_world, KILL_AFTER, (noticed_at - killed_at) * 1000,
               len(sent), len(once),
               ', '.join('%s %s %d' % (h, w, len(handled[h]))
                         for h, w in zip(hosts, worlds)),
-              len(lost), len(after), len(to_victim_after), len(sent_d)))
+              len(lost), ' '.join('%+.0f' % ms for ms in lost_at) or '-',
+              len(after), len(to_victim_after), len(sent_d)))
 
 
 def test_without_the_option_each_listener_gets_its_own(
