@@ -18,7 +18,9 @@ killed with SIGKILL while the publisher streams updates addressed to every
 listener topic, the killed one's included. Every listener reports each
 update its callback handled, so the updates lost with the killed process
 (routed to it by the server, never handled) can be counted exactly. The
-figures are printed (``pytest -s``).
+figures are printed (``pytest -s``). Also: after a server restart no
+reconnect mark goes to the listeners' subject, and with
+``listener_queue_group = false`` each listener gets its own topic only.
 """
 
 import asyncio
