@@ -374,13 +374,17 @@ class Connection:
 
     # -- subscribing -------------------------------------------------------
 
-    def subscribe(self, subject: str, handler):
-        """Subscribe ``handler(msg)`` (a coroutine run on the loop)."""
-        return self.bridge.run(self._subscribe(subject, handler),
+    def subscribe(self, subject: str, handler, queue: str = ''):
+        """Subscribe ``handler(msg)`` (a coroutine run on the loop).
+
+        With ``queue``, as a member of that queue group: each message goes
+        to one member only.
+        """
+        return self.bridge.run(self._subscribe(subject, handler, queue),
                                timeout=_CONTROL_TIMEOUT)
 
-    async def _subscribe(self, subject, handler):
-        sub = await self._nc.subscribe(subject, cb=handler)
+    async def _subscribe(self, subject, handler, queue):
+        sub = await self._nc.subscribe(subject, queue=queue, cb=handler)
         await self._confirm()
         return sub
 

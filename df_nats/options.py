@@ -41,9 +41,25 @@ connection_opts = [
                      ' and to the servers the cluster announces.'),
     cfg.StrOpt('subject_prefix', default='dragonflow',
                help='First tokens of every NATS subject df-nats uses. Topics'
-                    ' become <subject_prefix>.topic.<topic>. Use a different'
-                    ' prefix for each Dragonflow deployment sharing one'
-                    ' NATS cluster.'),
+                    ' become <subject_prefix>.topic.<topic> (neutron'
+                    ' listener topics <subject_prefix>.listeners, see'
+                    ' listener_queue_group). Use a different prefix for each'
+                    ' Dragonflow deployment sharing one NATS cluster.'),
+    cfg.BoolOpt('listener_queue_group', default=True,
+                help='Send events addressed to any neutron listener topic'
+                     ' (listener_<host>: port status from the compute'
+                     ' nodes) to the one subject'
+                     ' <subject_prefix>.listeners, which every subscriber'
+                     ' that registers a listener topic receives as a'
+                     ' member of one NATS queue group. Each update is then'
+                     ' handled by one live neutron-server, whichever'
+                     ' listener the compute node picked, instead of being'
+                     ' lost when the picked one is dead; at most once:'
+                     ' updates in flight to a neutron-server that dies are'
+                     ' lost, and sequence numbers are not checked on that'
+                     ' subject. False sends each listener topic to its own'
+                     ' subject, as other topics. Every process of a'
+                     ' deployment must use the same value.'),
     cfg.FloatOpt('connect_timeout', default=2.0, min=0.1,
                  help='Seconds to wait for a single connection attempt.'),
     cfg.FloatOpt('initial_connect_wait', default=30.0, min=0.0,

@@ -57,7 +57,8 @@ class NatsPublisher(pubsub_api.PublisherApi):
         except Exception:
             conn.release()
             raise
-        self._subjects = subjects.SubjectMap(conn.conf.subject_prefix)
+        self._subjects = subjects.SubjectMap(conn.conf.subject_prefix,
+                                             conn.conf.listener_queue_group)
         self._conn = conn
         self._start_stream()
         conn.add_listener(self._on_reconnected)
@@ -137,6 +138,8 @@ class NatsPublisher(pubsub_api.PublisherApi):
         with self._seq_lock:
             try:
                 for subject, n in self._seqs.items():
+                    if self._subjects.is_shared(subject):
+                        continue  # a queue group: nobody checks numbers
                     conn.publish(subject, b'', {
                         sequence.HEADER_PUBLISHER: publisher,
                         sequence.HEADER_SEQ: sequence.seq_header(

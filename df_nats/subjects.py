@@ -25,14 +25,28 @@ one topic.
 ``str`` and ``bytes`` topics that Dragonflow considers equal (it encodes
 topics to UTF-8 before sending) map to the same subject. Bytes that are not
 valid UTF-8 round-trip through ``surrogateescape``.
+
+One exception, when ``[df_nats] listener_queue_group`` is on (the
+default): every neutron listener topic (``listener_<host>``) maps to the
+one shared subject ``<prefix>.listeners``, which subscribers receive as
+members of one NATS queue group, so that each port-status update reaches
+one live neutron-server (at most once), whichever listener its publisher
+picked.
+``SubjectMap`` applies this; the module-level functions do not.
 """
 
 import re
-from typing import Union
+from typing import Optional, Union
 
 Topic = Union[str, bytes]
 
 _TOPIC_TOKEN = 'topic'
+_LISTENERS_TOKEN = 'listeners'
+# Dragonflow's Listener model names its topic 'listener_<id>' (the host).
+LISTENER_TOPIC_PREFIX = b'listener_'
+# The one queue group of the listeners subject. Queue groups are scoped by
+# subject, so deployments with different prefixes never share it.
+LISTENER_QUEUE_GROUP = 'df-listeners'
 _EMPTY = '='
 _SAFE = frozenset(b'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
                   b'0123456789-_')
@@ -74,6 +88,16 @@ def topic_subject(prefix: str, topic: Topic) -> str:
     return '%s.%s.%s' % (prefix, _TOPIC_TOKEN, topic_token(topic))
 
 
+def is_listener_topic(topic: Topic) -> bool:
+    """True for a neutron listener topic (``listener_<host>``)."""
+    return topic_bytes(topic).startswith(LISTENER_TOPIC_PREFIX)
+
+
+def listeners_subject(prefix: str) -> str:
+    """The shared subject of every listener topic, beside the topics."""
+    return '%s.%s' % (prefix, _LISTENERS_TOKEN)
+
+
 def all_topics_subject(prefix: str) -> str:
     """The wildcard subject that matches every topic (for inspection)."""
     return '%s.%s.*' % (prefix, _TOPIC_TOKEN)
@@ -91,6 +115,9 @@ def subject_topic(prefix: str, subject: str) -> str:
 class SubjectMap:
     """Topic-to-subject mapping for one prefix, memoised for the hot path.
 
+    With ``listener_queue_group``, listener topics map to the shared
+    ``listeners_subject``, received through ``queue_group()``.
+
     Dragonflow publishes to a small, slowly changing set of topics (the
     send-all topic, tenants, listeners), so the cache stays small; it is
     bounded all the same.
@@ -98,9 +125,11 @@ class SubjectMap:
 
     _MAX_CACHED = 65536
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, listener_queue_group: bool = False):
         self.prefix = prefix
         self._cache = {}
+        self._shared = (listeners_subject(prefix) if listener_queue_group
+                        else None)
 
     def subject(self, topic: Topic) -> str:
         """The subject for ``topic``."""
@@ -108,12 +137,27 @@ class SubjectMap:
             return self._cache[topic]
         except KeyError:
             pass
-        subject = topic_subject(self.prefix, topic)
+        if self._shared is not None and is_listener_topic(topic):
+            subject = self._shared
+        else:
+            subject = topic_subject(self.prefix, topic)
         if len(self._cache) >= self._MAX_CACHED:
             self._cache.clear()
         self._cache[topic] = subject
         return subject
 
     def topic(self, subject: str) -> str:
-        """The topic carried by ``subject``."""
+        """The topic carried by ``subject``.
+
+        ``ValueError`` for the shared listeners subject: it carries many
+        topics (each event names its own in its body).
+        """
         return subject_topic(self.prefix, subject)
+
+    def is_shared(self, subject: str) -> bool:
+        """True for the subject that a queue group shares out."""
+        return subject == self._shared
+
+    def queue_group(self, subject: str) -> Optional[str]:
+        """The queue group to subscribe ``subject`` in, or None."""
+        return LISTENER_QUEUE_GROUP if subject == self._shared else None

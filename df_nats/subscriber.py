@@ -48,12 +48,20 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
     After a fork, a subscriber inherited from the parent moves to the
     child's own connection on the child's first ``register_topic``,
     ``unregister_topic``, ``daemonize`` or ``run``, followed by a sync.
+
+    With ``[df_nats] listener_queue_group``, every neutron listener topic
+    registered here is received through one queue-group subscription of
+    the shared listeners subject (see ``subjects``), made for the first
+    of them and ended with the last. Sequence numbers are not checked on
+    that subject: each member sees only its share of every stream.
     """
 
     def __init__(self):
         super().__init__()
         self._callback = None
-        self._topics = {}  # topic bytes -> nats Subscription or None
+        # topic bytes -> nats Subscription, _SharedSubscription or None
+        self._topics = {}
+        self._shared = {}  # subject -> _SharedSubscription
         self._uris = []
         self._conn = None
         self._subjects = None
@@ -106,13 +114,36 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             LOG.warning('df-nats: topic %r was not registered', topic)
             return
         LOG.info('df-nats: unregister topic %r', topic)
-        sub = self._topics.pop(key)
+        sub = self._release(self._topics.pop(key))
         if sub is not None:
             self._conn.unsubscribe(sub)
 
     def _subscribe(self, key):
-        return self._conn.subscribe(self._subjects.subject(key),
-                                    self._on_message)
+        subject = self._subjects.subject(key)
+        queue = self._subjects.queue_group(subject)
+        if queue is None:
+            return self._conn.subscribe(subject, self._on_message)
+        shared = self._shared.get(subject)
+        if shared is None:
+            LOG.info('df-nats: joining queue group %s on %s', queue, subject)
+            shared = _SharedSubscription(self._conn.subscribe(
+                subject, self._on_message, queue=queue), subject)
+            self._shared[subject] = shared
+        shared.topics += 1
+        return shared
+
+    def _release(self, sub):
+        """The NATS subscription to end as one topic stops using ``sub``.
+
+        None while other topics still share it (or there is none).
+        """
+        if not isinstance(sub, _SharedSubscription):
+            return sub
+        sub.topics -= 1
+        if sub.topics > 0:
+            return None
+        del self._shared[sub.subject]
+        return sub.subscription
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -134,6 +165,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._publisher_feed = None  # the parent's watch, on its loop
         for key in self._topics:
             self._topics[key] = None
+        self._shared.clear()
         if was_running:
             LOG.info('df-nats: subscriber used in forked process %d,'
                      ' subscribing again', self._pid)
@@ -151,8 +183,10 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         conn = df_connection.get_connection()
         conn.acquire()
         self._conn = conn
-        self._subjects = subjects.SubjectMap(conn.conf.subject_prefix)
+        self._subjects = subjects.SubjectMap(conn.conf.subject_prefix,
+                                             conn.conf.listener_queue_group)
         self._tracker.max_streams = conn.conf.sequence_streams
+        self._shared.clear()  # what a failed daemonize() left behind
         try:
             for key in list(self._topics):
                 self._topics[key] = self._subscribe(key)
@@ -190,6 +224,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             self._publisher_feed = None
             for key in self._topics:
                 self._topics[key] = None
+            self._shared.clear()
             return
         if not self._running:
             return
@@ -201,6 +236,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             feed.stop()
         for key, sub in list(self._topics.items()):
             self._topics[key] = None
+            sub = self._release(sub)
             if sub is not None and conn.connected:
                 try:
                     conn.unsubscribe(sub)
@@ -224,7 +260,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
     def _deliver(self, subject, headers, data):
         if not self._running:
             return
-        verdict, missed = self._tracker.check(subject, headers)
+        verdict, missed = self._check_sequence(subject, headers)
         if verdict == sequence.DUPLICATE:
             self.stats['duplicates'] += 1
             return
@@ -250,6 +286,19 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
                        event['value'], event['topic'])
         if verdict == sequence.GAP:
             self._request_sync('gap')
+
+    def _check_sequence(self, subject, headers):
+        """The tracker's verdict on a message, as ``_deliver`` wants it.
+
+        On a queue group's subject each member gets only its share of a
+        publisher's stream: the holes are not losses, so numbers are not
+        checked there, and a mark there is just dropped (as ``MARK``).
+        """
+        if not self._subjects.is_shared(subject):
+            return self._tracker.check(subject, headers)
+        if self._tracker.is_mark(headers):
+            return sequence.MARK, 0
+        return sequence.UNTRACKED, 0
 
     def _request_sync(self, reason):
         """Queue one sync behind what is queued now (caller's world).
@@ -298,3 +347,14 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             LOG.warning('df-nats: dropped a malformed message of %d bytes'
                         ' (%s); %d dropped so far', len(data), exc,
                         self.stats['malformed'])
+
+
+class _SharedSubscription:
+    """One queue-group subscription and the count of topics using it."""
+
+    __slots__ = ('subscription', 'subject', 'topics')
+
+    def __init__(self, subscription, subject):
+        self.subscription = subscription
+        self.subject = subject
+        self.topics = 0

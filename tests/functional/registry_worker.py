@@ -47,7 +47,8 @@ def _say(**fields):
         os.write(sys.stdout.fileno(), line.encode())
 
 
-def _commands():
+def stdin_commands():
+    """The commands read from stdin, one list of words per line."""
     # A plain stdin read would block eventlet's whole hub, and with it the
     # subscriber's deliveries: wait for input the green way first.
     while True:
@@ -79,7 +80,7 @@ def _serve(args):
         _say(error='%s: %s' % (type(exc).__name__, exc))
         return 3
     _say(ready=publisher.publisher_id, pid=os.getpid())
-    for command in _commands():
+    for command in stdin_commands():
         if not command or command[0] == 'exit':
             break
         if command[0] == 'close':

@@ -57,7 +57,7 @@ def _env():
                 + os.environ.get('PYTHONPATH', ''))
 
 
-class _Process:
+class WorkerProcess:
     """A subprocess whose JSON stdout lines are queued with arrival times."""
 
     def __init__(self, cmd):
@@ -123,7 +123,7 @@ def processes():
     started = []
 
     def start(cmd):
-        process = _Process(cmd)
+        process = WorkerProcess(cmd)
         started.append(process)
         return process
     yield start

@@ -113,3 +113,13 @@ def test_default_registry_notices_a_death_within_15_s(conf):
     # Expiry comes publisher_ttl after the last refresh at the latest.
     assert group.publisher_ttl + 2 <= 15
     assert group.heartbeat_interval <= group.publisher_ttl / 2
+
+
+def test_listener_queue_group_on_by_default(conf):
+    group = options.validate(conf.conf)
+    assert group.listener_queue_group is True
+    [(_, opts)] = options.list_opts()
+    [opt] = [o for o in opts if o.name == 'listener_queue_group']
+    assert 'queue group' in opt.help and 'listener_<host>' in opt.help
+    conf.config(group=options.GROUP, listener_queue_group=False)
+    assert options.validate(conf.conf).listener_queue_group is False

@@ -61,3 +61,21 @@ def test_each_subject_counts_on_its_own():
     numbers = [(s, sequence.parse(h)[2]) for s, _, h in pub._conn.queued]
     assert numbers == [('p.topic.T', 1), ('p.topic.U', 1),
                        ('p.topic.T', 2)]
+
+
+def test_listener_topics_go_to_the_shared_subject_without_marks():
+    pub = _publisher()
+    pub._subjects = subjects.SubjectMap('p', listener_queue_group=True)
+    for topic in ('listener_a', 'listener_b', 'D'):
+        pub.send_event(pubsub_api.DbUpdate('lport', 'k', 'update',
+                                           'ACTIVE', topic=topic))
+    assert [s for s, _, _ in pub._conn.queued] == [
+        'p.listeners', 'p.listeners', 'p.topic.D']
+    # The body keeps the topic the publisher picked.
+    assert codec.unpack_event(pub._conn.queued[1][1])['topic'] == (
+        'listener_b')
+    # After a reconnect: a mark on D, none on the queue group's subject.
+    pub._conn.queued.clear()
+    pub._send_marks(pub._conn)
+    assert [(s, h.get(sequence.HEADER_MARK)) for s, _, h
+            in pub._conn.queued] == [('p.topic.D', '1')]

@@ -103,3 +103,54 @@ def test_subject_map_caches_and_stays_bounded(monkeypatch):
         assert smap.subject('t%d' % i) == 'p.topic.t%d' % i
     assert len(smap._cache) <= 3
     assert smap.topic('p.topic.t1') == 't1'
+
+
+@pytest.mark.parametrize('topic,listener', [
+    ('listener_compute-1', True),
+    (b'listener_compute-1', True),
+    ('listener_host.example.org', True),
+    ('listener_', True),
+    ('listener', False),
+    ('Listener_x', False),
+    ('xlistener_x', False),
+    ('D', False),
+    ('', False),
+])
+def test_listener_topics(topic, listener):
+    assert subjects.is_listener_topic(topic) is listener
+
+
+def test_listener_topics_share_one_subject_with_the_option():
+    smap = subjects.SubjectMap('p', listener_queue_group=True)
+    shared = subjects.listeners_subject('p')
+    assert shared == 'p.listeners'
+    for topic in ('listener_a', b'listener_a', 'listener_b.example.org'):
+        assert smap.subject(topic) == shared
+        assert smap.subject(topic) == shared  # and from the cache
+    assert smap.is_shared(shared)
+    assert smap.queue_group(shared) == subjects.LISTENER_QUEUE_GROUP
+    # Other topics keep their own subject, outside any queue group.
+    assert smap.subject('D') == 'p.topic.D'
+    assert smap.subject('listener') == 'p.topic.listener'
+    assert not smap.is_shared('p.topic.D')
+    assert smap.queue_group('p.topic.D') is None
+    with pytest.raises(ValueError):
+        smap.topic(shared)  # many topics: the body names its own
+
+
+def test_listener_topics_own_subjects_without_the_option():
+    smap = subjects.SubjectMap('p')
+    assert smap.subject('listener_a') == 'p.topic.listener_a'
+    assert smap.subject('listener_b') == 'p.topic.listener_b'
+    assert not smap.is_shared(subjects.listeners_subject('p'))
+    assert smap.queue_group('p.topic.listener_a') is None
+    assert smap.queue_group(subjects.listeners_subject('p')) is None
+
+
+@given(st.binary())
+def test_no_topic_subject_is_the_listeners_subject(raw):
+    shared = subjects.listeners_subject(PREFIX)
+    assert subjects.topic_subject(PREFIX, raw) != shared
+    assert _VALID_SUBJECT.match(shared)
+    assert not shared.startswith(
+        subjects.all_topics_subject(PREFIX).rstrip('*'))
