@@ -124,8 +124,8 @@ def dragonflow_missing():
     """Why Dragonflow 4.0.0's db layer cannot be imported, or None."""
     try:
         from dragonflow.db import api_nb  # noqa: F401
-        from dragonflow.db import pub_sub_api  # noqa: F401
         from dragonflow.db.models import l2  # noqa: F401
+        from dragonflow.db import pub_sub_api  # noqa: F401
     except Exception as exc:  # any import failure: Dragonflow is unusable
         return '%s: %s' % (type(exc).__name__, exc)
     return None
