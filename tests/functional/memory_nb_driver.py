@@ -30,7 +30,10 @@ from dragonflow.db import pub_sub_api
 
 # table -> key -> (value, topic), shared by the process's drivers.
 _TABLES = collections.defaultdict(dict)
+_UNIQUE_KEYS = collections.Counter()
 _LOCK = threading.Lock()
+# (packed data, topic) of every event a RecordingPubSub publisher sent.
+SENT = []
 
 
 class MemoryNbDriver(db_api.DbApi):
@@ -87,10 +90,8 @@ class MemoryNbDriver(db_api.DbApi):
 
     def allocate_unique_key(self, table):
         with _LOCK:
-            counters = _TABLES['unique_key']
-            value = counters.get(table, (0, None))[0] + 1
-            counters[table] = (value, None)
-            return value
+            _UNIQUE_KEYS[table] += 1
+            return _UNIQUE_KEYS[table]
 
     def process_ha(self):
         self.calls['process_ha'] += 1
@@ -100,13 +101,12 @@ class MemoryNbDriver(db_api.DbApi):
 
 
 class _RecordingPublisher(pub_sub_api.PublisherAgentBase):
-    sent = []
 
     def initialize(self):
         pass
 
     def _send_event(self, data, topic):
-        self.sent.append((data, topic))
+        SENT.append((data, topic))
 
     def close(self):
         pass

@@ -42,9 +42,11 @@ SCENARIOS = [
 ]
 
 
-def _start(world, scenario, urls, tmp_path, debug=False):
+def _start(world, scenario, urls, tmp_path, debug=False,
+           module='scenarios'):
     cmd = [sys.executable, '-m', 'tests.functional.world_runner',
-           '--world=%s' % world, scenario] + list(urls)
+           '--world=%s' % world, '--module=%s' % module, scenario] + list(
+               urls)
     if debug:
         cmd.insert(4, '--debug')
     env = dict(os.environ, DF_NATS_TEST_TMP=str(tmp_path),
