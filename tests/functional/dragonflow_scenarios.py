@@ -25,7 +25,8 @@ resyncs with Dragonflow's own ``sync.Sync``.
 Worker mode, ``python -m tests.functional.dragonflow_scenarios
 --world=W neutron-worker URL N``: a neutron-server API worker with
 ``pub_sub_use_multiproc = True`` and ``pub_sub_multiproc_driver = nats``
-creating N logical switches.
+creating N logical switches; ``gap-publisher URL N``: events 1 and N of
+one publisher's stream, with plain nats-py, the others lost.
 """
 
 import sys
@@ -326,6 +327,68 @@ def scenario_nb_sync_after_reconnect(ctx):
     _no_errors(controller)
 
 
+def scenario_nb_sync_after_gap(ctx):
+    """A publisher's sequence gap (its event 2 never arrives) ends in the
+    same resync through NbApi's queue.
+    """
+    _configure()
+    controller_nb, controller = _controller(ctx)
+    neutron = _neutron(ctx)
+    neutron.create(_switch('ls-missed', 'tenant1'), skip_send_event=True)
+    cmd = [sys.executable, '-m', 'tests.functional.dragonflow_scenarios',
+           'gap-publisher', ctx.url, '3']
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ,
+                                                  PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ctx.wait_until(lambda: controller.syncs >= 1, timeout=20,
+                   what='the sync after the gap')
+    assert [(u.action, u.key) for u in controller.updates] == [
+        ('create', 'gap1'), ('create', 'gap3'), ('sync', None)], (
+            controller.updates)
+    # The resync made the controller's store the NB database's content:
+    # the switch never announced is there, the chassis only announced (the
+    # gap publisher wrote no NB row) are gone.
+    assert controller.get(l2.LogicalSwitch, 'ls-missed') is not None
+    assert controller.get(core.Chassis, 'gap1') is None
+    assert controller.get(core.Chassis, 'gap3') is None
+    stats = controller_nb.subscriber.stats
+    assert (stats['gaps'], stats['missed'], stats['syncs']) == (1, 1, 1)
+    _no_errors(controller)
+
+
+def _gap_publisher(url, last):
+    """Events 1 and ``last`` of one publisher stream on topic 'D', as
+    df-nats numbers them, sent with plain nats-py: those between are lost.
+    """
+    import asyncio
+
+    import msgpack
+    import nats
+
+    from df_nats import sequence
+    from df_nats import subjects
+
+    subject = subjects.SubjectMap('dragonflow').subject('D')
+    incarnation = sequence.new_incarnation()
+
+    async def send():
+        nc = await nats.connect(url)
+        for n in (1, last):
+            chassis = core.Chassis(id='gap%d' % n, ip='192.0.2.%d' % n,
+                                   tunnel_types=['vxlan'])
+            body = msgpack.packb({'table': 'chassis', 'key': chassis.id,
+                                  'action': 'create',
+                                  'value': chassis.to_json(), 'topic': 'D'})
+            await nc.publish(subject, body, headers={
+                sequence.HEADER_PUBLISHER: 'gap-test',
+                sequence.HEADER_SEQ: sequence.seq_header(incarnation, n)})
+        await nc.flush()
+        await nc.close()
+
+    asyncio.run(send())
+
+
 def _log_records(logger_name):
     records = []
 
@@ -416,13 +479,16 @@ def _main():
     from df_nats.cmd import common
     parser = argparse.ArgumentParser()
     parser.add_argument('--world', choices=('eventlet', 'native'))
-    parser.add_argument('role', choices=('neutron-worker',))
+    parser.add_argument('role', choices=('neutron-worker', 'gap-publisher'))
     parser.add_argument('url')
     parser.add_argument('events', type=int)
     args = parser.parse_args()
     common.setup_process(servers=[args.url])
     assert df_utils.DF_PUBSUB_DRIVER_NAMESPACE == common.DRIVER_NAMESPACE
-    _neutron_worker(args.url, args.events)
+    if args.role == 'gap-publisher':
+        _gap_publisher(args.url, args.events)
+    else:
+        _neutron_worker(args.url, args.events)
 
 
 if __name__ == '__main__':

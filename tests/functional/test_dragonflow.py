@@ -28,6 +28,7 @@ SCENARIOS = [
     'nb_create_update_delete',
     'nb_selective_topology',
     'nb_recover_callback',
+    'nb_sync_after_gap',
     'nb_multiproc_workers',
     'nb_multiproc_other_driver_warns',
 ]
