@@ -51,13 +51,4 @@ def test_nb_api_resyncs_after_server_restart(dragonflow, world,
     proc = test_driver._start(world, 'nb_sync_after_reconnect',
                               [fresh_nats_server.url], tmp_path,
                               module=MODULE)
-    line = proc.stdout.readline()
-    if line.strip() != '@@restart-server':
-        proc.kill()
-        pytest.fail('expected @@restart-server, got %r; stderr:\n%s'
-                    % (line, proc.stderr.read()[-4000:]))
-    fresh_nats_server.kill()
-    fresh_nats_server.restart()
-    proc.stdin.write('done\n')
-    proc.stdin.flush()
-    test_driver._finish(proc)
+    test_driver._restart_when_asked(proc, fresh_nats_server)
