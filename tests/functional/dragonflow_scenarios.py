@@ -137,7 +137,7 @@ class Controller:
                 if action is None or u.action == action]
 
 
-def _neutron(ctx):
+def _neutron():
     """neutron-server's NbApi (4.0.0 initialize(), neutron branch)."""
     nb_api = api_nb.NbApi(memory_nb_driver.MemoryNbDriver(),
                           use_pubsub=True, is_neutron_server=True)
@@ -210,7 +210,7 @@ def _no_errors(controller):
 def scenario_nb_create_update_delete(ctx):
     _configure()
     controller_nb, controller = _controller(ctx)
-    neutron = _neutron(ctx)
+    neutron = _neutron()
     neutron.create(_switch('ls1', 'tenant1', mtu=1450, segmentation_id=7,
                            network_type='vxlan'))
     neutron.create(_port('lp1', 'tenant1', 'ls1', '10.0.0.5',
@@ -252,7 +252,7 @@ def scenario_nb_create_update_delete(ctx):
 def scenario_nb_selective_topology(ctx):
     _configure(selective=True)
     controller_nb, controller = _controller(ctx, selective=True)
-    neutron = _neutron(ctx)
+    neutron = _neutron()
     # Before the topic is registered, even tenant-a's events do not come;
     # registering pulls the NB database's tenant-a objects (Sync.add_topic).
     neutron.create(_switch('ls-a0', 'tenant-a'))
@@ -285,7 +285,7 @@ def scenario_nb_selective_topology(ctx):
 def scenario_nb_recover_callback(ctx):
     _configure()
     controller_nb, controller = _controller(ctx)
-    neutron = _neutron(ctx)
+    neutron = _neutron()
     neutron.create(_switch('ls1', 'tenant1'), skip_send_event=True)
     # 4.0.0: the driver's, the publisher's and the subscriber's process_ha,
     # then the controller's sync, which finds ls1 in the NB database.
@@ -305,7 +305,7 @@ def scenario_nb_recover_callback(ctx):
 def scenario_nb_sync_after_reconnect(ctx):
     _configure()
     controller_nb, controller = _controller(ctx)
-    neutron = _neutron(ctx)
+    neutron = _neutron()
     neutron.create(_switch('ls1', 'tenant1'))
     ctx.wait_until(lambda: controller.get(l2.LogicalSwitch, 'ls1'),
                    what='ls1')
@@ -333,7 +333,7 @@ def scenario_nb_sync_after_gap(ctx):
     """
     _configure()
     controller_nb, controller = _controller(ctx)
-    neutron = _neutron(ctx)
+    neutron = _neutron()
     neutron.create(_switch('ls-missed', 'tenant1'), skip_send_event=True)
     cmd = [sys.executable, '-m', 'tests.functional.dragonflow_scenarios',
            'gap-publisher', ctx.url, '3']
@@ -433,7 +433,7 @@ def scenario_nb_multiproc_workers(ctx):
     _no_errors(controller)
 
 
-def _neutron_worker(url, n):
+def _neutron_worker(n):
     """One API worker: NbApi.get_instance(True) as 4.0.0's mech driver
     calls it after the fork, with the multiproc publisher set to df-nats.
     """
@@ -488,7 +488,7 @@ def _main():
     if args.role == 'gap-publisher':
         _gap_publisher(args.url, args.events)
     else:
-        _neutron_worker(args.url, args.events)
+        _neutron_worker(args.events)
 
 
 if __name__ == '__main__':
