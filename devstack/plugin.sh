@@ -43,6 +43,9 @@ function _configure_df_nats_file {
 
     iniset $conf_file df pub_sub_driver nats
     iniset $conf_file df enable_df_pub_sub True
+    # Dragonflow 4.0.0's neutron-server publishes through this one (its
+    # pub_sub_use_multiproc defaults to True); master ignores it.
+    iniset $conf_file df pub_sub_multiproc_driver nats
     iniset $conf_file df_nats servers "$DF_NATS_SERVERS"
     iniset $conf_file df_nats subject_prefix "$DF_NATS_SUBJECT_PREFIX"
     iniset $conf_file df_nats kv_replicas "$DF_NATS_KV_REPLICAS"

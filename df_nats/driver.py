@@ -13,6 +13,7 @@
 """The driver Dragonflow loads for ``[df] pub_sub_driver = nats``."""
 
 from df_nats import options  # noqa: F401  (registers [df_nats] on CONF)
+from df_nats import publish_path
 from df_nats import publisher
 from df_nats import pubsub_api
 from df_nats import subscriber
@@ -23,6 +24,9 @@ class NatsPubSub(pubsub_api.PubSubApi):
 
     Dragonflow instantiates it with no arguments, once for the publisher and
     once for the subscriber; both instances share the process's connection.
+    It is also the driver for Dragonflow 4.0.0's ``[df]
+    pub_sub_multiproc_driver = nats`` (the same entry-point namespace): then
+    each neutron-server worker publishes to NATS on its own connection.
     """
 
     def __init__(self):
@@ -33,9 +37,11 @@ class NatsPubSub(pubsub_api.PubSubApi):
     def get_publisher(self):
         if self._publisher is None:
             self._publisher = publisher.NatsPublisher()
+        publish_path.publisher_handed_out()
         return self._publisher
 
     def get_subscriber(self):
         if self._subscriber is None:
             self._subscriber = subscriber.NatsSubscriber()
+            publish_path.subscriber_handed_out()
         return self._subscriber

@@ -16,7 +16,9 @@ When Dragonflow is importable its own ``dragonflow.db.pub_sub_api`` classes
 are used, so ``isinstance`` checks in Dragonflow hold. Dragonflow is retired
 and does not install on modern Python, so df-nats does not depend on it:
 otherwise the equivalent ABCs below stand in, with the union of the 4.0.0
-and master method sets.
+and master method sets of the same classes (not of Dragonflow's
+``*AgentBase`` helpers, whose methods the driver classes define
+themselves). ``tox -e dragonflow`` runs the driver with Dragonflow 4.0.0.
 """
 
 import abc
@@ -101,14 +103,9 @@ class SubscriberApi(abc.ABC):
     def unregister_topic(self, topic):
         """Stop receiving events of ``topic``."""
 
-    def set_subscriber_for_failover(self, sub, callback):
-        pass
-
-    def register_hamsg_for_db(self):
-        pass
-
-    def process_ha(self):
-        pass
+    # Unlike PublisherApi, Dragonflow's SubscriberApi has no failover hooks
+    # (they are on its SubscriberAgentBase): neither has this stand-in, so
+    # that a subscriber missing them fails without Dragonflow too.
 
 
 class DbUpdate:

@@ -214,6 +214,22 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         """Dragonflow 4.0.0's name for ``is_running``."""
         return self._running
 
+    # -- Dragonflow's database failover hooks -------------------------------
+    # Dragonflow defines these on SubscriberAgentBase, not on the
+    # SubscriberApi this class derives from, and NbApi calls them on every
+    # controller (4.0.0 initialize(), master set_db_change_callback()).
+    # They serve the Redis DB driver's HA; reconnecting to NATS and the
+    # sync after it are this driver's own business, so they do nothing.
+
+    def set_subscriber_for_failover(self, sub, callback):
+        """Dragonflow hook for NB database failover: nothing to do."""
+
+    def register_hamsg_for_db(self):
+        """Dragonflow hook for NB database failover: nothing to do."""
+
+    def process_ha(self):
+        """Dragonflow hook after an NB database failover: nothing to do."""
+
     def close(self):
         """Unsubscribe and leave the connection; safe to call twice."""
         if self._pid != os.getpid():

@@ -17,6 +17,7 @@ and are stopped (temp dirs removed) when their fixture scope ends.
 """
 
 import asyncio
+import os
 import time
 
 import nats
@@ -112,3 +113,35 @@ def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'failover: 3-node cluster failover and fork tests'
         ' (run alone with -m failover)')
+
+
+# tox -e dragonflow sets this: there a test needing Dragonflow fails, not
+# skips, when Dragonflow cannot be imported.
+REQUIRE_DRAGONFLOW = os.environ.get('DF_NATS_REQUIRE_DRAGONFLOW') == '1'
+
+
+def dragonflow_missing():
+    """Why Dragonflow 4.0.0's db layer cannot be imported, or None."""
+    try:
+        from dragonflow.db import api_nb  # noqa: F401
+        from dragonflow.db.models import l2  # noqa: F401
+        from dragonflow.db import pub_sub_api  # noqa: F401
+    except Exception as exc:  # any import failure: Dragonflow is unusable
+        return '%s: %s' % (type(exc).__name__, exc)
+    return None
+
+
+@pytest.fixture(scope='session')
+def dragonflow():
+    """Dragonflow's ``pub_sub_api`` module: skip without Dragonflow, except
+    under DF_NATS_REQUIRE_DRAGONFLOW=1 (tox -e dragonflow), where it fails.
+    """
+    problem = dragonflow_missing()
+    if problem is not None:
+        if REQUIRE_DRAGONFLOW:
+            pytest.fail('Dragonflow is required here but cannot be'
+                        ' imported: %s' % problem)
+        pytest.skip('Dragonflow not installed (tox -e dragonflow): %s'
+                    % problem)
+    from dragonflow.db import pub_sub_api
+    return pub_sub_api

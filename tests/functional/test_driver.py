@@ -42,9 +42,11 @@ SCENARIOS = [
 ]
 
 
-def _start(world, scenario, urls, tmp_path, debug=False):
+def _start(world, scenario, urls, tmp_path, debug=False,
+           module='scenarios'):
     cmd = [sys.executable, '-m', 'tests.functional.world_runner',
-           '--world=%s' % world, scenario] + list(urls)
+           '--world=%s' % world, '--module=%s' % module, scenario] + list(
+               urls)
     if debug:
         cmd.insert(4, '--debug')
     env = dict(os.environ, DF_NATS_TEST_TMP=str(tmp_path),
@@ -82,20 +84,25 @@ def test_hundred_in_order_by_ip_and_by_name(world, nats_url, tmp_path):
     _finish(_start(world, 'hundred_in_order', [nats_url], tmp_path))
 
 
-@pytest.mark.parametrize('world', WORLDS)
-def test_sync_after_server_restart(world, fresh_nats_server, tmp_path):
-    proc = _start(world, 'sync_on_reconnect', [fresh_nats_server.url],
-                  tmp_path)
+def _restart_when_asked(proc, server):
+    """Kill and restart ``server`` when the scenario asks, then finish."""
     line = proc.stdout.readline()
     if line.strip() != '@@restart-server':
         proc.kill()
         pytest.fail('expected @@restart-server, got %r; stderr:\n%s'
                     % (line, proc.stderr.read()[-4000:]))
-    fresh_nats_server.kill()
-    fresh_nats_server.restart()
+    server.kill()
+    server.restart()
     proc.stdin.write('done\n')
     proc.stdin.flush()
     _finish(proc)
+
+
+@pytest.mark.parametrize('world', WORLDS)
+def test_sync_after_server_restart(world, fresh_nats_server, tmp_path):
+    proc = _start(world, 'sync_on_reconnect', [fresh_nats_server.url],
+                  tmp_path)
+    _restart_when_asked(proc, fresh_nats_server)
 
 
 @pytest.mark.parametrize('world', WORLDS)

@@ -16,7 +16,8 @@
 with eventlet before anything else is imported, as Dragonflow services do;
 ``--world=native`` does not. Monkey-patching is process-global, hence a
 process per scenario. Exit status 0 and a last line ``SCENARIO-OK`` mean the
-scenario's assertions held.
+scenario's assertions held. ``--module=dragonflow_scenarios`` runs one of
+that module's scenarios instead of ``scenarios``'.
 """
 
 import sys
@@ -26,12 +27,14 @@ if __name__ == '__main__' and '--world=eventlet' in sys.argv:
     eventlet.monkey_patch()
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
+import os  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
 from df_nats import bridge  # noqa: E402
 from df_nats.cmd import common  # noqa: E402
-from tests.functional import scenarios  # noqa: E402
+from df_nats import pubsub_api  # noqa: E402
 
 
 def wait_until(predicate, timeout=10.0, what='condition'):
@@ -89,13 +92,20 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--world', choices=('eventlet', 'native'))
     parser.add_argument('--debug', action='store_true')
+    parser.add_argument('--module', default='scenarios',
+                        help='module of tests.functional holding it')
     parser.add_argument('scenario')
     parser.add_argument('urls', nargs='+')
     args = parser.parse_args()
     common.setup_process(servers=args.urls, debug=args.debug)
     if bridge.is_green() != (args.world == 'eventlet'):
         raise AssertionError('not in the %s world' % args.world)
-    scenario = getattr(scenarios, 'scenario_' + args.scenario)
+    if (os.environ.get('DF_NATS_REQUIRE_DRAGONFLOW') == '1'
+            and not pubsub_api.DRAGONFLOW_PRESENT):
+        # tox -e dragonflow: never run the scenarios on the stand-ins.
+        raise AssertionError('Dragonflow required but not importable')
+    module = importlib.import_module('tests.functional.' + args.module)
+    scenario = getattr(module, 'scenario_' + args.scenario)
     scenario(Context(args.world, args.urls[0], args.urls))
     sys.stdout.write('SCENARIO-OK\n')
     sys.stdout.flush()
