@@ -506,8 +506,7 @@ def _neutron_listener(host):
             lambda port, status: listener_worker.say(status=port,
                                                      value=status)))
     cfg.CONF.set_override('host', host)
-    cfg.CONF.set_override('client_name', 'df-neutron-%s' % host,
-                          group='df_nats')
+    cfg.CONF.set_override('client_name', 'df-%s' % host, group='df_nats')
     nb_api = _neutron()
     notifier = _load_neutron_notifier()
     notifier.initialize(nb_api, is_neutron_server=True)
@@ -654,8 +653,7 @@ def _port_status_rounds(ctx, queue_group, survivor, victim):
     ctx.wait_until(lambda: set(handled()) == before, what='round 1')
 
     victim.kill()
-    assert ctx.ask_parent('connection-gone df-neutron-%s'
-                          % victim.host) == 'done'
+    assert ctx.ask_parent('connection-gone df-%s' % victim.host) == 'done'
     publish(100, [victim.topic, survivor.topic])
     after = set(sent) - before
     to_dead = {p for p in after if sent[p] == victim.topic}

@@ -17,11 +17,10 @@ Skipped without Dragonflow; ``tox -e dragonflow`` installs it and sets
 DF_NATS_REQUIRE_DRAGONFLOW=1, so there they fail instead.
 """
 
-import time
-
 import pytest
 
 from tests.functional import test_driver
+from tests.functional import test_listeners
 
 WORLDS = ['eventlet', 'native']
 MODULE = 'dragonflow_scenarios'
@@ -56,7 +55,7 @@ def test_nb_api_resyncs_after_server_restart(dragonflow, world,
     test_driver._restart_when_asked(proc, fresh_nats_server)
 
 
-def _answer_connection_gone(proc, server, timeout=15.0):
+def _answer_connection_gone(proc, server):
     """When the scenario asks, wait until ``server`` no longer lists the
     named client connection (it noticed the process died), then answer.
     """
@@ -65,15 +64,7 @@ def _answer_connection_gone(proc, server, timeout=15.0):
         proc.kill()
         pytest.fail('expected @@connection-gone, got %r; stderr:\n%s'
                     % (line, proc.stderr.read()[-4000:]))
-    name = line.split()[1]
-    deadline = time.monotonic() + timeout
-    while True:
-        connz = server.get_json('/connz?limit=1024') or {}
-        if connz and name not in [c.get('name') for c in
-                                  connz.get('connections') or []]:
-            break
-        assert time.monotonic() < deadline, 'the server kept %s' % name
-        time.sleep(0.005)
+    test_listeners._wait_connection_gone(server, line.split()[1])
     proc.stdin.write('done\n')
     proc.stdin.flush()
 
