@@ -26,7 +26,10 @@ Worker mode, ``python -m tests.functional.dragonflow_scenarios
 --world=W neutron-worker URL N``: a neutron-server API worker with
 ``pub_sub_use_multiproc = True`` and ``pub_sub_multiproc_driver = nats``
 creating N logical switches; ``gap-publisher URL N``: events 1 and N of
-one publisher's stream, with plain nats-py, the others lost.
+one publisher's stream, with plain nats-py, the others lost;
+``neutron-listener URL HOST``: a neutron-server whose Dragonflow neutron
+notifier registered its ``Listener`` (topic ``listener_HOST``), printing
+one JSON line per port status its core plugin is given.
 """
 
 import sys
@@ -35,6 +38,7 @@ if __name__ == '__main__' and '--world=eventlet' in sys.argv:
     import eventlet
     eventlet.monkey_patch()
 
+import json  # noqa: E402
 import logging as std_logging  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
@@ -47,6 +51,7 @@ from dragonflow.db import db_store  # noqa: E402
 from dragonflow.db import model_framework  # noqa: E402
 from dragonflow.db.models import core  # noqa: E402
 from dragonflow.db.models import l2  # noqa: E402
+from dragonflow.db.models import ovs  # noqa: E402
 from dragonflow.db import sync  # noqa: E402
 from eventlet import queue as eventlet_queue  # noqa: E402
 from oslo_config import cfg  # noqa: E402
@@ -54,7 +59,9 @@ from oslo_config import cfg  # noqa: E402
 from df_nats import connection  # noqa: E402
 from df_nats import publisher as df_publisher  # noqa: E402
 from df_nats import subscriber as df_subscriber  # noqa: E402
+from tests.functional import listener_worker  # noqa: E402
 from tests.functional import memory_nb_driver  # noqa: E402
+from tests.functional import registry_worker  # noqa: E402
 
 MEMORY_DRIVER = 'tests.functional.memory_nb_driver.MemoryNbDriver'
 OTHER_PUBSUB = 'tests.functional.memory_nb_driver.RecordingPubSub'
@@ -474,21 +481,253 @@ def scenario_nb_multiproc_other_driver_warns(ctx):
         assert text in warnings[0], warnings[0]
 
 
+PORT_UPDATES = 40  # port-status updates sent before and after the kill
+
+
+def _load_neutron_notifier():
+    """Dragonflow's neutron notifier, loaded as 4.0.0's ML2 mechanism
+    driver and local controller load it.
+    """
+    return df_utils.load_driver(cfg.CONF.df.neutron_notifier,
+                                df_utils.DF_NEUTRON_NOTIFIER_DRIVER_NAMESPACE)
+
+
+def _neutron_listener(host):
+    """A neutron-server as 4.0.0's mechanism driver sets it up after the
+    fork (``enable_neutron_notifier``): its notifier registers the
+    ``Listener`` of ``host`` and, through ``register_listener_callback``,
+    subscribes to its topic with the notifier's ``notify_neutron_server``
+    as callback, which hands port statuses to the core plugin.
+    """
+    _configure()
+    cfg.CONF.set_override('enable_neutron_notifier', True, group='df')
+    memory_nb_driver.install_neutron_doubles(
+        memory_nb_driver.RecordingCorePlugin(
+            lambda port, status: listener_worker.say(status=port,
+                                                     value=status)))
+    cfg.CONF.set_override('host', host)
+    cfg.CONF.set_override('client_name', 'df-%s' % host, group='df_nats')
+    nb_api = _neutron()
+    notifier = _load_neutron_notifier()
+    notifier.initialize(nb_api, is_neutron_server=True)
+    listener = nb_api.get(core.Listener(id=host))
+    assert listener.ppid == os.getppid() and listener.timestamp, listener
+    assert isinstance(nb_api.subscriber, df_subscriber.NatsSubscriber)
+    assert nb_api.subscriber.is_running
+    listener_worker.say(ready=host, pid=os.getpid(), topic=listener.topic,
+                        listener=listener.to_json())
+    for command in registry_worker.stdin_commands():
+        if command == ['exit']:
+            break
+    notifier.heart_beat_reporter.stop()
+    nb_api.subscriber.close()
+
+
+class _NeutronServer:
+    """A ``neutron-listener`` process in one world, and the port statuses
+    its core plugin was given (read from its stdout as they come).
+    """
+
+    def __init__(self, ctx, world, queue_group):
+        self.host = 'neutron-%s' % world
+        self.world = world
+        cmd = [sys.executable, '-m', 'tests.functional.dragonflow_scenarios',
+               '--world=%s' % world, 'neutron-listener', ctx.url, self.host]
+        if not queue_group:
+            cmd.append('--no-listener-queue-group')
+        self._log = os.path.join(os.environ['DF_NATS_TEST_TMP'],
+                                 '%s.log' % self.host)
+        with open(self._log, 'w') as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=log)
+        self.lines = []
+        ctx.spawn(self._read)
+        ctx.wait_until(lambda: self.lines or self.proc.poll() is not None,
+                       timeout=60, what='%s to start' % self.host)
+        assert self.lines and 'ready' in self.lines[0], self.failure()
+        self.topic = self.lines[0]['topic']
+        self.listener = self.lines[0]['listener']
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def failure(self):
+        with open(self._log) as log:
+            return '%s: %s\n%s' % (self.host, self.lines, log.read()[-4000:])
+
+    def statuses(self):
+        """The ports whose status the core plugin was given, in order."""
+        return [line['status'] for line in list(self.lines)
+                if 'status' in line]
+
+    def kill(self):
+        """SIGKILL, as a neutron-server dies."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write('exit\n')
+            self.proc.stdin.flush()
+            assert self.proc.wait(timeout=30) == 0, self.failure()
+
+
+def _port_status_to_listeners(ctx, queue_group):
+    """4.0.0's port-status path from a compute node (this process) to two
+    neutron-servers, one per world; the one of this world is killed.
+    """
+    _configure()
+    cfg.CONF.set_override('enable_neutron_notifier', True, group='df')
+    cfg.CONF.set_override('listener_queue_group', queue_group,
+                          group='df_nats')
+    memory_nb_driver.install_neutron_doubles(core_plugin=None)
+    other = 'native' if ctx.world == 'eventlet' else 'eventlet'
+    servers = [_NeutronServer(ctx, world, queue_group)
+               for world in (other, ctx.world)]
+    try:
+        _port_status_rounds(ctx, queue_group, *servers)
+        servers[0].stop()
+    except BaseException:
+        for server in servers:
+            sys.stderr.write(server.failure() + '\n')
+        raise
+    finally:
+        for server in servers:
+            server.kill()
+
+
+def _port_status_rounds(ctx, queue_group, survivor, victim):
+    # A local controller's NbApi and notifier (4.0.0 DfLocalController):
+    # the notifier initialises the NbApi's publisher.
+    compute = api_nb.NbApi(memory_nb_driver.MemoryNbDriver(),
+                           use_pubsub=True, is_neutron_server=False)
+    compute.initialize(db_ip='127.0.0.1', db_port=0)
+    notifier = _load_neutron_notifier()
+    notifier.initialize(nb_api=compute, is_neutron_server=False)
+    assert isinstance(compute.publisher, df_publisher.NatsPublisher)
+    sent = {}  # port -> the listener topic it was addressed to
+
+    def share(server):
+        # The NB database the neutron-servers wrote their Listener to.
+        compute.driver.create_key(core.Listener.table_name, server.host,
+                                  server.listener, server.topic)
+
+    def handled():
+        return survivor.statuses() + victim.statuses()
+
+    # One listener in the NB database: 4.0.0's whole compute path picks it
+    # and publishes to its topic.
+    share(survivor)
+    notifier.notify_port_status(ovs.OvsPort(id='ovs-0', lport='port-solo'),
+                                'ACTIVE')
+    sent['port-solo'] = survivor.topic
+    ctx.wait_until(lambda: 'port-solo' in handled(), what='port-solo')
+    # Two: 4.0.0's pick (listeners[:len(listeners) / 2]) raises TypeError
+    # on Python 3 before anything is sent.
+    share(victim)
+    try:
+        notifier.notify_port_status(
+            ovs.OvsPort(id='ovs-1', lport='port-unpicked'), 'ACTIVE')
+    except TypeError:
+        pass
+    else:
+        raise AssertionError('4.0.0 picked one of two listeners')
+
+    def publish(first, topics):
+        for i in range(first, first + PORT_UPDATES):
+            port = 'port-%03d' % i
+            topic = topics[i % len(topics)]
+            # What 4.0.0's notifier sends once it has picked a listener
+            # (the pick itself fails, above): the port's 'update' in table
+            # lport, its status as value, on that listener's topic.
+            compute.publisher.send_event(db_common.DbUpdate(
+                l2.LogicalPort.table_name, port, 'update', 'ACTIVE',
+                topic=topic))
+            sent[port] = topic
+
+    publish(0, [victim.topic, survivor.topic])
+    before = set(sent)
+    ctx.wait_until(lambda: set(handled()) == before, what='round 1')
+
+    victim.kill()
+    assert ctx.ask_parent('connection-gone df-%s' % victim.host) == 'done'
+    publish(100, [victim.topic, survivor.topic])
+    after = set(sent) - before
+    to_dead = {p for p in after if sent[p] == victim.topic}
+    if queue_group:
+        ctx.wait_until(lambda: set(handled()) == set(sent),
+                       what='round 2 by the live neutron-server')
+    else:
+        ctx.wait_until(lambda: after - to_dead <= set(handled()),
+                       what='round 2 to the live listener')
+    ctx.settle(0.5)
+    everything = handled()
+    assert len(everything) == len(set(everything)), 'handled twice'
+    assert 'port-unpicked' not in everything
+    if queue_group:
+        # Exactly once across the two, whichever topic was addressed;
+        # the dead one's included, by the live one.
+        assert set(everything) == set(sent)
+        assert survivor.statuses() and victim.statuses()  # both worlds
+        assert after <= set(survivor.statuses())
+    else:
+        # Each got what was addressed to it while it lived, and no more.
+        for server in (survivor, victim):
+            assert set(server.statuses()) == {
+                p for p, t in sent.items() if t == server.topic
+                and (server is survivor or p in before)}, server.host
+        assert not to_dead & set(everything)
+    print('figures: listener_queue_group=%s, compute %s, killed %s: sent'
+          ' %d, handled once %d (%s %d, %s %d), twice 0, not handled %d;'
+          ' after the kill %d sent, %d to the dead listener\'s topic, %d'
+          ' of those handled' % (
+              queue_group, ctx.world, victim.host, len(sent),
+              len(everything), survivor.host, len(survivor.statuses()),
+              victim.host, len(victim.statuses()),
+              len(set(sent) - set(everything)), len(after), len(to_dead),
+              len(to_dead & set(everything))))
+
+
+def scenario_nb_listener_port_status(ctx):
+    """Through df-nats' listeners' queue group: every update handled
+    once, the ones addressed to a killed neutron-server too.
+    """
+    _port_status_to_listeners(ctx, queue_group=True)
+
+
+def scenario_nb_listener_port_status_without_queue_group(ctx):
+    """listener_queue_group = False: each listener gets only its own
+    topic, and what is addressed to a dead one is lost.
+    """
+    _port_status_to_listeners(ctx, queue_group=False)
+
+
 def _main():
     import argparse
     from df_nats.cmd import common
     parser = argparse.ArgumentParser()
     parser.add_argument('--world', choices=('eventlet', 'native'))
-    parser.add_argument('role', choices=('neutron-worker', 'gap-publisher'))
+    parser.add_argument('--no-listener-queue-group', action='store_true')
+    parser.add_argument('role', choices=('neutron-worker', 'gap-publisher',
+                                         'neutron-listener'))
     parser.add_argument('url')
-    parser.add_argument('events', type=int)
+    parser.add_argument('arg', help='the number of events, or the host'
+                        ' of a neutron-listener')
     args = parser.parse_args()
     common.setup_process(servers=[args.url])
+    if args.no_listener_queue_group:
+        cfg.CONF.set_override('listener_queue_group', False,
+                              group='df_nats')
     assert df_utils.DF_PUBSUB_DRIVER_NAMESPACE == common.DRIVER_NAMESPACE
     if args.role == 'gap-publisher':
-        _gap_publisher(args.url, args.events)
+        _gap_publisher(args.url, int(args.arg))
+    elif args.role == 'neutron-listener':
+        _neutron_listener(args.arg)
     else:
-        _neutron_worker(args.events)
+        _neutron_worker(int(args.arg))
 
 
 if __name__ == '__main__':

@@ -45,7 +45,8 @@ from df_nats import pubsub_api  # noqa: E402
 from tests.functional import registry_worker  # noqa: E402
 
 
-def _say(**fields):
+def say(**fields):
+    """Print ``fields`` as one JSON line on stdout."""
     # One unbuffered write per line: what the callback reported is in the
     # pipe even if the process is killed right after.
     os.write(sys.stdout.fileno(),
@@ -54,11 +55,11 @@ def _say(**fields):
 
 def _on_event(table, key, action, value, topic):
     if action == 'update' and table == 'lport':
-        _say(h=key, t=topic)
+        say(h=key, t=topic)
     elif topic == pubsub_api.SEND_ALL_TOPIC:
-        _say(d=key)
+        say(d=key)
     else:
-        _say(other=[table, key, action, value, topic])
+        say(other=[table, key, action, value, topic])
 
 
 def _listener(host):
@@ -67,10 +68,10 @@ def _listener(host):
     subscriber.register_topic('listener_%s' % host)
     subscriber.register_topic(pubsub_api.SEND_ALL_TOPIC)
     subscriber.daemonize()
-    _say(ready=host, pid=os.getpid())
+    say(ready=host, pid=os.getpid())
     for command in registry_worker.stdin_commands():
         if command == ['stats']:
-            _say(stats=dict(subscriber.stats))
+            say(stats=dict(subscriber.stats))
         elif command == ['exit']:
             break
     subscriber.close()
@@ -86,20 +87,20 @@ def _stream(publisher, first, count, rate, every, topics):
         topic = topics[i % len(topics)]
         publisher.send_event(pubsub_api.DbUpdate(
             'lport', key, 'update', 'ACTIVE', topic=topic))
-        _say(sent=key, t=topic, at=time.monotonic())
+        say(sent=key, t=topic, at=time.monotonic())
         if every and (i + 1) % every == 0:
             publisher.send_event(pubsub_api.DbUpdate(
                 'lswitch', 'd-%05d' % i, 'set', '{}',
                 topic=pubsub_api.SEND_ALL_TOPIC))
-            _say(sent_d='d-%05d' % i, at=time.monotonic())
+            say(sent_d='d-%05d' % i, at=time.monotonic())
     publisher.flush()
-    _say(done=count)
+    say(done=count)
 
 
 def _publisher():
     publisher = common.load_driver().get_publisher()
     publisher.initialize()
-    _say(ready='publisher', pid=os.getpid())
+    say(ready='publisher', pid=os.getpid())
     sent = 0
     for command in registry_worker.stdin_commands():
         if command[:1] == ['stream']:

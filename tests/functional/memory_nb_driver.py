@@ -18,11 +18,16 @@ so that a neutron-side and a controller-side ``NbApi`` see the same data.
 ``RecordingPubSub`` is another pub/sub driver (Dragonflow's own agent base
 classes, recording instead of sending), for a neutron-server whose
 ``pub_sub_multiproc_driver`` is not df-nats. Dragonflow loads both by class
-path. Importing this module needs Dragonflow.
+path. ``install_neutron_doubles`` stands in for the neutron-server pieces
+that Dragonflow's neutron notifier reaches outside pub/sub (its SQL lock,
+the admin context, the core plugin). Importing this module needs
+Dragonflow.
 """
 
 import collections
+import sys
 import threading
+import types
 
 from dragonflow.common import exceptions as df_exceptions
 from dragonflow.db import db_api
@@ -121,3 +126,53 @@ class RecordingPubSub(pub_sub_api.PubSubApi):
     def get_subscriber(self):
         raise AssertionError('NbApi takes its subscriber from'
                              ' pub_sub_driver')
+
+
+class RecordingCorePlugin:
+    """neutron-server's core plugin as Dragonflow's listener callback calls
+    it: ``on_status(port_id, status)`` for each port status it is given.
+    """
+
+    def __init__(self, on_status):
+        self._on_status = on_status
+
+    def update_port_status(self, context, port_id, status):
+        assert context is _ADMIN_CONTEXT, context
+        self._on_status(port_id, status)
+
+
+_ADMIN_CONTEXT = object()
+
+
+def install_neutron_doubles(core_plugin):
+    """Let ``dragonflow.db.pubsub_drivers.nb_api_neutron_notifier`` (4.0.0)
+    be imported and run without neutron and its SQL database.
+
+    Three modules it imports are replaced, before it is imported: Dragonflow's
+    ``lockedobjects_db`` (a row lock in neutron's SQL database, around the
+    listener's registration: one process per host here, nothing to lock),
+    neutron-lib's ``context`` (its admin context needs oslo.db and
+    oslo.policy) and ``plugins.directory`` (it returns ``core_plugin``).
+    neutron-server's ``host`` option, which the notifier reads, is
+    registered as neutron does.
+    """
+    from oslo_config import cfg
+
+    import dragonflow.db.neutron
+    import neutron_lib.plugins
+
+    lock_db = types.ModuleType('dragonflow.db.neutron.lockedobjects_db')
+    lock_db.RESOURCE_NEUTRON_LISTENER = 10
+    lock_db.wrap_db_lock = lambda resource: (lambda function: function)
+    context = types.ModuleType('neutron_lib.context')
+    context.get_admin_context = lambda: _ADMIN_CONTEXT
+    directory = types.ModuleType('neutron_lib.plugins.directory')
+    directory.get_plugin = lambda alias='CORE': core_plugin
+    for parent, name, module in [
+            (dragonflow.db.neutron, 'lockedobjects_db', lock_db),
+            (sys.modules['neutron_lib'], 'context', context),
+            (neutron_lib.plugins, 'directory', directory)]:
+        assert name not in vars(parent), 'imported already: %s' % name
+        sys.modules[module.__name__] = module
+        setattr(parent, name, module)
+    cfg.CONF.register_opt(cfg.StrOpt('host'))

@@ -20,6 +20,7 @@ DF_NATS_REQUIRE_DRAGONFLOW=1, so there they fail instead.
 import pytest
 
 from tests.functional import test_driver
+from tests.functional import test_listeners
 
 WORLDS = ['eventlet', 'native']
 MODULE = 'dragonflow_scenarios'
@@ -52,3 +53,39 @@ def test_nb_api_resyncs_after_server_restart(dragonflow, world,
                               [fresh_nats_server.url], tmp_path,
                               module=MODULE)
     test_driver._restart_when_asked(proc, fresh_nats_server)
+
+
+def _answer_connection_gone(proc, server):
+    """When the scenario asks, wait until ``server`` no longer lists the
+    named client connection (it noticed the process died), then answer.
+    """
+    line = proc.stdout.readline().strip()
+    if not line.startswith('@@connection-gone '):
+        proc.kill()
+        pytest.fail('expected @@connection-gone, got %r; stderr:\n%s'
+                    % (line, proc.stderr.read()[-4000:]))
+    test_listeners._wait_connection_gone(server, line.split()[1])
+    proc.stdin.write('done\n')
+    proc.stdin.flush()
+
+
+@pytest.mark.parametrize('world', WORLDS)
+@pytest.mark.parametrize('scenario', [
+    'nb_listener_port_status',
+    'nb_listener_port_status_without_queue_group'])
+def test_port_status_to_neutron_listeners(dragonflow, world, scenario,
+                                          nats_server, tmp_path):
+    """4.0.0's neutron notifier: two neutron-servers (eventlet, native)
+    register their listeners; a compute node (``world``) sends port
+    statuses to both listener topics, kills the neutron-server of its
+    world and goes on. With the listeners' queue group every update is
+    handled once, by a live one; without it those addressed to the dead
+    one are lost. ``pytest -s`` prints the figures.
+    """
+    proc = test_driver._start(world, scenario, [nats_server.url], tmp_path,
+                              module=MODULE)
+    _answer_connection_gone(proc, nats_server)
+    out = test_driver._finish(proc)
+    figures = [line for line in out.splitlines()
+               if line.startswith('figures:')]
+    print('\n' + figures[-1])
