@@ -63,7 +63,7 @@ ROWS = (('df-nats eventlet', 'df-nats', 'eventlet', True),
 # (at least 10), so every size delivers about as many events in all.
 FULL = dict(warmup=500, events=30000, latency_events=5000, rate=1000,
             fanout=(10, 100, 1000), fanout_procs=10,
-            fanout_deliveries=60000, idle=3.0)
+            fanout_deliveries=30000, idle=3.0)
 QUICK = dict(warmup=50, events=400, latency_events=200, rate=1000,
              fanout=(2, 4), fanout_procs=2, fanout_deliveries=400,
              idle=2.0)
@@ -281,10 +281,17 @@ def in_process(transport, world, endpoint, cfg, log_dir, prefix=()):
 
 def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None,
             fanout=True):
-    """All figures of one row in one run; raises Skip if it cannot run."""
+    """All figures of one row in one run; raises Skip if it cannot run.
+
+    ``seconds_*``: how long each phase took, to see where a run's time
+    goes.
+    """
+    began = time.monotonic()
     fig = in_process(transport, world, endpoint, cfg, log_dir)
+    fig['seconds_one_process'] = time.monotonic() - began
     workers = []
     try:
+        began = time.monotonic()
         pub = Worker('pub', transport, world, endpoint, log_dir)
         workers.append(pub)
         pub.expect('ready')
@@ -309,6 +316,8 @@ def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None,
         fig['e2e_rate'] = total / (last - sent['start']) if total else 0.0
         fig['e2e_lost'] = n - total
 
+        fig['seconds_across'] = time.monotonic() - began
+        began = time.monotonic()
         n = cfg['latency_events']
         first.call('reset', 'reset', record=True)
         sent = pub.call('paced', 'sent', timeout=300, n=n, rate=cfg['rate'])
@@ -320,13 +329,16 @@ def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None,
         for name, fraction in (('p50', .5), ('p99', .99), ('p999', .999)):
             fig['lat_' + name] = _percentile(lat, fraction)
         fig['rss_sub'] = report['rss']
+        fig['seconds_latency'] = time.monotonic() - began
 
         if fanout:
+            began = time.monotonic()
             try:
                 _fanout(transport, world, endpoint, cfg, log_dir, pub,
                         first, workers, fig)
             except Skip as exc:
                 fig['fanout_skipped'] = str(exc)
+            fig['seconds_fanout'] = time.monotonic() - began
     finally:
         for worker in workers:
             worker.stop()

@@ -159,8 +159,8 @@ def ratio_lines(payload):
         if (_HEADERS_ROW, base, key) not in found:
             continue
         if not heading:
-            lines.append('  for comparison, the headers a user would not'
-                         ' send (not a baseline):')
+            lines.append('  for comparison (not a baseline), nats-py with'
+                         ' the four headers df-nats sent per event:')
             heading = True
         lines.append('  %-17s %-29s %.2fx %s' % (
             _HEADERS_ROW, name, found[(_HEADERS_ROW, base, key)], base))

@@ -12,18 +12,25 @@
 
 """Smoke test of ``df-nats bench --quick``: it runs, and reports figures.
 
-A baseline whose server or library is missing (redis-server on a fresh CI
-machine) must show up as a skipped row, not as a failure.
+The plain nats-py row (no headers) is there and is the baseline of the
+ratios. A baseline whose server or library is missing (redis-server on a
+fresh CI machine) must show up as a skipped row, not as a failure.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-NATS_ROWS = ('df-nats eventlet', 'df-nats native', 'raw nats-py')
+BASELINE = 'plain nats-py'
+NATS_ROWS = ('df-nats eventlet', 'df-nats native', BASELINE,
+             'nats-py 4 headers')
+FANOUT_ROWS = ('df-nats eventlet', 'df-nats native', BASELINE)
+# "  df-nats native    publish      0.68x plain nats-py, 5.51x redis"
+_RATIO = re.compile(r'^  (df-nats \w+) +(.+?) +\d+\.\d\dx ([^,]+)')
 
 
 def test_bench_quick(tmp_path):
@@ -32,8 +39,8 @@ def test_bench_quick(tmp_path):
         [REPO] + [p for p in [env.get('PYTHONPATH')] if p])
     out = subprocess.run(
         [sys.executable, '-m', 'df_nats.cmd.main', 'bench', '--quick',
-         '--out', str(tmp_path)], cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=120)
+         '--out', str(tmp_path), '--fanout', '2,4'], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     lines = out.stdout.splitlines()
     for row in NATS_ROWS:
@@ -41,21 +48,40 @@ def test_bench_quick(tmp_path):
     for row in ('redis', 'zeromq'):
         assert any(line.startswith((row + ' ', row + ': skipped: '))
                    for line in lines), row
-    assert any(line.startswith('Ratios (df-nats / baseline, same run')
-               for line in lines)
+    assert 'Baseline of the ratios: %s' % BASELINE in lines
+    ratios = lines[lines.index(next(
+        line for line in lines
+        if line.startswith('Ratios (df-nats / baseline, same run'))) + 1:]
+    # Each df-nats figure's first ratio is to the baseline.
+    first = {}
+    for line in ratios:
+        found = _RATIO.match(line)
+        if found:
+            first[found.group(1), found.group(2)] = found.group(3)
+    for row in ('df-nats eventlet', 'df-nats native'):
+        for figure in ('end to end, one process',
+                       'end to end, across processes', 'publish',
+                       'CPU/event, one process', 'fan-out N=4'):
+            assert first.get((row, figure)) == BASELINE, (
+                row, figure, ratios)
 
     with open(tmp_path / 'bench.png', 'rb') as png:
         assert png.read(8) == b'\x89PNG\r\n\x1a\n'
     with open(tmp_path / 'bench.json') as f:
         figures = json.load(f)
+    assert figures['baseline'] == BASELINE
+    assert 400 < figures['event_bytes'] < 550
     medians = figures['medians']
     for row in NATS_ROWS:
         fig = medians[row]
-        for key in ('pub_rate', 'e2e_rate', 'lat_p50', 'lat_p999',
-                    'fanout_4_rate', 'rss_sub'):
+        for key in ('local_rate', 'local_cpu_us', 'pub_rate', 'e2e_rate',
+                    'lat_p50', 'lat_p999', 'rss_sub'):
             assert fig[key] > 0, (row, key, fig)
-        assert fig['e2e_lost'] == 0, (row, fig)
-        assert fig['lat_lost'] == 0, (row, fig)
+        for key in ('local_lost', 'e2e_lost', 'lat_lost'):
+            assert fig[key] == 0, (row, key, fig)
+    for row in FANOUT_ROWS:
+        assert medians[row]['fanout_4_rate'] > 0, (row, medians[row])
+        assert medians[row]['fanout_4_lost'] == 0, (row, medians[row])
     for row in ('redis', 'zeromq'):
         assert (row in medians) != (row in figures['skipped']), row
 
