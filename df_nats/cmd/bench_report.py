@@ -142,6 +142,24 @@ def ratios(payload):
     return found
 
 
+def _latency_lines(payload, row, base):
+    """Latency is compared by difference: what df-nats adds, in ms."""
+    med = payload['medians']
+    if row not in med or base not in med:
+        return []
+    parts = []
+    for key, name in (('lat_p50', 'p50'), ('lat_p99', 'p99'),
+                      ('lat_p999', 'p99.9')):
+        mine, theirs = med[row].get(key), med[base].get(key)
+        if mine is not None and theirs is not None:
+            parts.append('%s %+.2f ms' % (name, mine - theirs))
+    if not parts:
+        return []
+    return ['  %-17s %-29s %s over %s' % (row, 'latency at %d/s'
+                                          % payload['config']['rate'],
+                                          ', '.join(parts), base)]
+
+
 def ratio_lines(payload):
     found = ratios(payload)
     base = baseline(payload)
@@ -154,6 +172,7 @@ def ratio_lines(payload):
             if parts:
                 lines.append('  %-17s %-29s %s' % (row, name,
                                                    ', '.join(parts)))
+        lines += _latency_lines(payload, row, base)
     heading = False
     for key, name in _RATIO_FIGURES[:3]:
         if (_HEADERS_ROW, base, key) not in found:
@@ -219,9 +238,11 @@ def chart(payload, path):
                             (x, (med[row].get('rss_sub') or 0) / _MIB),
                             ha='center', va='bottom', fontsize=8)
     mem_ax.set_title('Subscriber process RSS (MiB)')
+    names = [row.replace(' ', '\n', 1) + (
+        '\n(baseline)' if row == baseline(payload) else '') for row in rows]
     for ax in (rate_ax, lat_ax, mem_ax):
         ax.set_xticks(list(xs))
-        ax.set_xticklabels(rows, fontsize=8)
+        ax.set_xticklabels(names, fontsize=8)
     rate_ax.legend(fontsize=8)
     lat_ax.legend(fontsize=8)
     fig.suptitle('df-nats bench: medians of %d run(s) on %s CPU(s)'
