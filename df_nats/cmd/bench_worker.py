@@ -60,8 +60,13 @@ def raise_fd_limit():
     A fan-out subscriber process holds a hundred connections or more.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # An unlimited hard limit still stops at the kernel's nr_open.
+    want = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass  # left as it is: fan-out may then fail, and says so
 
 
 def rss_bytes():
@@ -140,6 +145,13 @@ async def _aburst(pub, events, n):
     return start, time.monotonic()
 
 
+def _send_burst(pub, events, n):
+    """(start, end) of ``n`` events sent at full speed and flushed."""
+    if pub.is_async:
+        return pub.run(_aburst(pub, events, n))
+    return _burst(pub, events, n)
+
+
 def _paced(pub, events, n, rate):
     times = []
     start = time.monotonic()
@@ -176,10 +188,7 @@ def publisher(args):
         if cmd is None:
             continue
         if cmd['cmd'] == 'burst':
-            if pub.is_async:
-                start, end = pub.run(_aburst(pub, events, cmd['n']))
-            else:
-                start, end = _burst(pub, events, cmd['n'])
+            start, end = _send_burst(pub, events, cmd['n'])
             say('sent', start=start, end=end)
         elif cmd['cmd'] == 'paced':
             n = min(cmd['n'], len(events))
@@ -227,6 +236,13 @@ class Recorder:
             self.latency[self.keys[key]] = now
 
 
+def _open(sub, recorder, conns):
+    """Subscribe on connections until there are ``conns``; say so."""
+    while len(recorder.counts) < conns:
+        sub.add(recorder.add_conn())
+    say('opened', conns=len(recorder.counts), rss=rss_bytes())
+
+
 def subscriber(args):
     recorder = Recorder()
     sub = transports.SUBSCRIBERS[args.transport](args.endpoint, recorder)
@@ -242,9 +258,7 @@ def subscriber(args):
         if cmd is None:
             continue
         if cmd['cmd'] == 'open':
-            while len(recorder.counts) < cmd['conns']:
-                sub.add(recorder.add_conn())
-            say('opened', conns=len(recorder.counts), rss=rss_bytes())
+            _open(sub, recorder, cmd['conns'])
         elif cmd['cmd'] == 'reset':
             recorder.reset(cmd.get('record', False))
             reported = (0, 0.0)
@@ -296,20 +310,17 @@ def local(args):
         if cmd is None:
             continue
         if cmd['cmd'] == 'open':
-            while len(recorder.counts) < cmd['conns']:
-                sub.add(recorder.add_conn())
-            say('opened', conns=len(recorder.counts), rss=rss_bytes())
+            _open(sub, recorder, cmd['conns'])
         elif cmd['cmd'] == 'burst':
             recorder.reset(False)
             n = cmd['n']
-            if pub.is_async:
-                start, end = pub.run(_aburst(pub, events, n))
-            else:
-                start, end = _burst(pub, events, n)
+            # CPU time of every thread, finer than /proc's clock ticks.
+            cpu = time.process_time()
+            start, end = _send_burst(pub, events, n)
             total = _wait_for(recorder, n * len(recorder.counts),
                               cmd['idle'])
             say('sent', start=start, end=end, count=total,
-                last=recorder.last)
+                last=recorder.last, cpu=time.process_time() - cpu)
         elif cmd['cmd'] == 'quit':
             pub.close()
             say('bye')
