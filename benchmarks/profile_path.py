@@ -40,9 +40,10 @@ from df_nats import embedded_server
 # A sample is on the path if its stack holds the bench worker's sending
 # loop, or any frame of df-nats' runtime (whatever its functions are
 # called); the bench's own command loop, waiting on stdin, is not.
+# py-spy names files relative to their sys.path entry: "(df_nats/...)".
 _SEND_LOOP = '_burst ('
-_RUNTIME = '/df_nats/'
-_BENCH = '/df_nats/cmd/'
+_RUNTIME = '(df_nats/'
+_BENCH = '(df_nats/cmd/'
 _SHORTEN = re.compile(r' \(/[^)]*/(site-packages|lib/python3\.\d+)/')
 
 
@@ -64,6 +65,8 @@ def _summarise(path, top, every):
 
 
 def _on_path(stack):
+    if '(<frozen importlib._bootstrap>' in stack:
+        return False  # importing modules at start
     return any(_SEND_LOOP in frame
                or (_RUNTIME in frame and _BENCH not in frame)
                for frame in stack.split(';'))
