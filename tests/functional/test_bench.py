@@ -17,11 +17,14 @@ ratios. A baseline whose server or library is missing (redis-server on a
 fresh CI machine) must show up as a skipped row, not as a failure.
 """
 
+import asyncio
 import json
 import os
 import re
 import subprocess
 import sys
+
+import msgpack
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -93,3 +96,48 @@ def test_bench_quick(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.splitlines()[-1].startswith('chart: ')
     assert (tmp_path / 'again' / 'bench.png').stat().st_size > 1000
+
+
+def test_baselines_carry_no_df_nats_code():
+    # Importing the transports loads no df-nats module beyond the package
+    # itself: the driver's classes import it only when a df-nats row is
+    # built, so the baselines run none of its code.
+    out = subprocess.run(
+        [sys.executable, '-c',
+         'import json, sys; import df_nats.cmd; before = set(sys.modules);'
+         ' from df_nats.cmd import bench_transports;'
+         ' print(json.dumps(sorted(m for m in set(sys.modules) - before'
+         ' if m.startswith("df_nats"))))'],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout) == ['df_nats.cmd.bench_transports']
+
+
+def test_plain_row_sends_msgpack_without_headers(nats_server):
+    # What the baseline puts on the wire: the event packed by msgpack
+    # alone, no header block; the comparison row adds df-nats' four.
+    from df_nats.cmd import bench_transports as transports
+    event = transports.make_event(7)
+
+    async def received(publisher_class):
+        import nats
+        nc = await nats.connect(nats_server.url)
+        sub = await nc.subscribe(transports.RAW_SUBJECT)
+        await nc.flush()
+        publisher = publisher_class(nats_server.url)
+        try:
+            publisher.run(publisher.send(event))
+            publisher.run(publisher.flush())
+            return await sub.next_msg(timeout=5)
+        finally:
+            publisher.close()
+            await nc.close()
+
+    plain = asyncio.run(received(transports.NatsPyPublisher))
+    assert plain.data == msgpack.packb(event)
+    assert not plain.headers
+    headed = asyncio.run(received(transports.NatsPyHeadersPublisher))
+    assert headed.data == msgpack.packb(event)
+    assert sorted(headed.headers) == ['Df-Action', 'Df-Publisher', 'Df-Seq',
+                                      'Df-Table']
+    assert headed.headers['Df-Table'] == event['table']
+    assert headed.headers['Df-Seq'].endswith('.1')
