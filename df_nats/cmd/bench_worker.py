@@ -121,6 +121,13 @@ class _Commands:
         line, self._buffer = self._buffer.split(b'\n', 1)
         return json.loads(line)
 
+    def each(self):
+        """Commands as they come, waiting as long as it takes."""
+        while True:
+            cmd = self.next(1.0)
+            if cmd is not None:
+                yield cmd
+
 
 # -- publisher ----------------------------------------------------------------
 
@@ -182,11 +189,7 @@ def publisher(args):
     pub = transports.PUBLISHERS[args.transport](args.endpoint)
     events = pub.prepare(transports.make_events(PAYLOADS))
     say('ready', rss=rss_bytes())
-    commands = _Commands()
-    while True:
-        cmd = commands.next(1.0)
-        if cmd is None:
-            continue
+    for cmd in _Commands().each():
         if cmd['cmd'] == 'burst':
             start, end = _send_burst(pub, events, cmd['n'])
             say('sent', start=start, end=end)
@@ -304,11 +307,7 @@ def local(args):
                                                  publisher=pub)
     events = pub.prepare(transports.make_events(PAYLOADS))
     say('ready', rss=rss_bytes())
-    commands = _Commands()
-    while True:
-        cmd = commands.next(1.0)
-        if cmd is None:
-            continue
+    for cmd in _Commands().each():
         if cmd['cmd'] == 'open':
             _open(sub, recorder, cmd['conns'])
         elif cmd['cmd'] == 'burst':

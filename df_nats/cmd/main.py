@@ -53,7 +53,7 @@ def _parser():
     pubs.add_argument('--debug', action='store_true', help='debug logging')
 
     bench = commands.add_parser(
-        'bench', help='measure df-nats against raw nats-py, Redis and'
+        'bench', help='measure df-nats against plain nats-py, Redis and'
                       ' ZeroMQ: rates, latency, fan-out, memory')
     bench.add_argument('--quick', action='store_true',
                        help='small counts, one run: a smoke test')
