@@ -13,19 +13,24 @@
 """``df-nats bench``: df-nats against its baselines, in one run.
 
 Each run measures, for every row in turn (interleaved, so that the noise
-of a shared machine hits all rows alike), with one publisher process and
-subscriber processes:
+of a shared machine hits all rows alike), in processes started anew:
 
+* the end-to-end rate of a burst in one process that publishes and
+  subscribes (for df-nats one driver, for nats-py one asyncio loop with a
+  connection for each side), and its CPU time per event;
 * the publish rate of one sender, and the end-to-end rate into the
   subscriber callback of another process;
 * latency from send to callback at a steady rate (1,000 events/s);
-* fan-out to N subscriber connections spread over a few processes.
+* fan-out to N subscriber connections spread over a few processes (up to
+  1,000 connections over 10 processes, as 1,000 compute nodes).
 
-Rows: df-nats in an eventlet-patched and in a native-thread process, raw
-nats-py on the same nats-server, redis-py with a redis-server of its own,
-and pyzmq PUB/SUB. Figures are medians over ``--runs``; ratios compare
-medians of the same invocation. A row whose library or server is missing
-is skipped with the reason, never estimated.
+Rows: df-nats in an eventlet-patched and in a native-thread process,
+**plain nats-py** (msgpack body, no headers: the baseline of every
+ratio), nats-py with the four headers df-nats used to send (for
+comparison), redis-py with a redis-server of its own, and pyzmq PUB/SUB.
+Figures are medians over ``--runs``; ratios compare medians of the same
+invocation. A row whose library or server is missing is skipped with the
+reason, never estimated.
 """
 
 import json
@@ -40,20 +45,28 @@ import threading
 import time
 
 from df_nats.cmd import bench_report
+from df_nats.cmd import bench_transports
+from df_nats.cmd import bench_worker
 from df_nats import embedded_server
 
-# (label, transport, world)
-ROWS = (('df-nats eventlet', 'df-nats', 'eventlet'),
-        ('df-nats native', 'df-nats', 'native'),
-        ('raw nats-py', 'nats-py', 'native'),
-        ('redis', 'redis', 'native'),
-        ('zeromq', 'zmq', 'native'))
+# The row every df-nats figure is divided by.
+BASELINE = 'plain nats-py'
+# (label, transport, world, fan-out measured)
+ROWS = (('df-nats eventlet', 'df-nats', 'eventlet', True),
+        ('df-nats native', 'df-nats', 'native', True),
+        (BASELINE, 'nats-py', 'native', True),
+        ('nats-py 4 headers', 'nats-py-headers', 'native', False),
+        ('redis', 'redis', 'native', True),
+        ('zeromq', 'zmq', 'native', True))
 
-FULL = dict(warmup=500, events=20000, latency_events=5000, rate=1000,
-            fanout=(10, 50, 100), fanout_procs=5, fanout_events=1000,
-            idle=3.0)
-QUICK = dict(warmup=50, events=400, latency_events=200, rate=1000,
-             fanout=(2, 4), fanout_procs=2, fanout_events=100, idle=2.0)
+# fanout_deliveries: events sent at fan-out size N are this divided by N
+# (at least 10), so every size delivers about as many events in all.
+FULL = dict(warmup=500, events=30000, latency_events=5000, rate=1000,
+            fanout=(10, 100, 1000), fanout_procs=10,
+            fanout_deliveries=20000, idle=3.0)
+QUICK = dict(warmup=50, events=1000, latency_events=200, rate=1000,
+             fanout=(2, 4), fanout_procs=2, fanout_deliveries=400,
+             idle=2.0)
 
 
 class WorkerError(RuntimeError):
@@ -67,13 +80,16 @@ class Skip(Exception):
 class Worker:
     """One bench_worker process: JSON commands in, JSON lines out."""
 
-    def __init__(self, role, transport, world, endpoint, log_dir):
+    def __init__(self, role, transport, world, endpoint, log_dir,
+                 prefix=()):
+        """``prefix``: a command to run the worker under (a profiler)."""
         self.label = '%s-%s-%s' % (transport, world, role)
         self.log = open(os.path.join(log_dir, self.label + '.log'), 'a')
         self.proc = subprocess.Popen(
-            [sys.executable, '-m', 'df_nats.cmd.bench_worker',
-             '--world=%s' % world, '--role', role, '--transport', transport,
-             '--endpoint', endpoint],
+            list(prefix) + [
+                sys.executable, '-m', 'df_nats.cmd.bench_worker',
+                '--world=%s' % world, '--role', role, '--transport',
+                transport, '--endpoint', endpoint],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
             text=True, bufsize=1)
         self.messages = queue.Queue()
@@ -198,8 +214,12 @@ def _wait_delivered(subs, target, idle, since):
     return total, max(sub.last for sub in subs)
 
 
-def _burst(pub, subs, n, conns, idle):
-    """Send ``n`` events at full speed to ``conns`` connections in all."""
+def burst(pub, subs, n, conns, idle):
+    """Send ``n`` events at full speed to ``conns`` connections in all.
+
+    Returns the publisher's ``sent`` message (``start``, ``end``), the
+    deliveries counted and the time of the last one.
+    """
     for sub in subs:
         sub.call('reset', 'reset')
     sent = pub.call('burst', 'sent', timeout=300, n=n)
@@ -224,16 +244,53 @@ def _percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _settle(transport):
+def _settle(transport, conns=1):
     # A zmq SUB receives nothing until its subscription reached the PUB.
-    time.sleep(1.0 if transport == 'zmq' else 0.3)
+    time.sleep(1.0 + conns / 500.0 if transport == 'zmq' else 0.3)
 
 
-def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None):
-    """All figures of one row in one run; raises Skip if it cannot run."""
+def fanout_events(cfg, size):
+    """Events sent at fan-out size ``size``."""
+    return max(cfg['fanout_deliveries'] // size, 10)
+
+
+def in_process(transport, world, endpoint, cfg, log_dir, prefix=()):
+    """End-to-end rate and CPU per event of one process doing both sides.
+    """
     fig = {}
+    worker = Worker('local', transport, world, endpoint, log_dir, prefix)
+    try:
+        worker.expect('ready')
+        worker.call('open', 'opened', conns=1)
+        _settle(transport)
+        worker.call('burst', 'sent', timeout=300, n=cfg['warmup'],
+                    idle=cfg['idle'])
+        n = cfg['events']
+        sent = worker.call('burst', 'sent', timeout=600, n=n,
+                           idle=cfg['idle'])
+        fig['local_cpu_us'] = sent['cpu'] / n * 1e6
+        total = sent['count']
+        fig['local_rate'] = (total / (sent['last'] - sent['start'])
+                             if total else 0.0)
+        fig['local_lost'] = n - total
+    finally:
+        worker.stop()
+    return fig
+
+
+def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None,
+            fanout=True):
+    """All figures of one row in one run; raises Skip if it cannot run.
+
+    ``seconds_*``: how long each phase took, to see where a run's time
+    goes.
+    """
+    began = time.monotonic()
+    fig = in_process(transport, world, endpoint, cfg, log_dir)
+    fig['seconds_one_process'] = time.monotonic() - began
     workers = []
     try:
+        began = time.monotonic()
         pub = Worker('pub', transport, world, endpoint, log_dir)
         workers.append(pub)
         pub.expect('ready')
@@ -242,13 +299,13 @@ def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None):
         first.expect('ready')
         fig['rss_start'] = first.call('open', 'opened', conns=1)['rss']
         _settle(transport)
-        _burst(pub, [first], cfg['warmup'], 1, cfg['idle'])
+        burst(pub, [first], cfg['warmup'], 1, cfg['idle'])
 
         n = cfg['events']
         clients = (pub.proc.pid, first.proc.pid)
         cpu = [sum(_cpu_seconds(p) for p in clients),
                _cpu_seconds(broker_pid) if broker_pid else 0.0]
-        sent, total, last = _burst(pub, [first], n, 1, cfg['idle'])
+        sent, total, last = burst(pub, [first], n, 1, cfg['idle'])
         after = sum(_cpu_seconds(p) for p in clients)
         fig['cpu_client_us'] = (after - cpu[0]) / n * 1e6
         if broker_pid:
@@ -258,6 +315,8 @@ def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None):
         fig['e2e_rate'] = total / (last - sent['start']) if total else 0.0
         fig['e2e_lost'] = n - total
 
+        fig['seconds_across'] = time.monotonic() - began
+        began = time.monotonic()
         n = cfg['latency_events']
         first.call('reset', 'reset', record=True)
         sent = pub.call('paced', 'sent', timeout=300, n=n, rate=cfg['rate'])
@@ -269,39 +328,53 @@ def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None):
         for name, fraction in (('p50', .5), ('p99', .99), ('p999', .999)):
             fig['lat_' + name] = _percentile(lat, fraction)
         fig['rss_sub'] = report['rss']
+        fig['seconds_latency'] = time.monotonic() - began
 
-        subs = [first]
-        for _ in range(cfg['fanout_procs'] - 1):
-            subs.append(Worker('sub', transport, world, endpoint, log_dir))
-            workers.append(subs[-1])
-        for sub in subs[1:]:
-            sub.expect('ready')
-        opened = {}
-        for size in cfg['fanout']:
-            per_proc = max(size // len(subs), 1)
-            for sub in subs:
-                sub.send('open', conns=per_proc)
-            for sub in subs:
-                rss = sub.expect('opened', timeout=120)['rss']
-                opened.setdefault(sub, []).append((per_proc, rss))
-            _settle(transport)
-            conns = per_proc * len(subs)
-            n = cfg['fanout_events']
-            sent, total, last = _burst(pub, subs, n, conns, cfg['idle'])
-            fig['fanout_%d_rate' % size] = (
-                total / (last - sent['start']) if total else 0.0)
-            fig['fanout_%d_lost' % size] = n * conns - total
-        growth = []
-        for sub, points in opened.items():
-            (c0, r0), (c1, r1) = points[0], points[-1]
-            if c1 > c0:
-                growth.append((r1 - r0) / (c1 - c0))
-        if growth:
-            fig['rss_per_conn'] = sorted(growth)[len(growth) // 2]
+        if fanout:
+            began = time.monotonic()
+            try:
+                _fanout(transport, world, endpoint, cfg, log_dir, pub,
+                        first, workers, fig)
+            except Skip as exc:
+                fig['fanout_skipped'] = str(exc)
+            fig['seconds_fanout'] = time.monotonic() - began
     finally:
         for worker in workers:
             worker.stop()
     return fig
+
+
+def _fanout(transport, world, endpoint, cfg, log_dir, pub, first, workers,
+            fig):
+    """Deliveries/s and losses at each fan-out size; RSS per connection."""
+    subs = [first]
+    for _ in range(cfg['fanout_procs'] - 1):
+        subs.append(Worker('sub', transport, world, endpoint, log_dir))
+        workers.append(subs[-1])
+    for sub in subs[1:]:
+        sub.expect('ready')
+    opened = {}
+    for size in cfg['fanout']:
+        per_proc = max(size // len(subs), 1)
+        for sub in subs:
+            sub.send('open', conns=per_proc)
+        for sub in subs:
+            rss = sub.expect('opened', timeout=300)['rss']
+            opened.setdefault(sub, []).append((per_proc, rss))
+        conns = per_proc * len(subs)
+        _settle(transport, conns)
+        n = fanout_events(cfg, size)
+        sent, total, last = burst(pub, subs, n, conns, cfg['idle'])
+        fig['fanout_%d_rate' % size] = (
+            total / (last - sent['start']) if total else 0.0)
+        fig['fanout_%d_lost' % size] = n * conns - total
+    growth = []
+    for sub, points in opened.items():
+        (c0, r0), (c1, r1) = points[0], points[-1]
+        if c1 > c0:
+            growth.append((r1 - r0) / (c1 - c0))
+    if growth:
+        fig['rss_per_conn'] = sorted(growth)[len(growth) // 2]
 
 
 def _median(values):
@@ -336,24 +409,31 @@ def run(args):
     cfg = dict(QUICK if args.quick else FULL)
     if args.events:
         cfg['events'] = args.events
+    if getattr(args, 'fanout', None):
+        cfg['fanout'] = tuple(sorted(args.fanout))
+    if getattr(args, 'fanout_procs', None):
+        cfg['fanout_procs'] = args.fanout_procs
+    # nats-server, redis-server and the workers inherit the limit.
+    bench_worker.raise_fd_limit()
     runs = args.runs or (1 if args.quick else 3)
     out = args.out or tempfile.mkdtemp(prefix='df-nats-bench-')
     os.makedirs(out, exist_ok=True)
     log_dir = tempfile.mkdtemp(prefix='df-nats-bench-logs-')
-    results = {label: [] for label, _, _ in ROWS}
+    results = {label: [] for label, _, _, _ in ROWS}
     skipped = {}
     print('df-nats bench: %d run(s) on %d CPU(s); worker logs in %s'
           % (runs, os.cpu_count() or 0, log_dir), flush=True)
     with embedded_server.NatsServer(jetstream=False) as nats_server:
         for number in range(runs):
-            for label, transport, world in ROWS:
+            for label, transport, world, fanout in ROWS:
                 if label in skipped:
                     continue
                 started = time.monotonic()
                 redis_server = None
                 broker_pid = None
                 try:
-                    if transport in ('df-nats', 'nats-py'):
+                    if transport == 'df-nats' or transport.startswith(
+                            'nats-py'):
                         endpoint = nats_server.url
                         broker_pid = nats_server.pid
                     elif transport == 'redis':
@@ -365,7 +445,7 @@ def run(args):
                         endpoint = 'tcp://127.0.0.1:%d' % (
                             embedded_server.free_port())
                     figures = run_row(transport, world, endpoint, cfg,
-                                      log_dir, broker_pid)
+                                      log_dir, broker_pid, fanout)
                 except Skip as exc:
                     skipped[label] = str(exc)
                     print('  %-17s skipped: %s' % (label, exc), flush=True)
@@ -374,15 +454,24 @@ def run(args):
                     if redis_server:
                         redis_server.stop()
                 results[label].append(figures)
-                print('  run %d/%d %-17s %5.1f s  e2e %8.0f events/s'
-                      % (number + 1, runs, label,
-                         time.monotonic() - started, figures['e2e_rate']),
-                      flush=True)
+                print('  run %d/%d %-17s %5.1f s  e2e %8.0f events/s in one'
+                      ' process, %8.0f across' % (
+                          number + 1, runs, label,
+                          time.monotonic() - started, figures['local_rate'],
+                          figures['e2e_rate']), flush=True)
     medians = {label: {key: _median([r.get(key) for r in rows])
-                       for key in rows[0]}
+                       for key in set().union(*rows)
+                       if key != 'fanout_skipped'}
                for label, rows in results.items() if rows}
+    for label, rows in results.items():
+        why = [r['fanout_skipped'] for r in rows if 'fanout_skipped' in r]
+        if why:
+            skipped[label + ' fan-out'] = why[0]
     payload = {'config': cfg, 'runs': runs, 'cpus': os.cpu_count(),
-               'rows': [label for label, _, _ in ROWS],
+               'rows': [label for label, _, _, _ in ROWS],
+               'baseline': BASELINE,
+               'event_bytes': bench_transports.mean_packed_size(
+                   bench_transports.make_events(bench_worker.PAYLOADS)),
                'medians': medians, 'all_runs': results, 'skipped': skipped}
     _write(payload, out)
     if not args.keep_logs:

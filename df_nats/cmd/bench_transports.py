@@ -12,38 +12,53 @@
 
 """The transports ``df-nats bench`` compares, and the events they carry.
 
-Every transport gets the same events (``make_events``) and hands each one
-to the same callback signature, ``on_event(conn, table, key, action, value,
-topic)``, after decoding it with ``df_nats.codec``:
+Every transport gets the same events (``make_events``: plain dicts with
+Dragonflow's five event fields) and hands each one to the same callback,
+``on_event(conn, table, key, action, value, topic)``:
 
-* ``df-nats``: the driver, loaded through stevedore as Dragonflow does;
-* ``nats-py``: raw nats-py on the same server, pure asyncio, the same
-  subject, body and headers as df-nats puts on the wire;
+* ``df-nats``: the driver, loaded through stevedore as Dragonflow does,
+  used only through its public API (``send_event``, the subscriber
+  callback), so that the bench keeps measuring whatever the runtime does;
+* ``nats-py``: **plain** nats-py as a user would write it, the baseline:
+  pure asyncio, ``msgpack.packb(update_dict)`` as the body, no headers, one
+  event per message;
+* ``nats-py-headers``: the same with the four headers df-nats put on every
+  event until its batching (``Df-Table``, ``Df-Action``, ``Df-Publisher``,
+  ``Df-Seq``), built here with their values as df-nats wrote them; for
+  comparison only;
 * ``redis``: redis-py ``PUBLISH`` / ``SUBSCRIBE``, the transport of
   Dragonflow's Redis driver;
 * ``zmq``: pyzmq ``PUB`` bound on tcp, ``SUB`` connected to it, multipart
   ``[topic, body]`` as Dragonflow's ZeroMQ driver sends.
 
+The baselines pack with ``msgpack.packb`` and unpack with
+``msgpack.unpackb``, as Dragonflow's own drivers do; nothing of df-nats
+(codec, subjects, sequence numbers) is on their path, so that they carry
+none of its costs.
+
 Sync publishers (``send``) run in the caller's greenthread or thread; the
-nats-py publisher runs whole loops on its own asyncio loop thread.
+nats-py publisher runs whole loops on its own asyncio loop thread, which a
+nats-py subscriber of the same process shares (one asyncio program with a
+connection for each side).
 """
 
 import asyncio
 import collections
 import json
+import secrets
 import threading
 import time
 import uuid
 
-from df_nats import codec
-from df_nats import pubsub_api
-from df_nats import sequence
-from df_nats import subjects
+import msgpack
 
 TOPIC = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-bench-tenant'))
-SUBJECT_PREFIX = 'dragonflow'
+# The subject of the nats-py baselines: the shape df-nats uses, written out.
+RAW_SUBJECT = 'dragonflow.topic.' + TOPIC
+# The JSON value of an event is MIN_VALUE..MAX_VALUE bytes: packed, a
+# Dragonflow-sized event of ~470 bytes on average.
 MIN_VALUE = 200
-MAX_VALUE = 2000
+MAX_VALUE = 500
 _TABLES = ('lport', 'lswitch', 'lrouter', 'secgroup', 'floatingip')
 _ACTIONS = ('create', 'set', 'delete')
 
@@ -53,7 +68,7 @@ def event_key(seq):
 
 
 def make_event(seq):
-    """A Dragonflow event whose JSON value is 200..2,000 bytes long."""
+    """A Dragonflow event as a dict (``DbUpdate.to_dict()``'s fields)."""
     key = event_key(seq)
     size = MIN_VALUE + (seq * 7919) % (MAX_VALUE - MIN_VALUE + 1)
     value = {'id': key, 'topic': TOPIC, 'version': seq,
@@ -62,13 +77,18 @@ def make_event(seq):
              'chassis': 'compute-%d' % (seq % 5), 'extra': ''}
     pad = size - len(json.dumps(value))
     value['extra'] = 'x' * max(pad, 0)
-    return pubsub_api.DbUpdate(_TABLES[seq % len(_TABLES)], key,
-                               _ACTIONS[seq % len(_ACTIONS)],
-                               json.dumps(value), topic=TOPIC)
+    return {'table': _TABLES[seq % len(_TABLES)], 'key': key,
+            'action': _ACTIONS[seq % len(_ACTIONS)],
+            'value': json.dumps(value), 'topic': TOPIC}
 
 
 def make_events(n):
     return [make_event(seq) for seq in range(n)]
+
+
+def mean_packed_size(events):
+    """Average bytes of an event packed as the baselines pack it."""
+    return sum(len(msgpack.packb(e)) for e in events) / max(len(events), 1)
 
 
 def key_index(n):
@@ -80,11 +100,28 @@ class Unavailable(RuntimeError):
     """A transport's library or server is missing."""
 
 
+class _Publisher:
+    """What every publisher offers: ``prepare`` then ``send`` each item."""
+
+    is_async = False
+
+    def prepare(self, events):
+        """The objects ``send`` takes, built from event dicts, off the clock.
+        """
+        return events
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
 # -- publishers ---------------------------------------------------------------
 
 
-class DfNatsPublisher:
-    is_async = False
+class DfNatsPublisher(_Publisher):
+    """The driver's publisher: ``send_event(DbUpdate)``."""
 
     def __init__(self, endpoint):
         from df_nats.cmd import common
@@ -93,6 +130,12 @@ class DfNatsPublisher:
         self._pub.initialize()
         self.send = self._pub.send_event
 
+    def prepare(self, events):
+        from df_nats import pubsub_api
+        return [pubsub_api.DbUpdate(e['table'], e['key'], e['action'],
+                                    e['value'], topic=e['topic'])
+                for e in events]
+
     def flush(self):
         self._pub.flush(60)
 
@@ -100,9 +143,7 @@ class DfNatsPublisher:
         self._pub.close()
 
 
-class RedisPublisher:
-    is_async = False
-
+class RedisPublisher(_Publisher):
     def __init__(self, endpoint):
         redis = _import('redis')
         host, port = endpoint.rsplit(':', 1)
@@ -111,19 +152,14 @@ class RedisPublisher:
         self._topic = TOPIC.encode()
 
     def send(self, update):
-        self._client.publish(self._topic,
-                             codec.pack_event(update.to_dict()))
-
-    def flush(self):
-        pass  # PUBLISH waits for the server's reply
+        # PUBLISH waits for the server's reply: nothing to flush.
+        self._client.publish(self._topic, msgpack.packb(update))
 
     def close(self):
         self._client.close()
 
 
-class ZmqPublisher:
-    is_async = False
-
+class ZmqPublisher(_Publisher):
     def __init__(self, endpoint):
         zmq = _import('zmq')
         self._context = zmq.Context()
@@ -132,43 +168,40 @@ class ZmqPublisher:
         self._topic = TOPIC.encode()
 
     def send(self, update):
-        self._socket.send_multipart(
-            [self._topic, codec.pack_event(update.to_dict())])
-
-    def flush(self):
-        pass  # brokerless: nothing to confirm
+        # Brokerless: nothing to flush or confirm.
+        self._socket.send_multipart([self._topic, msgpack.packb(update)])
 
     def close(self):
         self._socket.close(linger=1000)
         self._context.term()
 
 
-class NatsPyPublisher:
-    """Raw nats-py; ``run`` executes a coroutine on its loop thread."""
+class _LoopThread:
+    """An asyncio loop running on a daemon thread of its own."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+class NatsPyPublisher(_Publisher):
+    """Plain nats-py: a msgpack body, no headers, one event a message.
+
+    ``run`` executes a coroutine on its loop thread.
+    """
 
     is_async = True
 
     def __init__(self, endpoint):
-        self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_forever, daemon=True).start()
-        self._subject = subjects.topic_subject(SUBJECT_PREFIX, TOPIC)
-        self._publisher_id = str(uuid.uuid4())
-        self._incarnation = sequence.new_incarnation()
-        self._seq = 0
+        self.loop_thread = _LoopThread()
+        self.run = self.loop_thread.run
         self._nc = self.run(_nats_connect(endpoint))
 
-    def run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
     async def send(self, update):
-        # The headers df-nats sends: labels, publisher and sequence.
-        self._seq += 1
-        await self._nc.publish(
-            self._subject, codec.pack_event(update.to_dict()),
-            headers={**codec.event_headers(update.table, update.action),
-                     sequence.HEADER_PUBLISHER: self._publisher_id,
-                     sequence.HEADER_SEQ: sequence.seq_header(
-                         self._incarnation, self._seq)})
+        await self._nc.publish(RAW_SUBJECT, msgpack.packb(update))
 
     async def flush(self):
         await self._nc.flush(timeout=60)
@@ -177,33 +210,60 @@ class NatsPyPublisher:
         self.run(self._nc.close())
 
 
+class NatsPyHeadersPublisher(NatsPyPublisher):
+    """nats-py with the four headers df-nats sent on every event.
+
+    Values as df-nats wrote them: table, action, a publisher UUID and
+    ``<incarnation>.<n>``.
+    """
+
+    def __init__(self, endpoint):
+        super().__init__(endpoint)
+        self._publisher_id = str(uuid.uuid4())
+        self._incarnation = secrets.token_hex(4)
+        self._seq = 0
+
+    async def send(self, update):
+        self._seq += 1
+        await self._nc.publish(
+            RAW_SUBJECT, msgpack.packb(update),
+            headers={'Df-Table': update['table'],
+                     'Df-Action': update['action'],
+                     'Df-Publisher': self._publisher_id,
+                     'Df-Seq': '%s.%d' % (self._incarnation, self._seq)})
+
+
 # -- subscribers ----------------------------------------------------------
 
 
 def _deliver(on_event, conn, data):
-    event = codec.unpack_event(data)
+    event = msgpack.unpackb(data)
     on_event(conn, event['table'], event['key'], event['action'],
              event['value'], event['topic'])
 
 
 class DfNatsSubscriber:
-    """One driver subscriber, with a NATS connection of its own, per conn.
+    """Driver subscribers, through the public API only.
 
-    A real process shares one connection between all its driver
-    instances; here each stands for one Dragonflow node.
+    Across processes (no ``publisher``) each ``add`` is a driver instance
+    with a NATS connection of its own, as if each were a compute node (a
+    real process shares one connection between its driver instances). In
+    one process with a df-nats publisher, the subscriber joins that
+    process's connection, as Dragonflow's services do.
     """
 
-    def __init__(self, endpoint, on_event):
+    def __init__(self, endpoint, on_event, publisher=None):
         from df_nats.cmd import common
-        from df_nats import connection
-        common.setup_process(servers=[endpoint])
+        if publisher is None:
+            common.setup_process(servers=[endpoint])
         self._common = common
-        self._connection = connection
+        self._own_connection = publisher is None
         self._on_event = on_event
         self._subs = []
 
     def add(self, conn):
-        self._connection._connection = None  # a new connection for each
+        if self._own_connection and self._subs:
+            _forget_df_nats_connection()
         sub = self._common.load_driver().get_subscriber()
 
         def callback(table, key, action, value, topic):
@@ -214,31 +274,51 @@ class DfNatsSubscriber:
         self._subs.append(sub)
 
 
+def _forget_df_nats_connection():
+    """Make the next driver instance open a NATS connection of its own.
+
+    df-nats shares one connection per process and has no public way to
+    open another; the bench drops its reference to the process's
+    connection (the instances made before keep theirs). If the runtime no
+    longer keeps it where the bench looks, the fan-out row is skipped with
+    this reason rather than measured over one shared connection.
+    """
+    from df_nats import connection
+    if not hasattr(connection, '_connection'):
+        raise Unavailable('df_nats.connection no longer has _connection:'
+                          ' cannot give each fan-out subscriber a'
+                          ' connection of its own')
+    connection._connection = None
+
+
 class NatsPySubscriber:
-    def __init__(self, endpoint, on_event):
+    """Plain nats-py subscriptions, each on a connection of its own."""
+
+    def __init__(self, endpoint, on_event, publisher=None):
         self._endpoint = endpoint
         self._on_event = on_event
-        self._subject = subjects.topic_subject(SUBJECT_PREFIX, TOPIC)
-        self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_forever, daemon=True).start()
+        loop_thread = getattr(publisher, 'loop_thread', None)
+        self._loop_thread = loop_thread or _LoopThread()
 
     def add(self, conn):
-        asyncio.run_coroutine_threadsafe(self._add(conn), self._loop).result()
+        self._loop_thread.run(self._add(conn))
 
     async def _add(self, conn):
         nc = await _nats_connect(self._endpoint)
         on_event = self._on_event
 
         async def handler(msg):
-            _deliver(on_event, conn, msg.data)
-        await nc.subscribe(self._subject, cb=handler)
+            event = msgpack.unpackb(msg.data)
+            on_event(conn, event['table'], event['key'], event['action'],
+                     event['value'], event['topic'])
+        await nc.subscribe(RAW_SUBJECT, cb=handler)
         await nc.flush()
 
 
 class RedisSubscriber:
     """A thread per connection blocked in ``listen()``, as Dragonflow's."""
 
-    def __init__(self, endpoint, on_event):
+    def __init__(self, endpoint, on_event, publisher=None):
         self._redis = _import('redis')
         self._host, port = endpoint.rsplit(':', 1)
         self._port = int(port)
@@ -268,7 +348,7 @@ class RedisSubscriber:
 class ZmqSubscriber:
     """SUB sockets connected to the publisher, read by one poller thread."""
 
-    def __init__(self, endpoint, on_event):
+    def __init__(self, endpoint, on_event, publisher=None):
         self._zmq = _import('zmq')
         self._endpoint = endpoint
         self._on_event = on_event
@@ -301,8 +381,10 @@ class ZmqSubscriber:
 
 
 PUBLISHERS = {'df-nats': DfNatsPublisher, 'nats-py': NatsPyPublisher,
+              'nats-py-headers': NatsPyHeadersPublisher,
               'redis': RedisPublisher, 'zmq': ZmqPublisher}
 SUBSCRIBERS = {'df-nats': DfNatsSubscriber, 'nats-py': NatsPySubscriber,
+               'nats-py-headers': NatsPySubscriber,
                'redis': RedisSubscriber, 'zmq': ZmqSubscriber}
 
 

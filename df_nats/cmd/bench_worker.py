@@ -13,7 +13,8 @@
 """A publisher or subscriber process of ``df-nats bench``.
 
 Run as ``python -m df_nats.cmd.bench_worker --world=eventlet|native
---role pub|sub --transport NAME --endpoint ADDR``. Under
+--role pub|sub|local --transport NAME --endpoint ADDR``; ``local`` both
+publishes and subscribes, in one process. Under
 ``--world=eventlet`` it monkey-patches before anything else is imported, as
 Dragonflow services do. It takes one JSON command a line on stdin and
 answers with JSON lines on stdout; a subscriber also reports its delivery
@@ -34,6 +35,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import resource  # noqa: E402
 import select  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -50,6 +52,21 @@ def say(kind, **fields):
     fields['type'] = kind
     sys.stdout.write(json.dumps(fields) + '\n')
     sys.stdout.flush()
+
+
+def raise_fd_limit():
+    """Let this process hold as many sockets as the hard limit allows.
+
+    A fan-out subscriber process holds a hundred connections or more.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit still stops at the kernel's nr_open.
+    want = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass  # left as it is: fan-out may then fail, and says so
 
 
 def rss_bytes():
@@ -104,6 +121,13 @@ class _Commands:
         line, self._buffer = self._buffer.split(b'\n', 1)
         return json.loads(line)
 
+    def each(self):
+        """Commands as they come, waiting as long as it takes."""
+        while True:
+            cmd = self.next(1.0)
+            if cmd is not None:
+                yield cmd
+
 
 # -- publisher ----------------------------------------------------------------
 
@@ -126,6 +150,13 @@ async def _aburst(pub, events, n):
         await send(events[i % size])
     await pub.flush()
     return start, time.monotonic()
+
+
+def _send_burst(pub, events, n):
+    """(start, end) of ``n`` events sent at full speed and flushed."""
+    if pub.is_async:
+        return pub.run(_aburst(pub, events, n))
+    return _burst(pub, events, n)
 
 
 def _paced(pub, events, n, rate):
@@ -156,18 +187,11 @@ async def _apaced(pub, events, n, rate):
 
 def publisher(args):
     pub = transports.PUBLISHERS[args.transport](args.endpoint)
-    events = transports.make_events(PAYLOADS)
+    events = pub.prepare(transports.make_events(PAYLOADS))
     say('ready', rss=rss_bytes())
-    commands = _Commands()
-    while True:
-        cmd = commands.next(1.0)
-        if cmd is None:
-            continue
+    for cmd in _Commands().each():
         if cmd['cmd'] == 'burst':
-            if pub.is_async:
-                start, end = pub.run(_aburst(pub, events, cmd['n']))
-            else:
-                start, end = _burst(pub, events, cmd['n'])
+            start, end = _send_burst(pub, events, cmd['n'])
             say('sent', start=start, end=end)
         elif cmd['cmd'] == 'paced':
             n = min(cmd['n'], len(events))
@@ -215,6 +239,13 @@ class Recorder:
             self.latency[self.keys[key]] = now
 
 
+def _open(sub, recorder, conns):
+    """Subscribe on connections until there are ``conns``; say so."""
+    while len(recorder.counts) < conns:
+        sub.add(recorder.add_conn())
+    say('opened', conns=len(recorder.counts), rss=rss_bytes())
+
+
 def subscriber(args):
     recorder = Recorder()
     sub = transports.SUBSCRIBERS[args.transport](args.endpoint, recorder)
@@ -230,9 +261,7 @@ def subscriber(args):
         if cmd is None:
             continue
         if cmd['cmd'] == 'open':
-            while len(recorder.counts) < cmd['conns']:
-                sub.add(recorder.add_conn())
-            say('opened', conns=len(recorder.counts), rss=rss_bytes())
+            _open(sub, recorder, cmd['conns'])
         elif cmd['cmd'] == 'reset':
             recorder.reset(cmd.get('record', False))
             reported = (0, 0.0)
@@ -246,20 +275,70 @@ def subscriber(args):
             return
 
 
+# -- publisher and subscriber in one process ---------------------------------
+
+
+def _wait_for(recorder, n, idle):
+    """Wait until ``n`` deliveries, or none came for ``idle`` seconds."""
+    seen, changed = -1, time.monotonic()
+    while True:
+        total = sum(recorder.counts)
+        if total >= n:
+            return total
+        now = time.monotonic()
+        if total != seen:
+            seen, changed = total, now
+        elif now - changed > idle:
+            return total
+        time.sleep(0.005)  # green under eventlet
+
+
+def local(args):
+    """Publish to, and receive on, subscriptions of this same process.
+
+    df-nats: one driver, its publisher and subscriber sharing the
+    process's connection; nats-py: one asyncio loop, a connection for each
+    side. ``burst`` answers when every event was delivered (or none came
+    for ``idle`` seconds).
+    """
+    recorder = Recorder()
+    pub = transports.PUBLISHERS[args.transport](args.endpoint)
+    sub = transports.SUBSCRIBERS[args.transport](args.endpoint, recorder,
+                                                 publisher=pub)
+    events = pub.prepare(transports.make_events(PAYLOADS))
+    say('ready', rss=rss_bytes())
+    for cmd in _Commands().each():
+        if cmd['cmd'] == 'open':
+            _open(sub, recorder, cmd['conns'])
+        elif cmd['cmd'] == 'burst':
+            recorder.reset(False)
+            n = cmd['n']
+            # CPU time of every thread, finer than /proc's clock ticks.
+            cpu = time.process_time()
+            start, end = _send_burst(pub, events, n)
+            total = _wait_for(recorder, n * len(recorder.counts),
+                              cmd['idle'])
+            say('sent', start=start, end=end, count=total,
+                last=recorder.last, cpu=time.process_time() - cpu)
+        elif cmd['cmd'] == 'quit':
+            pub.close()
+            say('bye')
+            return
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--world', choices=('eventlet', 'native'),
                         default='native')
-    parser.add_argument('--role', choices=('pub', 'sub'), required=True)
+    parser.add_argument('--role', choices=('pub', 'sub', 'local'),
+                        required=True)
     parser.add_argument('--transport', choices=sorted(transports.PUBLISHERS),
                         required=True)
     parser.add_argument('--endpoint', required=True)
     args = parser.parse_args()
+    raise_fd_limit()
     try:
-        if args.role == 'pub':
-            publisher(args)
-        else:
-            subscriber(args)
+        {'pub': publisher, 'sub': subscriber, 'local': local}[args.role](args)
     except transports.Unavailable as exc:
         say('unavailable', reason=str(exc))
     except Exception as exc:

@@ -53,7 +53,7 @@ def _parser():
     pubs.add_argument('--debug', action='store_true', help='debug logging')
 
     bench = commands.add_parser(
-        'bench', help='measure df-nats against raw nats-py, Redis and'
+        'bench', help='measure df-nats against plain nats-py, Redis and'
                       ' ZeroMQ: rates, latency, fan-out, memory')
     bench.add_argument('--quick', action='store_true',
                        help='small counts, one run: a smoke test')
@@ -61,7 +61,13 @@ def _parser():
                        help='runs to take the median of (default 3,'
                             ' 1 with --quick)')
     bench.add_argument('--events', type=int, default=0,
-                       help='events of the rate phase (default 20000)')
+                       help='events of the rate phases (default 30000)')
+    bench.add_argument('--fanout', type=_sizes, metavar='N,N,...',
+                       help='fan-out sizes: subscriber connections in all'
+                            ' (default 10,100,1000)')
+    bench.add_argument('--fanout-procs', type=int, default=0,
+                       help='subscriber processes the fan-out connections'
+                            ' are spread over (default 10)')
     bench.add_argument('--out', metavar='DIR',
                        help='where to write bench.png, bench.json and'
                             ' bench.txt (default: a new temp dir)')
@@ -71,6 +77,18 @@ def _parser():
     bench.add_argument('--keep-logs', action='store_true',
                        help='keep the worker processes\' logs')
     return parser
+
+
+def _sizes(text):
+    """``10,100,1000``: positive integers, for ``bench --fanout``."""
+    try:
+        sizes = [int(part) for part in text.split(',')]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            'expected positive integers separated by commas, got %r' % text)
+    return sizes
 
 
 def main(argv=None):
