@@ -334,6 +334,14 @@ class Bridge:
                        exc_info=(type(exc), exc, exc.__traceback__)
                        if exc else None)
 
+    def doorbell(self) -> '_Doorbell':
+        """A new pipe that any thread rings and the caller's world waits on.
+
+        For a caller waiting on the loop thread's progress: the loop rings
+        it without touching anything green.
+        """
+        return _Doorbell(self._natives, self.green)
+
     def call_soon(self, fn: Callable, *args):
         """Run ``fn(*args)`` on the loop thread; do not wait for it."""
         self.loop.call_soon_threadsafe(fn, *args)
