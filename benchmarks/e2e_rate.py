@@ -155,7 +155,7 @@ def df_cross_pub(url, n):
     pub.close()
 
 
-# -- plain nats-py --------------------------------------------------------------
+# -- plain nats-py ------------------------------------------------------------
 
 
 async def _plain_subscribe(url, on_data):
@@ -264,7 +264,7 @@ def plain_cross_pub(url, n):
     asyncio.run(main())
 
 
-# -- the parent -------------------------------------------------------------------
+# -- the parent ---------------------------------------------------------------
 
 
 def _cmd(kind, role, url, args):

@@ -26,6 +26,7 @@ if __name__ == '__main__' and '--world=eventlet' in sys.argv:
     eventlet.monkey_patch()
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
@@ -95,7 +96,12 @@ def main():
     common.setup_process(servers=args.urls, debug=args.debug)
     if bridge.is_green() != (args.world == 'eventlet'):
         raise AssertionError('not in the %s world' % args.world)
-    scenario = getattr(scenarios, 'scenario_' + args.scenario)
+    # "module:name" runs a scenario of tests/functional/<module>_scenarios.
+    module, _, name = args.scenario.rpartition(':')
+    if module:
+        module = importlib.import_module(
+            'tests.functional.%s_scenarios' % module)
+    scenario = getattr(module or scenarios, 'scenario_' + name)
     scenario(Context(args.world, args.urls[0], args.urls))
     sys.stdout.write('SCENARIO-OK\n')
     sys.stdout.flush()
