@@ -46,7 +46,7 @@ def test_max_payload_respected(world, small_payload_server, tmp_path):
 
 
 @pytest.mark.parametrize('world', WORLDS)
-def test_burst_of_200000_not_cut_as_slow_consumer(world, nats_server,
-                                                   tmp_path):
+def test_burst_of_200000_not_cut_as_slow_consumer(
+        world, nats_server, tmp_path):
     _finish(_start(world, 'batching:burst_no_slow_consumer',
                    [nats_server.url], tmp_path), timeout=400)
