@@ -87,14 +87,16 @@ def df_in_process(url, n):
     sub = _df_subscriber(url, callback)
     pub = _df_publisher()
     send = pub.send_event
+    cpu = time.process_time()
     start = time.monotonic()
     for update in events:
         send(update)
     done.wait(120)
     elapsed = time.monotonic() - start
+    cpu = time.process_time() - cpu
     pub.close()
     sub.close()
-    return count[0], elapsed
+    return count[0], elapsed, cpu
 
 
 def df_latency(url, n, rate):
@@ -183,14 +185,16 @@ def plain_in_process(url, n):
                 done.set()
         sub_nc = await _plain_subscribe(url, on_event)
         pub_nc = await nats.connect(url)
+        cpu = time.process_time()
         start = time.monotonic()
         for update in events:
             await pub_nc.publish(SUBJECT, codec.pack_event(update.to_dict()))
         await asyncio.wait_for(done.wait(), 120)
         elapsed = time.monotonic() - start
+        cpu = time.process_time() - cpu
         await pub_nc.close()
         await sub_nc.close()
-        return count[0], elapsed
+        return count[0], elapsed, cpu
     return asyncio.run(main())
 
 
@@ -277,9 +281,9 @@ def _cmd(kind, role, url, args):
 def _in_process(kind, url, args):
     out = subprocess.run(_cmd(kind, 'in', url, args), capture_output=True,
                          text=True, check=True)
-    received, elapsed = out.stdout.split()
+    received, elapsed, cpu = out.stdout.split()
     assert int(received) == args.events, out.stderr[-2000:]
-    return args.events / float(elapsed)
+    return args.events / float(elapsed), float(cpu) / args.events * 1e6
 
 
 def _cross_process(kind, url, args):
@@ -333,14 +337,16 @@ def _child(args):
         print('%.4f %.4f %d' % (cuts[49] * 1e3, cuts[98] * 1e3, len(took)))
 
 
-def _report(title, figures, unit, fmt, higher_is_better=True):
+def _report(title, figures, unit, fmt, as_difference=False):
+    """Medians and their ratio (rates, CPU) or difference (latency)."""
     base = statistics.median(figures[PLAIN])
     print(title)
     for kind in KINDS:
         median = statistics.median(figures[kind])
-        ratio = median / base if higher_is_better else median - base
-        what = ('%.2fx plain' % ratio if higher_is_better
-                else '%+.2f ms vs plain' % ratio)
+        if as_difference:
+            what = '%+.2f ms vs plain' % (median - base)
+        else:
+            what = '%.2fx plain' % (median / base)
         print('  %-18s median %s %s  (%s)  runs: %s' % (
             kind, fmt % median, unit, what,
             ', '.join(fmt % r for r in figures[kind])))
@@ -364,13 +370,15 @@ def main():
     from df_nats import embedded_server
     phases = args.phases.split(',')
     rates = {p: {k: [] for k in KINDS} for p in ('in', 'cross')}
+    cpus = {k: [] for k in KINDS}
     p50s, p99s = ({k: [] for k in KINDS} for _ in range(2))
     with embedded_server.NatsServer(jetstream=False) as server:
         for _ in range(args.runs):   # interleaved: noise hits all alike
             for kind in KINDS:
                 if 'in' in phases:
-                    rates['in'][kind].append(
-                        _in_process(kind, server.url, args))
+                    rate, cpu = _in_process(kind, server.url, args)
+                    rates['in'][kind].append(rate)
+                    cpus[kind].append(cpu)
                 if 'cross' in phases:
                     rates['cross'][kind].append(
                         _cross_process(kind, server.url, args))
@@ -383,6 +391,7 @@ def main():
         _report('%d events of %d bytes, one process publishing and'
                 ' subscribing, %d runs' % (args.events, size, args.runs),
                 rates['in'], 'events/s', '%.0f')
+        _report('CPU time of that process per event', cpus, 'us', '%.1f')
     if 'cross' in phases:
         _report('%d events of %d bytes, publisher and subscriber in two'
                 ' processes, %d runs' % (args.events, size, args.runs),
@@ -390,8 +399,8 @@ def main():
     if 'latency' in phases:
         _report('latency, send to callback, %d events at %.0f/s, p50'
                 % (args.latency_events, args.rate), p50s, 'ms', '%.3f',
-                higher_is_better=False)
-        _report('latency p99', p99s, 'ms', '%.3f', higher_is_better=False)
+                as_difference=True)
+        _report('latency p99', p99s, 'ms', '%.3f', as_difference=True)
 
 
 if __name__ == '__main__':

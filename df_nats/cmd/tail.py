@@ -87,7 +87,7 @@ class _Printer:
             return
         seq = '-' if n is None else '%s.%d' % (incarnation, n)
         if count > 1:
-            seq += ' %d/%d' % (index, count)
+            seq += '[%d/%d]' % (index, count)
         stamp = time.strftime('%H:%M:%S', time.localtime(now))
         cells = [stamp + '.%03d' % (now % 1 * 1000), publisher or '-', seq,
                  event.get('table'), event.get('action'), event.get('key'),
