@@ -12,21 +12,23 @@
 
 """Events waiting for the loop thread to send them, and who may touch what.
 
-Callers (greenthreads or native threads) ``put`` entries; the loop thread
-``take``\\ s them in order, ``put_back`` what it could not send, and
-``release``\\ s the bytes of what it sent. The rules:
+Callers (greenthreads or native threads) put entries in (``put``); the
+loop thread takes them out in order (``take``), returns what it could not
+send (``put_back``) and releases the bytes of what it sent (``release``).
+The rules:
 
 * The entries are a deque: callers only append, the loop only pops and
   pushes back at the front. Each is one atomic operation.
 * The byte count is two counters, so that nobody updates what another
   thread updates: bytes put (callers, under a native lock that no one
   holds across a wait) and bytes released (the loop thread alone). What
-  is waiting is their difference; a stale read is off by one entry at
-  most, never drifts.
+  is waiting is their difference; a stale read is off by the entries in
+  flight at that moment, and the count never drifts.
 * A caller that finds no room waits on a doorbell (a pipe) that the loop
-  rings after releasing bytes, never on a green lock or event, and never
-  polls. Waiting callers queue on a lock of their own world, so that one
-  at a time watches the doorbell.
+  rings after releasing bytes, never on a green lock or event; it looks
+  again only when rung, or every 50 ms to see whether the link dropped.
+  Waiting callers queue on a lock of their own world, so that one at a
+  time watches the doorbell.
 
 While connected a full outbox slows its callers down; while disconnected
 ``put`` raises ``PublishBufferFull`` naming ``reconnect_buffer_size``.
@@ -149,6 +151,3 @@ class Outbox:
         self._released_bytes += size
         if self._waiting:
             self._bell.ring()
-
-    def close(self) -> None:
-        self._bell.close()

@@ -16,6 +16,17 @@ import argparse
 import sys
 
 
+def _connection_arguments(parser):
+    """--servers, --config-file and --debug of the commands that connect."""
+    parser.add_argument('--servers', metavar='URL', action='append',
+                        help='NATS server URL (repeatable); overrides'
+                             ' [df_nats] servers')
+    parser.add_argument('--config-file', metavar='PATH', action='append',
+                        help='Dragonflow/df-nats configuration file'
+                             ' (repeatable)')
+    parser.add_argument('--debug', action='store_true', help='debug logging')
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog='df-nats',
@@ -44,13 +55,7 @@ def _parser():
                       help='keep printing joins, changes and leaves')
     pubs.add_argument('--json', action='store_true',
                       help='JSON output (one event per line with --watch)')
-    pubs.add_argument('--servers', metavar='URL', action='append',
-                      help='NATS server URL (repeatable); overrides'
-                           ' [df_nats] servers')
-    pubs.add_argument('--config-file', metavar='PATH', action='append',
-                      help='Dragonflow/df-nats configuration file'
-                           ' (repeatable)')
-    pubs.add_argument('--debug', action='store_true', help='debug logging')
+    _connection_arguments(pubs)
 
     tail = commands.add_parser(
         'tail', help='print the events on topics as a controller receives'
@@ -63,13 +68,7 @@ def _parser():
                       help='one JSON object per event and line')
     tail.add_argument('--count', type=int, default=0,
                       help='exit after this many events')
-    tail.add_argument('--servers', metavar='URL', action='append',
-                      help='NATS server URL (repeatable); overrides'
-                           ' [df_nats] servers')
-    tail.add_argument('--config-file', metavar='PATH', action='append',
-                      help='Dragonflow/df-nats configuration file'
-                           ' (repeatable)')
-    tail.add_argument('--debug', action='store_true', help='debug logging')
+    _connection_arguments(tail)
 
     bench = commands.add_parser(
         'bench', help='measure df-nats against raw nats-py, Redis and'
