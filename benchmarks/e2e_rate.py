@@ -372,7 +372,8 @@ def main():
     rates = {p: {k: [] for k in KINDS} for p in ('in', 'cross')}
     cpus = {k: [] for k in KINDS}
     p50s, p99s = ({k: [] for k in KINDS} for _ in range(2))
-    with embedded_server.NatsServer(jetstream=False) as server:
+    # JetStream on, as in production: the publisher registry works.
+    with embedded_server.NatsServer(jetstream=True) as server:
         for _ in range(args.runs):   # interleaved: noise hits all alike
             for kind in KINDS:
                 if 'in' in phases:
