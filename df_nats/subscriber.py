@@ -242,10 +242,15 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         if dropped:
             self._count_malformed(data, problem, dropped)
         self.stats['received'] += len(events)
-        call = self._call
+        callback = self._callback
         for event in events:
-            call(event['table'], event['key'], event['action'],
-                 event['value'], event['topic'])
+            # _call's work inlined: a batch is hundreds of events.
+            try:
+                callback(event['table'], event['key'], event['action'],
+                         event['value'], event['topic'])
+            except Exception:
+                self._callback_failed(event['action'], event['table'],
+                                      event['key'])
         if verdict == sequence.GAP:
             self._request_sync('gap')
 
@@ -275,8 +280,8 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         now = time.monotonic()
         if now - self._last_gap_log >= _GAP_LOG_INTERVAL:
             self._last_gap_log = now
-            LOG.warning('df-nats: %d events of publisher %s on %s missed'
-                        ' (%d gaps, %d events so far)', missed,
+            LOG.warning('df-nats: %d messages of publisher %s on %s missed'
+                        ' (%d gaps, %d messages so far)', missed,
                         sequence.parse(headers)[0], subject,
                         self.stats['gaps'], self.stats['missed'])
 
@@ -284,9 +289,13 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         try:
             self._callback(table, key, action, value, topic)
         except Exception:
-            self.stats['callback_errors'] += 1
-            LOG.exception('df-nats: the subscriber callback failed on'
-                          ' %s %s %s', action, table, key)
+            self._callback_failed(action, table, key)
+
+    def _callback_failed(self, action, table, key):
+        # In the except clause of the caller: logs its exception.
+        self.stats['callback_errors'] += 1
+        LOG.exception('df-nats: the subscriber callback failed on'
+                      ' %s %s %s', action, table, key)
 
     def _count_malformed(self, data, problem, dropped=1):
         self.stats['malformed'] += dropped
