@@ -215,12 +215,12 @@ def events_header(count: int, table: Any) -> str:
     if table is None:
         return str(count)
     try:
-        label = _table_labels[table]
+        label = _table_labels[type(table), table]
     except KeyError:
         label = (header_value(table) or '').replace(' ', '_')
         if len(_table_labels) >= _MAX_CACHED_HEADERS:
             _table_labels.clear()
-        _table_labels[table] = label
+        _table_labels[type(table), table] = label
     except TypeError:
         label = (header_value(table) or '').replace(' ', '_')
     return '%d %s' % (count, label) if label else str(count)

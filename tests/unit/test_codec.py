@@ -154,3 +154,8 @@ def test_events_header_counts_and_names_a_shared_table():
     assert codec.events_header(40, None) == '40'
     assert codec.events_header(2, 'a b\r\nX: 1') == '2 a_b??X:_1'
     assert codec.events_header(2, ['unhashable']) == "2 ['unhashable']"
+
+
+def test_events_header_labels_equal_but_different_tables_apart():
+    assert codec.events_header(1, 1) == '1 1'
+    assert codec.events_header(1, True) == '1 True'
