@@ -241,9 +241,6 @@ class _CallerWorld:
         self._calls = collections.deque()
         self._bell = _Doorbell(natives, green)
         self._rung = False
-        self._get_ident = natives.thread.get_ident
-        self._loop = None
-        self._loop_ident = None
         if green:
             import eventlet
             eventlet.spawn(self._run)
@@ -251,22 +248,15 @@ class _CallerWorld:
             threading.Thread(target=self._run, name='df-nats-dispatch',
                              daemon=True).start()
 
-    def attach(self, loop, loop_ident):
-        """Posts from this loop's thread ring once per loop iteration."""
-        self._loop = loop
-        self._loop_ident = loop_ident
-
     def post(self, fn: Callable, *args):
         """Queue ``fn(*args)``; callable from any thread."""
         self._calls.append((fn, args))
         if not self._rung:
+            # At once: a message is a batch of events when they come fast,
+            # so this is seldom; deferring the ring to the loop's next turn
+            # cost the latency of that turn.
             self._rung = True
-            if self._get_ident() == self._loop_ident:
-                # After the callbacks ready on the loop now: the messages
-                # of one socket read cost one ring, not one each.
-                self._loop.call_soon(self._bell.ring)
-            else:
-                self._bell.ring()
+            self._bell.ring()
 
     def _run(self):
         calls = self._calls
@@ -319,7 +309,6 @@ class Bridge:
 
     def _run_loop(self, started):
         self._loop_ident = self._natives.thread.get_ident()
-        self.world.attach(self.loop, self._loop_ident)
         asyncio.set_event_loop(self.loop)
         started.release()
         self.loop.run_forever()
@@ -333,6 +322,14 @@ class Bridge:
         self.log.error('df-nats loop: %s', context.get('message'),
                        exc_info=(type(exc), exc, exc.__traceback__)
                        if exc else None)
+
+    def doorbell(self) -> '_Doorbell':
+        """A new pipe that any thread rings and the caller's world waits on.
+
+        For a caller waiting on the loop thread's progress: the loop rings
+        it without touching anything green.
+        """
+        return _Doorbell(self._natives, self.green)
 
     def call_soon(self, fn: Callable, *args):
         """Run ``fn(*args)`` on the loop thread; do not wait for it."""

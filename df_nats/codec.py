@@ -10,19 +10,22 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The wire format of a Dragonflow event, and the NATS headers beside it.
+"""The wire format of Dragonflow events, single and batched.
 
-The body is what every Dragonflow pub/sub driver sends: a msgpack map with
-the keys ``table``, ``key``, ``action``, ``value`` and ``topic``. It is
-packed here with today's msgpack, because Dragonflow's own
+A single event is what every Dragonflow pub/sub driver sends: a msgpack
+map with the keys ``table``, ``key``, ``action``, ``value`` and ``topic``.
+It is packed here with today's msgpack, because Dragonflow's own
 ``pack_message``/``unpack_message`` pass ``encoding=``, which msgpack >= 1.0
 rejects (they log and return None).
 
-Headers repeat the table and action so that ``nats sub`` shows what flows
-without decoding the body; they never change it.
+A batch is a msgpack array of such maps: the array header joined with the
+maps as they were packed, never packed twice. The ``Df-Events`` header
+says how many events a message holds, and their table when they all share
+one, for people reading ``nats sub``; it never changes the body.
 """
 
-from typing import Any, Dict, Mapping, Optional
+import struct
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import msgpack
 
@@ -31,13 +34,16 @@ from df_nats import bridge
 EVENT_FIELDS = ('table', 'key', 'action', 'value', 'topic')
 _EVENT_FIELD_SET = frozenset(EVENT_FIELDS)
 
-HEADER_TABLE = 'Df-Table'
-HEADER_ACTION = 'Df-Action'
+HEADER_EVENTS = 'Df-Events'
 # Header values must fit on one protocol line.
 _MAX_HEADER_VALUE = 128
-# Distinct (table, action) pairs whose headers are kept; Dragonflow has a
-# few dozen tables and a handful of actions.
+# Distinct table labels kept; Dragonflow has a few dozen tables.
 _MAX_CACHED_HEADERS = 1024
+
+# Events in one batch at most, sent or accepted: the array header of a
+# batch is then at most 3 bytes (array 16).
+MAX_BATCH_EVENTS = 65535
+_ARRAY16 = struct.Struct('>BH')
 
 # A Packer per native thread: reusing one is about twice as fast as
 # msgpack.packb(), which builds one for each call. Under eventlet the
@@ -45,40 +51,177 @@ _MAX_CACHED_HEADERS = 1024
 # thread (pack() never yields to the hub): the green threading.local costs
 # 4 us per lookup, more than building a Packer.
 _packers = bridge._original('_thread')._local()
-_headers_cache: Dict[Any, Dict[str, str]] = {}
+_table_labels: Dict[Any, str] = {}
 
 
 class MalformedEvent(ValueError):
     """A message body that is not a Dragonflow event."""
 
 
-def pack_event(event: Mapping[str, Any]) -> bytes:
-    """Pack an event dict (``DbUpdate.to_dict()``) into the wire body."""
+def _packer() -> msgpack.Packer:
     try:
-        packer = _packers.packer
+        return _packers.packer
     except AttributeError:
         packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+        return packer
+
+
+def pack_update(update) -> bytes:
+    """Pack a ``DbUpdate`` into the wire body, straight from its fields."""
+    try:
+        pack = _packers.packer.pack
+    except AttributeError:
+        pack = _packer().pack
+    return pack({'table': update.table, 'key': update.key,
+                 'action': update.action, 'value': update.value,
+                 'topic': update.topic})
+
+
+def pack_event(event: Mapping[str, Any]) -> bytes:
+    """Pack an event dict (``DbUpdate.to_dict()``) into the wire body."""
     get = event.get
-    return packer.pack({'table': get('table'), 'key': get('key'),
-                        'action': get('action'), 'value': get('value'),
-                        'topic': get('topic')})
+    return _packer().pack({'table': get('table'), 'key': get('key'),
+                           'action': get('action'), 'value': get('value'),
+                           'topic': get('topic')})
+
+
+def batch_body(bodies: List[bytes]) -> bytes:
+    """A msgpack array of packed events: its header and the bodies joined.
+
+    At most ``MAX_BATCH_EVENTS`` bodies.
+    """
+    count = len(bodies)
+    if count < 16:
+        head = bytes((0x90 | count,))
+    elif count <= MAX_BATCH_EVENTS:
+        head = _ARRAY16.pack(0xdc, count)
+    else:
+        raise ValueError('%d events in one batch, at most %d'
+                         % (count, MAX_BATCH_EVENTS))
+    return head + b''.join(bodies)
 
 
 def unpack_event(data: bytes) -> Dict[str, Any]:
-    """Decode a wire body; ``MalformedEvent`` says what is wrong with it."""
+    """Decode a single-event body; ``MalformedEvent`` says what is wrong."""
     try:
         event = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:
         raise MalformedEvent('not msgpack: %s' % exc) from None
     if isinstance(event, dict) and event.keys() >= _EVENT_FIELD_SET:
         return event
-    if not isinstance(event, dict):
-        raise MalformedEvent('not a map but %s' % type(event).__name__)
-    missing = [f for f in EVENT_FIELDS if f not in event]
-    raise MalformedEvent('missing %s' % ', '.join(missing))
+    raise MalformedEvent(_problem(event))
 
 
-def _header_value(value: Any) -> Optional[str]:
+def _problem(item) -> str:
+    if not isinstance(item, dict):
+        return 'not a map but %s' % type(item).__name__
+    missing = [f for f in EVENT_FIELDS if f not in item]
+    return 'missing %s' % ', '.join(missing)
+
+
+def _is_map(first: int) -> bool:
+    return 0x80 <= first <= 0x8f or first in (0xde, 0xdf)
+
+
+def _is_array(first: int) -> bool:
+    return 0x90 <= first <= 0x9f or first in (0xdc, 0xdd)
+
+
+def unpack_events(data: bytes
+                  ) -> Tuple[List[Dict[str, Any]], int, Optional[str]]:
+    """Decode a message body: a single event or a batch of them.
+
+    Returns ``(events, dropped, problem)``: the good events in order, how
+    many were dropped as malformed, and what was wrong with the first one
+    dropped. A batch's malformed elements are dropped without their
+    neighbours; a body that is neither a map nor an array of at most
+    ``MAX_BATCH_EVENTS`` elements counts as one dropped.
+    """
+    if not data:
+        return [], 1, 'empty body'
+    first = data[0]
+    if _is_map(first):
+        try:
+            return [unpack_event(data)], 0, None
+        except MalformedEvent as exc:
+            return [], 1, str(exc)
+    if not _is_array(first):
+        return [], 1, 'not msgpack: neither a map nor an array'
+    try:
+        items = msgpack.unpackb(data, raw=False, strict_map_key=True,
+                                max_array_len=MAX_BATCH_EVENTS)
+    except Exception:
+        return _unpack_batch_slowly(data)
+    events = []
+    dropped, problem = 0, None
+    for item in items:
+        if type(item) is dict and item.keys() >= _EVENT_FIELD_SET:
+            events.append(item)
+        else:
+            dropped += 1
+            problem = problem or 'batch element: ' + _problem(item)
+    if not items:
+        return [], 1, 'empty batch'
+    return events, dropped, problem
+
+
+def _unpack_batch_slowly(data: bytes):
+    # Some element did not decode: find each element's bytes by skipping
+    # (no decoding, so a bad string or key does not stop it) and decode
+    # them one by one.
+    unpacker = msgpack.Unpacker(max_buffer_size=len(data))
+    unpacker.feed(data)
+    try:
+        count = unpacker.read_array_header()
+    except Exception as exc:
+        return [], 1, 'not msgpack: %s' % exc
+    if count > MAX_BATCH_EVENTS:
+        return [], 1, 'a batch of %d events, at most %d' % (
+            count, MAX_BATCH_EVENTS)
+    events = []
+    dropped, problem = 0, None
+    for i in range(count):
+        start = unpacker.tell()
+        try:
+            unpacker.skip()
+        except Exception as exc:
+            dropped += count - i
+            problem = problem or 'batch cut at element %d: %s' % (i, exc)
+            break
+        try:
+            events.append(unpack_event(data[start:unpacker.tell()]))
+        except MalformedEvent as exc:
+            dropped += 1
+            problem = problem or 'batch element %d: %s' % (i, exc)
+    else:
+        if unpacker.tell() != len(data):
+            dropped += 1
+            problem = problem or '%d bytes after the batch' % (
+                len(data) - unpacker.tell())
+    return events, dropped, problem
+
+
+def events_header(count: int, table: Any) -> str:
+    """The ``Df-Events`` value: the count, and the table if shared.
+
+    ``table`` is None when the events have no table in common.
+    """
+    if table is None:
+        return str(count)
+    try:
+        label = _table_labels[type(table), table]
+    except KeyError:
+        label = (header_value(table) or '').replace(' ', '_')
+        if len(_table_labels) >= _MAX_CACHED_HEADERS:
+            _table_labels.clear()
+        _table_labels[type(table), table] = label
+    except TypeError:
+        label = (header_value(table) or '').replace(' ', '_')
+    return '%d %s' % (count, label) if label else str(count)
+
+
+def header_value(value: Any) -> Optional[str]:
+    """``value`` as printable ASCII of at most 128 characters, or None."""
     if value is None:
         return None
     if isinstance(value, bytes):
@@ -88,27 +231,3 @@ def _header_value(value: Any) -> Optional[str]:
         text = text.encode('ascii', 'backslashreplace').decode('ascii')
         text = ''.join(c if c.isprintable() else '?' for c in text)
     return text[:_MAX_HEADER_VALUE]
-
-
-def event_headers(table: Any, action: Any) -> Dict[str, str]:
-    """Headers that label an event for people reading ``nats sub``.
-
-    The dict returned is shared between calls with the same table and
-    action: read it, do not change it.
-    """
-    try:
-        return _headers_cache[(type(table), table, type(action), action)]
-    except KeyError:
-        cache_key = (type(table), table, type(action), action)
-    except TypeError:
-        cache_key = None  # unhashable: build it every time
-    headers = {}
-    for name, value in ((HEADER_TABLE, table), (HEADER_ACTION, action)):
-        text = _header_value(value)
-        if text:
-            headers[name] = text
-    if cache_key is not None:
-        if len(_headers_cache) >= _MAX_CACHED_HEADERS:
-            _headers_cache.clear()
-        _headers_cache[cache_key] = headers
-    return headers

@@ -41,7 +41,10 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from df_nats import bridge as df_bridge
+from df_nats import codec
 from df_nats import options
+from df_nats import outbox as df_outbox
+from df_nats import sequence
 
 LOG = logging.getLogger(__name__)
 
@@ -53,8 +56,20 @@ class ConnectError(RuntimeError):
     """No NATS server could be reached when the driver started."""
 
 
-class PublishBufferFull(RuntimeError):
-    """The connection is down and the reconnect buffer is full."""
+PublishBufferFull = df_outbox.PublishBufferFull
+
+
+class EventTooLarge(ValueError):
+    """An event larger than the server accepts in one message."""
+
+
+# Bytes of a message kept for its header block (NATS/1.0, Df-Seq with a
+# publisher id of up to 128 characters, Df-Events with a table label of up
+# to 128): an event may take max_payload less this.
+HEADER_ROOM = 512
+# A batch is at most this many bytes (or max_payload, if smaller): one
+# drain step never writes more in one loop turn (see _drain).
+BATCH_BYTES = 256 * 1024
 
 
 def process_name() -> str:
@@ -161,10 +176,14 @@ class Connection:
         self._nc: Optional[nats.NATS] = None
         self._users = 0
         self._lock = threading.Lock()
-        self._outbox = collections.deque()
-        self._outbox_bytes = 0
         # Read once: an oslo.config lookup on every publish cost 2%.
-        self._outbox_limit = self.conf.reconnect_buffer_size
+        self._outbox = df_outbox.Outbox(self.conf.reconnect_buffer_size,
+                                        self.bridge.doorbell(),
+                                        lambda: self.connected)
+        # Set from the server's max_payload after each (re)connect.
+        self.max_event_size = 0
+        self._batch_limit = 0
+        self._marks = {}  # streams owing a mark (loop thread)
         self._drain_requested = False
         self._drain_task = None
         self._listeners: List[Callable[[], None]] = []
@@ -238,6 +257,7 @@ class Connection:
                 ' ([df_nats] initial_connect_wait): %s: %s' % (
                     servers, wait, type(cause).__name__, cause)) from None
         self._nc = nc
+        self._read_max_payload(nc)
         self._pacer.last_netloc = nc.connected_url.netloc
         LOG.info('df-nats: connected to %s',
                  options.redact_url(nc.connected_url.geturl()))
@@ -261,6 +281,8 @@ class Connection:
         url = self._nc.connected_url if self._nc else None
         if url:
             self._pacer.last_netloc = url.netloc
+        if self._nc is not None:
+            self._read_max_payload(self._nc)
         self.bridge.log.warning('df-nats: reconnected to %s',
                                 options.redact_url(url.geturl())
                                 if url else '?')
@@ -273,7 +295,11 @@ class Connection:
         self._closing = False
 
     def add_listener(self, listener: Callable[[], None]):
-        """Call ``listener()`` on the loop thread after each reconnect."""
+        """Call ``listener()`` on the loop thread after each reconnect.
+
+        A listener may ``queue_mark`` there: marks go out before the
+        events still queued.
+        """
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Callable[[], None]):
@@ -288,32 +314,46 @@ class Connection:
 
     # -- publishing --------------------------------------------------------
 
-    def publish(self, subject: str, payload: bytes,
-                headers: Optional[Dict[str, str]] = None):
-        """Queue one message for the loop to send; returns at once.
+    def _read_max_payload(self, nc):
+        # The server says how large a message may be; servers of a cluster
+        # may differ, so it is read again after each reconnect.
+        max_payload = nc.max_payload
+        self.max_event_size = max_payload - HEADER_ROOM
+        self._batch_limit = min(max_payload, BATCH_BYTES) - HEADER_ROOM
 
-        While connected a full outbox only slows the caller down; while
-        disconnected it raises ``PublishBufferFull``.
+    def send(self, stream, body: bytes, label=df_outbox.RAW):
+        """Queue one event (or raw body) of ``stream``; returns at once.
+
+        ``label`` is the event's table, or ``outbox.RAW`` for a body that
+        is not a df-nats event and goes out alone. While connected a full
+        outbox only slows the caller down; while disconnected it raises
+        ``PublishBufferFull`` and the stream skips a number. An event
+        larger than the server's ``max_payload`` allows raises
+        ``EventTooLarge``.
         """
-        size = len(payload)
-        if self._outbox_bytes + size > self._outbox_limit:
-            self._wait_for_room(size)
-        self._outbox.append((subject, payload, headers))
-        self._outbox_bytes += size
+        if len(body) > self.max_event_size:
+            raise EventTooLarge(
+                'an event of %d bytes is larger than NATS accepts: the'
+                ' server\'s max_payload is %d bytes, %d of which df-nats'
+                ' keeps for headers' % (len(body),
+                                        self.max_event_size + HEADER_ROOM,
+                                        HEADER_ROOM))
+        try:
+            self._outbox.put(stream, body, label)
+        except PublishBufferFull:
+            self.stats['rejected'] += 1
+            stream.skip()
+            # Marked once the link is back, even if nothing else is sent.
+            self.bridge.loop.call_soon_threadsafe(self.queue_mark, stream)
+            raise
         if not self._drain_requested:
             self._drain_requested = True
             self.bridge.loop.call_soon_threadsafe(self._request_drain)
 
-    def _wait_for_room(self, size):
-        limit = self.conf.reconnect_buffer_size
-        while self._outbox and self._outbox_bytes + size > limit:
-            if not self.connected:
-                self.stats['rejected'] += 1
-                raise PublishBufferFull(
-                    'NATS is unreachable and %d bytes of events are waiting'
-                    ' ([df_nats] reconnect_buffer_size = %d)'
-                    % (self._outbox_bytes, limit))
-            time.sleep(0.001)  # green under eventlet: the loop drains
+    def queue_mark(self, stream):
+        """Send a mark for ``stream`` before further events (loop thread)."""
+        self._marks[stream] = None
+        self._request_drain()
 
     def _request_drain(self):
         # Loop thread. One drain task at a time keeps the outbox order.
@@ -322,25 +362,77 @@ class Connection:
             self._drain_task = self.bridge.loop.create_task(self._drain())
 
     async def _drain(self):
+        # Loop thread: everything queued since the last turn goes out,
+        # consecutive events of one stream as one message (never waiting
+        # for more). Numbers are taken here, in sending order.
         outbox = self._outbox
-        while outbox:
+        while True:
             nc = self._nc
             if nc is None or not nc.is_connected:
                 return  # _on_reconnected drains again
-            subject, payload, headers = outbox[0]
+            if self._marks and not await self._send_marks(nc):
+                return
+            group = outbox.take(self._batch_limit - 3,
+                                codec.MAX_BATCH_EVENTS)
+            if group is None:
+                return
+            stream = group[0][0]
+            n = stream.next_number()
+            count = len(group)
+            label = group[0][2]
+            if count == 1:
+                body = group[0][1]
+                size = len(body)
+                headers = {sequence.HEADER_SEQ: stream.header(n)}
+                if label is not df_outbox.RAW:
+                    headers[codec.HEADER_EVENTS] = codec.events_header(
+                        1, label)
+            else:
+                bodies = [entry[1] for entry in group]
+                for entry in group:
+                    if entry[2] != label:
+                        label = None
+                        break
+                body = codec.batch_body(bodies)
+                size = len(body) - (1 if count < 16 else 3)
+                headers = {sequence.HEADER_SEQ: stream.header(n),
+                           codec.HEADER_EVENTS: codec.events_header(
+                               count, label)}
             try:
-                await nc.publish(subject, payload, headers=headers)
+                await nc.publish(stream.subject, body, headers=headers)
             except (nats_errors.ConnectionReconnectingError,
                     nats_errors.OutboundBufferLimitError):
+                outbox.put_back(group)
                 return
             except Exception as exc:
-                self.stats['publish_errors'] += 1
+                # The number is used: subscribers see the gap and resync.
+                self.stats['publish_errors'] += count
                 self.bridge.log.error(
-                    'df-nats: dropping event for %s: %s: %s',
-                    subject, type(exc).__name__, exc)
-            outbox.popleft()
-            self._outbox_bytes -= len(payload)
-            self.stats['published'] += 1
+                    'df-nats: dropping %d event(s) for %s: %s: %s',
+                    count, stream.subject, type(exc).__name__, exc)
+            stream.n = n
+            outbox.release(size)
+            self.stats['published'] += count
+            self.stats['messages'] += 1
+            # Let the loop write this batch and read what came in before
+            # the next one: a drain that wrote megabytes in one turn got
+            # its own subscriptions cut off as slow consumers.
+            await asyncio.sleep(0)
+
+    async def _send_marks(self, nc) -> bool:
+        marks, self._marks = self._marks, {}
+        for stream in marks:
+            try:
+                await nc.publish(stream.subject, b'',
+                                 headers=stream.mark_headers())
+            except Exception as exc:
+                self._marks.update(marks)  # again on the next reconnect
+                self.bridge.log.warning(
+                    'df-nats: mark for %s not sent: %s: %s',
+                    stream.subject, type(exc).__name__, exc)
+                return False
+            self.stats['marks'] += 1
+        return True
 
     def flush(self, timeout: float) -> bool:
         """Wait until queued events reached the server; False on timeout."""

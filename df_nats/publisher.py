@@ -13,13 +13,13 @@
 """The publisher: Dragonflow events to NATS subjects."""
 
 import os
-import threading
 import uuid
 
 from oslo_log import log as logging
 
 from df_nats import codec
 from df_nats import connection as df_connection
+from df_nats import outbox
 from df_nats import pubsub_api
 from df_nats import registry
 from df_nats import sequence
@@ -27,12 +27,29 @@ from df_nats import subjects
 
 LOG = logging.getLogger(__name__)
 
+# Forks this process has gone through: a publisher notices that it was
+# inherited by comparing, instead of calling os.getpid() per event.
+_forks = 0
+
+
+def _count_fork():
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+# Topics whose streams are looked up without building the subject again.
+_MAX_CACHED_TOPICS = 65536
+
 
 class NatsPublisher(pubsub_api.PublisherApi):
     """Publishes ``DbUpdate`` events on the process's NATS connection.
 
     ``send_event`` packs in the caller's greenthread or thread and hands the
-    message to the loop thread; it does not wait for the network.
+    event to the loop thread; it does not wait for the network. The loop
+    sends the events queued since its last turn, consecutive ones of a
+    topic as one message, and numbers the messages (``sequence.Stream``).
     """
 
     def __init__(self):
@@ -41,7 +58,7 @@ class NatsPublisher(pubsub_api.PublisherApi):
         self._subjects = None
         # This process's id in the publisher registry (set by initialize).
         self.publisher_id = None
-        self._pid = None
+        self._forks = _forks
         # Used as the publisher id until (unless) ``publisher_id`` is set.
         self._own_id = str(uuid.uuid4())
         self._start_stream()
@@ -73,15 +90,22 @@ class NatsPublisher(pubsub_api.PublisherApi):
     # -- sequence numbers and fork safety ---------------------------------
 
     def _start_stream(self):
-        """Begin a new sequence stream: a new incarnation, counters at 0.
-
-        Called when the publisher starts in a process; the lock is new too,
-        as one inherited through fork may be held by a parent's thread.
-        """
-        self._pid = os.getpid()
+        """Begin new sequence streams: a new incarnation, counters at 0."""
         self._incarnation = sequence.new_incarnation()
-        self._seqs = {}
-        self._seq_lock = threading.Lock()
+        self._streams = {}      # topic -> Stream (a cache)
+        self._by_subject = {}   # subject -> Stream: one numbering each
+
+    def _new_stream(self, topic):
+        subject = self._subjects.subject(topic)
+        publisher = codec.header_value(self.publisher_id or self._own_id)
+        # setdefault: str and bytes topics of one subject, or two threads
+        # racing here, end up with the one stream.
+        stream = self._by_subject.setdefault(
+            subject, sequence.Stream(subject, publisher, self._incarnation))
+        if len(self._streams) >= _MAX_CACHED_TOPICS:
+            self._streams.clear()
+        self._streams[topic] = stream
+        return stream
 
     def _after_fork(self):
         """Move an inherited publisher to this (child) process.
@@ -90,63 +114,29 @@ class NatsPublisher(pubsub_api.PublisherApi):
         without a single call on them, then connect this process's own.
         """
         conn = self._conn
-        self._pid = os.getpid()
+        self._forks = _forks
         if conn is None:
             return  # never initialized, or closed: nothing to move
         LOG.info('df-nats: publisher used in forked process %d,'
-                 ' reconnecting', self._pid)
+                 ' reconnecting', os.getpid())
         self._conn = None
         self.initialize()
 
-    def _publish(self, topic, payload, headers):
-        if self._pid != os.getpid():
-            self._after_fork()
-        conn = self._connection()
-        subject = self._subjects.subject(topic)
-        publisher = self.publisher_id or self._own_id
-        # Numbering and queueing happen together, so that the numbers go
-        # on the wire in order whatever greenthreads or threads race here.
-        # A number taken by an event that is then refused (buffer full) is
-        # a gap for subscribers: they resync, the event is not lost
-        # silently.
-        with self._seq_lock:
-            n = self._seqs.get(subject, 0) + 1
-            self._seqs[subject] = n
-            # A new dict: the label headers are shared (codec caches them)
-            # and the outbox keeps this one until it is sent.
-            conn.publish(subject, payload, {
-                **headers, sequence.HEADER_PUBLISHER: publisher,
-                sequence.HEADER_SEQ: sequence.seq_header(self._incarnation,
-                                                         n)})
-
     def _on_reconnected(self):
-        # Loop thread: the marks are numbered under the (possibly green)
-        # sequence lock, so they are queued from the caller's world.
-        conn = self._conn
-        if conn is not None:
-            conn.bridge.world.post(self._send_marks, conn)
+        """Mark every subject used, before the events still queued.
 
-    def _send_marks(self, conn):
-        """Queue a mark on every subject used, behind its events.
-
-        Events the old connection swallowed leave a gap that the mark
-        shows the subscribers even if nothing else is published for long.
+        Loop thread. Messages the old connection swallowed leave a gap
+        that the mark shows the subscribers even if nothing else is
+        published for long.
         """
-        if self._conn is not conn or self._pid != os.getpid():
+        conn = self._conn
+        if conn is None or self._forks != _forks:
             return
-        publisher = self.publisher_id or self._own_id
-        with self._seq_lock:
-            try:
-                for subject, n in self._seqs.items():
-                    if self._subjects.is_shared(subject):
-                        continue  # a queue group: nobody checks numbers
-                    conn.publish(subject, b'', {
-                        sequence.HEADER_PUBLISHER: publisher,
-                        sequence.HEADER_SEQ: sequence.seq_header(
-                            self._incarnation, n),
-                        sequence.HEADER_MARK: '1'})
-            except df_connection.PublishBufferFull:
-                pass  # down again: the next reconnect sends marks again
+        for stream in list(self._by_subject.values()):
+            if self._subjects.is_shared(stream.subject):
+                continue  # a queue group: nobody checks numbers there
+            if stream.n or stream.refused:
+                conn.queue_mark(stream)
 
     # -- publishing -------------------------------------------------------
 
@@ -154,31 +144,49 @@ class NatsPublisher(pubsub_api.PublisherApi):
         """Publish a ``DbUpdate`` on ``topic``, its own topic, or 'D'.
 
         Raises ``PublishBufferFull`` when NATS is unreachable and
-        ``reconnect_buffer_size`` bytes are already waiting.
+        ``reconnect_buffer_size`` bytes are already waiting, and
+        ``EventTooLarge`` for an event above the server's max_payload.
         """
+        if self._forks != _forks:
+            self._after_fork()
+        conn = self._conn
+        if conn is None:
+            self._connection()
         if topic is None:
             topic = update.topic or pubsub_api.SEND_ALL_TOPIC
-        payload = codec.pack_event(update.to_dict())
-        self._publish(topic, payload,
-                      codec.event_headers(update.table, update.action))
+        try:
+            stream = self._streams[topic]
+        except KeyError:
+            stream = self._new_stream(topic)
+        conn.send(stream, codec.pack_update(update), update.table)
 
     def _send_event(self, data, topic):
-        """Publish an already packed body to ``topic``."""
-        self._publish(topic, data, {})
+        """Publish an already packed body to ``topic``, as a message alone.
+
+        df-nats cannot vouch that it is an event, so it is never batched.
+        """
+        if self._forks != _forks:
+            self._after_fork()
+        conn = self._connection()
+        try:
+            stream = self._streams[topic]
+        except KeyError:
+            stream = self._new_stream(topic)
+        conn.send(stream, data, outbox.RAW)
 
     def flush(self, timeout=5.0):
         """Wait until events sent so far reached the server."""
-        if self._pid != os.getpid():
+        if self._forks != _forks:
             self._after_fork()
         return self._connection().flush(timeout)
 
     def close(self):
         """Flush what is queued (bounded) and leave the connection."""
-        if self._pid != os.getpid():
+        if self._forks != _forks:
             # Inherited from the parent and never used here: the parent's
             # connection is not ours to flush or close.
             self._conn = None
-            self._pid = os.getpid()
+            self._forks = _forks
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.remove_listener(self._on_reconnected)

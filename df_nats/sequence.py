@@ -12,24 +12,27 @@
 
 """Per-publisher sequence numbers: stamping them and checking them.
 
-Every event a df-nats publisher sends carries two NATS headers::
+Every message a df-nats publisher sends, a single event or a batch of
+them, carries one NATS header with its publisher and its number::
 
-    Df-Publisher: <publisher id>
-    Df-Seq: <incarnation>.<n>
+    Df-Seq: <publisher id> <incarnation>.<n>
 
-``n`` counts the events of one publisher object on one subject, from 1.
-The *incarnation* is a random token drawn whenever a publisher object
-starts in a process (again after a fork), so that a restarted service,
-which keeps its stable publisher id, starts a new stream instead of
-looking like a flood of duplicates. A stream is thus (publisher,
-incarnation, subject); counting per subject keeps a subscriber that
-receives only some topics free of false gaps.
+``n`` counts the messages (not the events) of one publisher object on one
+subject, from 1. It is taken on the bridge's loop thread when the message
+is sent (``Stream``), so callers take no lock per event. The
+*incarnation* is a random token drawn whenever a publisher object starts
+in a process (again after a fork), so that a restarted service, which
+keeps its stable publisher id, starts a new stream instead of looking like
+a flood of duplicates. A stream is thus (publisher, incarnation, subject);
+counting per subject keeps a subscriber that receives only some topics
+free of false gaps.
 
 After its connection comes back, a publisher sends on every subject it
 used a *mark*: an empty message with ``Df-Mark: 1`` and the ``Df-Seq`` of
-the last event it numbered there, queued behind those events. Events lost
-with the old connection leave a gap that the mark reveals even when the
-publisher then falls silent.
+the last message it numbered there. Messages lost with the old connection
+leave a gap that the mark reveals even when the publisher then falls
+silent. An event refused by ``send_event`` (buffer full) is skipped: the
+next number jumps, so subscribers see a gap and resync.
 
 The subscriber side, ``SequenceTracker``, is pure (no I/O, no clock) and is
 used from one thread at a time.
@@ -39,9 +42,12 @@ import collections
 import secrets
 from typing import Mapping, Optional, Tuple
 
-HEADER_PUBLISHER = 'Df-Publisher'
 HEADER_SEQ = 'Df-Seq'
 HEADER_MARK = 'Df-Mark'
+
+# A Df-Seq value longer than this is not ours: the tracker keeps publisher
+# ids from untrusted headers, so their size is bounded.
+MAX_SEQ_HEADER = 256
 
 # What ``SequenceTracker.check`` says about one message.
 UNTRACKED = 'untracked'   # no (valid) sequence headers: deliver as is
@@ -57,9 +63,9 @@ def new_incarnation() -> str:
     return secrets.token_hex(4)
 
 
-def seq_header(incarnation: str, n: int) -> str:
-    """The ``Df-Seq`` value of the ``n``-th event of an incarnation."""
-    return '%s.%d' % (incarnation, n)
+def seq_header(incarnation: str, n: int, publisher: str) -> str:
+    """The ``Df-Seq`` value of a publisher's ``n``-th message."""
+    return '%s %s.%d' % (publisher, incarnation, n)
 
 
 def parse(headers: Optional[Mapping[str, str]]
@@ -67,14 +73,55 @@ def parse(headers: Optional[Mapping[str, str]]
     """(publisher, incarnation, n) from message headers, or None."""
     if not headers:
         return None
-    publisher = headers.get(HEADER_PUBLISHER)
     seq = headers.get(HEADER_SEQ)
-    if not publisher or not seq:
+    if not seq or len(seq) > MAX_SEQ_HEADER:
         return None
-    incarnation, _, number = seq.rpartition('.')
-    if not incarnation or not number.isdigit():
+    publisher, _, numbered = seq.rpartition(' ')
+    incarnation, _, number = numbered.rpartition('.')
+    if (not publisher or not incarnation or not number.isdigit()
+            or not number.isascii()):
         return None
     return publisher, incarnation, int(number)
+
+
+class Stream:
+    """One publisher object's numbering on one subject (publisher side).
+
+    Numbers are taken and committed on the loop thread only, when a
+    message is sent. ``skip()`` is the one thing a caller does: an event
+    it could not queue (``PublishBufferFull``) makes the next number jump.
+    Two racing skips may count once; one is enough for the gap.
+    """
+
+    __slots__ = ('subject', 'n', 'refused', '_skipped', '_prefix')
+
+    def __init__(self, subject: str, publisher: str, incarnation: str):
+        self.subject = subject
+        self.n = 0             # the last number sent (loop thread)
+        self.refused = 0       # events refused (callers)
+        self._skipped = 0      # refusals already numbered (loop thread)
+        self._prefix = '%s %s.' % (publisher, incarnation)
+
+    def skip(self) -> None:
+        """An event of this stream was refused (caller)."""
+        self.refused += 1
+
+    def next_number(self) -> int:
+        """The number the next message gets, refusals counted (loop)."""
+        refused = self.refused
+        if refused != self._skipped:
+            self.n += refused - self._skipped
+            self._skipped = refused
+        return self.n + 1
+
+    def header(self, n: int) -> str:
+        """The ``Df-Seq`` value of message ``n``."""
+        return self._prefix + str(n)
+
+    def mark_headers(self) -> Mapping[str, str]:
+        """The headers of a mark: the last number used (loop)."""
+        return {HEADER_SEQ: self.header(self.next_number() - 1),
+                HEADER_MARK: '1'}
 
 
 class SequenceTracker:

@@ -288,18 +288,21 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             if verdict == sequence.GAP:
                 self._request_sync('gap')
             return
-        try:
-            event = codec.unpack_event(data)
-        except codec.MalformedEvent as exc:
-            problem = exc
-        else:
-            problem = None
-        if problem is not None:
-            self._count_malformed(data, problem)
-        else:
-            self.stats['received'] += 1
-            self._call(event['table'], event['key'], event['action'],
-                       event['value'], event['topic'])
+        # A single event or a batch, decoded in one call; a malformed
+        # element of a batch is dropped without its neighbours.
+        events, dropped, problem = codec.unpack_events(data)
+        if dropped:
+            self._count_malformed(data, problem, dropped)
+        self.stats['received'] += len(events)
+        callback = self._callback
+        for event in events:
+            # _call's work inlined: a batch is hundreds of events.
+            try:
+                callback(event['table'], event['key'], event['action'],
+                         event['value'], event['topic'])
+            except Exception:
+                self._callback_failed(event['action'], event['table'],
+                                      event['key'])
         if verdict == sequence.GAP:
             self._request_sync('gap')
 
@@ -342,27 +345,31 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         now = time.monotonic()
         if now - self._last_gap_log >= _GAP_LOG_INTERVAL:
             self._last_gap_log = now
-            LOG.warning('df-nats: %d events of publisher %s on %s missed'
-                        ' (%d gaps, %d events so far)', missed,
-                        headers.get(sequence.HEADER_PUBLISHER), subject,
+            LOG.warning('df-nats: %d messages of publisher %s on %s missed'
+                        ' (%d gaps, %d messages so far)', missed,
+                        sequence.parse(headers)[0], subject,
                         self.stats['gaps'], self.stats['missed'])
 
     def _call(self, table, key, action, value, topic):
         try:
             self._callback(table, key, action, value, topic)
         except Exception:
-            self.stats['callback_errors'] += 1
-            LOG.exception('df-nats: the subscriber callback failed on'
-                          ' %s %s %s', action, table, key)
+            self._callback_failed(action, table, key)
 
-    def _count_malformed(self, data, exc):
-        self.stats['malformed'] += 1
+    def _callback_failed(self, action, table, key):
+        # In the except clause of the caller: logs its exception.
+        self.stats['callback_errors'] += 1
+        LOG.exception('df-nats: the subscriber callback failed on'
+                      ' %s %s %s', action, table, key)
+
+    def _count_malformed(self, data, problem, dropped=1):
+        self.stats['malformed'] += dropped
         now = time.monotonic()
         if now - self._last_malformed_log >= _MALFORMED_LOG_INTERVAL:
             self._last_malformed_log = now
-            LOG.warning('df-nats: dropped a malformed message of %d bytes'
-                        ' (%s); %d dropped so far', len(data), exc,
-                        self.stats['malformed'])
+            LOG.warning('df-nats: dropped %d malformed event(s) of a message'
+                        ' of %d bytes (%s); %d dropped so far', dropped,
+                        len(data), problem, self.stats['malformed'])
 
 
 class _SharedSubscription:

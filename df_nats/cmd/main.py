@@ -10,10 +10,21 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``df-nats`` command: ``demo``, ``publishers``, ``bench``."""
+"""The ``df-nats`` command: ``demo``, ``publishers``, ``tail``, ``bench``."""
 
 import argparse
 import sys
+
+
+def _connection_arguments(parser):
+    """--servers, --config-file and --debug of the commands that connect."""
+    parser.add_argument('--servers', metavar='URL', action='append',
+                        help='NATS server URL (repeatable); overrides'
+                             ' [df_nats] servers')
+    parser.add_argument('--config-file', metavar='PATH', action='append',
+                        help='Dragonflow/df-nats configuration file'
+                             ' (repeatable)')
+    parser.add_argument('--debug', action='store_true', help='debug logging')
 
 
 def _parser():
@@ -44,13 +55,20 @@ def _parser():
                       help='keep printing joins, changes and leaves')
     pubs.add_argument('--json', action='store_true',
                       help='JSON output (one event per line with --watch)')
-    pubs.add_argument('--servers', metavar='URL', action='append',
-                      help='NATS server URL (repeatable); overrides'
-                           ' [df_nats] servers')
-    pubs.add_argument('--config-file', metavar='PATH', action='append',
-                      help='Dragonflow/df-nats configuration file'
-                           ' (repeatable)')
-    pubs.add_argument('--debug', action='store_true', help='debug logging')
+    _connection_arguments(pubs)
+
+    tail = commands.add_parser(
+        'tail', help='print the events on topics as a controller receives'
+                     ' them, one line per event, batches unpacked')
+    tail.add_argument('topics', metavar='TOPIC', nargs='*',
+                      help='topics to follow (default: every topic)')
+    tail.add_argument('--values', action='store_true',
+                      help='print each event\'s value too')
+    tail.add_argument('--json', action='store_true',
+                      help='one JSON object per event and line')
+    tail.add_argument('--count', type=int, default=0,
+                      help='exit after this many events')
+    _connection_arguments(tail)
 
     bench = commands.add_parser(
         'bench', help='measure df-nats against plain nats-py, Redis and'
@@ -99,6 +117,9 @@ def main(argv=None):
     if args.command == 'publishers':
         from df_nats.cmd import publishers
         return publishers.run(args)
+    if args.command == 'tail':
+        from df_nats.cmd import tail
+        return tail.run(args)
     if args.command == 'bench':
         from df_nats.cmd import bench
         return bench.run(args)

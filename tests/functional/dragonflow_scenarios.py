@@ -388,8 +388,8 @@ def _gap_publisher(url, last):
                                   'action': 'create',
                                   'value': chassis.to_json(), 'topic': 'D'})
             await nc.publish(subject, body, headers={
-                sequence.HEADER_PUBLISHER: 'gap-test',
-                sequence.HEADER_SEQ: sequence.seq_header(incarnation, n)})
+                sequence.HEADER_SEQ: sequence.seq_header(incarnation, n,
+                                                         'gap-test')})
         await nc.flush()
         await nc.close()
 

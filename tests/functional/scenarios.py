@@ -269,13 +269,14 @@ def scenario_values(ctx):
 def scenario_malformed_dropped(ctx):
     pub, sub, got = _pubsub(ctx)
     pub._send_event(b'\xc1 not msgpack', 'D')
-    pub._send_event(b'\x93\x01\x02\x03', 'D')   # a list, not a map
+    # An array is a batch: three elements that are not maps, three drops.
+    pub._send_event(b'\x93\x01\x02\x03', 'D')
     pub._send_event(b'\x81\xa5table\xa1t', 'D')  # a map missing keys
     pub.send_event(event('good'))
     ctx.wait_until(lambda: got.events, what='the good event')
     ctx.settle()
     assert got.keys() == ['good']
-    assert sub.stats['malformed'] == 3, sub.stats
+    assert sub.stats['malformed'] == 5, sub.stats
     pub.close()
     sub.close()
 

@@ -48,15 +48,108 @@ def test_malformed_bodies_say_what_is_wrong(data, problem):
         codec.unpack_event(data)
 
 
-def test_headers_label_table_and_action():
-    assert codec.event_headers('lport', 'create') == {
-        'Df-Table': 'lport', 'Df-Action': 'create'}
-    assert codec.event_headers(None, 'sync') == {'Df-Action': 'sync'}
-
-
-def test_headers_never_break_the_protocol_line():
-    headers = codec.event_headers('t\r\nX-Evil: 1', b'a\x00' + b'x' * 500)
-    for value in headers.values():
+def test_events_header_never_breaks_the_protocol_line():
+    for table in ('t\r\nX-Evil: 1', b'a\x00' + b'x' * 500):
+        value = codec.events_header(1, table)
         assert value.isprintable() and value.isascii()
         assert '\r' not in value and '\n' not in value
-        assert len(value) <= 128
+        assert len(value) <= 2 + 128
+
+
+def _event(key, table='lport'):
+    return {'table': table, 'key': key, 'action': 'set', 'value': '{}',
+            'topic': 'D'}
+
+
+def test_update_packed_from_its_fields_as_to_dict_would():
+    from df_nats import pubsub_api
+    update = pubsub_api.DbUpdate('lport', 'k', 'create', '{"a": 1}',
+                                 topic='T')
+    assert codec.pack_update(update) == codec.pack_event(update.to_dict())
+
+
+@pytest.mark.parametrize('count', [1, 2, 15, 16, 300, 65535])
+def test_batch_is_an_array_of_the_packed_maps(count):
+    bodies = [codec.pack_event(_event('k%d' % i)) for i in range(count)]
+    body = codec.batch_body(bodies)
+    # Nothing re-packed: the maps are there byte for byte.
+    assert body.endswith(b''.join(bodies))
+    assert len(body) - len(b''.join(bodies)) == (1 if count < 16 else 3)
+    assert msgpack.unpackb(body) == [_event('k%d' % i)
+                                     for i in range(count)]
+    events, dropped, problem = codec.unpack_events(body)
+    assert [e['key'] for e in events] == ['k%d' % i for i in range(count)]
+    assert (dropped, problem) == (0, None)
+
+
+def test_batch_larger_than_the_bound_is_refused():
+    with pytest.raises(ValueError, match='65536 events'):
+        codec.batch_body([b'\xc0'] * 65536)
+
+
+def test_single_event_body_still_a_plain_map():
+    body = codec.pack_event(_event('k'))
+    assert codec.unpack_events(body) == ([_event('k')], 0, None)
+
+
+@pytest.mark.parametrize('bad,problem', [
+    (msgpack.packb({1: 2}), 'int is not allowed for map key'),
+    (msgpack.packb({'table': 't'}), 'missing key, action'),
+    (msgpack.packb(7), 'not a map but int'),
+    (b'\xa2\xff\xfe', 'not msgpack'),          # a str that is not UTF-8
+    (msgpack.packb([_event('nested')]), 'not a map but list'),
+])
+def test_malformed_element_dropped_neighbours_kept(bad, problem):
+    good = [codec.pack_event(_event('k%d' % i)) for i in range(4)]
+    body = codec.batch_body(good[:2] + [bad] + good[2:])
+    events, dropped, why = codec.unpack_events(body)
+    assert [e['key'] for e in events] == ['k0', 'k1', 'k2', 'k3']
+    assert dropped == 1
+    assert problem in why
+
+
+def test_cut_batch_keeps_what_came_before_the_cut():
+    body = codec.batch_body([codec.pack_event(_event('k%d' % i))
+                             for i in range(3)])
+    events, dropped, problem = codec.unpack_events(body[:-5])
+    assert [e['key'] for e in events] == ['k0', 'k1']
+    assert dropped == 1 and 'cut at element 2' in problem
+
+
+@pytest.mark.parametrize('body,problem', [
+    (b'', 'empty body'),
+    (b'hello', 'not msgpack'),
+    (b'\xc1', 'not msgpack'),
+    (b'\x90', 'empty batch'),
+    (b'\xdd\xff\xff\xff\xff', 'at most 65535'),   # claims 4 billion
+])
+def test_bodies_that_are_no_events(body, problem):
+    assert codec.unpack_events(body)[:2] == ([], 1)
+    assert problem in codec.unpack_events(body)[2]
+
+
+def test_batch_claiming_more_than_it_holds():
+    # Five announced, one nil there: the nil and the four missing.
+    events, dropped, problem = codec.unpack_events(b'\xdc\x00\x05\xc0')
+    assert events == [] and dropped == 5
+    assert problem == 'batch element 0: not a map but NoneType'
+
+
+def test_trailing_bytes_after_a_batch_counted():
+    body = codec.batch_body([codec.pack_event(_event('k'))]) + b'\xc0'
+    events, dropped, problem = codec.unpack_events(body)
+    assert [e['key'] for e in events] == ['k']
+    assert dropped == 1 and 'after the batch' in problem
+
+
+def test_events_header_counts_and_names_a_shared_table():
+    assert codec.events_header(1, 'lport') == '1 lport'
+    assert codec.events_header(40, 'lport') == '40 lport'
+    assert codec.events_header(40, None) == '40'
+    assert codec.events_header(2, 'a b\r\nX: 1') == '2 a_b??X:_1'
+    assert codec.events_header(2, ['unhashable']) == "2 ['unhashable']"
+
+
+def test_events_header_labels_equal_but_different_tables_apart():
+    assert codec.events_header(1, 1) == '1 1'
+    assert codec.events_header(1, True) == '1 True'

@@ -13,54 +13,87 @@
 """What the publisher hands to the connection, without a server."""
 
 from df_nats import codec
+from df_nats import outbox
 from df_nats import publisher as df_publisher
 from df_nats import pubsub_api
-from df_nats import sequence
 from df_nats import subjects
 
 
-class _Outbox:
+class _Connection:
     """Stands in for the connection: keeps what would be queued."""
 
     def __init__(self):
         self.queued = []
+        self.marks = []
 
-    def publish(self, subject, payload, headers):
-        self.queued.append((subject, payload, headers))
+    def send(self, stream, body, label=outbox.RAW):
+        self.queued.append((stream, body, label))
+
+    def queue_mark(self, stream):
+        self.marks.append(stream)
 
 
 def _publisher():
     pub = df_publisher.NatsPublisher()
-    pub._conn = _Outbox()
+    pub._conn = _Connection()
     pub._subjects = subjects.SubjectMap('p')
     pub.publisher_id = 'pub-1'
     return pub
 
 
-def test_queued_events_keep_their_own_sequence_headers():
+def test_events_queued_packed_with_their_table_no_number_yet():
     pub = _publisher()
     for key in ('a', 'b', 'c'):
         pub.send_event(pubsub_api.DbUpdate('lport', key, 'create', '{}',
                                            topic='T'))
-    headers = [h for _, _, h in pub._conn.queued]
-    # The outbox holds these until they are sent: one dict per event.
-    seqs = [sequence.parse(h) for h in headers]
-    assert [s[2] for s in seqs] == [1, 2, 3]
-    assert {s[0] for s in seqs} == {'pub-1'}
-    assert len({id(h) for h in headers}) == 3
-    assert all(h[codec.HEADER_TABLE] == 'lport' for h in headers)
-    # The shared label headers were not touched.
-    assert sequence.HEADER_SEQ not in codec.event_headers('lport', 'create')
+    queued = pub._conn.queued
+    assert [codec.unpack_event(body)['key'] for _, body, _ in queued] == [
+        'a', 'b', 'c']
+    assert {label for _, _, label in queued} == {'lport'}
+    # Numbers are taken when the loop sends, not per event here.
+    assert {stream.n for stream, _, _ in queued} == {0}
+    stream = queued[0][0]
+    assert stream.subject == 'p.topic.T'
+    assert stream.header(1).startswith('pub-1 ')
 
 
-def test_each_subject_counts_on_its_own():
+def test_one_stream_per_subject_whatever_the_topic_type():
     pub = _publisher()
-    for topic in ('T', 'U', 'T'):
-        pub.send_event(pubsub_api.DbUpdate('lport', 'k', 'set', '{}',
-                                           topic=topic))
-    numbers = [(s, sequence.parse(h)[2]) for s, _, h in pub._conn.queued]
-    assert numbers == [('p.topic.T', 1), ('p.topic.U', 1),
-                       ('p.topic.T', 2)]
+    for topic in ('T', b'T', 'U'):
+        pub.send_event(pubsub_api.DbUpdate('lport', 'k', 'set', '{}'),
+                       topic=topic)
+    streams = [stream for stream, _, _ in pub._conn.queued]
+    assert streams[0] is streams[1] and streams[2] is not streams[0]
+    assert [s.subject for s in streams] == ['p.topic.T', 'p.topic.T',
+                                            'p.topic.U']
+
+
+def test_topic_defaults_to_the_update_then_send_all():
+    pub = _publisher()
+    pub.send_event(pubsub_api.DbUpdate('lport', 'k', 'set', '{}', topic='X'))
+    pub.send_event(pubsub_api.DbUpdate('lport', 'k', 'set', '{}'))
+    assert [s.subject for s, _, _ in pub._conn.queued] == [
+        'p.topic.X', 'p.topic.D']
+
+
+def test_raw_bodies_are_labelled_raw():
+    pub = _publisher()
+    pub._send_event(b'\x01\x02', b'T')
+    assert pub._conn.queued[0][1:] == (b'\x01\x02', outbox.RAW)
+
+
+def test_reconnect_marks_the_subjects_used_or_refused():
+    pub = _publisher()
+    pub.send_event(pubsub_api.DbUpdate('lport', 'k', 'set', '{}',
+                                       topic='T'))
+    pub.send_event(pubsub_api.DbUpdate('lport', 'k', 'set', '{}',
+                                       topic='U'))
+    t, u = (s for s, _, _ in pub._conn.queued)
+    t.n = 1             # sent
+    u.skip()            # refused, never sent
+    pub._send_event(b'', 'V')   # queued, never sent: nothing to mark
+    pub._on_reconnected()
+    assert pub._conn.marks == [t, u]
 
 
 def test_listener_topics_go_to_the_shared_subject_without_marks():
@@ -69,13 +102,22 @@ def test_listener_topics_go_to_the_shared_subject_without_marks():
     for topic in ('listener_a', 'listener_b', 'D'):
         pub.send_event(pubsub_api.DbUpdate('lport', 'k', 'update',
                                            'ACTIVE', topic=topic))
-    assert [s for s, _, _ in pub._conn.queued] == [
+    streams = [s for s, _, _ in pub._conn.queued]
+    assert [s.subject for s in streams] == [
         'p.listeners', 'p.listeners', 'p.topic.D']
     # The body keeps the topic the publisher picked.
     assert codec.unpack_event(pub._conn.queued[1][1])['topic'] == (
         'listener_b')
+    for stream in streams:
+        stream.n = 1
     # After a reconnect: a mark on D, none on the queue group's subject.
-    pub._conn.queued.clear()
-    pub._send_marks(pub._conn)
-    assert [(s, h.get(sequence.HEADER_MARK)) for s, _, h
-            in pub._conn.queued] == [('p.topic.D', '1')]
+    pub._on_reconnected()
+    assert [s.subject for s in pub._conn.marks] == ['p.topic.D']
+
+
+def test_unsafe_publisher_id_cannot_break_the_header_line():
+    pub = _publisher()
+    pub.publisher_id = 'evil\r\nDf-Mark: 1'
+    pub.send_event(pubsub_api.DbUpdate('lport', 'k', 'set', '{}'))
+    header = pub._conn.queued[0][0].header(1)
+    assert '\r' not in header and '\n' not in header

@@ -18,24 +18,30 @@ from df_nats import sequence
 
 
 def _h(n, publisher='p1', incarnation='a1b2c3d4'):
-    return {sequence.HEADER_PUBLISHER: publisher,
-            sequence.HEADER_SEQ: sequence.seq_header(incarnation, n)}
+    return {sequence.HEADER_SEQ: sequence.seq_header(incarnation, n,
+                                                     publisher)}
 
 
 def test_header_round_trip():
     inc = sequence.new_incarnation()
     assert len(inc) == 8 and inc != sequence.new_incarnation()
     assert sequence.parse(_h(42, 'pub', inc)) == ('pub', inc, 42)
+    # One header line holds publisher, incarnation and number.
+    assert _h(42, 'pub', inc) == {'Df-Seq': 'pub %s.42' % inc}
 
 
 @pytest.mark.parametrize('headers', [
     None, {}, {'Df-Table': 'lport'},
-    {sequence.HEADER_PUBLISHER: 'p'},
-    {sequence.HEADER_SEQ: 'a.1'},
-    {sequence.HEADER_PUBLISHER: 'p', sequence.HEADER_SEQ: '7'},
-    {sequence.HEADER_PUBLISHER: 'p', sequence.HEADER_SEQ: 'a.x'},
-    {sequence.HEADER_PUBLISHER: 'p', sequence.HEADER_SEQ: 'a.-1'},
-    {sequence.HEADER_PUBLISHER: '', sequence.HEADER_SEQ: 'a.1'},
+    {sequence.HEADER_SEQ: 'p'},
+    {sequence.HEADER_SEQ: 'a.1'},            # no publisher
+    {sequence.HEADER_SEQ: 'p 7'},            # no incarnation
+    {sequence.HEADER_SEQ: 'p a.x'},
+    {sequence.HEADER_SEQ: 'p a.-1'},
+    {sequence.HEADER_SEQ: 'p a.\u0661'},     # a digit, but not ASCII
+    {sequence.HEADER_SEQ: ' a.1'},
+    {sequence.HEADER_SEQ: 'p' * 300 + ' a.1'},  # too long to keep
+    # The format before batching: publisher and number apart.
+    {'Df-Publisher': 'p', sequence.HEADER_SEQ: 'a.1'},
 ])
 def test_without_valid_headers_untracked(headers):
     tracker = sequence.SequenceTracker()
@@ -88,9 +94,9 @@ def test_new_incarnation_is_a_new_stream_not_duplicates():
         sequence.NEXT, 0)
 
 
-def test_incarnation_may_hold_dots():
-    assert sequence.parse({sequence.HEADER_PUBLISHER: 'p',
-                           sequence.HEADER_SEQ: 'x.y.12'}) == ('p', 'x.y', 12)
+def test_incarnation_may_hold_dots_and_publisher_spaces():
+    assert sequence.parse({sequence.HEADER_SEQ: 'p q x.y.12'}) == (
+        'p q', 'x.y', 12)
 
 
 def test_bounded_least_recently_seen_forgotten():
@@ -139,3 +145,36 @@ def test_mark_of_unknown_stream_is_a_baseline():
     tracker = sequence.SequenceTracker()
     assert tracker.check('s', _mark(7)) == (sequence.FIRST, 0)
     assert tracker.check('s', _h(8)) == (sequence.NEXT, 0)
+
+
+def test_stream_numbers_messages_when_committed():
+    stream = sequence.Stream('s', 'pub-1', 'abcd0123')
+    n = stream.next_number()
+    assert n == 1 and stream.next_number() == 1   # not taken until sent
+    stream.n = n
+    assert stream.next_number() == 2
+    assert stream.header(2) == 'pub-1 abcd0123.2'
+    assert sequence.parse({sequence.HEADER_SEQ: stream.header(2)}) == (
+        'pub-1', 'abcd0123', 2)
+
+
+def test_refused_events_make_the_next_number_jump():
+    # The subscriber sees a gap and resyncs: the refusal is never silent.
+    stream = sequence.Stream('s', 'p', 'i')
+    stream.n = 4
+    stream.skip()
+    stream.skip()
+    assert stream.next_number() == 7
+    stream.n = 7
+    assert stream.next_number() == 8   # counted once
+
+
+def test_stream_mark_carries_the_last_number_and_refusals():
+    stream = sequence.Stream('s', 'p', 'i')
+    stream.n = 3
+    stream.skip()
+    headers = stream.mark_headers()
+    assert headers == {'Df-Seq': 'p i.4', 'Df-Mark': '1'}
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(3, 'p', 'i'))
+    assert tracker.check('s', headers) == (sequence.GAP, 1)

@@ -144,8 +144,8 @@ def test_without_the_option_each_listener_topic_on_its_own(fake_conn):
 
 
 def _numbered(n, mark=False):
-    headers = {sequence.HEADER_PUBLISHER: 'compute-1',
-               sequence.HEADER_SEQ: sequence.seq_header('abcd', n)}
+    headers = {sequence.HEADER_SEQ: sequence.seq_header('abcd', n,
+                                                        'compute-1')}
     if mark:
         headers[sequence.HEADER_MARK] = '1'
     return headers

@@ -1,0 +1,145 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``df-nats tail``: print the events flowing on topics, one per line.
+
+It subscribes as a controller does (every topic through the wildcard
+subject, or the topics named) and decodes single events and batches, so
+that a batch of 40 events is 40 lines. Marks are shown as such; malformed
+messages are reported on stderr and skipped.
+"""
+
+import json
+import sys
+import threading
+import time
+
+from df_nats.cmd import common
+from df_nats import codec
+from df_nats import connection
+from df_nats import sequence
+from df_nats import subjects
+
+_COLUMNS = ('TIME', 'PUBLISHER', 'SEQ', 'TABLE', 'ACTION', 'KEY', 'TOPIC')
+
+
+class _Printer:
+    """Turns messages into lines; runs in the dispatcher thread."""
+
+    def __init__(self, args, prefix, out, err, done):
+        self._args = args
+        self._prefix = prefix
+        self._out = out
+        self._err = err
+        self._done = done
+        self.events = 0
+
+    def message(self, subject, headers, data):
+        now = time.time()
+        seq = sequence.parse(headers)
+        publisher, incarnation, n = seq or (None, None, None)
+        if sequence.SequenceTracker.is_mark(headers):
+            self._line(now, subject, publisher, incarnation, n, 0, 0,
+                       {'action': 'mark'})
+            return
+        events, dropped, problem = codec.unpack_events(data)
+        if dropped:
+            self._err.write('df-nats tail: %s: %d malformed event(s) of a'
+                            ' message of %d bytes skipped (%s)\n'
+                            % (subject, dropped, len(data), problem))
+            self._err.flush()
+        for index, event in enumerate(events, 1):
+            self._line(now, subject, publisher, incarnation, n, index,
+                       len(events), event)
+            self.events += 1
+            if self._args.count and self.events >= self._args.count:
+                self._done.set()
+                break
+        self._out.flush()
+
+    def _line(self, now, subject, publisher, incarnation, n, index, count,
+              event):
+        try:
+            topic = subjects.subject_topic(self._prefix, subject)
+        except ValueError:
+            topic = None
+        if self._args.json:
+            record = {'time': round(now, 6), 'subject': subject,
+                      'topic': topic, 'publisher': publisher,
+                      'incarnation': incarnation, 'seq': n,
+                      'index': index, 'count': count,
+                      'table': event.get('table'), 'key': event.get('key'),
+                      'action': event.get('action'),
+                      'event_topic': event.get('topic')}
+            if self._args.values:
+                record['value'] = event.get('value')
+            self._out.write(json.dumps(record, sort_keys=True,
+                                       default=repr) + '\n')
+            return
+        seq = '-' if n is None else '%s.%d' % (incarnation, n)
+        if count > 1:
+            seq += '[%d/%d]' % (index, count)
+        stamp = time.strftime('%H:%M:%S', time.localtime(now))
+        cells = [stamp + '.%03d' % (now % 1 * 1000), publisher or '-', seq,
+                 event.get('table'), event.get('action'), event.get('key'),
+                 topic]
+        line = '  '.join('-' if c is None else str(c) for c in cells)
+        if self._args.values:
+            line += '  ' + str(event.get('value'))
+        self._out.write(line + '\n')
+
+
+def run(args, out=sys.stdout, err=sys.stderr) -> int:
+    """Print events until interrupted (or ``--count`` events)."""
+    common.setup_process(args.servers, args.debug, args.config_file)
+    conn = connection.get_connection()
+    try:
+        conn.acquire()
+    except connection.ConnectError as exc:
+        err.write('df-nats tail: %s\n' % exc)
+        return 1
+    prefix = conn.conf.subject_prefix
+    if args.topics:
+        names = [subjects.topic_subject(prefix, t) for t in args.topics]
+    else:
+        names = [subjects.all_topics_subject(prefix)]
+    done = threading.Event()
+    printer = _Printer(args, prefix, out, err, done)
+    post = conn.bridge.world.post
+
+    async def on_message(msg):
+        # Loop thread: print in the caller's world.
+        post(printer.message, msg.subject, msg.headers, msg.data)
+
+    subs = []
+    try:
+        for name in names:
+            subs.append(conn.subscribe(name, on_message))
+        err.write('df-nats tail: listening on %s\n' % ', '.join(names))
+        err.flush()
+        if not args.json:
+            out.write('  '.join(_COLUMNS) + ('  VALUE' if args.values
+                                             else '') + '\n')
+            out.flush()
+        try:
+            while not done.wait(3600):
+                pass
+        except KeyboardInterrupt:
+            pass
+        return 0
+    finally:
+        for sub in subs:
+            try:
+                conn.unsubscribe(sub)
+            except Exception:
+                pass
+        conn.release()
