@@ -646,6 +646,9 @@ def _port_status_rounds(ctx, queue_group, survivor, victim):
             compute.publisher.send_event(db_common.DbUpdate(
                 l2.LogicalPort.table_name, port, 'update', 'ACTIVE',
                 topic=topic))
+            # Each update a message of its own, as at a compute node's
+            # rate: a burst would go out as one batch, to one member.
+            compute.publisher.flush()
             sent[port] = topic
 
     publish(0, [victim.topic, survivor.topic])
