@@ -418,7 +418,6 @@ class Connection:
                 # Nothing to batch with: on the wire now rather than on
                 # the loop's next turn.
                 _write_pending_now(nc)
-                continue
             # Let the loop write this batch and read what came in before
             # the next one: a drain that wrote megabytes in one turn got
             # its own subscriptions cut off as slow consumers.
