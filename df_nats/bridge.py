@@ -132,8 +132,18 @@ class _NativeLoop(asyncio.SelectorEventLoop):
     """
 
     def __init__(self, natives):
+        self._natives = natives  # before the base class makes its pipe
         super().__init__(_NativeEpollSelector(natives.select))
-        self._natives = natives
+
+    def _make_self_pipe(self):
+        # The wake-up of call_soon_threadsafe. asyncio makes it with the
+        # socket module it imported, green under monkey-patching: every
+        # wake-up went through eventlet's socket wrapper, on both threads.
+        self._ssock, self._csock = self._natives.socket.socketpair()
+        self._ssock.setblocking(False)
+        self._csock.setblocking(False)
+        self._internal_fds += 1
+        self._add_reader(self._ssock.fileno(), self._read_from_self)
 
     async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0,
                           flags=0):

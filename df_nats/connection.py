@@ -414,6 +414,10 @@ class Connection:
             outbox.release(size)
             self.stats['published'] += count
             self.stats['messages'] += 1
+            if not outbox:
+                # Nothing to batch with: on the wire now rather than on
+                # the loop's next turn.
+                _write_pending_now(nc)
             # Let the loop write this batch and read what came in before
             # the next one: a drain that wrote megabytes in one turn got
             # its own subscriptions cut off as slow consumers.
@@ -526,6 +530,29 @@ def _after_fork_in_child():
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _write_pending_now(nc) -> None:
+    """Hand what nats-py queued to the socket at once (loop thread).
+
+    nats-py's ``publish`` appends to a pending list that its flusher task
+    writes on a later turn of the loop: at low rates that turn was a good
+    part of the latency df-nats adds. Written here only when the socket
+    took everything written before (no back-pressure to respect); when
+    nats-py's internals are not the expected ones (another transport, a
+    changed release), the flusher writes as usual.
+    """
+    try:
+        pending = nc._pending
+        writer = nc._transport._io_writer
+        if (not pending or not nc.is_connected
+                or writer.transport.get_write_buffer_size()):
+            return
+    except AttributeError:
+        return
+    writer.writelines(pending)
+    nc._pending = []
+    nc._pending_data_size = 0
 
 
 @atexit.register

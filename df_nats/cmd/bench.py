@@ -49,6 +49,8 @@ from df_nats.cmd import bench_transports
 from df_nats.cmd import bench_worker
 from df_nats import embedded_server
 
+# What a run measures for each row, in this order (``--phases``).
+PHASES = ('one-process', 'across', 'latency', 'fanout')
 # The row every df-nats figure is divided by.
 BASELINE = 'plain nats-py'
 # (label, transport, world, fan-out measured)
@@ -279,15 +281,19 @@ def in_process(transport, world, endpoint, cfg, log_dir, prefix=()):
 
 
 def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None,
-            fanout=True):
-    """All figures of one row in one run; raises Skip if it cannot run.
+            fanout=True, phases=PHASES):
+    """The figures of one row in one run; raises Skip if it cannot run.
 
-    ``seconds_*``: how long each phase took, to see where a run's time
-    goes.
+    ``phases``: which of ``PHASES`` to measure. ``seconds_*``: how long
+    each phase took, to see where a run's time goes.
     """
-    began = time.monotonic()
-    fig = in_process(transport, world, endpoint, cfg, log_dir)
-    fig['seconds_one_process'] = time.monotonic() - began
+    fig = {}
+    if 'one-process' in phases:
+        began = time.monotonic()
+        fig.update(in_process(transport, world, endpoint, cfg, log_dir))
+        fig['seconds_one_process'] = time.monotonic() - began
+    if not set(phases) - {'one-process'}:
+        return fig
     workers = []
     try:
         began = time.monotonic()
@@ -301,36 +307,14 @@ def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None,
         _settle(transport)
         burst(pub, [first], cfg['warmup'], 1, cfg['idle'])
 
-        n = cfg['events']
-        clients = (pub.proc.pid, first.proc.pid)
-        cpu = [sum(_cpu_seconds(p) for p in clients),
-               _cpu_seconds(broker_pid) if broker_pid else 0.0]
-        sent, total, last = burst(pub, [first], n, 1, cfg['idle'])
-        after = sum(_cpu_seconds(p) for p in clients)
-        fig['cpu_client_us'] = (after - cpu[0]) / n * 1e6
-        if broker_pid:
-            fig['cpu_broker_us'] = (
-                _cpu_seconds(broker_pid) - cpu[1]) / n * 1e6
-        fig['pub_rate'] = n / (sent['end'] - sent['start'])
-        fig['e2e_rate'] = total / (last - sent['start']) if total else 0.0
-        fig['e2e_lost'] = n - total
-
+        if 'across' in phases:
+            _across(pub, first, cfg, broker_pid, fig)
         fig['seconds_across'] = time.monotonic() - began
-        began = time.monotonic()
-        n = cfg['latency_events']
-        first.call('reset', 'reset', record=True)
-        sent = pub.call('paced', 'sent', timeout=300, n=n, rate=cfg['rate'])
-        _wait_delivered([first], n, cfg['idle'], time.monotonic())
-        report = first.call('report', 'report', n=n)
-        lat = [(recv - send) * 1000.0 for send, recv in
-               zip(sent['times'], report['latency']) if recv is not None]
-        fig['lat_lost'] = n - len(lat)
-        for name, fraction in (('p50', .5), ('p99', .99), ('p999', .999)):
-            fig['lat_' + name] = _percentile(lat, fraction)
-        fig['rss_sub'] = report['rss']
-        fig['seconds_latency'] = time.monotonic() - began
-
-        if fanout:
+        if 'latency' in phases:
+            began = time.monotonic()
+            _latency(pub, first, cfg, fig)
+            fig['seconds_latency'] = time.monotonic() - began
+        if fanout and 'fanout' in phases:
             began = time.monotonic()
             try:
                 _fanout(transport, world, endpoint, cfg, log_dir, pub,
@@ -342,6 +326,38 @@ def run_row(transport, world, endpoint, cfg, log_dir, broker_pid=None,
         for worker in workers:
             worker.stop()
     return fig
+
+
+def _across(pub, first, cfg, broker_pid, fig):
+    """Publish rate, end-to-end rate and CPU time of a burst."""
+    n = cfg['events']
+    clients = (pub.proc.pid, first.proc.pid)
+    cpu = [sum(_cpu_seconds(p) for p in clients),
+           _cpu_seconds(broker_pid) if broker_pid else 0.0]
+    sent, total, last = burst(pub, [first], n, 1, cfg['idle'])
+    after = sum(_cpu_seconds(p) for p in clients)
+    fig['cpu_client_us'] = (after - cpu[0]) / n * 1e6
+    if broker_pid:
+        fig['cpu_broker_us'] = (
+            _cpu_seconds(broker_pid) - cpu[1]) / n * 1e6
+    fig['pub_rate'] = n / (sent['end'] - sent['start'])
+    fig['e2e_rate'] = total / (last - sent['start']) if total else 0.0
+    fig['e2e_lost'] = n - total
+
+
+def _latency(pub, first, cfg, fig):
+    """Send-to-callback latency at a steady rate."""
+    n = cfg['latency_events']
+    first.call('reset', 'reset', record=True)
+    sent = pub.call('paced', 'sent', timeout=300, n=n, rate=cfg['rate'])
+    _wait_delivered([first], n, cfg['idle'], time.monotonic())
+    report = first.call('report', 'report', n=n)
+    lat = [(recv - send) * 1000.0 for send, recv in
+           zip(sent['times'], report['latency']) if recv is not None]
+    fig['lat_lost'] = n - len(lat)
+    for name, fraction in (('p50', .5), ('p99', .99), ('p999', .999)):
+        fig['lat_' + name] = _percentile(lat, fraction)
+    fig['rss_sub'] = report['rss']
 
 
 def _fanout(transport, world, endpoint, cfg, log_dir, pub, first, workers,
@@ -375,6 +391,19 @@ def _fanout(transport, world, endpoint, cfg, log_dir, pub, first, workers,
             growth.append((r1 - r0) / (c1 - c0))
     if growth:
         fig['rss_per_conn'] = sorted(growth)[len(growth) // 2]
+
+
+def _progress(fig):
+    """The headline figures of one row's run, as far as measured."""
+    parts = []
+    if 'local_rate' in fig:
+        parts.append('e2e %8.0f events/s in one process' % fig['local_rate'])
+    if 'e2e_rate' in fig:
+        parts.append('%8.0f across' % fig['e2e_rate'])
+    if fig.get('lat_p50') is not None:
+        parts.append('latency p50 %.2f ms, p99 %.2f ms' % (
+            fig['lat_p50'], fig['lat_p99']))
+    return ', '.join(parts)
 
 
 def _median(values):
@@ -415,6 +444,8 @@ def run(args):
         cfg['fanout_procs'] = args.fanout_procs
     # nats-server, redis-server and the workers inherit the limit.
     bench_worker.raise_fd_limit()
+    phases = getattr(args, 'phases', None) or PHASES
+    cfg['phases'] = list(phases)
     runs = args.runs or (1 if args.quick else 3)
     out = args.out or tempfile.mkdtemp(prefix='df-nats-bench-')
     os.makedirs(out, exist_ok=True)
@@ -445,7 +476,7 @@ def run(args):
                         endpoint = 'tcp://127.0.0.1:%d' % (
                             embedded_server.free_port())
                     figures = run_row(transport, world, endpoint, cfg,
-                                      log_dir, broker_pid, fanout)
+                                      log_dir, broker_pid, fanout, phases)
                 except Skip as exc:
                     skipped[label] = str(exc)
                     print('  %-17s skipped: %s' % (label, exc), flush=True)
@@ -454,11 +485,9 @@ def run(args):
                     if redis_server:
                         redis_server.stop()
                 results[label].append(figures)
-                print('  run %d/%d %-17s %5.1f s  e2e %8.0f events/s in one'
-                      ' process, %8.0f across' % (
-                          number + 1, runs, label,
-                          time.monotonic() - started, figures['local_rate'],
-                          figures['e2e_rate']), flush=True)
+                print('  run %d/%d %-17s %5.1f s  %s' % (
+                    number + 1, runs, label, time.monotonic() - started,
+                    _progress(figures)), flush=True)
     medians = {label: {key: _median([r.get(key) for r in rows])
                        for key in set().union(*rows)
                        if key != 'fanout_skipped'}

@@ -86,6 +86,10 @@ def _parser():
     bench.add_argument('--fanout-procs', type=int, default=0,
                        help='subscriber processes the fan-out connections'
                             ' are spread over (default 10)')
+    bench.add_argument('--phases', type=_phases, metavar='PHASE,...',
+                       help='measure only these phases, among'
+                            ' one-process, across, latency and fanout'
+                            ' (default: all)')
     bench.add_argument('--out', metavar='DIR',
                        help='where to write bench.png, bench.json and'
                             ' bench.txt (default: a new temp dir)')
@@ -95,6 +99,17 @@ def _parser():
     bench.add_argument('--keep-logs', action='store_true',
                        help='keep the worker processes\' logs')
     return parser
+
+
+def _phases(text):
+    """``latency,fanout``: names of bench phases, for ``bench --phases``."""
+    from df_nats.cmd import bench
+    names = [part.strip() for part in text.split(',') if part.strip()]
+    if not names or set(names) - set(bench.PHASES):
+        raise argparse.ArgumentTypeError(
+            'expected phases among %s separated by commas, got %r'
+            % (','.join(bench.PHASES), text))
+    return names
 
 
 def _sizes(text):

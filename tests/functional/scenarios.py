@@ -95,6 +95,15 @@ def scenario_one_event_intact(ctx):
     sub.close()
 
 
+def scenario_loop_wakeup_is_native(ctx):
+    # call_soon_threadsafe's socket pair: never eventlet's wrapper, which
+    # the loop thread would otherwise read through.
+    from df_nats import bridge
+    loop = bridge.get_bridge().loop
+    for sock in (loop._ssock, loop._csock):
+        assert type(sock).__module__ == 'socket', type(sock)
+
+
 def scenario_hundred_in_order(ctx):
     pub, sub, got = _pubsub(ctx)
     for i in range(100):

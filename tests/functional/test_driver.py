@@ -28,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 
 SCENARIOS = [
     'one_event_intact',
+    'loop_wakeup_is_native',
     'register_unregister',
     'callback_replaced',
     'listen_addresses',
