@@ -35,9 +35,14 @@ _COLUMNS = ('TIME', 'PUBLISHER', 'SEQ', 'TABLE', 'ACTION', 'KEY', 'TOPIC')
 class _Printer:
     """Turns messages into lines; runs in the dispatcher thread."""
 
-    def __init__(self, args, prefix, out, err, done):
+    def __init__(self, args, prefix, out, err, done, shared=None):
         self._args = args
         self._prefix = prefix
+        # The listeners' shared subject carries every listener topic: when
+        # topics are named, only theirs are printed.
+        self._shared = shared
+        self._listeners = {subjects.topic_bytes(t) for t in args.topics
+                           if subjects.is_listener_topic(t)}
         self._out = out
         self._err = err
         self._done = done
@@ -57,6 +62,10 @@ class _Printer:
                             ' message of %d bytes skipped (%s)\n'
                             % (subject, dropped, len(data), problem))
             self._err.flush()
+        if subject == self._shared and self._args.topics:
+            events = [e for e in events if isinstance(e.get('topic'),
+                                                      (str, bytes))
+                      and subjects.topic_bytes(e['topic']) in self._listeners]
         for index, event in enumerate(events, 1):
             self._line(now, subject, publisher, incarnation, n, index,
                        len(events), event)
@@ -71,7 +80,7 @@ class _Printer:
         try:
             topic = subjects.subject_topic(self._prefix, subject)
         except ValueError:
-            topic = None
+            topic = event.get('topic')  # the listeners' shared subject
         if self._args.json:
             record = {'time': round(now, 6), 'subject': subject,
                       'topic': topic, 'publisher': publisher,
@@ -108,12 +117,17 @@ def run(args, out=sys.stdout, err=sys.stderr) -> int:
         err.write('df-nats tail: %s\n' % exc)
         return 1
     prefix = conn.conf.subject_prefix
+    subject_map = subjects.SubjectMap(prefix, conn.conf.listener_queue_group)
+    shared = (subjects.listeners_subject(prefix)
+              if conn.conf.listener_queue_group else None)
     if args.topics:
-        names = [subjects.topic_subject(prefix, t) for t in args.topics]
+        names = sorted({subject_map.subject(t) for t in args.topics})
     else:
         names = [subjects.all_topics_subject(prefix)]
+        if shared:
+            names.append(shared)
     done = threading.Event()
-    printer = _Printer(args, prefix, out, err, done)
+    printer = _Printer(args, prefix, out, err, done, shared)
     post = conn.bridge.world.post
 
     async def on_message(msg):

@@ -107,3 +107,22 @@ def test_tail_text_names_the_topic_and_filters(nats_server):
     cells = line.split()
     assert cells[3:5] == ['lport', 'create'] and cells[-1] == 'T1'
     assert cells[2].endswith('.1')   # the first message of its stream
+
+
+def test_tail_shows_listener_topics_of_the_shared_subject(nats_server):
+    # The listeners' queue group: every listener_ topic travels on one
+    # subject; tail reads a copy of it (not as a member) and prints only
+    # the listener topics named.
+    proc = _tail(nats_server.url, 'listener_b', '--json', '--count', '1')
+    _publish(nats_server.url, 'native', 1, topics='listener_a')
+    _publish(nats_server.url, 'native', 1, topics='listener_b')
+    out, _ = _finish(proc)
+    [record] = [json.loads(line) for line in out.splitlines()]
+    assert record['subject'] == 'dragonflow.listeners'
+    assert record['topic'] == record['event_topic'] == 'listener_b'
+    everything = _tail(nats_server.url, '--json', '--count', '2')
+    _publish(nats_server.url, 'native', 1, topics='listener_a')
+    _publish(nats_server.url, 'native', 1, topics='D')
+    out, _ = _finish(everything)
+    assert sorted(json.loads(line)['topic'] for line in out.splitlines()) == [
+        'D', 'listener_a']
