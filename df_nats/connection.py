@@ -28,12 +28,9 @@ import asyncio
 import atexit
 import collections
 import os
-import random
-import ssl
-import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 import nats
 from nats import errors as nats_errors
@@ -41,6 +38,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from df_nats import bridge as df_bridge
+from df_nats import client_options
 from df_nats import codec
 from df_nats import options
 from df_nats import outbox as df_outbox
@@ -72,94 +70,6 @@ HEADER_ROOM = 512
 BATCH_BYTES = 256 * 1024
 
 
-def process_name() -> str:
-    """The name of this process as Dragonflow reports it."""
-    try:
-        with open('/proc/self/comm') as comm:
-            name = comm.read().strip()
-    except OSError:
-        name = ''
-    argv0 = os.path.basename((getattr(sys, 'argv', None) or [''])[0])
-    if argv0.startswith('-'):
-        argv0 = ''  # "python -c ..."
-    # Python services show up as "python3"; their script name says more.
-    if (not name or name.startswith('python')) and argv0:
-        name = argv0
-    return name or 'python'
-
-
-def _tls_context(conf) -> Optional[ssl.SSLContext]:
-    tls_urls = any(url.startswith('tls://') for url in conf.servers)
-    if not (tls_urls or conf.tls_ca_file or conf.tls_cert_file):
-        return None
-    context = ssl.create_default_context(cafile=conf.tls_ca_file)
-    if conf.tls_cert_file:
-        context.load_cert_chain(conf.tls_cert_file, conf.tls_key_file)
-    return context
-
-
-class ReconnectPacer:
-    """Picks the server for each reconnect attempt and the wait before it.
-
-    nats-py calls it (on the loop thread) before every attempt with the
-    servers still eligible, the configured and the discovered ones, each
-    with its count of failed attempts since it last worked. The pacer
-    tries the servers that failed least first, and among those not the one
-    just lost; the first round goes at once, later rounds wait
-    ``reconnect_time_wait`` doubling up to ``reconnect_time_wait_max``.
-    Every attempt adds up to ``reconnect_jitter`` of random delay.
-    """
-
-    def __init__(self, wait: float, wait_max: float, jitter: float,
-                 rng: Optional[random.Random] = None):
-        self.wait = wait
-        self.wait_max = max(wait_max, wait)
-        self.jitter = jitter
-        self.last_netloc: Optional[str] = None
-        self._rng = rng or random.Random()
-
-    def delay(self, failures: int) -> float:
-        """Seconds before an attempt when every server failed that often."""
-        if failures <= 0:
-            base = 0.0
-        else:
-            base = min(self.wait * 2 ** min(failures - 1, 30), self.wait_max)
-        return base + self._rng.uniform(0, self.jitter)
-
-    def __call__(self, servers, server_info=None):
-        fewest = min(srv.reconnects for srv in servers)
-        candidates = [srv for srv in servers if srv.reconnects == fewest]
-        others = [srv for srv in candidates
-                  if srv.uri.netloc != self.last_netloc]
-        return self._rng.choice(others or candidates), self.delay(fewest)
-
-
-def connect_options(conf) -> Dict:
-    """nats-py ``connect()`` keyword arguments from ``[df_nats]``."""
-    kwargs = dict(
-        servers=list(conf.servers),
-        name=conf.client_name or 'df-nats:%s' % process_name(),
-        connect_timeout=conf.connect_timeout,
-        reconnect_time_wait=conf.reconnect_time_wait,
-        max_reconnect_attempts=conf.max_reconnect_attempts,
-        ping_interval=conf.ping_interval,
-        max_outstanding_pings=conf.max_outstanding_pings,
-        allow_reconnect=True,
-        tls=_tls_context(conf),
-        tls_hostname=conf.tls_hostname,
-        tls_handshake_first=conf.tls_handshake_first,
-    )
-    if conf.user:
-        kwargs.update(user=conf.user, password=conf.password)
-    if conf.token:
-        kwargs['token'] = conf.token
-    if conf.nkey_seed_file:
-        kwargs['nkeys_seed'] = conf.nkey_seed_file
-    if conf.creds_file:
-        kwargs['user_credentials'] = conf.creds_file
-    return kwargs
-
-
 class Connection:
     """Caller-side handle to this process's NATS connection.
 
@@ -189,9 +99,9 @@ class Connection:
         self._listeners: List[Callable[[], None]] = []
         self._last_error: Optional[BaseException] = None
         self._closing = False
-        self._pacer = ReconnectPacer(self.conf.reconnect_time_wait,
-                                     self.conf.reconnect_time_wait_max,
-                                     self.conf.reconnect_jitter)
+        self._pacer = client_options.ReconnectPacer(
+            self.conf.reconnect_time_wait, self.conf.reconnect_time_wait_max,
+            self.conf.reconnect_jitter)
 
     # -- lifecycle (caller's world) -------------------------------------
 
@@ -249,7 +159,7 @@ class Connection:
                 reconnected_cb=self._on_reconnected,
                 closed_cb=self._on_closed,
                 reconnect_to_server_handler=self._pacer,
-                **connect_options(self.conf)), timeout=wait)
+                **client_options.connect_options(self.conf)), timeout=wait)
         except Exception as exc:
             cause = self._last_error or exc
             raise ConnectError(

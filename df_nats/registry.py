@@ -45,6 +45,7 @@ from nats.js import api as js_api
 from nats.js import errors as js_errors
 from oslo_log import log as logging
 
+from df_nats import client_options
 from df_nats import connection as df_connection
 from df_nats import options
 
@@ -205,7 +206,7 @@ class Registration:
         self.conn = conn
         self.conf = conn.conf
         self.pid = conn.pid
-        self.process = df_connection.process_name()
+        self.process = client_options.process_name()
         self.host = host_name()
         self.role = self.conf.role or default_role(self.process)
         self.publisher_id = publisher_uuid(self.process, self.host)

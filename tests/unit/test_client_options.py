@@ -18,7 +18,7 @@ from urllib import parse
 from nats.aio import client as nats_client
 import pytest
 
-from df_nats import connection
+from df_nats import client_options
 from df_nats import options
 
 
@@ -30,8 +30,8 @@ def _servers(*reconnects):
 
 
 def _pacer(wait=1.0, wait_max=10.0, jitter=0.0, seed=1):
-    return connection.ReconnectPacer(wait, wait_max, jitter,
-                                     rng=random.Random(seed))
+    return client_options.ReconnectPacer(wait, wait_max, jitter,
+                                         rng=random.Random(seed))
 
 
 def test_first_round_at_once_and_not_the_lost_server():
