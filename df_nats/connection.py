@@ -30,7 +30,7 @@ import collections
 import os
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import nats
 from nats import errors as nats_errors
@@ -282,6 +282,7 @@ class Connection:
                 return  # _on_reconnected drains again
             if self._marks and not await self._send_marks(nc):
                 return
+            # Less 3 bytes: the array header of a batch.
             group = outbox.take(self._batch_limit - 3,
                                 codec.MAX_BATCH_EVENTS)
             if group is None:
@@ -289,25 +290,7 @@ class Connection:
             stream = group[0][0]
             n = stream.next_number()
             count = len(group)
-            label = group[0][2]
-            if count == 1:
-                body = group[0][1]
-                size = len(body)
-                headers = {sequence.HEADER_SEQ: stream.header(n)}
-                if label is not df_outbox.RAW:
-                    headers[codec.HEADER_EVENTS] = codec.events_header(
-                        1, label)
-            else:
-                bodies = [entry[1] for entry in group]
-                for entry in group:
-                    if entry[2] != label:
-                        label = None
-                        break
-                body = codec.batch_body(bodies)
-                size = len(body) - (1 if count < 16 else 3)
-                headers = {sequence.HEADER_SEQ: stream.header(n),
-                           codec.HEADER_EVENTS: codec.events_header(
-                               count, label)}
+            body, headers, size = _message(stream, n, group)
             try:
                 await nc.publish(stream.subject, body, headers=headers)
             except (nats_errors.ConnectionReconnectingError,
@@ -440,6 +423,26 @@ def _after_fork_in_child():
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _message(stream, n: int, group: List) -> Tuple[bytes, Dict, int]:
+    """Body, headers and outbox bytes of message ``n`` of ``stream``.
+
+    ``group`` holds the outbox entries ``take`` gave: one entry, or
+    consecutive events of the stream to send as one batch.
+    """
+    headers = {sequence.HEADER_SEQ: stream.header(n)}
+    label = group[0][2]
+    if len(group) == 1:
+        body = group[0][1]
+        if label is not df_outbox.RAW:
+            headers[codec.HEADER_EVENTS] = codec.events_header(1, label)
+        return body, headers, len(body)
+    bodies = [entry[1] for entry in group]
+    if any(entry[2] != label for entry in group):
+        label = None  # no table shared by all
+    headers[codec.HEADER_EVENTS] = codec.events_header(len(group), label)
+    return codec.batch_body(bodies), headers, sum(map(len, bodies))
 
 
 def _write_pending_now(nc) -> None:
