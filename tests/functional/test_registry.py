@@ -32,7 +32,7 @@ import uuid
 import nats
 import pytest
 
-from df_nats.embedded_server import NatsCluster
+from df_nats.embedded_cluster import NatsCluster
 
 from tests.functional.test_driver import ROOT
 from tests.functional.test_driver import WORLDS
