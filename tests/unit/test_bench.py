@@ -10,22 +10,22 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``df-nats`` command line: options checked before anything runs."""
+"""The bench's command line (benchmarks/bench.py): options checked before
+anything runs."""
 
 import pytest
 
-from df_nats.cmd import bench
-from df_nats.cmd import main
+from benchmarks import bench
 
 
 def test_bench_phases_are_parsed_in_the_given_order():
-    args = main._parser().parse_args(['bench', '--phases',
+    args = bench._parser().parse_args(['--phases',
                                       'latency, one-process'])
     assert args.phases == ['latency', 'one-process']
 
 
 def test_bench_runs_every_phase_by_default():
-    args = main._parser().parse_args(['bench'])
+    args = bench._parser().parse_args([])
     assert args.phases is None
     assert bench.PHASES == ('one-process', 'across', 'latency', 'fanout')
 
@@ -33,7 +33,7 @@ def test_bench_runs_every_phase_by_default():
 @pytest.mark.parametrize('text', ['latncy', 'latency,bogus', ','])
 def test_bench_unknown_phase_is_named(text, capsys):
     with pytest.raises(SystemExit):
-        main._parser().parse_args(['bench', '--phases', text])
+        bench._parser().parse_args(['--phases', text])
     err = capsys.readouterr().err
     assert '--phases' in err and repr(text) in err
     assert 'one-process,across,latency,fanout' in err
