@@ -10,3 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
+"""df-nats' benchmarks: the bench and its workers, failover and registry
+expiry timings, the profile of the send path. Not installed with df-nats;
+run from the repository root (``python -m benchmarks.bench``).
+"""
