@@ -12,11 +12,12 @@
 
 """The child side of a worker process: its world, and its JSON lines.
 
-``python -m df_nats.cmd.worker --world=eventlet|native MODULE [ARG...]``
-sets the world up first -- under ``eventlet`` it monkey-patches before
-anything else is imported, as Dragonflow services do -- checks that the
-process is in that world, then imports MODULE and calls its
-``main(argv)``; what that returns is the exit status. An exception is
+``python -m df_nats.cmd.worker --world=eventlet|native MODULE[:FUNCTION]
+[ARG...]`` sets the world up first -- under ``eventlet`` it monkey-patches
+before anything else is imported, as Dragonflow services do -- checks that
+the process is in that world, then imports MODULE and calls its
+``FUNCTION(argv)`` (``main`` by default); what that returns is the exit
+status. An exception is
 reported to the parent (an ``error`` message) before the process exits.
 
 Parent and child speak one wire format: one JSON object a line, whose
@@ -125,6 +126,11 @@ def commands():
             return
 
 
+def world():
+    """``eventlet`` in a monkey-patched process, else ``native``."""
+    return 'eventlet' if _is_green() else 'native'
+
+
 def _is_green():
     if 'eventlet' not in sys.modules:
         return False
@@ -136,13 +142,15 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or not argv[0].startswith('--world='):
         sys.exit('usage: python -m df_nats.cmd.worker'
-                 ' --world=eventlet|native MODULE [ARG...]')
+                 ' --world=eventlet|native MODULE[:FUNCTION] [ARG...]')
     world = argv[0].split('=', 1)[1]
     if world not in WORLDS or _is_green() != (world == 'eventlet'):
         sys.exit('not in the %r world (the first argument must be'
                  ' --world=eventlet or --world=native)' % world)
+    module, _, function = argv[1].partition(':')
     try:
-        return importlib.import_module(argv[1]).main(argv[2:])
+        return getattr(importlib.import_module(module),
+                       function or 'main')(argv[2:])
     except Exception as exc:
         traceback.print_exc()
         say('error', reason='%s: %s' % (type(exc).__name__, exc))

@@ -12,13 +12,13 @@
 
 """The parent side of a worker process: start it, talk to it, end it.
 
-A ``WorkerProcess`` runs ``python -m df_nats.cmd.worker --world=W MODULE
-ARGS`` (see df_nats/cmd/worker.py) -- or, with ``argv``, any command that
-prints JSON lines, such as ``df-nats publishers --watch --json``. A
-reader thread takes every line of its stdout as it comes (a line that is
-not JSON becomes ``{"type": "text", "text": ...}``) with its arrival
-time; the end of its output is a ``{"type": "eof"}`` message. Its stderr
-goes to a log file.
+A ``WorkerProcess`` runs ``python -m df_nats.cmd.worker --world=W
+MODULE[:FUNCTION] ARGS`` (see df_nats/cmd/worker.py) -- or, with ``argv``,
+any command that prints JSON lines, such as ``df-nats publishers --watch
+--json``. A reader thread takes every line of its stdout as it comes (a
+line that is not JSON becomes ``{"type": "text", "text": ...}``) with its
+arrival time; the end of its output is a ``{"type": "eof"}`` message. Its
+stderr goes to a log file.
 """
 
 import json
@@ -63,14 +63,14 @@ class WorkerProcess:
     def __init__(self, module, args=(), world='native', label=None,
                  log_path=None, paths=(), env=None, cwd=None, prefix=(),
                  argv=None, inbox=None, new_session=False):
-        self.label = label or module.rsplit('.', 1)[-1]
+        self.label = label or (module or argv[-1]).rsplit('.', 1)[-1]
         if argv is None:
             argv = [sys.executable, '-m', 'df_nats.cmd.worker',
                     '--world=%s' % world, module] + [str(a) for a in args]
         if log_path is None:
             self._log = tempfile.TemporaryFile()
         else:
-            self._log = open(log_path, 'ab')
+            self._log = open(log_path, 'a+b')
         self.log_path = log_path
         self._inbox = inbox
         self._lines = queue.Queue()
@@ -161,7 +161,7 @@ class WorkerProcess:
                 if index not in self._taken and match(message):
                     self._taken.add(index)
                     return at, message
-                if message['type'] == EOF:
+                if message.get('type') == EOF:
                     raise self.error('ended (exit status %s) without the'
                                      ' message awaited' % self.proc.poll())
                 index += 1
@@ -174,7 +174,7 @@ class WorkerProcess:
         An ``error`` message raises WorkerError with the worker's reason.
         """
         kinds = (kind, 'error') + tuple(also)
-        message = self.next(lambda m: m['type'] in kinds, timeout)[1]
+        message = self.next(lambda m: m.get('type') in kinds, timeout)[1]
         if message['type'] == 'error':
             raise self.error('failed: %s' % message.get('reason'))
         return message
@@ -228,13 +228,15 @@ class WorkerProcess:
         self.proc.wait()
 
     def stderr_text(self, chars=6000):
-        """The last ``chars`` characters the worker wrote to stderr."""
+        """The last ``chars`` characters the worker wrote to stderr (None:
+        all of it).
+        """
         fd = self._log.fileno()
         size = os.fstat(fd).st_size
-        start = max(size - chars * 4, 0)
+        start = 0 if chars is None else max(size - chars * 4, 0)
         # pread: the worker shares this file's offset; leave it alone.
         text = os.pread(fd, size - start, start).decode(errors='replace')
-        return text[-chars:]
+        return text if chars is None else text[-chars:]
 
     def error(self, what):
         """A WorkerError saying ``what`` of this worker, with its stderr."""

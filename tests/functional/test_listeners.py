@@ -24,7 +24,6 @@ reconnect mark goes to the listeners' subject, and with
 """
 
 import asyncio
-import sys
 import time
 import uuid
 
@@ -33,7 +32,8 @@ import pytest
 
 from df_nats import sequence
 
-from tests.functional.test_registry import WorkerProcess
+from df_nats.cmd.worker_process import WorkerProcess
+from tests.functional.test_driver import ROOT
 
 UPDATES = 3000
 RATE = 300.0       # updates per second, steady
@@ -63,8 +63,9 @@ def start():
 
     def start(world, config, *args):
         process = WorkerProcess(
-            [sys.executable, '-m', 'tests.functional.listener_worker',
-             '--world=%s' % world, '--config', config] + list(args))
+            'tests.functional.listener_worker', ['--config', config]
+            + list(args), world=world, paths=[ROOT], cwd=ROOT,
+            new_session=True)
         started.append(process)
         return process
     yield start
@@ -79,9 +80,7 @@ def _ready(process):
 
 def _lines(process):
     """Every line the process printed so far, in order."""
-    while not process.lines.empty():
-        process.seen.append(process.lines.get())
-    return [line for _, line in process.seen]
+    return process.received()
 
 
 def _stats(process):
@@ -133,8 +132,8 @@ def test_queue_group_survives_a_killed_listener(killed_world, nats_server,
     _ready(publisher)
     victim, live = hosts[0], hosts[1:]
     topics = ['listener_%s' % host for host in hosts]
-    publisher.send('stream %d %s %d %s' % (UPDATES, RATE, D_EVERY,
-                                           ' '.join(topics)))
+    publisher.send('stream', n=UPDATES, rate=RATE, every=D_EVERY,
+                   topics=topics)
     publisher.next(lambda line: line.get('sent') == 'port-%05d'
                    % (KILL_AFTER - 1), timeout=60)
     killed_at = time.monotonic()
@@ -229,7 +228,7 @@ def test_without_the_option_each_listener_gets_its_own(
                       'publisher')
     _ready(publisher)
     topics = ['listener_%s' % host for host in hosts]
-    publisher.send('stream 40 200 0 %s' % ' '.join(topics))
+    publisher.send('stream', n=40, rate=200.0, every=0, topics=topics)
     publisher.next(lambda line: 'done' in line, timeout=30)
     _settle(list(listeners.values()), 'h', quiet=0.5)
     sent = {line['sent']: line['t'] for line in _lines(publisher)
@@ -302,7 +301,8 @@ def test_no_marks_on_the_listeners_subject_after_a_reconnect(
 def _restart_mid_stream(server, listener, publisher):
     def handled():
         return [line['h'] for line in _lines(listener) if 'h' in line]
-    publisher.send('stream 10 100 5 listener_rl listener_other')
+    publisher.send('stream', n=10, rate=100.0, every=5,
+                   topics=['listener_rl', 'listener_other'])
     publisher.next(lambda line: line.get('done') == 10, timeout=30)
     _wait(lambda: len(handled()) == 10, 'the first 10 updates')
     server.restart()
@@ -314,7 +314,8 @@ def _restart_mid_stream(server, listener, publisher):
     # And for the publisher's: its marks follow at once.
     _wait(lambda: _recorded_marks(server.url, 'dragonflow.topic.D'),
           'the mark on D')
-    publisher.send('stream 10 100 5 listener_other listener_rl')
+    publisher.send('stream', n=10, rate=100.0, every=5,
+                   topics=['listener_other', 'listener_rl'])
     publisher.next(lambda line: line.get('done') == 10, timeout=30)
     # The queue subscription came back with the connection.
     _wait(lambda: len(handled()) == 20, 'the next 10 updates')
