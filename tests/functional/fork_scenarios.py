@@ -128,3 +128,48 @@ def scenario_driver_made_before_fork(ctx):
     assert later_got.keys == []
     pub.close()
     running.close()
+
+
+def _forked_children(ctx, use_hub):
+    """Two children forked after the parent's publisher was initialized
+    publish 200 events each; then the parent publishes again.
+    """
+    import eventlet.hubs
+    parent = ctx.driver().get_publisher()
+    parent.initialize()
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                if use_hub:
+                    eventlet.hubs.use_hub()
+                pub = ctx.driver().get_publisher()
+                pub.initialize()
+                for n in range(200):
+                    pub.send_event(pubsub_api.DbUpdate('t', str(n), 'set',
+                                                       '{}'))
+                assert pub.flush(10)
+                pub.close()
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        children.append(pid)
+    for pid in children:
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    parent.send_event(pubsub_api.DbUpdate('t', 'p', 'set', '{}'))
+    assert parent.flush(10)
+    parent.close()
+
+
+def scenario_forked_children_use_hub(ctx):
+    """Children that replace the hub, as oslo.service's workers do."""
+    _forked_children(ctx, use_hub=True)
+
+
+def scenario_forked_children_keep_hub(ctx):
+    """Children that keep their parent's hub (and its epoll)."""
+    _forked_children(ctx, use_hub=False)

@@ -29,6 +29,7 @@ import nats
 import pytest
 
 from df_nats.cmd.worker_process import child_env
+from df_nats.cmd.worker_process import WorkerError
 from df_nats.cmd.worker_process import WorkerProcess
 from df_nats.embedded_cluster import NatsCluster
 
@@ -154,7 +155,7 @@ def test_live_publisher_stays_across_ttls(nats_server, bucket, processes,
     watcher.next(_event('join', publisher_id))
     first = _list(config)[0]['last_activity_timestamp']
     time.sleep(3 * TTL)
-    with pytest.raises(AssertionError):
+    with pytest.raises(WorkerError, match='no message awaited'):
         watcher.next(lambda line: line.get('event') != 'present',
                      timeout=0.1)
     records = _list(config)
