@@ -103,12 +103,13 @@ class WorkerProcess:
                 try:
                     message = json.loads(line)
                 except ValueError:
-                    message = {'type': 'text', 'text': line.rstrip('\n')}
+                    message = None
                 if not isinstance(message, dict):
                     message = {'type': 'text', 'text': line.rstrip('\n')}
                 if not self._consume(message):
                     self._put(message)
         finally:
+            self.proc.stdout.close()
             self._put({'type': EOF})
             self._ended.set()
 
