@@ -25,7 +25,6 @@ reconnect mark goes to the listeners' subject, and with
 
 import asyncio
 import time
-import uuid
 
 import nats
 import pytest
@@ -34,6 +33,7 @@ from df_nats import sequence
 
 from df_nats.cmd.worker_process import WorkerProcess
 from tests.functional.test_driver import ROOT
+from tests.functional.test_registry import write_config
 
 UPDATES = 3000
 RATE = 300.0       # updates per second, steady
@@ -49,12 +49,7 @@ def _other(world):
 
 
 def _config(tmp_path, url, name, **extra):
-    path = tmp_path / ('%s-%s.conf' % (name, uuid.uuid4().hex[:6]))
-    lines = ['[df_nats]', 'servers = %s' % url,
-             'client_name = %s' % name]
-    lines += ['%s = %s' % item for item in extra.items()]
-    path.write_text('\n'.join(lines) + '\n')
-    return str(path)
+    return write_config(tmp_path, servers=url, client_name=name, **extra)
 
 
 @pytest.fixture

@@ -40,15 +40,18 @@ TTL = 4.0
 HEARTBEAT = 1.0
 
 
-def _config(tmp_path, urls, bucket, **extra):
+def write_config(tmp_path, **options):
+    """A new ``[df_nats]`` configuration file of ``options``; its path."""
     path = tmp_path / ('%s.conf' % uuid.uuid4().hex[:8])
-    lines = ['[df_nats]', 'servers = %s' % ','.join(urls),
-             'registry_bucket = %s' % bucket,
-             'publisher_ttl = %s' % TTL,
-             'heartbeat_interval = %s' % HEARTBEAT]
-    lines += ['%s = %s' % item for item in extra.items()]
+    lines = ['[df_nats]'] + ['%s = %s' % item for item in options.items()]
     path.write_text('\n'.join(lines) + '\n')
     return str(path)
+
+
+def _config(tmp_path, urls, bucket, **extra):
+    return write_config(tmp_path, servers=','.join(urls),
+                        registry_bucket=bucket, publisher_ttl=TTL,
+                        heartbeat_interval=HEARTBEAT, **extra)
 
 
 @pytest.fixture
