@@ -59,6 +59,7 @@ def say(kind, **fields):
     fields['type'] = kind
     data = (json.dumps(fields, sort_keys=True) + '\n').encode()
     with _say_lock:
+        sys.stdout.flush()  # what was printed before comes before
         while data:
             data = data[os.write(sys.stdout.fileno(), data):]
 

@@ -212,9 +212,9 @@ class WorkerProcess:
             except (BrokenPipeError, OSError):
                 pass
             try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
+                self.wait(timeout)
+            except WorkerError:
+                pass  # killed
         self.kill()
 
     def kill(self):

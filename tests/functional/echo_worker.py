@@ -12,10 +12,10 @@
 
 """A worker of df_nats/cmd/worker.py for the harness's own tests.
 
-It says ``ready`` (its world, pid), then obeys: ``echo`` says the
-command back; ``burst`` (``n``) says n messages and ends the process;
-``fail`` raises; ``ticks`` says how often a concurrent greenthread or
-thread woke up meanwhile; ``quit`` ends.
+It says ``ready`` (its world, pid), then obeys: ``echo`` prints a line
+and says the command back; ``burst`` (``n``) says n messages and ends the
+process; ``fail`` raises; ``ticks`` says how often a concurrent
+greenthread or thread woke up meanwhile; ``quit`` ends.
 """
 
 import os
@@ -44,6 +44,7 @@ def main(argv):
     for command in worker.commands():
         kind = command.pop('type')
         if kind == 'echo':
+            print('printed before the echo')  # buffered: a pipe
             worker.say('echo', **command)
         elif kind == 'burst':
             for n in range(command['n']):

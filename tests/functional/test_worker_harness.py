@@ -42,6 +42,9 @@ def test_round_trip_in_its_world(world):
     finally:
         proc.stop()
     assert proc.proc.returncode == 0
+    # What the worker printed came before what it said next.
+    kinds = [message['type'] for message in proc.received()]
+    assert kinds == ['ready', 'text', 'echo', 'eof'], kinds
 
 
 @pytest.mark.parametrize('world', WORLDS)
