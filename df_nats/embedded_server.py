@@ -35,9 +35,9 @@ import urllib.parse
 import urllib.request
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from oslo_log import log as logging
+from df_nats import loop_logging
 
-LOG = logging.getLogger(__name__)
+LOG = loop_logging.get_logger(__name__)
 
 LOOPBACK = '127.0.0.1'
 BINARY = 'nats-server'
