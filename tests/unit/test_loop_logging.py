@@ -133,8 +133,8 @@ def test_native_world_logs_on_the_loop_thread_directly(green_bridge,
     assert seen == ['direct'] and green_bridge.posted == []
 
 
-def test_nothing_diverted_once_the_bridge_is_forgotten(green_bridge,
-                                                      records):
+def test_nothing_diverted_once_the_bridge_is_forgotten(
+        green_bridge, records):
     loop_logging.forget_bridge()
     log, seen = records
     log.warning('after a fork')

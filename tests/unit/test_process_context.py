@@ -87,4 +87,3 @@ def test_a_forked_child_gets_its_own_context():
     # The parent's own state is untouched.
     assert process_context.current() is parent and not parent.inherited
     assert loop_logging._diverter.bridge is parent_bridge
-

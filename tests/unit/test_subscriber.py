@@ -369,8 +369,8 @@ def test_daemonize_before_initialize_names_the_mistake(fake_conn):
         sub.daemonize()
 
 
-def test_an_inherited_subscriber_moves_and_asks_for_a_sync(conf,
-                                                            monkeypatch):
+def test_an_inherited_subscriber_moves_and_asks_for_a_sync(
+        conf, monkeypatch):
     conf.config(group=options.GROUP, subject_prefix='p')
     parent_conn = _Connection(options.validate(conf.conf))
     child_conn = _Connection(options.validate(conf.conf))
