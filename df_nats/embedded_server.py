@@ -35,6 +35,7 @@ import urllib.parse
 import urllib.request
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from df_nats import errors
 from df_nats import loop_logging
 
 LOG = loop_logging.get_logger(__name__)
@@ -53,7 +54,7 @@ _lock = threading.Lock()
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-class NatsServerError(RuntimeError):
+class NatsServerError(errors.DfNatsError, RuntimeError):
     """The nats-server binary is missing, or a server failed to start."""
 
 

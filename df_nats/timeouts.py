@@ -24,7 +24,10 @@ How long ``initialize()`` may block a Dragonflow process, at worst:
   With the defaults 30 + 8 + 5 = 43 s;
 * a subscriber's ``daemonize()``: ``initial_connect_wait`` +
   ``CONTROL`` per registered topic + ``SNAPSHOT`` + ``GRACE`` for the
-  registry snapshot with ``[df_nats] publisher_events``.
+  registry snapshot with ``[df_nats] publisher_events`` (+ ``SNAPSHOT``
+  to stop the watch when that failed).
+
+The README ("How long a call may block") states the same; change both.
 """
 
 # A subscribe or unsubscribe, confirmed by a PING/PONG round trip.
