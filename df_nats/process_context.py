@@ -62,30 +62,41 @@ class ProcessContext:
     @property
     def bridge(self) -> df_bridge.Bridge:
         if self._bridge is None:
-            with self._lock:
-                if self._bridge is None:
-                    self._bridge = df_bridge.Bridge()
-                    if self._bridge.green:
-                        _warn_if_hub_inherited()
+            return self._build('_bridge', self._new_bridge)
         return self._bridge
 
     @property
     def connection(self) -> df_connection.Connection:
         if self._connection is None:
-            with self._lock:
-                if self._connection is None:
-                    self._connection = df_connection.Connection(
-                        self._conf or cfg.CONF, self.bridge)
+            return self._build('_connection', self._new_connection)
         return self._connection
 
     @property
     def registration(self) -> registry.Registration:
         if self._registration is None:
-            with self._lock:
-                if self._registration is None:
-                    self._registration = registry.Registration(
-                        self.connection)
+            return self._build('_registration', self._new_registration)
         return self._registration
+
+    def _build(self, name, new):
+        # Once per part and context, whichever thread asks first.
+        with self._lock:
+            part = getattr(self, name)
+            if part is None:
+                part = new()
+                setattr(self, name, part)
+            return part
+
+    def _new_bridge(self):
+        bridge = df_bridge.Bridge()
+        if bridge.green:
+            _warn_if_hub_inherited()
+        return bridge
+
+    def _new_connection(self):
+        return df_connection.Connection(self._conf or cfg.CONF, self.bridge)
+
+    def _new_registration(self):
+        return registry.Registration(self.connection)
 
 
 _current: Optional[ProcessContext] = None
