@@ -22,42 +22,7 @@ from df_nats import outbox
 from df_nats import process_context
 from df_nats import publisher as df_publisher
 from df_nats import pubsub_api
-
-
-class _Connection:
-    """Stands in for the connection: keeps what would be queued."""
-
-    def __init__(self, listener_queue_group=False):
-        self.conf = types.SimpleNamespace(
-            subject_prefix='p', listener_queue_group=listener_queue_group,
-            close_timeout=1.0)
-        self.queued = []
-        self.marks = []
-        self.listeners = []
-        self.users = 0
-        self.flushed = []
-
-    def acquire(self):
-        self.users += 1
-
-    def release(self):
-        self.users -= 1
-
-    def add_listener(self, listener):
-        self.listeners.append(listener)
-
-    def remove_listener(self, listener):
-        self.listeners.remove(listener)
-
-    def flush(self, timeout):
-        self.flushed.append(timeout)
-        return True
-
-    def send(self, stream, body, label=outbox.RAW):
-        self.queued.append((stream, body, label))
-
-    def queue_mark(self, stream):
-        self.marks.append(stream)
+from tests.unit import fakes
 
 
 class _Registration:
@@ -73,9 +38,12 @@ class _Registration:
         self.users -= 1
 
 
-def _context(**conn_options):
+def _context(listener_queue_group=False):
+    conf = types.SimpleNamespace(
+        subject_prefix='p', listener_queue_group=listener_queue_group,
+        close_timeout=1.0)
     return process_context.ProcessContext(
-        bridge=object(), connection=_Connection(**conn_options),
+        bridge=object(), connection=fakes.Connection(conf),
         registration=_Registration())
 
 

@@ -16,8 +16,6 @@ The fake stands in for the NATS connection only; what a real server does
 with queue groups is checked in tests/functional/test_listeners.py.
 """
 
-import types
-
 import msgpack
 import pytest
 
@@ -27,59 +25,7 @@ from df_nats import options
 from df_nats import process_context
 from df_nats import sequence
 from df_nats import subscriber as df_subscriber
-
-
-class _World:
-    """Runs what the subscriber posts to the caller's world at once, or,
-    when ``deferred``, when ``run()`` says (as the dispatcher would, later).
-    """
-
-    def __init__(self):
-        self.deferred = False
-        self.posted = []
-
-    def post(self, fn, *args):
-        if self.deferred:
-            self.posted.append((fn, args))
-        else:
-            fn(*args)
-
-    def run(self):
-        while self.posted:
-            fn, args = self.posted.pop(0)
-            fn(*args)
-
-
-class _Connection:
-    """Records subscriptions instead of making them."""
-
-    def __init__(self, conf):
-        self.conf = conf
-        self.bridge = types.SimpleNamespace(world=_World())
-        self.connected = True
-        self.subscribed = []    # (subject, queue) of every SUB
-        self.unsubscribed = []  # the same, for every UNSUB
-        self.users = 0
-        self.listeners = []
-
-    def acquire(self):
-        self.users += 1
-
-    def release(self):
-        self.users -= 1
-
-    def subscribe(self, subject, handler, queue=''):
-        self.subscribed.append((subject, queue))
-        return (subject, queue, len(self.subscribed))
-
-    def unsubscribe(self, sub):
-        self.unsubscribed.append(sub[:2])
-
-    def add_listener(self, listener):
-        self.listeners.append(listener)
-
-    def remove_listener(self, listener):
-        self.listeners.remove(listener)
+from tests.unit import fakes
 
 
 @pytest.fixture
@@ -88,7 +34,7 @@ def fake_conn(conf, monkeypatch):
 
     def make(**values):
         conf.config(group=options.GROUP, **values)
-        conn = _Connection(options.validate(conf.conf))
+        conn = fakes.Connection(options.validate(conf.conf))
         context = process_context.ProcessContext(bridge=conn.bridge,
                                                  connection=conn)
         monkeypatch.setattr(process_context, 'current', lambda: context)
@@ -372,8 +318,8 @@ def test_daemonize_before_initialize_names_the_mistake(fake_conn):
 def test_an_inherited_subscriber_moves_and_asks_for_a_sync(
         conf, monkeypatch):
     conf.config(group=options.GROUP, subject_prefix='p')
-    parent_conn = _Connection(options.validate(conf.conf))
-    child_conn = _Connection(options.validate(conf.conf))
+    parent_conn = fakes.Connection(options.validate(conf.conf))
+    child_conn = fakes.Connection(options.validate(conf.conf))
     parent = process_context.ProcessContext(bridge=parent_conn.bridge,
                                             connection=parent_conn)
     child = process_context.ProcessContext(bridge=child_conn.bridge,
