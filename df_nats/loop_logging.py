@@ -13,15 +13,22 @@
 """df-nats' loggers, safe to use on the bridge's loop thread.
 
 Under eventlet a logging handler's lock is green, and a native thread that
-waits on a contended green lock fails or hangs the hub. So under eventlet
-nothing is handled on the loop thread: a logger filter, installed on every
-df-nats logger (``get_logger``) and on the loggers asyncio and nats-py use
-there, hands each record logged on the loop thread to the caller's world,
-where it is handled, lock and all. Code on the loop thread therefore logs
-with an ordinary ``LOG.warning(...)``, like any other code.
+waits on a contended green lock fails or hangs the hub; so does making a
+record there (``threading.current_thread()`` is green too). So under
+eventlet nothing is logged on the loop thread:
+
+* every df-nats logger comes from ``get_logger``: a call on it made on the
+  loop thread is handed, as it is, to the caller's world, which makes the
+  record and handles it. Code on the loop thread therefore logs with an
+  ordinary ``LOG.warning(...)``, like any other code;
+* a logger filter on those loggers and on the ones asyncio and nats-py
+  log to by themselves on the loop thread hands any record made there to
+  the caller's world before a handler lock is taken.
 """
 
+import functools
 import logging as std_logging
+import sys
 import time
 
 from oslo_log import log as logging
@@ -47,9 +54,8 @@ class _LoopRecordDiverter(std_logging.Filter):
         self.bridge = None
 
     def filter(self, record):
-        bridge = self.bridge
-        if (bridge is None or not bridge.green
-                or not bridge.on_loop_thread()):
+        bridge = _loop_bridge()
+        if bridge is None:
             return True
         bridge.world.post(_handle, record)
         return False
@@ -64,14 +70,44 @@ def _handle(record):
 _diverter = _LoopRecordDiverter()
 
 
-def get_logger(name: str):
-    """The oslo.log logger of a df-nats module.
+def _loop_bridge():
+    """The bridge when called on its loop thread under eventlet, or None."""
+    bridge = _diverter.bridge
+    if bridge is not None and bridge.green and bridge.on_loop_thread():
+        return bridge
+    return None
 
-    Every module of df-nats gets its logger here (a unit test checks it),
-    so that its loop-thread records never take a handler lock there.
+
+class _LoopSafeLogger(logging.KeywordArgumentAdapter):
+    """oslo.log's logger, whose calls on the loop thread under eventlet are
+    made in the caller's world instead (``exc_info`` taken here).
     """
-    logger = logging.getLogger(name)
-    logger.logger.addFilter(_diverter)
+
+    def log(self, level, msg, *args, **kwargs):
+        bridge = _loop_bridge()
+        if bridge is None:
+            super().log(level, msg, *args, **kwargs)
+            return
+        if kwargs.get('exc_info') is True:
+            kwargs['exc_info'] = sys.exc_info()
+        bridge.world.post(functools.partial(super().log, level, msg, *args,
+                                            **kwargs))
+
+
+_loggers = {}
+
+
+def get_logger(name: str):
+    """The logger of a df-nats module (oslo.log's, safe on the loop).
+
+    Every module of df-nats gets its logger here (a unit test checks it).
+    """
+    logger = _loggers.get(name)
+    if logger is None:
+        std_logger = std_logging.getLogger(name)
+        std_logger.addFilter(_diverter)
+        logger = _loggers[name] = _LoopSafeLogger(
+            std_logger, {'project': 'unknown', 'version': 'unknown'})
     return logger
 
 

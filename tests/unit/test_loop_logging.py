@@ -43,6 +43,7 @@ def test_every_df_nats_logger_diverts_loop_records():
         log = getattr(module, 'LOG', None)
         if log is None:
             continue
+        assert isinstance(log, loop_logging._LoopSafeLogger), name
         assert loop_logging._diverter in log.logger.filters, name
         checked += 1
     assert checked >= 10
@@ -77,9 +78,11 @@ class _Records(std_logging.Handler):
     def __init__(self):
         super().__init__()
         self.messages = []
+        self.records = []
 
     def emit(self, record):
         self.messages.append(record.getMessage())
+        self.records.append(record)
 
 
 @pytest.fixture
@@ -117,6 +120,38 @@ def test_loop_records_handled_in_the_callers_world(green_bridge, records):
     log.info('from the caller')
     assert seen == ['from the loop 1', 'from the caller']
     assert green_bridge.posted == []
+
+
+def test_no_record_is_made_on_the_loop_thread(
+        green_bridge, records, monkeypatch):
+    log, seen = records
+    made = []
+    factory = std_logging.getLogRecordFactory()
+
+    def note(*args, **kwargs):
+        made.append(green_bridge.on_loop)
+        return factory(*args, **kwargs)
+    monkeypatch.setattr(std_logging, '_logRecordFactory', note)
+    try:
+        raise KeyError('expected')
+    except KeyError:
+        log.exception('failed on the loop')
+    green_bridge.on_loop = False
+    for fn, args in green_bridge.posted:
+        fn(*args)
+    assert made == [False] and seen == ['failed on the loop']
+    handler = log.logger.handlers[-1]
+    assert handler.records[0].exc_info[0] is KeyError
+
+
+def test_records_made_on_the_loop_thread_are_diverted(green_bridge, records):
+    log, seen = records
+    log.logger.warning('made on the loop')  # the std logger: a record
+    assert seen == [] and len(green_bridge.posted) == 1
+    green_bridge.on_loop = False
+    fn, args = green_bridge.posted.pop()
+    fn(*args)
+    assert seen == ['made on the loop']
 
 
 def test_library_loggers_are_diverted_too(green_bridge):
