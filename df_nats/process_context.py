@@ -93,7 +93,9 @@ class ProcessContext:
         return bridge
 
     def _new_connection(self):
-        return df_connection.Connection(self._conf or cfg.CONF, self.bridge)
+        # ``is None``: a ConfigOpts is a Mapping, false when empty.
+        conf = cfg.CONF if self._conf is None else self._conf
+        return df_connection.Connection(conf, self.bridge)
 
     def _new_registration(self):
         return registry.Registration(self.connection)
