@@ -54,36 +54,31 @@ class ProcessContext:
                  registration=None):
         self.inherited = False
         self._conf = conf
-        self._bridge = bridge
-        self._connection = connection
-        self._registration = registration
+        self._parts = {'bridge': bridge, 'connection': connection,
+                       'registration': registration}
         self._lock = threading.RLock()
 
     @property
     def bridge(self) -> df_bridge.Bridge:
-        if self._bridge is None:
-            return self._build('_bridge', self._new_bridge)
-        return self._bridge
+        return self._part('bridge', self._new_bridge)
 
     @property
     def connection(self) -> df_connection.Connection:
-        if self._connection is None:
-            return self._build('_connection', self._new_connection)
-        return self._connection
+        return self._part('connection', self._new_connection)
 
     @property
     def registration(self) -> registry.Registration:
-        if self._registration is None:
-            return self._build('_registration', self._new_registration)
-        return self._registration
+        return self._part('registration', self._new_registration)
 
-    def _build(self, name, new):
-        # Once per part and context, whichever thread asks first.
+    def _part(self, name, new):
+        part = self._parts[name]
+        if part is not None:
+            return part
+        # Built once per context, by whichever thread asks first.
         with self._lock:
-            part = getattr(self, name)
+            part = self._parts[name]
             if part is None:
-                part = new()
-                setattr(self, name, part)
+                part = self._parts[name] = new()
             return part
 
     def _new_bridge(self):
@@ -166,6 +161,6 @@ def _warn_if_hub_inherited():
 @atexit.register
 def _flush_at_exit():
     context = _current
-    conn = context._connection if context is not None else None
+    conn = context._parts['connection'] if context is not None else None
     if conn is not None and conn.connected:
         conn.flush(min(conn.conf.close_timeout, timeouts.EXIT_FLUSH))
