@@ -41,7 +41,8 @@ from df_nats.cmd import common
 from df_nats.cmd import demo_worker
 from df_nats.cmd import worker
 from df_nats.cmd import worker_process
-from df_nats import connection
+from df_nats import errors
+from df_nats import process_context
 
 # The repository root: where the workers import ``benchmarks`` from.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +82,7 @@ def _subscriber(args):
     sub.initialize(recorder)
     sub.register_topic(TOPIC)
     sub.daemonize()
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     worker.say('connected', url=conn.connected_url)
     _wait_command('done', args.timeout)
     url = conn.connected_url
@@ -93,7 +94,7 @@ def _subscriber(args):
 def _publisher(args):
     pub = common.load_driver().get_publisher()
     pub.initialize()
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     worker.say('connected', url=conn.connected_url)
     _wait_command('go', args.timeout)
     n, rate = args.events, args.rate
@@ -109,7 +110,7 @@ def _publisher(args):
             sent[i] = time.time()
             try:
                 pub.send_event(event)
-            except connection.PublishBufferFull:
+            except errors.PublishBufferFull:
                 refused.append(i)
             i += 1
         time.sleep(0.005)

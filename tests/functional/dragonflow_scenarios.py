@@ -52,7 +52,7 @@ from oslo_config import cfg
 
 from df_nats.cmd import worker
 from df_nats.cmd import worker_process
-from df_nats import connection
+from df_nats import process_context
 from df_nats import publisher as df_publisher
 from df_nats import subscriber as df_subscriber
 from tests.functional import memory_nb_driver
@@ -434,7 +434,7 @@ def _neutron_worker(n):
     pub = nb_api.publisher
     assert isinstance(pub, df_publisher.NatsPublisher), pub
     # This process's own connection, created here (no relay, no sharing).
-    assert pub._conn is connection.get_connection()
+    assert pub._conn is process_context.current().connection
     for i in range(n):
         nb_api.create(_switch('w%d-%d' % (os.getpid(), i), 'tenant1',
                               mtu=1500))

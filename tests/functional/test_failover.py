@@ -93,4 +93,4 @@ def test_rolling_restart_no_silent_loss(world, failover_cluster, tmp_path):
 def test_fork_driver_made_before_fork(world, failover_cluster, tmp_path):
     test_driver._finish(test_driver._start(
         world, 'driver_made_before_fork', failover_cluster.urls, tmp_path,
-        module='fork_scenarios'))
+        module='process_scenarios'))

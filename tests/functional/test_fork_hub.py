@@ -27,7 +27,7 @@ from tests.functional import test_driver
 def test_forked_children_under_eventlet(nats_server, use_hub, tmp_path):
     proc = test_driver._start(
         'eventlet', 'forked_children_%s_hub' % ('use' if use_hub else 'keep'),
-        [nats_server.url], tmp_path, module='fork_scenarios')
+        [nats_server.url], tmp_path, module='process_scenarios')
     test_driver._finish(proc)
     stderr = proc.stderr_text(None)
     warnings = stderr.count("still runs its parent's hub")

@@ -10,19 +10,18 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Fork safety: driver objects made before ``os.fork()``, run by
-world_runner (``--module=fork_scenarios``) in an eventlet or a native
-process.
+"""A process's life with the driver: forks (objects made before
+``os.fork()``, children keeping or replacing the eventlet hub) and its
+exit, run by world_runner (``--module=process_scenarios``) in an eventlet
+or a native process.
 """
 
 import os
 import sys
 import traceback
 
-from df_nats import bridge
-from df_nats import connection
+from df_nats import process_context
 from df_nats import pubsub_api
-from df_nats import registry
 
 
 def scenario_driver_made_before_fork(ctx):
@@ -61,8 +60,9 @@ def scenario_driver_made_before_fork(ctx):
     pub.send_event(event('before-fork'))
     ctx.wait_until(lambda: 'before-fork' in running_got.keys, 10,
                    'before-fork')
-    parent_conn = connection.get_connection()
-    parent_bridge = bridge.get_bridge()
+    parent_context = process_context.current()
+    parent_conn = parent_context.connection
+    parent_bridge = parent_context.bridge
     parent_id = pub.publisher_id
     to_parent_r, to_parent_w = os.pipe()
     pid = os.fork()
@@ -76,12 +76,15 @@ def scenario_driver_made_before_fork(ctx):
                 hubs.use_hub()
             later.daemonize()
             pub.send_event(event('from-child'))
-            child_conn = connection.get_connection()
+            child_conn = process_context.current().connection
+            # The parent's state is marked, never reused.
+            assert parent_context.inherited
+            assert process_context.current() is not parent_context
             assert child_conn is not parent_conn
             assert pub._conn is child_conn and later._conn is child_conn
-            assert bridge.get_bridge() is not parent_bridge
+            assert process_context.current().bridge is not parent_bridge
             # The child registered itself, under an id of its own.
-            child_registration = registry.get_registration()
+            child_registration = process_context.current().registration
             assert child_registration.pid == os.getpid()
             assert child_registration.registered
             assert pub.publisher_id == child_registration.publisher_id
@@ -115,9 +118,11 @@ def scenario_driver_made_before_fork(ctx):
     pub.send_event(event('parent-after'))
     ctx.wait_until(lambda: 'parent-after' in running_got.keys, 10,
                    'parent-after')
-    assert connection.get_connection() is parent_conn
+    assert process_context.current() is parent_context
+    assert not parent_context.inherited
+    assert process_context.current().connection is parent_conn
     assert pub.publisher_id == parent_id
-    assert registry.get_registration().registered
+    assert process_context.current().registration.registered
     assert pub._conn is parent_conn and parent_conn.connected
     assert parent_conn.stats['reconnects'] == 0, parent_conn.stats
     assert parent_conn.stats['disconnects'] == 0, parent_conn.stats
@@ -173,3 +178,16 @@ def scenario_forked_children_use_hub(ctx):
 def scenario_forked_children_keep_hub(ctx):
     """Children that keep their parent's hub (and its epoll)."""
     _forked_children(ctx, use_hub=False)
+
+
+def scenario_events_queued_at_exit(ctx):
+    """Events still queued when the interpreter exits are sent: enough
+    that the drain is still going when the scenario ends (without the
+    flush at exit, the eventlet run lost events). No flush, no close.
+    """
+    pub = ctx.driver().get_publisher()
+    pub.initialize()
+    for n in range(50000):
+        pub.send_event(pubsub_api.DbUpdate('t', str(n), 'set', '{}',
+                                           topic='exit'))
+    print('SENT')
