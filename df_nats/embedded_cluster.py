@@ -18,14 +18,13 @@ import time
 import urllib.parse
 from typing import Dict, List, Optional
 
-from oslo_log import log as logging
-
 from df_nats.embedded_server import _Managed
 from df_nats.embedded_server import free_port
 from df_nats.embedded_server import NatsServer
 from df_nats.embedded_server import NatsServerError
+from df_nats import loop_logging
 
-LOG = logging.getLogger(__name__)
+LOG = loop_logging.get_logger(__name__)
 
 _POLL = 0.1
 

@@ -31,10 +31,12 @@ import tempfile
 import threading
 import time
 
+from df_nats import errors
+
 EOF = 'eof'
 
 
-class WorkerError(RuntimeError):
+class WorkerError(errors.DfNatsError, RuntimeError):
     """A worker failed, exited, or did not answer in time."""
 
 
