@@ -79,6 +79,7 @@ class NatsPublisher(pubsub_api.PublisherApi):
         self._conn = conn
         self._start_stream()
         conn.add_listener(self._on_reconnected)
+        conn.service.publisher_joined(self.publisher_id)
 
     def _connection(self):
         conn = self._conn
@@ -190,6 +191,7 @@ class NatsPublisher(pubsub_api.PublisherApi):
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.remove_listener(self._on_reconnected)
+            conn.service.publisher_left(self.publisher_id)
             conn.flush(conn.conf.close_timeout)
             registry.get_registration().release()
             conn.release()
