@@ -86,7 +86,9 @@ def semver(version: str) -> str:
     if not match:
         return '0.0.0-unknown'
     rest = re.sub(r'[^0-9A-Za-z.]+', '.', match.group(4)).strip('.')
-    rest = '.'.join(part for part in rest.split('.') if part)
+    # Numeric identifiers without leading zeros, as semver wants them.
+    rest = '.'.join(str(int(part)) if part.isdigit() else part
+                    for part in rest.split('.') if part)
     core = '.'.join(str(int(match.group(i))) for i in (1, 2, 3))
     return '%s-%s' % (core, rest) if rest else core
 

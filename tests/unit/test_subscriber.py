@@ -35,12 +35,26 @@ class _World:
         fn(*args)
 
 
+class _Service:
+    """Keeps the subscribers' counters the process's service would show."""
+
+    def __init__(self):
+        self.subscribers = []
+
+    def subscriber_joined(self, stats):
+        self.subscribers.append(stats)
+
+    def subscriber_left(self, stats):
+        self.subscribers.remove(stats)
+
+
 class _Connection:
     """Records subscriptions instead of making them."""
 
     def __init__(self, conf):
         self.conf = conf
         self.bridge = types.SimpleNamespace(world=_World())
+        self.service = _Service()
         self.connected = True
         self.subscribed = []    # (subject, queue) of every SUB
         self.unsubscribed = []  # the same, for every UNSUB
@@ -219,3 +233,13 @@ def test_a_failed_daemonize_leaves_no_shared_count_behind(fake_conn):
     sub.unregister_topic('listener_b')
     assert conn.unsubscribed[-1:] == [SHARED]
     sub.close()
+
+
+def test_running_subscribers_counters_shown_by_the_process_service(
+        fake_conn):
+    conn = fake_conn()
+    sub, _ = _subscriber(['D'])
+    sub.daemonize()
+    assert conn.service.subscribers == [sub.stats]
+    sub.close()
+    assert conn.service.subscribers == []
