@@ -14,10 +14,12 @@
 
 ``python -m tests.functional.stats_worker --world=eventlet|native URL
 publisher|subscriber TOPIC,...``: the driver loaded through stevedore, as
-Dragonflow loads it; a publisher sends demo-sized events at a steady pace
-on its topics, a subscriber receives its topics. Both print ``ready`` and
-run until stdin closes (the test's end), so that their counters keep
-growing while the test looks at them.
+Dragonflow loads it; a publisher sends small events at a steady pace on
+its topics, a subscriber receives its topics. Each prints a JSON line
+``{"ready": PID}`` and runs until stdin closes (the test's end), so that
+its counters keep growing while the test looks at them; then it prints
+``{"summary": PID, "published": N, "received": N}``. ``--fork``: a
+subscriber forks once running, and the child runs on too.
 """
 
 import sys
@@ -28,10 +30,12 @@ if __name__ == '__main__' and '--world=eventlet' in sys.argv:
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import time  # noqa: E402
 
 from df_nats import bridge  # noqa: E402
 from df_nats.cmd import common  # noqa: E402
+from df_nats import connection  # noqa: E402
 from df_nats import pubsub_api  # noqa: E402
 
 # Events per second of the publisher: slow enough for a shared machine,
@@ -55,10 +59,22 @@ class _StdinClosed:
         return self.closed
 
 
-def _publish(topics, stop):
+def _say(**fields):
+    sys.stdout.write(json.dumps(fields) + '\n')
+    sys.stdout.flush()
+
+
+def _summary(received=0):
+    _say(summary=os.getpid(), received=received,
+         published=connection.get_connection().stats['published'])
+
+
+def _publish(args):
+    topics = args.topics
     publisher = common.load_driver().get_publisher()
     publisher.initialize()
-    print('ready', flush=True)
+    _say(ready=os.getpid())
+    stop = _StdinClosed()
     seq = 0
     start = time.monotonic()
     while not stop.is_set():
@@ -71,19 +87,29 @@ def _publish(topics, stop):
         delay = start + seq / RATE - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+    publisher.flush(5.0)
+    _summary()
     publisher.close()
 
 
-def _subscribe(topics, stop):
+def _subscribe(args):
     subscriber = common.load_driver().get_subscriber()
     subscriber.initialize(lambda *event: None)
-    for topic in topics:
+    for topic in args.topics:
         subscriber.register_topic(topic)
     subscriber.daemonize()
-    print('ready', flush=True)
+    child = args.fork and os.fork() == 0
+    if child:
+        subscriber.daemonize()  # moves to the child's own connection
+    _say(ready=os.getpid())
+    stop = _StdinClosed()
     while not stop.is_set():
         time.sleep(0.1)
+    received = subscriber.stats['received']
     subscriber.close()
+    _summary(received)
+    if child:
+        os._exit(0)
 
 
 def main():
@@ -92,13 +118,14 @@ def main():
     parser.add_argument('url')
     parser.add_argument('role', choices=('publisher', 'subscriber'))
     parser.add_argument('topics', type=lambda text: text.split(','))
+    parser.add_argument('--config-file', action='append')
+    parser.add_argument('--fork', action='store_true')
     args = parser.parse_args()
-    common.setup_process(servers=[args.url])
-    stop = _StdinClosed()
+    common.setup_process(servers=[args.url], config_files=args.config_file)
     if args.role == 'publisher':
-        _publish(args.topics, stop)
+        _publish(args)
     else:
-        _subscribe(args.topics, stop)
+        _subscribe(args)
 
 
 if __name__ == '__main__':
