@@ -198,16 +198,6 @@ class ProcessService:
         if enabled:
             conn.add_listener(self._on_reconnected)
 
-    @property
-    def registered(self) -> bool:
-        """True while the service answers (as far as this process knows)."""
-        return self._service is not None
-
-    @property
-    def service_id(self) -> Optional[str]:
-        service = self._service
-        return service.id if service is not None else None
-
     # -- caller's world ----------------------------------------------------
     # The collections are replaced, never changed in place: the loop
     # thread reads whichever one it finds.

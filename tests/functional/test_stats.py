@@ -128,6 +128,46 @@ def _by_pid(records):
     return {r['pid']: r for r in records}
 
 
+def _micro_requests(url, wait=1.0):
+    """What the NATS CLI asks (``nats micro ls/info/stats``), and the
+    answers to each, read with nats-py's own micro types."""
+    from nats.micro import service as micro_service
+
+    async def ask(nc, subject):
+        replies = []
+
+        async def on_reply(msg):
+            replies.append(json.loads(msg.data))
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=on_reply)
+        await nc.publish(subject, b'', reply=inbox)
+        await asyncio.sleep(wait)
+        await sub.unsubscribe()
+        return replies
+
+    async def scenario():
+        nc = await nats.connect(url)
+        try:
+            pings = await ask(nc, '$SRV.PING.df-nats')
+            infos = await ask(nc, '$SRV.INFO.df-nats')
+            stats = await ask(nc, '$SRV.STATS.df-nats')
+            counters = {}
+            for info in infos:
+                endpoint = micro_service.ServiceInfo.from_dict(
+                    info).endpoints[0]
+                reply = await nc.request(endpoint.subject, b'', timeout=5)
+                counters[info['id']] = json.loads(reply.data)
+        finally:
+            await nc.close()
+        return (
+            [micro_service.ServicePing.from_dict(p) for p in pings],
+            [micro_service.ServiceInfo.from_dict(i) for i in infos],
+            [micro_service.ServiceStats.from_dict(s) for s in stats],
+            counters)
+
+    return asyncio.run(scenario())
+
+
 def test_stats_lists_the_demo_processes_with_live_counters(
         fresh_nats_server, tmp_path):
     url = fresh_nats_server.url
@@ -181,6 +221,21 @@ def test_stats_lists_the_demo_processes_with_live_counters(
         for record in second.values():
             for name in ('gaps', 'syncs', 'duplicates', 'malformed'):
                 assert record['subscriber'][name] == 0
+
+        # As the NATS CLI sees them.
+        pings, infos, micro_stats, counters = _micro_requests(url)
+        for answers in (pings, infos, micro_stats):
+            assert {int(a.metadata['pid']) for a in answers} == set(pids)
+            assert {a.name for a in answers} == {'df-nats'}
+        for info in infos:
+            assert [(e.name, e.subject) for e in info.endpoints] == [
+                ('counters', '$SRV.df-nats.counters.%s' % info.id)]
+            assert info.description
+        for stats in micro_stats:
+            data = stats.endpoints[0].data
+            assert set(data) == {'connection', 'subscriber', 'outbox_bytes',
+                                 'outbox_events', 'last_error'}
+            assert counters[stats.id].keys() == data.keys()
 
         subscribers = _stats_json(url, '--role', 'subscriber')
         assert {r['pid'] for r in subscribers} == {sub_e.proc.pid,
