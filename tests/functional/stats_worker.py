@@ -44,8 +44,10 @@ RATE = 200
 
 
 class _StdinClosed:
-    """Set by a native thread when stdin closes; polled, never waited on
-    (a green Event must not be set from outside the hub's thread)."""
+    """Set by a native thread when stdin closes; polled, never waited on.
+
+    A green Event must not be set from outside the hub's thread.
+    """
 
     def __init__(self):
         self.closed = False

@@ -129,8 +129,10 @@ def _by_pid(records):
 
 
 def _micro_requests(url, wait=1.0):
-    """What the NATS CLI asks (``nats micro ls/info/stats``), and the
-    answers to each, read with nats-py's own micro types."""
+    """The answers to what ``nats micro ls/info/stats`` ask.
+
+    Read with nats-py's own micro types, as the NATS CLI reads them.
+    """
     from nats.micro import service as micro_service
 
     async def ask(nc, subject):

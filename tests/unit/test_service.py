@@ -102,8 +102,8 @@ def test_last_error_redacts_urls_and_stays_one_short_line():
      True, False),
     ('nats: slow consumer', True, False),
 ])
-def test_refusals_of_the_service_told_from_other_errors(message, registered,
-                                                         refused):
+def test_refusals_of_the_service_told_from_other_errors(
+        message, registered, refused):
     assert service.is_refusal(Exception(message), registered) is refused
 
 
