@@ -23,11 +23,7 @@ and counted, and strings are shortened.
 import json
 import sys
 
-from oslo_config import cfg
-
 from df_nats.cmd import common
-from df_nats import connection
-from df_nats import options
 from df_nats import service
 
 # Bounds on what is gathered: thousands of compute nodes answer.
@@ -140,14 +136,9 @@ def format_table(records) -> str:
 
 def run(args, out=sys.stdout) -> int:
     """Print every df-nats process answering within ``--wait`` seconds."""
-    common.setup_process(args.servers, args.debug, args.config_file)
     # This command is no Dragonflow process: it does not list itself.
-    cfg.CONF.set_override('service_endpoint', False, group=options.GROUP)
-    conn = connection.get_connection()
-    try:
-        conn.acquire()
-    except connection.ConnectError as exc:
-        sys.stderr.write('df-nats stats: %s\n' % exc)
+    conn = common.connect(args, 'stats', service_endpoint=False)
+    if conn is None:
         return 1
     try:
         records, skipped = collect(conn, args.wait, args.role)
