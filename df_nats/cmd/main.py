@@ -10,8 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``df-nats`` command: ``demo``, ``publishers``, ``tail``, ``stats``,
-``bench``."""
+"""The ``df-nats`` command: demo, publishers, tail, stats and bench."""
 
 import argparse
 import sys
