@@ -414,3 +414,23 @@ def test_nats_py_answers_micro_requests_with_the_live_metadata(
             await nc.close()
 
     asyncio.run(scenario())
+
+
+def test_still_listed_after_the_server_restarts(fresh_nats_server,
+                                                tmp_path):
+    # nats-py subscribes again after a reconnect: the instance answers
+    # again, with the reconnect counted.
+    url = fresh_nats_server.url
+    worker = _Worker(tmp_path, 'subscriber', 'native', url, 'subscriber',
+                     ['D'])
+    try:
+        worker.wait_for('ready')
+        before = _stats_until(url, lambda records: len(records) == 1)[0]
+        fresh_nats_server.restart()
+        after = _stats_until(url, lambda records: len(records) == 1 and (
+            records[0]['connection']['reconnects'] >= 1))[0]
+        assert after['id'] == before['id']
+        assert after['pid'] == worker.proc.pid
+        worker.finish()
+    finally:
+        worker.kill()
