@@ -52,6 +52,11 @@ from typing import Dict, Iterable, List, Mapping, Optional
 from nats import micro
 from nats.micro import service as micro_service
 
+from df_nats import loop_logging
+from df_nats import timeouts
+
+LOG = loop_logging.get_logger(__name__)
+
 NAME = 'df-nats'
 ENDPOINT = 'counters'
 DESCRIPTION = 'Dragonflow pub/sub driver df-nats: one instance per process'
@@ -68,8 +73,6 @@ CONNECTION_COUNTERS = ('published', 'messages', 'marks', 'rejected',
 SUBSCRIBER_COUNTERS = ('received', 'duplicates', 'gaps', 'missed', 'syncs',
                        'marks', 'malformed', 'callback_errors')
 
-# How long the registration waits for the server to confirm it.
-_CONFIRM_TIMEOUT = 5.0
 _LAST_ERROR_CHARS = 300
 _URL_USERINFO = re.compile(r'(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@')
 _SEMVER = re.compile(r'^(\d+)\.(\d+)\.(\d+)(.*)$')
@@ -259,7 +262,7 @@ class ProcessService:
         if self.enabled and is_refusal(exc, self._service is not None):
             if not self._refused:
                 self._refused = True
-                self._bridge.log.warning(
+                LOG.warning(
                     'df-nats: the NATS service %s is not available: the'
                     ' server refused it (%s). It needs permission to'
                     ' subscribe to %s.> and to publish to _INBOX.>;'
@@ -310,11 +313,11 @@ class ProcessService:
                 handler=self._on_counters_request)
             # The server refuses subscriptions after the fact: past this
             # round trip, a refusal has reached note_error.
-            await nc.flush(timeout=_CONFIRM_TIMEOUT)
+            await nc.flush(timeout=timeouts.CONFIRM)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._bridge.log.warning(
+            LOG.warning(
                 'df-nats: the NATS service %s is not registered (tried'
                 ' again after a reconnect): %s', NAME, describe_error(exc))
             await _quietly_stop(service)
@@ -323,8 +326,8 @@ class ProcessService:
             await _quietly_stop(service)
             return
         self._service = service
-        self._bridge.log.info('df-nats: registered as instance %s of the'
-                              ' NATS service %s', service.id, NAME)
+        LOG.info('df-nats: registered as instance %s of the NATS service'
+                 ' %s', service.id, NAME)
 
     async def _unregister(self):
         service, self._service = self._service, None
@@ -342,7 +345,7 @@ class ProcessService:
 
 async def _quietly_stop(service):
     try:
-        await asyncio.wait_for(service.stop(), _CONFIRM_TIMEOUT)
+        await asyncio.wait_for(service.stop(), timeouts.CONFIRM)
     except Exception:  # nosec: what is left goes with the connection
         pass
 

@@ -18,6 +18,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 from stevedore import driver as stevedore_driver
 
+from df_nats import errors
 from df_nats import options
 
 DRIVER_NAMESPACE = 'dragonflow.pubsub_driver'
@@ -49,15 +50,15 @@ def connect(args, command, err=None, service_endpoint=True):
     ``service_endpoint=False``: this process is not listed as an instance
     of the NATS service df-nats.
     """
-    from df_nats import connection
+    from df_nats import process_context
     setup_process(args.servers, args.debug, args.config_file)
     if not service_endpoint:
         cfg.CONF.set_override('service_endpoint', False,
                               group=options.GROUP)
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     try:
         conn.acquire()
-    except connection.ConnectError as exc:
+    except errors.ConnectError as exc:
         (err or sys.stderr).write('df-nats %s: %s\n' % (command, exc))
         return None
     return conn

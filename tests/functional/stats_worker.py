@@ -35,7 +35,7 @@ import time  # noqa: E402
 
 from df_nats import bridge  # noqa: E402
 from df_nats.cmd import common  # noqa: E402
-from df_nats import connection  # noqa: E402
+from df_nats import process_context  # noqa: E402
 from df_nats import pubsub_api  # noqa: E402
 
 # Events per second of the publisher: slow enough for a shared machine,
@@ -68,7 +68,8 @@ def _say(**fields):
 
 def _summary(received=0):
     _say(summary=os.getpid(), received=received,
-         published=connection.get_connection().stats['published'])
+         published=process_context.current().connection.stats[
+             'published'])
 
 
 def _publish(args):

@@ -107,16 +107,6 @@ def test_refusals_of_the_service_told_from_other_errors(
     assert service.is_refusal(Exception(message), registered) is refused
 
 
-class _Log:
-    def __init__(self):
-        self.records = []
-
-    def warning(self, msg, *args):
-        self.records.append(('warning', msg % args))
-
-    info = warning
-
-
 class _Loop:
     def __init__(self):
         self.tasks = []
@@ -128,7 +118,7 @@ class _Loop:
 
 def _conn(enabled=True):
     bridge = types.SimpleNamespace(
-        green=False, log=_Log(), loop=_Loop(),
+        green=False, loop=_Loop(),
         call_soon=lambda fn, *args: fn(*args))
     conn = types.SimpleNamespace(
         bridge=bridge, pid=4242, stats=collections.Counter(),
@@ -191,13 +181,14 @@ def test_errors_become_last_error():
     assert svc.snapshot()['last_error'] == 'OSError: nats://***@h:1 down'
 
 
-def test_a_refusal_is_logged_once_and_unregisters():
+def test_a_refusal_is_logged_once_and_unregisters(caplog):
     conn, svc = _conn()
     refusal = Exception('nats: Permissions Violation for Subscription to'
                         ' "$SRV.PING"')
     assert svc.note_error(refusal) is True
     assert svc.note_error(refusal) is True
-    warnings = [text for level, text in conn.bridge.log.records]
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == 'df_nats.service']
     assert len(warnings) == 1
     assert 'subscribe to $SRV.>' in warnings[0]
     assert 'publish to _INBOX.>' in warnings[0]
