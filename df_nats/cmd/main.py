@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``df-nats`` command: ``demo``, ``publishers``, ``tail``."""
+"""The ``df-nats`` command: demo, publishers, tail and stats."""
 
 import argparse
 import sys
@@ -69,7 +69,38 @@ def _parser():
     tail.add_argument('--count', type=int, default=0,
                       help='exit after this many events')
     _connection_arguments(tail)
+
+    stats = commands.add_parser(
+        'stats', help='list every df-nats process (NATS service df-nats)'
+                      ' with its role, host, pid and counters')
+    stats.add_argument('--role', choices=_service_roles(),
+                       help='only processes of this role (publisher and'
+                            ' subscriber include both)')
+    stats.add_argument('--json', action='store_true',
+                       help='JSON output: a list of processes')
+    stats.add_argument('--wait', type=_positive_seconds, default=1.0,
+                       metavar='SECONDS',
+                       help='how long to collect replies (default'
+                            ' %(default)s)')
+    _connection_arguments(stats)
     return parser
+
+
+def _service_roles():
+    from df_nats import service
+    return service.ROLES
+
+
+def _positive_seconds(text):
+    """A number of seconds above 0, for ``stats --wait``."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(
+            'expected seconds above 0 (at most 3600), got %r' % text)
+    return seconds
 
 
 def main(argv=None):
@@ -83,6 +114,9 @@ def main(argv=None):
     if args.command == 'tail':
         from df_nats.cmd import tail
         return tail.run(args)
+    if args.command == 'stats':
+        from df_nats.cmd import stats
+        return stats.run(args)
     return 2
 
 
