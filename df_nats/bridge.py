@@ -253,8 +253,8 @@ class _HubDoorbell(_Doorbell):
 
     def __init__(self, natives: _Natives):
         super().__init__(natives, True)
-        import greenlet
         from eventlet import hubs
+        import greenlet
         self._current = greenlet.getcurrent
         self._hub = hubs.get_hub()
         self._pending = False
