@@ -263,8 +263,8 @@ class _HubDoorbell(_Doorbell):
                                        self._on_readable, self._on_error,
                                        None)
 
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait until rung (no timeout: one greenthread waits for good)."""
+    def wait(self) -> bool:
+        """Wait until rung, for good (the dispatcher's wait: no timeout)."""
         while not self._pending:
             self._waiter = self._current()
             try:

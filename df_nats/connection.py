@@ -297,12 +297,21 @@ class Connection:
             return True
         stream = group[0][0]
         n = stream.next_number()
+        count = len(group)
         body, headers, size = _message(stream, n, group)
-        _write_message(nc, writer, stream.subject, body, headers)
+        try:
+            _write_message(nc, writer, stream.subject, body, headers)
+        except Exception as exc:
+            # As in _drain: the number is used, subscribers see the gap.
+            self.stats['publish_errors'] += count
+            self.bridge.log.error(
+                'df-nats: dropping %d event(s) for %s: %s: %s',
+                count, stream.subject, type(exc).__name__, exc)
+        else:
+            self.stats['published'] += count
+            self.stats['messages'] += 1
         stream.n = n
         outbox.release(size)
-        self.stats['published'] += len(group)
-        self.stats['messages'] += 1
         return not outbox
 
     async def _drain(self):

@@ -376,3 +376,18 @@ def test_not_written_past_what_is_queued_before(conf, state):
     assert not [data for data in nc.written if data.startswith(b'HPUB')]
     assert [h['Df-Seq'] for _, _, h in nc.sent][-1] == (
         'p i.5' if state == 'mark owed' else 'p i.1')
+
+
+def test_failed_write_uses_its_number_and_is_counted(conf):
+    conn, nc = _writable_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+
+    def refuse(data):
+        raise RuntimeError('Cannot call write() after write_eof()')
+    nc._transport._io_writer.write = refuse
+    conn._outbox.put(s, _event(0), 'lport')
+    _request_drain(conn)
+    assert s.n == 1 and not conn._outbox
+    assert conn._outbox.waiting_bytes == 0
+    assert conn.stats['publish_errors'] == 1
+    assert conn.stats['published'] == 0
