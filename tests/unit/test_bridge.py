@@ -26,15 +26,17 @@ import time
 import pytest
 
 from df_nats import bridge as df_bridge
+from df_nats import process_context
 
 
 @pytest.fixture(scope='module')
 def bridge():
-    return df_bridge.get_bridge()
+    return process_context.current().bridge
 
 
 def test_one_bridge_per_process(bridge):
-    assert df_bridge.get_bridge() is bridge
+    assert process_context.current().bridge is bridge
+    assert process_context.renew().bridge is bridge
     assert bridge.pid == os.getpid() and not bridge.green
 
 
@@ -114,8 +116,9 @@ eventlet.monkey_patch()
 import time
 from eventlet import hubs
 from df_nats import bridge
+from df_nats import natives as df_natives
 
-natives = bridge._Natives()
+natives = df_natives.Natives()
 bell = bridge._HubDoorbell(natives)
 hub = hubs.get_hub()
 woken = []
