@@ -146,7 +146,8 @@ function _wait_for_df_nats_server {
         ::) host=::1 ;;
     esac
     echo "Waiting for nats-server on $host port $DF_NATS_PORT"
-    local deadline=$((SECONDS + DF_NATS_START_TIMEOUT))
+    local deadline
+    deadline=$((SECONDS + DF_NATS_START_TIMEOUT))
     until (exec 3<>/dev/tcp/$host/$DF_NATS_PORT) 2>/dev/null; do
         if $SYSTEMCTL is-failed --quiet devstack@$DF_NATS_SERVICE.service; then
             die $LINENO "nats-server (devstack@$DF_NATS_SERVICE) failed;" \

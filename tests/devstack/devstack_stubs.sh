@@ -90,7 +90,8 @@ function run_phase {
                 fi ;;
             *)
                 if [[ -f $dir/devstack/plugin.sh ]]; then
-                    echo "PHASE: $plugin $mode $phase" >> $HARNESS_ROOT/calls.log
+                    echo "PHASE: $plugin $mode $phase" \
+                        >> $HARNESS_ROOT/calls.log
                     source $dir/devstack/plugin.sh $mode $phase
                 fi ;;
         esac

@@ -54,7 +54,8 @@ case "$ACTION" in
         run_phase stack install
         run_phase stack post-config
         # stack.sh starts neutron-server between post-config and extra.
-        run_process q-svc "$NEUTRON_BIN_DIR/neutron-server --config-file $NEUTRON_CONF --config-file $DRAGONFLOW_CONF"
+        q_svc="$NEUTRON_BIN_DIR/neutron-server --config-file $NEUTRON_CONF"
+        run_process q-svc "$q_svc --config-file $DRAGONFLOW_CONF"
         run_phase stack extra
         run_phase stack test-config
         ;;
