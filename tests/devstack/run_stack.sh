@@ -33,19 +33,31 @@ STACK_USER=$(id -un)
 HOST_IP=127.0.0.1
 SERVICE_HOST=127.0.0.1
 NEUTRON_BIN_DIR=/usr/local/bin
-NEUTRON_CONF=$HARNESS_ROOT/etc/neutron/neutron.conf
+NEUTRON_CONF_DIR=$HARNESS_ROOT/etc/neutron
+NEUTRON_CONF=$NEUTRON_CONF_DIR/neutron.conf
+NEUTRON_SERVER_CONFIG_FILES=
 ENABLED_SERVICES=
 DISABLED_SERVICES=
 DEVSTACK_PLUGINS=
 declare -A GITDIR
 export SYSTEMD_DIR
+# Commands the test fakes (df-db, ovs-vsctl...) come first.
+PATH=$HARNESS_ROOT/bin:$PATH
 
-mkdir -p $DEST $DATA_DIR $(dirname $NEUTRON_CONF)
+mkdir -p $DEST $DATA_DIR $NEUTRON_CONF_DIR $TOP_DIR/lib/neutron_plugins
+# Sourced by Dragonflow's plugin; nothing of them is used here.
+touch $TOP_DIR/lib/neutron_plugins/ovs_base
+touch $TOP_DIR/lib/neutron_plugins/openvswitch_agent
 touch $NEUTRON_CONF $HARNESS_ROOT/calls.log
 
 source $HARNESS_ROOT/localrc
 
 run_phase override_defaults
+# The test may move paths that override-defaults fixes (/etc/neutron) into
+# ROOT.
+if [[ -f $HARNESS_ROOT/after-override-defaults ]]; then
+    source $HARNESS_ROOT/after-override-defaults
+fi
 run_phase source
 
 case "$ACTION" in
@@ -55,7 +67,10 @@ case "$ACTION" in
         run_phase stack post-config
         # stack.sh starts neutron-server between post-config and extra.
         q_svc="$NEUTRON_BIN_DIR/neutron-server --config-file $NEUTRON_CONF"
-        run_process q-svc "$q_svc --config-file $DRAGONFLOW_CONF"
+        for file in $NEUTRON_SERVER_CONFIG_FILES; do
+            q_svc+=" --config-file $file"
+        done
+        run_process q-svc "$q_svc"
         run_phase stack extra
         run_phase stack test-config
         ;;

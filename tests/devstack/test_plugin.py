@@ -22,184 +22,34 @@ commit on master and of 4.0.0, in both plugin orders.
 """
 
 import asyncio
-import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 
 import nats
 import pytest
 
-from df_nats import embedded_server
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-RUN_STACK = os.path.join(HERE, 'run_stack.sh')
-DRAGONFLOW_SIM = os.path.join(HERE, 'dragonflow_sim')
-
-DRAGONFLOW_VERSIONS = ['master', '4.0.0']
-ORDERS = {
-    'dragonflow-first': ['dragonflow', 'df-nats'],
-    'df-nats-first': ['df-nats', 'dragonflow'],
-}
+from tests.devstack import harness
 
 
-class Node(object):
-    """One devstack node: its directory, local.conf, and stack runs."""
-
-    def __init__(self, root, dragonflow, plugins, localrc, extra_dirs=None):
-        self.root = str(root)
-        self.dragonflow = dragonflow
-        self.plugins = plugins
-        self.extra_dirs = extra_dirs or {}
-        os.makedirs(self.root, exist_ok=True)
-        lines = ['enable_plugin %s https://opendev.org/x/%s' % (p, p)
-                 for p in plugins]
-        with open(os.path.join(self.root, 'localrc'), 'w') as f:
-            f.write('\n'.join(lines + list(localrc)) + '\n')
-
-    def run(self, action, check=True, timeout=120):
-        env = dict(os.environ)
-        env.update({
-            'HARNESS_PYTHON': sys.executable,
-            'HARNESS_PYTHON_BIN_DIR': os.path.dirname(
-                embedded_server.find_nats_server()),
-            'HARNESS_DRAGONFLOW': self.dragonflow,
-            'HARNESS_PLUGIN_DIR_dragonflow': DRAGONFLOW_SIM,
-            'HARNESS_PLUGIN_DIR_df_nats': REPO,
-        })
-        for name, path in self.extra_dirs.items():
-            env['HARNESS_PLUGIN_DIR_%s' % name.replace('-', '_')] = path
-        proc = subprocess.run(['bash', RUN_STACK, self.root, action],
-                              env=env, capture_output=True, text=True,
-                              timeout=timeout)
-        if check and proc.returncode != 0:
-            pytest.fail('%s failed (%s):\n%s' % (
-                action, proc.returncode, proc.stderr[-4000:]))
-        return proc
-
-    def path(self, *parts):
-        return os.path.join(self.root, *parts)
-
-    def snapshot(self, service):
-        """What the service would read at its start (probe.py)."""
-        with open(self.path('snapshots', service + '.json')) as f:
-            return json.load(f)
-
-    def systemctl(self):
-        with open(self.path('systemctl.log')) as f:
-            return f.read().splitlines()
-
-    def calls(self):
-        with open(self.path('calls.log')) as f:
-            return f.read().splitlines()
-
-    def server_pid(self):
-        pidfile = self.path('systemd-state',
-                            'devstack@df-nats-server.service.pid')
-        if not os.path.exists(pidfile):
-            return None
-        with open(pidfile) as f:
-            return int(f.read())
-
-    def kill_leftovers(self):
-        pid = self.server_pid()
-        if pid:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
-
-
-@pytest.fixture
-def make_node(tmp_path):
-    """Node factory; every server a node started is stopped afterwards."""
-    nodes = []
-
-    def make(name='node', dragonflow='master', order='dragonflow-first',
-             localrc=(), plugins=None, extra_dirs=None):
-        node = Node(tmp_path / name, dragonflow, plugins or ORDERS[order],
-                    localrc, extra_dirs)
-        nodes.append(node)
-        return node
-
-    yield make
-    for node in nodes:
-        if node.server_pid():
-            node.run('unstack', check=False)
-        node.kill_leftovers()
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
-def _free_port(hosts=('127.0.0.1',)):
-    """A port free on every host given (all loopback)."""
-    for _ in range(50):
-        port = embedded_server.free_port()
-        try:
-            for host in hosts:
-                with socket.socket() as sock:
-                    sock.bind((host, port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError('no port free on %s' % (hosts,))
-
-
-def _controller_localrc(port, *more):
-    return ['ENABLED_SERVICES=q-svc,df-controller',
-            'DF_NATS_PORT=%d' % port] + list(more)
-
-
-def _assert_selects_nats(snapshot, dragonflow):
-    """The [df] options of a snapshot select df-nats."""
-    assert snapshot['df']['enable_df_pub_sub'] is True, snapshot['text']
-    assert snapshot['df']['pub_sub_driver'] == 'nats', snapshot['text']
-    if dragonflow == '4.0.0':
-        # neutron-server publishes through the multiproc driver when
-        # pub_sub_use_multiproc is True: it must be df-nats then.
-        df = snapshot['df']
-        assert (df['pub_sub_multiproc_driver'] == 'nats'
-                or df['pub_sub_use_multiproc'] is False), df
-
-
-def _assert_reachable(snapshot, urls):
-    """The snapshot's servers are these URLs and NATS answers on each."""
-    assert 'df_nats_error' not in snapshot, snapshot['df_nats_error']
-    assert snapshot['df_nats']['servers'] == urls
-    for url in urls:
-        info = snapshot['greetings'][url]
-        assert isinstance(info, dict), '%s: %s' % (url, info)
-        assert info['jetstream'] is True
-
-
-@pytest.mark.parametrize('order', sorted(ORDERS))
-@pytest.mark.parametrize('dragonflow', DRAGONFLOW_VERSIONS)
+@pytest.mark.parametrize('order', sorted(harness.ORDERS))
+@pytest.mark.parametrize('dragonflow', harness.DRAGONFLOW_VERSIONS)
 def test_controller_reads_nats_at_start(make_node, dragonflow, order):
-    port = _free_port()
+    port = harness.free_port()
     node = make_node(dragonflow=dragonflow, order=order,
-                     localrc=_controller_localrc(port))
+                     localrc=harness.controller_localrc(port))
     node.run('stack')
 
     # The plugins ran in the order local.conf gave.
     phases = [c.split()[1] for c in node.calls()
               if c.startswith('PHASE:') and c.endswith('post-config')]
-    assert phases == ORDERS[order]
+    assert phases == harness.ORDERS[order]
 
     url = 'nats://127.0.0.1:%d' % port
     for service in ('df-controller', 'q-svc'):
         snapshot = node.snapshot(service)
-        _assert_selects_nats(snapshot, dragonflow)
-        _assert_reachable(snapshot, [url])
+        harness.assert_selects_nats(snapshot, dragonflow)
+        harness.assert_reachable(snapshot, [url])
         assert snapshot['df_nats']['kv_replicas'] == 1
 
     log = node.systemctl()
@@ -212,9 +62,9 @@ def test_controller_reads_nats_at_start(make_node, dragonflow, order):
     assert 'plugin_requires df-nats dragonflow' in node.calls()
 
     pid = node.server_pid()
-    assert _alive(pid)
+    assert harness.alive(pid)
     node.run('unstack')
-    assert not _alive(pid)
+    assert not harness.alive(pid)
     with pytest.raises(OSError):
         socket.create_connection(('127.0.0.1', port), timeout=2).close()
     assert os.path.isdir(node.path('data', 'nats', 'jetstream'))
@@ -222,45 +72,45 @@ def test_controller_reads_nats_at_start(make_node, dragonflow, order):
     assert not os.path.exists(node.path('data', 'nats'))
 
 
-@pytest.mark.parametrize('dragonflow', DRAGONFLOW_VERSIONS)
+@pytest.mark.parametrize('dragonflow', harness.DRAGONFLOW_VERSIONS)
 def test_redis_database_keeps_nats_pub_sub(make_node, dragonflow):
     # With the Redis database Dragonflow would select Redis pub/sub and
     # define its own configure_pubsub_service_plugin.
-    port = _free_port()
+    port = harness.free_port()
     node = make_node(dragonflow=dragonflow, order='df-nats-first',
-                     localrc=_controller_localrc(port) + [
+                     localrc=harness.controller_localrc(port) + [
                          'ENABLED_SERVICES+=,df-redis'])
     node.run('stack')
     snapshot = node.snapshot('df-controller')
-    _assert_selects_nats(snapshot, dragonflow)
-    _assert_reachable(snapshot, ['nats://127.0.0.1:%d' % port])
+    harness.assert_selects_nats(snapshot, dragonflow)
+    harness.assert_reachable(snapshot, ['nats://127.0.0.1:%d' % port])
 
 
 def test_local_conf_pub_sub_false_is_overridden(make_node):
-    port = _free_port()
-    node = make_node(localrc=_controller_localrc(
+    port = harness.free_port()
+    node = make_node(localrc=harness.controller_localrc(
         port, 'DF_PUB_SUB=False', 'PUB_SUB_DRIVER=zmq_pubsub_driver'))
     node.run('stack')
-    _assert_selects_nats(node.snapshot('df-controller'), 'master')
+    harness.assert_selects_nats(node.snapshot('df-controller'), 'master')
 
 
-@pytest.mark.parametrize('dragonflow', DRAGONFLOW_VERSIONS)
+@pytest.mark.parametrize('dragonflow', harness.DRAGONFLOW_VERSIONS)
 def test_publisher_service_is_disabled(make_node, dragonflow):
-    port = _free_port()
-    node = make_node(dragonflow=dragonflow, localrc=_controller_localrc(
+    port = harness.free_port()
+    node = make_node(dragonflow=dragonflow, localrc=harness.controller_localrc(
         port, 'ENABLED_SERVICES+=,df-publisher-service'))
     proc = node.run('stack')
     assert 'disabling df-publisher-service' in proc.stderr
     assert not os.path.exists(
         node.path('systemd', 'devstack@df-publisher-service.service'))
-    _assert_selects_nats(node.snapshot('df-controller'), dragonflow)
+    harness.assert_selects_nats(node.snapshot('df-controller'), dragonflow)
 
 
 @pytest.mark.parametrize('service', ['df-zmq-publisher-service',
                                      'df-etcd-pubsub-service'])
 def test_other_pub_sub_service_fails_clearly(make_node, service):
-    node = make_node(localrc=_controller_localrc(
-        _free_port(), 'ENABLED_SERVICES+=,%s' % service))
+    node = make_node(localrc=harness.controller_localrc(
+        harness.free_port(), 'ENABLED_SERVICES+=,%s' % service))
     proc = node.run('stack', check=False)
     assert proc.returncode != 0
     assert service in proc.stderr
@@ -268,8 +118,8 @@ def test_other_pub_sub_service_fails_clearly(make_node, service):
 
 
 def test_server_disabled_uses_given_servers(make_node, nats_server):
-    node = make_node(localrc=_controller_localrc(
-        _free_port(), 'disable_service df-nats-server',
+    node = make_node(localrc=harness.controller_localrc(
+        harness.free_port(), 'disable_service df-nats-server',
         'DF_NATS_SERVERS=%s' % nats_server.url))
     started = time.monotonic()
     node.run('stack')
@@ -279,12 +129,12 @@ def test_server_disabled_uses_given_servers(make_node, nats_server):
     assert 'setup_develop %s/opt/stack/df-nats extras=' % node.root \
         in node.calls()
     snapshot = node.snapshot('df-controller')
-    _assert_selects_nats(snapshot, 'master')
-    _assert_reachable(snapshot, [nats_server.url])
+    harness.assert_selects_nats(snapshot, 'master')
+    harness.assert_reachable(snapshot, [nats_server.url])
     node.run('unstack')
 
 
-@pytest.mark.parametrize('dragonflow', DRAGONFLOW_VERSIONS)
+@pytest.mark.parametrize('dragonflow', harness.DRAGONFLOW_VERSIONS)
 def test_compute_node_uses_the_controllers_server(make_node, nats_server,
                                                   dragonflow):
     # A compute node: no neutron-server, so no nats-server either; its
@@ -297,17 +147,17 @@ def test_compute_node_uses_the_controllers_server(make_node, nats_server,
     assert not os.path.exists(
         node.path('systemd', 'devstack@df-nats-server.service'))
     snapshot = node.snapshot('df-controller')
-    _assert_selects_nats(snapshot, dragonflow)
-    _assert_reachable(snapshot, [nats_server.url])
+    harness.assert_selects_nats(snapshot, dragonflow)
+    harness.assert_reachable(snapshot, [nats_server.url])
 
 
 def test_listen_host_sets_the_servers(make_node):
-    port = _free_port(('127.0.0.2',))
-    node = make_node(localrc=_controller_localrc(
+    port = harness.free_port(('127.0.0.2',))
+    node = make_node(localrc=harness.controller_localrc(
         port, 'DF_NATS_LISTEN_HOST=127.0.0.2'))
     node.run('stack')
-    _assert_reachable(node.snapshot('df-controller'),
-                      ['nats://127.0.0.2:%d' % port])
+    harness.assert_reachable(node.snapshot('df-controller'),
+                             ['nats://127.0.0.2:%d' % port])
 
 
 @pytest.mark.parametrize('setting, message', [
@@ -318,7 +168,8 @@ def test_listen_host_sets_the_servers(make_node):
      'DF_NATS_LISTEN_HOST=127.0.0.1 is not one of DF_NATS_CLUSTER_HOSTS'),
 ])
 def test_unusable_settings_fail_clearly(make_node, setting, message):
-    node = make_node(localrc=_controller_localrc(_free_port(), setting))
+    node = make_node(localrc=harness.controller_localrc(
+        harness.free_port(), setting))
     proc = node.run('stack', check=False)
     assert proc.returncode != 0
     assert message in proc.stderr
@@ -334,7 +185,7 @@ def test_dragonflow_not_selecting_nats_fails_the_stack(make_node, tmp_path):
     (late / 'devstack' / 'settings').write_text('DF_PUB_SUB=False\n')
     node = make_node(plugins=['dragonflow', 'df-nats', 'late'],
                      extra_dirs={'late': str(late)},
-                     localrc=_controller_localrc(_free_port()))
+                     localrc=harness.controller_localrc(harness.free_port()))
     proc = node.run('stack', check=False)
     assert proc.returncode != 0
     assert "[df] enable_df_pub_sub = 'False', not 'True'" in proc.stderr
@@ -362,13 +213,13 @@ async def _replicated_bucket(urls, deadline):
 
 def test_three_controllers_form_a_cluster(make_node, dragonflow='master'):
     hosts = ['127.0.0.1', '127.0.0.2', '127.0.0.3']
-    port = _free_port(hosts)
-    cluster_port = _free_port(hosts)
+    port = harness.free_port(hosts)
+    cluster_port = harness.free_port(hosts)
     urls = ['nats://%s:%d' % (h, port) for h in hosts]
     nodes = []
     for i, host in enumerate(hosts):
         node = make_node(name='controller%d' % i, dragonflow=dragonflow,
-                         localrc=_controller_localrc(
+                         localrc=harness.controller_localrc(
                              port, 'HOST_IP=%s' % host,
                              'DF_NATS_SERVER_NAME=controller%d' % i,
                              'DF_NATS_CLUSTER_HOSTS=%s' % ','.join(hosts),
@@ -378,13 +229,13 @@ def test_three_controllers_form_a_cluster(make_node, dragonflow='master'):
 
     for node in nodes:
         snapshot = node.snapshot('df-controller')
-        _assert_selects_nats(snapshot, dragonflow)
+        harness.assert_selects_nats(snapshot, dragonflow)
         assert snapshot['df_nats']['servers'] == urls
         assert snapshot['df_nats']['kv_replicas'] == 3
     # When the last controller started, all three servers answered, as
     # members of one cluster.
     last = nodes[-1].snapshot('df-controller')
-    _assert_reachable(last, urls)
+    harness.assert_reachable(last, urls)
     assert {last['greetings'][u]['cluster'] for u in urls} == {'df-nats'}
 
     info = asyncio.run(_replicated_bucket(urls, time.monotonic() + 30))

@@ -8,8 +8,9 @@
 #   a definition of configure_pubsub_service_plugin; the ZeroMQ one also
 #   enables df-publisher-service;
 # - "stack install" starts the database server;
-# - "stack post-config" replaces DRAGONFLOW_CONF with the sample, writes
-#   enable_df_pub_sub (and, in 4.0.0, pub_sub_use_multiproc), calls
+# - "stack post-config" replaces DRAGONFLOW_CONF with the sample, adds it
+#   to neutron-server's configuration files, writes enable_df_pub_sub (and,
+#   in 4.0.0, pub_sub_use_multiproc), calls
 #   configure_pubsub_service_plugin when DF_PUB_SUB is True and fails if
 #   PUB_SUB_DRIVER is then empty, starts df-publisher-service when enabled,
 #   then df-controller (reading NEUTRON_CONF and DRAGONFLOW_CONF);
@@ -52,6 +53,9 @@ fi
 function _df_sim_post_config {
     mkdir -p $(dirname $DRAGONFLOW_CONF)
     cp $DRAGONFLOW_DIR/etc/dragonflow.ini.sample $DRAGONFLOW_CONF
+    if is_service_enabled q-svc; then
+        neutron_server_config_add_new $DRAGONFLOW_CONF
+    fi
     iniset $DRAGONFLOW_CONF df enable_df_pub_sub "$DF_PUB_SUB"
     if [[ "$HARNESS_DRAGONFLOW" == "4.0.0" ]]; then
         iniset $DRAGONFLOW_CONF df pub_sub_use_multiproc \
