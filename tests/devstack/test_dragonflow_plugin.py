@@ -83,7 +83,8 @@ def _prepare(node, source):
 
 
 @pytest.mark.parametrize('order', sorted(harness.ORDERS))
-@pytest.mark.parametrize('source', SOURCES or [None])
+@pytest.mark.parametrize('source', SOURCES or [None], ids=lambda source: (
+    os.path.basename(source.rstrip('/')) if source else 'none'))
 def test_real_dragonflow_plugin_starts_controller_on_nats(make_node, tmp_path,
                                                           source, order):
     if source is None:
