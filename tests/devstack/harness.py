@@ -131,8 +131,8 @@ def controller_localrc(port, *more):
 
 def assert_selects_nats(snapshot, dragonflow):
     """The [df] options of a snapshot select df-nats."""
-    assert snapshot['df']['enable_df_pub_sub'] is True, snapshot['text']
-    assert snapshot['df']['pub_sub_driver'] == 'nats', snapshot['text']
+    assert snapshot['df']['enable_df_pub_sub'] is True, snapshot['df']
+    assert snapshot['df']['pub_sub_driver'] == 'nats', snapshot['df']
     if dragonflow == '4.0.0':
         # neutron-server publishes through the multiproc driver when
         # pub_sub_use_multiproc is True: it must be df-nats then.
