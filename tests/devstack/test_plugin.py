@@ -241,3 +241,17 @@ def test_three_controllers_form_a_cluster(make_node, dragonflow='master'):
     info = asyncio.run(_replicated_bucket(urls, time.monotonic() + 30))
     assert info.config.num_replicas == 3
     assert len(info.cluster.replicas) == 2
+
+
+def test_server_that_cannot_start_fails_the_stack_at_once(make_node):
+    # nats-server exits at once (here: a binary that only fails); stack
+    # install says so without waiting for DF_NATS_START_TIMEOUT.
+    node = make_node(localrc=harness.controller_localrc(
+        harness.free_port(), 'DF_NATS_START_TIMEOUT=120',
+        'DF_NATS_SERVER_BIN=/bin/false'))
+    started = time.monotonic()
+    proc = node.run('stack', check=False)
+    assert proc.returncode != 0
+    assert 'nats-server (devstack@df-nats-server) failed' in proc.stderr
+    assert time.monotonic() - started < 60
+    assert not os.path.exists(node.path('snapshots', 'df-controller.json'))
