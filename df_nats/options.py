@@ -25,6 +25,8 @@ from urllib import parse
 
 from oslo_config import cfg
 
+from df_nats import errors
+
 GROUP = 'df_nats'
 
 _URL_SCHEMES = ('nats', 'tls')
@@ -104,6 +106,15 @@ connection_opts = [
     cfg.FloatOpt('close_timeout', default=5.0, min=0.0,
                  help='Seconds close() waits for pending events to be'
                       ' flushed to the server.'),
+    cfg.BoolOpt('service_endpoint', default=True,
+                help='Register this process as an instance of the NATS'
+                     ' service "df-nats" (the NATS micro protocol), so that'
+                     ' "nats micro ls", "nats micro stats df-nats" and'
+                     ' "df-nats stats" list it with its role, host, pid,'
+                     ' publisher id, version and counters. Its user needs'
+                     ' permission to subscribe to $SRV.> and to publish to'
+                     ' _INBOX.> (the replies); without it df-nats logs one'
+                     ' warning and runs on without the service.'),
 ]
 
 auth_opts = [
@@ -173,12 +184,9 @@ ALL_OPTS = connection_opts + auth_opts + tls_opts + registry_opts
 cfg.CONF.register_opts(ALL_OPTS, group=GROUP)
 
 
-class ConfigError(ValueError):
-    """A ``[df_nats]`` option has a value df-nats cannot use."""
-
-    def __init__(self, option: str, problem: str):
-        self.option = option
-        super().__init__('[%s] %s: %s' % (GROUP, option, problem))
+# A [df_nats] option df-nats cannot use; the callers of this module have
+# caught it here so far.
+ConfigError = errors.ConfigError
 
 
 def list_opts():
