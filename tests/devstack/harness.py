@@ -44,7 +44,11 @@ class Node(object):
         self.plugins = plugins
         self.extra_dirs = extra_dirs or {}
         os.makedirs(self.root, exist_ok=True)
-        lines = ['enable_plugin %s https://opendev.org/x/%s' % (p, p)
+        # Nothing is cloned: run_stack.sh maps each name to a directory
+        # (HARNESS_PLUGIN_DIR_<name>); the URL only says which.
+        dirs = dict(self.extra_dirs)
+        dirs.update({'dragonflow': dragonflow_dir, 'df-nats': REPO})
+        lines = ['enable_plugin %s file://%s' % (p, dirs[p])
                  for p in plugins]
         with open(os.path.join(self.root, 'localrc'), 'w') as f:
             f.write('\n'.join(lines + list(localrc)) + '\n')
