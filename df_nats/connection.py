@@ -309,6 +309,7 @@ class Connection:
         except Exception as exc:
             # As in _drain: the number is used, subscribers see the gap.
             self.stats['publish_errors'] += count
+            self.service.note_error(exc)
             LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
                       count, stream.subject, type(exc).__name__, exc)
         else:
