@@ -55,6 +55,8 @@ _VERDICTS = {
     sequence.DUPLICATE: (False, None, 'duplicates'),
     sequence.MARK: (False, None, None),
 }
+_LOGGED_VERDICTS = frozenset((sequence.DUPLICATE, sequence.JUMP,
+                              sequence.RESET, sequence.BAD_HEADER))
 
 
 class NatsSubscriber(pubsub_api.SubscriberApi):
@@ -331,10 +333,11 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         dropped = self._overflow_loop - self._overflow_counted
         self._overflow_counted += dropped
         self.stats['overflow'] += dropped
-        self._log_odd('overflow', 'df-nats: the delivery queue is full'
-                      ' ([df_nats] delivery_queue_size = %d bytes): %d'
-                      ' message(s) dropped, %d so far; asking for a resync',
-                      self._queue_limit, dropped, self.stats['overflow'])
+        if self._may_log('overflow'):
+            LOG.warning('df-nats: the delivery queue is full ([df_nats]'
+                        ' delivery_queue_size = %d bytes): %d message(s)'
+                        ' dropped, %d so far; asking for a resync',
+                        self._queue_limit, dropped, self.stats['overflow'])
         self._request_sync('delivery queue full')
 
     def _on_reconnected(self):
@@ -391,13 +394,12 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             self.stats[counter] += 1
         if verdict == sequence.GAP:
             self._count_gap(subject, headers, missed)
-        elif verdict in (sequence.DUPLICATE, sequence.JUMP, sequence.RESET,
-                         sequence.BAD_HEADER):
-            self._log_odd(verdict, 'df-nats: %s on %s: Df-Seq %s (%d so'
-                          ' far); Df-Seq headers can be copied by anyone'
-                          ' who may publish there', verdict, subject,
-                          _shown(headers.get(sequence.HEADER_SEQ)),
-                          self.stats[counter])
+        elif verdict in _LOGGED_VERDICTS and self._may_log(verdict):
+            LOG.warning('df-nats: %s on %s: Df-Seq %s (%d so far); anyone'
+                        ' who may publish there can copy or forge Df-Seq'
+                        ' headers', verdict, subject,
+                        _shown(headers.get(sequence.HEADER_SEQ)),
+                        self.stats[counter])
         if self._tracker.is_mark(headers):
             self.stats['marks'] += 1
             return False, reason
@@ -477,13 +479,14 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         LOG.exception('df-nats: the subscriber callback failed on'
                       ' %s %s %s', action, table, key)
 
-    def _log_odd(self, kind, msg, *args):
-        """Log a WARNING of ``kind`` at most once per _ODD_LOG_INTERVAL."""
+    def _may_log(self, kind):
+        """True at most once per _ODD_LOG_INTERVAL for each ``kind``."""
         now = time.monotonic()
         if now - self._last_odd_log.get(kind, -_ODD_LOG_INTERVAL) >= (
                 _ODD_LOG_INTERVAL):
             self._last_odd_log[kind] = now
-            LOG.warning(msg, *args)
+            return True
+        return False
 
     def _count_malformed(self, data, problem, dropped=1):
         self.stats['malformed'] += dropped
@@ -497,6 +500,8 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
 
 def _shown(value):
     """An untrusted header value as a log line may quote it: short."""
+    if isinstance(value, (str, bytes)):
+        value = value[:_SHOWN + 1]   # a header may be a megabyte
     text = codec.header_value(value) or ''
     if len(text) > _SHOWN:
         return text[:_SHOWN] + '...'
