@@ -117,6 +117,18 @@ class TimedCollector(scenarios.Collector):
                          None if value is None else len(value), topic)
 
 
+def _unchanged(figures, seconds=1.0):
+    """A predicate: true once ``figures()`` stayed the same ``seconds``."""
+    last = [None, 0.0]
+
+    def check():
+        now, value = time.monotonic(), figures()
+        if value != last[0]:
+            last[:] = [value, now]
+        return now - last[1] >= seconds
+    return check
+
+
 def _send(pub, keys, topic='D'):
     for key in keys:
         pub.send_event(pubsub_api.DbUpdate('lport', key, 'set', '{}',
@@ -163,9 +175,7 @@ def scenario_forged_jump(ctx):
 
 # -- defect 3: sync amplification ----------------------------------------------
 
-def scenario_sync_amplification(ctx):
-    interval = 1.0
-    _set(resync_interval=interval)
+def scenario_control_actions(ctx):
     got = TimedCollector()
     pub, sub, _ = scenarios._pubsub(ctx, callback=got)
     subject = _subject(sub)
@@ -178,8 +188,18 @@ def scenario_sync_amplification(ctx):
     ctx.wait_until(lambda: 'after-control' in got.keys(),
                    what='an event after the control actions')
     assert got.syncs == 0 and got.events == [
-        ('lport', 'after-control', 'set', '{}', 'D')], got.events
+        ('lport', 'after-control', 'set', len('{}'), 'D')], got.events
     assert sub.stats['malformed'] == 10000, sub.stats
+    pub.close()
+    sub.close()
+
+
+def scenario_forged_gaps_paced(ctx):
+    interval = 1.0
+    _set(resync_interval=interval)
+    got = TimedCollector()
+    pub, sub, _ = scenarios._pubsub(ctx, callback=got)
+    subject = _subject(sub)
     # A trickle of forged gaps: 1,000 messages a second for 3 s, each
     # skipping a number of a stream of its own.
     gap_times = []
@@ -230,7 +250,6 @@ def scenario_tracker_blinding(ctx):
     forge(ctx, [[subject, {SEQ: 'forged-{i} x.1'}, _body('forged'), 5000]])
     ctx.wait_until(lambda: got.keys().count('forged') == 5000, timeout=60,
                    what='5,000 forged streams (%s)' % sub.stats)
-    assert sub._tracker.known_count() == 1, len(sub._tracker)
     # A real gap: an event the publisher could not send (what
     # PublishBufferFull does) makes its next number jump.
     pub._by_subject[subject].skip()
@@ -238,6 +257,7 @@ def scenario_tracker_blinding(ctx):
     ctx.wait_until(lambda: got.syncs >= 1, what='the sync of the real gap'
                    ' (%s)' % sub.stats)
     assert sub.stats['gaps'] == 1 and sub.stats['missed'] == 1, sub.stats
+    assert sub._tracker.known_count() == 1, len(sub._tracker)
     print('tracker blinding: %d forged streams, %d tracked, %d untracked'
           ' (over the admission rate); the real gap gave %d sync' % (
               5000, len(sub._tracker) - 1, sub.stats['untracked_streams'],
@@ -256,17 +276,23 @@ def scenario_big_headers(ctx):
     ctx.wait_until(lambda: 'warm-up' in got.keys())
     before = rss_mib()
     big = 'P{i}' + 'x' * (900 * 1024)
-    forge(ctx, [[subject, {SEQ: big + ' f00d.1'}, _body('big'), 300]])
-    ctx.wait_until(lambda: got.keys().count('big') + sub.stats['overflow']
-                   == 300, timeout=120,
-                   what='300 messages with 900 KiB headers (%s)' % sub.stats)
-    ctx.settle()
+    # 300 x 900 KiB at 50 a second: faster, a loaded machine's server
+    # cuts the subscriber off as a slow consumer (a resync, no loss).
+    forge(ctx, [[subject, {SEQ: big + ' f00d.1'}, _body('big'), 300]],
+          rate=50)
+    ctx.wait_until(_unchanged(lambda: (
+        got.keys().count('big'), sub.stats['overflow'], got.syncs)),
+        timeout=60, what='the big headers handled')
     grown = rss_mib() - before
+    delivered = got.keys().count('big')
     print('big headers: 300 x 900 KiB Df-Seq values, RSS %+.1f MiB,'
-          ' %d streams tracked, %d dropped (queue full)' % (
-              grown, len(sub._tracker), sub.stats['overflow']))
+          ' %d delivered, %d streams tracked, %d dropped (queue full),'
+          ' %d resync(s)' % (grown, delivered, len(sub._tracker),
+                             sub.stats['overflow'], got.syncs))
     assert len(sub._tracker) <= 1, len(sub._tracker)
-    assert sub.stats['bad_headers'] == got.keys().count('big'), sub.stats
+    assert sub.stats['bad_headers'] == delivered, sub.stats
+    # Nothing lost without a resync.
+    assert delivered + sub.stats['overflow'] == 300 or got.syncs, sub.stats
     assert grown < 64, grown
     pub.close()
     sub.close()
@@ -292,18 +318,18 @@ def scenario_slow_callback_queue_bounded(ctx):
 
     def settled():
         peak[0] = max(peak[0], rss_mib())
-        return (got.keys().count('flood') + sub.stats['overflow'] == count
-                and sub._queued_in == sub._queued_out)
+        return got.keys().count('flood') + sub.stats['overflow'] == count
     ctx.wait_until(settled, timeout=120, what='the flood handled (%s)'
                    % sub.stats)
-    ctx.wait_until(lambda: got.syncs >= 1, what='the overflow resync')
     grown = peak[0] - before
+    assert grown < 64, grown
+    ctx.wait_until(lambda: got.syncs >= 1, what='the overflow resync')
     print('slow callback: %d x 100 KB, queue %d MiB: %d delivered, %d'
           ' dropped, %d sync(s), peak RSS %+.1f MiB' % (
               count, queue >> 20, got.keys().count('flood'),
               sub.stats['overflow'], got.syncs, grown))
     assert sub.stats['overflow'] > 0, sub.stats
-    assert grown < 100, grown
+    assert sub._queued_in == sub._queued_out   # nothing left counted
     _send(pub, ['after-flood'])
     ctx.wait_until(lambda: 'after-flood' in got.keys())
     pub.close()

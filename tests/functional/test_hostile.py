@@ -35,7 +35,8 @@ def _figures(out, prefix):
 @pytest.mark.parametrize('world', WORLDS)
 @pytest.mark.parametrize('scenario', [
     'forged_jump',             # defect 2
-    'sync_amplification',      # defect 3
+    'control_actions',         # defect 3, actions from the wire
+    'forged_gaps_paced',       # defect 3, resyncs paced
     'tracker_blinding',        # defect 4
     'big_headers',             # defect 5, the tracker
     'slow_callback_queue_bounded',  # defect 5, the delivery queue
