@@ -91,7 +91,10 @@ connection_opts = [
     cfg.IntOpt('sequence_streams', default=4096, min=1,
                help='Publisher streams (publisher, incarnation, topic) a'
                     ' subscriber tracks for gaps and duplicates; the least'
-                    ' recently seen is forgotten beyond this.'),
+                    ' recently seen is forgotten beyond this. Streams of'
+                    ' publishers known to be registered (with'
+                    ' publisher_events) are counted apart, so that others'
+                    ' never push them out.'),
     # Hostile input (see "What the headers protect" in README.rst).
     cfg.FloatOpt('resync_interval', default=5.0,
                  help='Seconds between two resyncs a subscriber asks'

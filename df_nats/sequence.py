@@ -34,8 +34,11 @@ leave a gap that the mark reveals even when the publisher then falls
 silent. An event refused by ``send_event`` (buffer full) is skipped: the
 next number jumps, so subscribers see a gap and resync.
 
-The subscriber side, ``SequenceTracker``, is pure (no I/O, no clock) and is
-used from one thread at a time.
+The subscriber side, ``SequenceTracker``, is pure (no I/O; the clock it
+reads to admit new unknown streams is given) and is used from one thread
+at a time. The headers are not authenticated: the tracker is built so
+that forged ones cost a resync at worst, never a real publisher's events
+(see its docstring).
 """
 
 import collections

@@ -68,7 +68,14 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
     publisher's sequence numbers, it is called with
     ``(None, None, 'sync', None, None)``: events may have been missed and
     Dragonflow answers with a full resync. Syncs asked for while one is
-    still queued are delivered once. Duplicates are dropped.
+    still queued are delivered once, and at most one per
+    ``resync_interval`` (``resync.ResyncPacer``). Duplicates are dropped.
+
+    Everything received is untrusted: events of the wrong types, control
+    actions and forged sequence headers are counted and dropped or
+    tracked harmlessly (``codec``, ``sequence``), and messages wait for
+    the callback in a queue of at most ``delivery_queue_size`` bytes;
+    what overflows it is dropped, counted and followed by a resync.
 
     After a fork, a subscriber inherited from the parent moves to the
     child's own connection on the child's first ``register_topic``,

@@ -173,7 +173,7 @@ def scenario_forged_jump(ctx):
     sub.close()
 
 
-# -- defect 3: sync amplification ----------------------------------------------
+# -- defect 3: sync amplification ---------------------------------------------
 
 def scenario_control_actions(ctx):
     got = TimedCollector()
@@ -217,8 +217,9 @@ def scenario_forged_gaps_paced(ctx):
                    what='the 2,999 forged gaps (%s)' % sub.stats)
     gaps_done = time.monotonic()
     # The sync the last gaps asked for comes at the interval's end.
-    ctx.wait_until(lambda: got.sync_times and got.sync_times[-1] >=
-                   gap_times[-1], timeout=interval + 5,
+    ctx.wait_until(lambda: got.sync_times
+                   and got.sync_times[-1] >= gap_times[-1],
+                   timeout=interval + 5,
                    what='the paced sync after the last gap')
     ctx.settle(interval + 0.5)
     seconds = gaps_done - started
@@ -233,7 +234,7 @@ def scenario_forged_gaps_paced(ctx):
     sub.close()
 
 
-# -- defect 4: gap detection blinded by forged streams -------------------------
+# -- defect 4: gap detection blinded by forged streams ------------------------
 
 def scenario_tracker_blinding(ctx):
     # The subscriber knows the registered publishers through the registry
@@ -266,7 +267,7 @@ def scenario_tracker_blinding(ctx):
     sub.close()
 
 
-# -- defect 5: memory bounded by bytes ------------------------------------------
+# -- defect 5: memory bounded by bytes ----------------------------------------
 
 def scenario_big_headers(ctx):
     _set(delivery_queue_size=8 * 1024 * 1024)
@@ -336,7 +337,7 @@ def scenario_slow_callback_queue_bounded(ctx):
     sub.close()
 
 
-# -- defect 6: type-checked events -----------------------------------------------
+# -- defect 6: type-checked events --------------------------------------------
 
 _BADLY_TYPED = [
     dict(table=42), dict(value={'a': 1}), dict(value=msgpack.Timestamp(1, 0)),
@@ -367,7 +368,7 @@ def scenario_typed_events(ctx):
     sub.close()
 
 
-# -- the fuzz test ----------------------------------------------------------------
+# -- the fuzz test ------------------------------------------------------------
 
 def _mutations(rng):
     # Values of every msgpack type, as a hostile publisher may send.
@@ -414,15 +415,18 @@ def _fuzz_event(rng, n, in_batch=False):
 
 
 def _fuzz_headers(rng, live):
-    """Forged headers for a message with a valid event: never a copy of a
-    live stream (those may be dropped as duplicates, rightly)."""
+    """Forged headers for a message with a valid event.
+
+    Never a copy of a live stream: those may be dropped as duplicates,
+    rightly.
+    """
     choice = rng.random()
     if choice < 0.4:
         return None
     if choice < 0.6:
-        return {SEQ: 'fz-%d %08x.%d' % (rng.getrandbits(64),
-                                         rng.getrandbits(32),
-                                         rng.randint(1, 10 ** 15))}
+        return {SEQ: 'fz-%d %08x.%d' % (
+            rng.getrandbits(64), rng.getrandbits(32),
+            rng.randint(1, 10 ** 15))}
     if choice < 0.8:
         return {SEQ: rng.choice(['', ' ', 'x', 'a.b', 'p i.-1', 'p i.1e9',
                                  'p\u00e9 i.\u0661', 'y' * 2000 + ' i.1',
