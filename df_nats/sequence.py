@@ -80,6 +80,8 @@ _WINDOW_MASK = (1 << _WINDOW) - 1
 # stays, unless the next message continues from the jump (a real
 # publisher that skipped that many numbers).
 MAX_JUMP = 100000
+# Registered publishers a tracker remembers at most.
+MAX_KNOWN = 100000
 # New streams of publishers not known to be registered: at most this many
 # per second are tracked (a burst of twice as many at once).
 UNKNOWN_STREAM_RATE = 100.0
@@ -205,11 +207,16 @@ class SequenceTracker:
     # -- registered publishers ----------------------------------------------
 
     def set_known(self, publisher: str, known: bool = True) -> None:
-        """Say whether ``publisher`` is in the registry now."""
-        if known:
-            self._known_publishers.add(publisher)
-        else:
+        """Say whether ``publisher`` is in the registry now.
+
+        Ids no ``Df-Seq`` can carry, and ids beyond ``MAX_KNOWN``, are
+        ignored: the registry is writable by publishers too.
+        """
+        if not known:
             self._known_publishers.discard(publisher)
+        elif (isinstance(publisher, str) and len(publisher) < MAX_SEQ_HEADER
+              and len(self._known_publishers) < MAX_KNOWN):
+            self._known_publishers.add(publisher)
 
     def known_count(self) -> int:
         """Streams of registered publishers tracked now."""

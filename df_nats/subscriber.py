@@ -200,7 +200,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             return
         self._pid = os.getpid()
         self._stopped = threading.Event()
-        self._pacer.reset()
+        self._reset_delivery_state()
         was_running, self._running = self._running, False
         self._conn = None
         self._publisher_feed = None  # the parent's watch, on its loop
@@ -212,6 +212,16 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
                      ' subscribing again', self._pid)
             self.daemonize()
             self._request_sync('fork')
+
+    def _reset_delivery_state(self):
+        """Forget what the parent had queued and asked for (after fork).
+
+        Its posted calls never run here: their bytes would stay counted.
+        """
+        self._pacer.reset()
+        self._queued_in = self._queued_out = 0
+        self._overflow_loop = self._overflow_counted = 0
+        self._overflow_noted = False
 
     def daemonize(self):
         """Connect and subscribe every registered topic; returns at once."""

@@ -296,3 +296,14 @@ def test_overlong_header_is_not_tracked():
     long_id = 'p' * sequence.MAX_SEQ_HEADER
     assert tracker.check('s', _h(1, long_id)) == (sequence.BAD_HEADER, 0)
     assert len(tracker) == 0
+
+
+def test_known_publishers_bounded():
+    tracker = sequence.SequenceTracker()
+    tracker.set_known('x' * sequence.MAX_SEQ_HEADER)
+    tracker.set_known(None)
+    assert tracker._known_publishers == set()
+    tracker.set_known('p')
+    tracker.set_known('p', False)
+    tracker.set_known('never-known', False)
+    assert tracker._known_publishers == set()

@@ -412,3 +412,18 @@ def test_registered_publishers_known_to_the_tracker(fake_conn):
     assert 'compute-1' not in sub._tracker._known_publishers
     assert got.calls[0][:3] == ('publisher', 'compute-1', 'create')
     sub.close()
+
+
+def test_fork_forgets_the_parents_queue_and_resync(fake_conn, monkeypatch):
+    import os
+    fake_conn()
+    sub, _ = _subscriber(['D'])
+    sub.daemonize()
+    # The parent had posted bytes and asked for a resync, never run here.
+    sub._queued_in = options.MIN_DELIVERY_QUEUE_SIZE * 10
+    sub._pacer.request()
+    monkeypatch.setattr(os, 'getpid', lambda: sub._pid + 1)
+    sub._check_fork()
+    assert sub._queued_in == sub._queued_out == 0
+    assert not sub._pacer.pending or sub.stats['syncs'] == 1
+    sub.close()
