@@ -13,29 +13,20 @@
 """The subscriber: NATS subjects to the Dragonflow callback."""
 
 import collections
-import os
 import threading
-import time
-
-from oslo_log import log as logging
 
 from df_nats import codec
-from df_nats import connection as df_connection
+from df_nats import errors
+from df_nats import loop_logging
+from df_nats import process_context
 from df_nats import pubsub_api
 from df_nats import registry_watch
 from df_nats import resync
 from df_nats import sequence
 from df_nats import subjects
 
-LOG = logging.getLogger(__name__)
+LOG = loop_logging.get_logger(__name__)
 
-# Malformed messages and sequence gaps are logged at most this often (they
-# are all counted).
-_MALFORMED_LOG_INTERVAL = 1.0
-_GAP_LOG_INTERVAL = 1.0
-# The same for duplicates, unbelievable sequence numbers, unreadable
-# headers and a full delivery queue (each kind on its own).
-_ODD_LOG_INTERVAL = 1.0
 # Characters of an untrusted header value quoted in a log line.
 _SHOWN = 64
 # Bytes counted for a message besides its body and header values.
@@ -55,8 +46,9 @@ _VERDICTS = {
     sequence.DUPLICATE: (False, None, 'duplicates'),
     sequence.MARK: (False, None, None),
 }
-_LOGGED_VERDICTS = frozenset((sequence.DUPLICATE, sequence.JUMP,
-                              sequence.RESET, sequence.BAD_HEADER))
+# Verdicts logged (throttled, each on its own) besides being counted.
+_LOGGED_VERDICTS = (sequence.DUPLICATE, sequence.JUMP, sequence.RESET,
+                    sequence.BAD_HEADER)
 
 
 class NatsSubscriber(pubsub_api.SubscriberApi):
@@ -88,8 +80,15 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
     that subject: each member sees only its share of every stream.
     """
 
-    def __init__(self):
+    def __init__(self, context=None):
+        """``context``: a ``process_context.ProcessContext`` to use rather
+        than the process's own (tests); Dragonflow passes none.
+        """
         super().__init__()
+        self._given_context = context
+        # The context daemonize() last joined (kept after close(): a fork
+        # then still gives this subscriber fresh process state).
+        self._context = None
         self._callback = None
         # topic bytes -> nats Subscription, _SharedSubscription or None
         self._topics = {}
@@ -99,13 +98,18 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._subjects = None
         self._running = False
         self._stopped = threading.Event()
-        self._last_malformed_log = 0.0
         self._publisher_feed = None
-        self._last_gap_log = 0.0
+        # Malformed messages and gaps are all counted, and logged at most
+        # once a second each.
+        self._malformed_warning = loop_logging.Throttled(LOG)
+        self._gap_warning = loop_logging.Throttled(LOG)
         self._tracker = sequence.SequenceTracker()
         self._pacer = resync.ResyncPacer(0.0)
         self._sync_reasons = set()
-        self._last_odd_log = {}
+        # Duplicates, unbelievable numbers, unreadable headers and a full
+        # delivery queue: each kind logged at most once a second.
+        self._odd_warnings = {kind: loop_logging.Throttled(LOG)
+                              for kind in _LOGGED_VERDICTS + ('overflow',)}
         # The delivery queue's bytes: added on the loop thread, taken off
         # in the caller's world; each counter has one writer.
         self._queue_limit = 0
@@ -114,7 +118,6 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._overflow_loop = 0       # messages dropped (loop thread)
         self._overflow_counted = 0    # of those, in stats (caller's world)
         self._overflow_noted = False
-        self._pid = os.getpid()
         self.stats = collections.Counter()
 
     def initialize(self, callback):
@@ -196,9 +199,21 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         running subscribes again on the child's own connection and asks
         for a resync, since events went by while nobody listened here.
         """
-        if self._pid == os.getpid():
+        context = self._context
+        if context is None or not context.inherited:
             return
-        self._pid = os.getpid()
+        if self._forget_parent():
+            LOG.info('df-nats: subscriber used in a forked process,'
+                     ' subscribing again')
+            self.daemonize()
+            self._request_sync('fork')
+
+    def _forget_parent(self) -> bool:
+        """Drop what the parent process had, without a call on it.
+
+        Returns whether the subscriber was running there.
+        """
+        self._context = None
         self._stopped = threading.Event()
         self._reset_delivery_state()
         was_running, self._running = self._running, False
@@ -207,11 +222,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         for key in self._topics:
             self._topics[key] = None
         self._shared.clear()
-        if was_running:
-            LOG.info('df-nats: subscriber used in forked process %d,'
-                     ' subscribing again', self._pid)
-            self.daemonize()
-            self._request_sync('fork')
+        return was_running
 
     def _reset_delivery_state(self):
         """Forget what the parent had queued and asked for (after fork).
@@ -229,10 +240,12 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         if self._running:
             return
         if self._callback is None:
-            raise RuntimeError('df-nats subscriber: initialize(callback)'
-                               ' must come before daemonize()')
-        conn = df_connection.get_connection()
+            raise errors.UsageError('df-nats subscriber: initialize(callback)'
+                                    ' must come before daemonize()')
+        context = self._given_context or process_context.current()
+        conn = context.connection
         conn.acquire()
+        self._context = context
         self._conn = conn
         self._subjects = subjects.SubjectMap(conn.conf.subject_prefix,
                                              conn.conf.listener_queue_group)
@@ -286,15 +299,10 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
 
     def close(self):
         """Unsubscribe and leave the connection; safe to call twice."""
-        if self._pid != os.getpid():
+        context = self._context
+        if context is not None and context.inherited:
             # Inherited from the parent: nothing of it is ours to close.
-            self._pid = os.getpid()
-            self._running = False
-            self._conn = None
-            self._publisher_feed = None
-            for key in self._topics:
-                self._topics[key] = None
-            self._shared.clear()
+            self._forget_parent()
             return
         if not self._running:
             return
@@ -350,11 +358,11 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         dropped = self._overflow_loop - self._overflow_counted
         self._overflow_counted += dropped
         self.stats['overflow'] += dropped
-        if self._may_log('overflow'):
-            LOG.warning('df-nats: the delivery queue is full ([df_nats]'
-                        ' delivery_queue_size = %d bytes): %d message(s)'
-                        ' dropped, %d so far; asking for a resync',
-                        self._queue_limit, dropped, self.stats['overflow'])
+        self._odd_warnings['overflow'].warning(
+            'df-nats: the delivery queue is full ([df_nats]'
+            ' delivery_queue_size = %d bytes): %d message(s) dropped, %d so'
+            ' far; asking for a resync', self._queue_limit, dropped,
+            self.stats['overflow'])
         self._request_sync('delivery queue full')
 
     def _on_reconnected(self):
@@ -411,12 +419,12 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             self.stats[counter] += 1
         if verdict == sequence.GAP:
             self._count_gap(subject, headers, missed)
-        elif verdict in _LOGGED_VERDICTS and self._may_log(verdict):
-            LOG.warning('df-nats: %s on %s: Df-Seq %s (%d so far); anyone'
-                        ' who may publish there can copy or forge Df-Seq'
-                        ' headers', verdict, subject,
-                        _shown(headers.get(sequence.HEADER_SEQ)),
-                        self.stats[counter])
+        elif verdict in _LOGGED_VERDICTS:
+            self._odd_warnings[verdict].warning(
+                'df-nats: %s on %s: Df-Seq %s (%d so far); anyone who may'
+                ' publish there can copy or forge Df-Seq headers', verdict,
+                subject, _shown(headers.get(sequence.HEADER_SEQ)),
+                self.stats[counter])
         if self._tracker.is_mark(headers):
             self.stats['marks'] += 1
             return False, reason
@@ -476,13 +484,10 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
     def _count_gap(self, subject, headers, missed):
         self.stats['gaps'] += 1
         self.stats['missed'] += missed
-        now = time.monotonic()
-        if now - self._last_gap_log >= _GAP_LOG_INTERVAL:
-            self._last_gap_log = now
-            LOG.warning('df-nats: %d messages of publisher %s on %s missed'
-                        ' (%d gaps, %d messages so far)', missed,
-                        _shown(sequence.parse(headers)[0]), subject,
-                        self.stats['gaps'], self.stats['missed'])
+        self._gap_warning.warning(
+            'df-nats: %d messages of publisher %s on %s missed (%d gaps, %d'
+            ' messages so far)', missed, _shown(sequence.parse(headers)[0]),
+            subject, self.stats['gaps'], self.stats['missed'])
 
     def _call(self, table, key, action, value, topic):
         try:
@@ -496,23 +501,12 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         LOG.exception('df-nats: the subscriber callback failed on'
                       ' %s %s %s', action, table, key)
 
-    def _may_log(self, kind):
-        """True at most once per _ODD_LOG_INTERVAL for each ``kind``."""
-        now = time.monotonic()
-        if now - self._last_odd_log.get(kind, -_ODD_LOG_INTERVAL) >= (
-                _ODD_LOG_INTERVAL):
-            self._last_odd_log[kind] = now
-            return True
-        return False
-
     def _count_malformed(self, data, problem, dropped=1):
         self.stats['malformed'] += dropped
-        now = time.monotonic()
-        if now - self._last_malformed_log >= _MALFORMED_LOG_INTERVAL:
-            self._last_malformed_log = now
-            LOG.warning('df-nats: dropped %d malformed event(s) of a message'
-                        ' of %d bytes (%s); %d dropped so far', dropped,
-                        len(data), problem, self.stats['malformed'])
+        self._malformed_warning.warning(
+            'df-nats: dropped %d malformed event(s) of a message of %d bytes'
+            ' (%s); %d dropped so far', dropped, len(data), problem,
+            self.stats['malformed'])
 
 
 def _shown(value):

@@ -16,74 +16,19 @@ The fake stands in for the NATS connection only; what a real server does
 with queue groups is checked in tests/functional/test_listeners.py.
 """
 
+import asyncio
 import types
 
+import msgpack
 import pytest
 
 from df_nats import codec
-from df_nats import connection as df_connection
+from df_nats import errors
 from df_nats import options
+from df_nats import process_context
 from df_nats import sequence
 from df_nats import subscriber as df_subscriber
-
-
-class _World:
-    """Runs what the subscriber posts to the caller's world at once."""
-
-    @staticmethod
-    def post(fn, *args):
-        fn(*args)
-
-
-class _Loop:
-    """Keeps the timers the subscriber sets; ``fire()`` runs the due ones."""
-
-    def __init__(self):
-        self.now = 0.0
-        self.timers = []   # (when, fn, args)
-
-    def call_later(self, delay, fn, *args):
-        self.timers.append((self.now + delay, fn, args))
-
-    def fire(self, seconds):
-        self.now += seconds
-        due = [t for t in self.timers if t[0] <= self.now]
-        self.timers = [t for t in self.timers if t[0] > self.now]
-        for _, fn, args in due:
-            fn(*args)
-
-
-class _Connection:
-    """Records subscriptions instead of making them."""
-
-    def __init__(self, conf):
-        self.conf = conf
-        self.bridge = types.SimpleNamespace(
-            world=_World(), loop=_Loop(),
-            call_soon=lambda fn, *args: fn(*args))
-        self.connected = True
-        self.subscribed = []    # (subject, queue) of every SUB
-        self.unsubscribed = []  # the same, for every UNSUB
-        self.users = 0
-
-    def acquire(self):
-        self.users += 1
-
-    def release(self):
-        self.users -= 1
-
-    def subscribe(self, subject, handler, queue=''):
-        self.subscribed.append((subject, queue))
-        return (subject, queue, len(self.subscribed))
-
-    def unsubscribe(self, sub):
-        self.unsubscribed.append(sub[:2])
-
-    def add_listener(self, listener):
-        pass
-
-    def remove_listener(self, listener):
-        pass
+from tests.unit import fakes
 
 
 @pytest.fixture
@@ -92,8 +37,10 @@ def fake_conn(conf, monkeypatch):
 
     def make(**values):
         conf.config(group=options.GROUP, **values)
-        conn = _Connection(options.validate(conf.conf))
-        monkeypatch.setattr(df_connection, 'get_connection', lambda: conn)
+        conn = fakes.Connection(options.validate(conf.conf))
+        context = process_context.ProcessContext(bridge=conn.bridge,
+                                                 connection=conn)
+        monkeypatch.setattr(process_context, 'current', lambda: context)
         return conn
     return make
 
@@ -241,22 +188,180 @@ def test_a_failed_daemonize_leaves_no_shared_count_behind(fake_conn):
     sub.close()
 
 
+# -- delivery and resync ----------------------------------------------------
+
+SYNC = (None, None, 'sync', None, None)
+
+
+def _event(key, table='lport', topic='D'):
+    return codec.pack_event({'table': table, 'key': key, 'action': 'set',
+                             'value': '{}', 'topic': topic})
+
+
+def _running(fake_conn, topics=('D',)):
+    conn = fake_conn()
+    sub, got = _subscriber(topics)
+    sub.daemonize()
+    return conn, sub, got
+
+
+def test_a_batch_is_delivered_in_order_one_call_per_event(fake_conn):
+    _, sub, got = _running(fake_conn)
+    body = codec.batch_body([_event('a'), _event('b', 'lswitch'),
+                             _event('c')])
+    sub._deliver('p.topic.D', _numbered(1), body)
+    assert got.calls == [('lport', 'a', 'set', '{}', 'D'),
+                         ('lswitch', 'b', 'set', '{}', 'D'),
+                         ('lport', 'c', 'set', '{}', 'D')]
+    assert sub.stats['received'] == 3
+
+
+def test_a_malformed_element_is_dropped_without_its_neighbours(fake_conn):
+    _, sub, got = _running(fake_conn)
+    not_an_event = msgpack.packb({'table': 'lport'})
+    body = codec.batch_body([_event('a'), not_an_event, _event('c')])
+    sub._deliver('p.topic.D', _numbered(1), body)
+    assert [key for _, key, _, _, _ in got.calls] == ['a', 'c']
+    assert sub.stats['malformed'] == 1 and sub.stats['received'] == 2
+
+
+def test_duplicates_are_dropped_and_counted(fake_conn):
+    _, sub, got = _running(fake_conn)
+    for n, key in ((1, 'a'), (2, 'b'), (2, 'b-again'), (1, 'a-again'),
+                   (3, 'c')):
+        sub._deliver('p.topic.D', _numbered(n), _event(key))
+    assert [key for _, key, _, _, _ in got.calls] == ['a', 'b', 'c']
+    assert sub.stats['duplicates'] == 2
+    assert sub.stats['gaps'] == sub.stats['syncs'] == 0
+
+
+def test_a_gap_delivers_the_event_then_one_sync(fake_conn):
+    _, sub, got = _running(fake_conn)
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._deliver('p.topic.D', _numbered(5), _event('e'))
+    assert got.calls[0][1] == 'a' and got.calls[1][1] == 'e'
+    assert got.calls[2:] == [SYNC]
+    assert (sub.stats['gaps'], sub.stats['missed'],
+            sub.stats['syncs']) == (1, 3, 1)
+
+
+def test_syncs_asked_for_before_one_runs_are_delivered_once(fake_conn):
+    conn, sub, got = _running(fake_conn)
+    conn.bridge.world.deferred = True
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._deliver('p.topic.D', _numbered(3), _event('c'))   # a gap
+    sub._deliver('p.topic.D', _numbered(6), _event('f'))   # another
+    conn.bridge.world.run()
+    assert [c[1] for c in got.calls] == ['a', 'c', 'f', None]
+    assert got.calls[-1] == SYNC
+    assert sub.stats['gaps'] == 2 and sub.stats['syncs'] == 1
+    # A later gap gets a sync of its own, paced: at the end of
+    # resync_interval after the last one.
+    sub._deliver('p.topic.D', _numbered(9), _event('i'))
+    conn.bridge.world.run()
+    assert got.calls.count(SYNC) == 1
+    conn.bridge.loop.fire(sub._pacer.interval)
+    conn.bridge.world.run()
+    assert got.calls.count(SYNC) == 2
+
+
+def test_a_reconnect_and_a_gap_before_the_sync_share_it(fake_conn, caplog):
+    conn, sub, got = _running(fake_conn)
+    conn.bridge.world.deferred = True
+    for listener in conn.listeners:   # heard on the loop thread
+        listener()
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._deliver('p.topic.D', _numbered(3), _event('c'))
+    conn.bridge.world.run()
+    assert got.calls.count(SYNC) == 1 and sub.stats['syncs'] == 1
+    assert 'missed (gap, reconnect)' in caplog.text
+
+
+def test_marks_deliver_nothing_and_a_mark_past_the_last_is_a_gap(fake_conn):
+    _, sub, got = _running(fake_conn)
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._deliver('p.topic.D', _numbered(1, mark=True), b'')
+    assert [c[1] for c in got.calls] == ['a'] and sub.stats['syncs'] == 0
+    sub._deliver('p.topic.D', _numbered(4, mark=True), b'')
+    assert got.calls[1:] == [SYNC]
+    assert sub.stats['marks'] == 2 and sub.stats['gaps'] == 1
+
+
+def test_a_failing_callback_is_counted_and_the_next_event_delivered(
+        fake_conn):
+    _, sub, _ = _running(fake_conn)
+    seen = []
+
+    def callback(table, key, action, value, topic):
+        seen.append(key)
+        if key == 'a':
+            raise ValueError('expected')
+    sub.initialize(callback)
+    body = codec.batch_body([_event('a'), _event('b')])
+    sub._deliver('p.topic.D', _numbered(1), body)
+    assert seen == ['a', 'b'] and sub.stats['callback_errors'] == 1
+
+
+def test_nothing_is_delivered_after_close_not_even_a_queued_sync(
+        fake_conn):
+    conn, sub, got = _running(fake_conn)
+    conn.bridge.world.deferred = True
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._deliver('p.topic.D', _numbered(3), _event('c'))  # sync queued
+    sub.close()
+    conn.bridge.world.run()
+    sub._deliver('p.topic.D', _numbered(4), _event('d'))
+    assert [c[1] for c in got.calls] == ['a', 'c']
+    assert conn.users == 0 and conn.listeners == []
+
+
+def test_daemonize_before_initialize_names_the_mistake(fake_conn):
+    fake_conn()
+    sub = df_subscriber.NatsSubscriber()
+    with pytest.raises(errors.UsageError, match='initialize'):
+        sub.daemonize()
+
+
+def test_an_inherited_subscriber_moves_and_asks_for_a_sync(
+        conf, monkeypatch):
+    conf.config(group=options.GROUP, subject_prefix='p')
+    parent_conn = fakes.Connection(options.validate(conf.conf))
+    child_conn = fakes.Connection(options.validate(conf.conf))
+    parent = process_context.ProcessContext(bridge=parent_conn.bridge,
+                                            connection=parent_conn)
+    child = process_context.ProcessContext(bridge=child_conn.bridge,
+                                           connection=child_conn)
+    contexts = [parent]
+    sub = df_subscriber.NatsSubscriber()
+    got = _Collector()
+    sub.initialize(got)
+    sub.register_topic('D')
+    monkeypatch.setattr(process_context, 'current', lambda: contexts[-1])
+    sub.daemonize()
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    # A fork: the parent's context inherited, the child's current.
+    parent.inherited = True
+    contexts.append(child)
+    assert sub.register_topic('E') is True
+    # Nothing was asked of the parent's connection.
+    assert parent_conn.unsubscribed == [] and parent_conn.users == 1
+    assert sorted(child_conn.subscribed) == [('p.topic.D', ''),
+                                             ('p.topic.E', '')]
+    assert got.calls[-1] == SYNC and sub.is_running
+    sub.close()
+    assert child_conn.users == 0 and parent_conn.users == 1
+
+
+def test_closing_an_inherited_subscriber_leaves_the_parent_alone(
+        fake_conn):
+    conn, sub, _ = _running(fake_conn)
+    process_context.current().inherited = True   # as after a fork
+    sub.close()
+    assert conn.unsubscribed == [] and conn.users == 1
+    assert not sub.is_running
+
+
 # -- hostile input (issue 11) -------------------------------------------------
-
-class _QueueWorld:
-    """Holds what is posted until ``drain()``: a slow caller's world."""
-
-    def __init__(self):
-        self.calls = []
-
-    def post(self, fn, *args):
-        self.calls.append((fn, args))
-
-    def drain(self):
-        while self.calls:
-            fn, args = self.calls.pop(0)
-            fn(*args)
-
 
 def _paced(conn, sub):
     # The pacer reads the fake loop's clock.
@@ -267,7 +372,7 @@ def _syncs(got):
     return got.calls.count((None, None, 'sync', None, None))
 
 
-def _event(key, action='set', **fields):
+def _set_event(key, action='set', **fields):
     event = {'table': 'lport', 'key': key, 'action': action,
              'value': '{}', 'topic': 'D'}
     event.update(fields)
@@ -279,10 +384,10 @@ def test_forged_jump_keeps_the_publisher_delivered(fake_conn):
     sub, got = _subscriber(['D'])
     sub.daemonize()
     _paced(conn, sub)
-    sub._deliver('p.topic.D', _numbered(1), _event('k1'))
+    sub._deliver('p.topic.D', _numbered(1), _set_event('k1'))
     sub._deliver('p.topic.D', _numbered(10 ** 12, mark=True), b'')
     for n in range(2, 102):
-        sub._deliver('p.topic.D', _numbered(n), _event('k%d' % n))
+        sub._deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
     keys = [c[1] for c in got.calls if c[2] == 'set']
     assert keys == ['k%d' % n for n in range(1, 102)]
     assert sub.stats['jumps'] == 1 and sub.stats['duplicates'] == 0
@@ -296,9 +401,9 @@ def test_duplicates_dropped_counted_and_logged_once_a_second(fake_conn,
     sub, got = _subscriber(['D'])
     sub.daemonize()
     for n in (1, 2, 3):
-        sub._deliver('p.topic.D', _numbered(n), _event('k%d' % n))
+        sub._deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
     for _ in range(50):
-        sub._deliver('p.topic.D', _numbered(2), _event('copy'))
+        sub._deliver('p.topic.D', _numbered(2), _set_event('copy'))
     assert sub.stats['duplicates'] == 50
     assert 'copy' not in [c[1] for c in got.calls]
     logged = [r for r in caplog.records if 'duplicate on' in r.getMessage()]
@@ -312,7 +417,7 @@ def test_overlong_header_untracked_and_shown_short(fake_conn, caplog):
     sub, got = _subscriber(['D'])
     sub.daemonize()
     huge = {sequence.HEADER_SEQ: 'x' * 900000 + ' abcd.1'}
-    sub._deliver('p.topic.D', huge, _event('k'))
+    sub._deliver('p.topic.D', huge, _set_event('k'))
     assert [c[1] for c in got.calls] == ['k']
     assert sub.stats['bad_headers'] == 1 and len(sub._tracker) == 0
     [line] = [r.getMessage() for r in caplog.records
@@ -327,11 +432,11 @@ def test_syncs_paced_first_at_once_rest_at_the_interval_end(fake_conn):
     sub.daemonize()
     _paced(conn, sub)
     loop = conn.bridge.loop
-    sub._deliver('p.topic.D', _numbered(1), _event('k'))
+    sub._deliver('p.topic.D', _numbered(1), _set_event('k'))
     n = 1
     for _ in range(100):        # a trickle of forged gaps
         n += 2
-        sub._deliver('p.topic.D', _numbered(n), _event('k%d' % n))
+        sub._deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
         loop.fire(0.01)
     assert _syncs(got) == 1     # the first, at once
     assert sub.stats['syncs_suppressed'] + sub.stats['syncs_delayed'] == 99
@@ -347,8 +452,8 @@ def test_control_actions_from_the_wire_never_reach_the_callback(fake_conn):
     sub, got = _subscriber(['D'])
     sub.daemonize()
     for action in sorted(codec.CONTROL_ACTIONS) * 100:
-        sub._deliver('p.topic.D', None, _event(None, action=action))
-    sub._deliver('p.topic.D', None, _event('good'))
+        sub._deliver('p.topic.D', None, _set_event(None, action=action))
+    sub._deliver('p.topic.D', None, _set_event('good'))
     assert got.calls == [('lport', 'good', 'set', '{}', 'D')]
     assert sub.stats['malformed'] == 500 and sub.stats['syncs'] == 0
     sub.close()
@@ -360,35 +465,35 @@ def _message(subject, data, headers=None):
 
 
 def test_delivery_queue_bounded_in_bytes_overflow_is_one_resync(fake_conn):
-    import asyncio
     conn = fake_conn(delivery_queue_size=options.MIN_DELIVERY_QUEUE_SIZE)
-    world = conn.bridge.world = _QueueWorld()
+    world = conn.bridge.world
+    world.deferred = True
     sub, got = _subscriber(['D'])
     sub.daemonize()
-    body = _event('v', value='x' * 10000)
+    body = _set_event('v', value='x' * 10000)
     for _ in range(300):        # 3 MB for a queue of 1 MiB
         asyncio.run(sub._on_message(_message('p.topic.D', body)))
     queued = sub._queued_in - sub._queued_out
     assert queued <= options.MIN_DELIVERY_QUEUE_SIZE
-    posted_messages = sum(1 for fn, _ in world.calls
+    posted_messages = sum(1 for fn, _ in world.posted
                           if fn == sub._deliver)
     assert posted_messages < 110
-    world.drain()
+    world.run()
     assert sub.stats['overflow'] == 300 - posted_messages
     assert sub.stats['received'] == posted_messages
     assert _syncs(got) == 1
     assert sub._queued_in == sub._queued_out
     # Room again: messages are taken.
     asyncio.run(sub._on_message(_message('p.topic.D', body)))
-    world.drain()
+    world.run()
     assert sub.stats['received'] == posted_messages + 1
     sub.close()
 
 
 def test_headers_count_toward_the_queue_bytes(fake_conn):
-    import asyncio
     conn = fake_conn(delivery_queue_size=options.MIN_DELIVERY_QUEUE_SIZE)
-    world = conn.bridge.world = _QueueWorld()
+    world = conn.bridge.world
+    world.deferred = True
     sub, _ = _subscriber(['D'])
     sub.daemonize()
     headers = {sequence.HEADER_SEQ: 'p' * 500000 + ' a.1'}
@@ -396,7 +501,7 @@ def test_headers_count_toward_the_queue_bytes(fake_conn):
         asyncio.run(sub._on_message(_message('p.topic.D', b'', headers)))
     assert sub._queued_in - sub._queued_out <= (
         options.MIN_DELIVERY_QUEUE_SIZE)
-    world.drain()
+    world.run()
     assert sub.stats['overflow'] == 8
     sub.close()
 
@@ -406,7 +511,7 @@ def test_registered_publishers_known_to_the_tracker(fake_conn):
     sub, got = _subscriber(['D'])
     sub.daemonize()
     sub._on_publisher_event('publisher', 'compute-1', 'create', '{}', None)
-    sub._deliver('p.topic.D', _numbered(1), _event('k'))
+    sub._deliver('p.topic.D', _numbered(1), _set_event('k'))
     assert sub._tracker.known_count() == 1
     sub._on_publisher_event('publisher', 'compute-1', 'delete', None, None)
     assert 'compute-1' not in sub._tracker._known_publishers
@@ -414,16 +519,20 @@ def test_registered_publishers_known_to_the_tracker(fake_conn):
     sub.close()
 
 
-def test_fork_forgets_the_parents_queue_and_resync(fake_conn, monkeypatch):
-    import os
-    fake_conn()
-    sub, _ = _subscriber(['D'])
+def test_fork_forgets_the_parents_queue_and_resync(fake_conn):
+    conn = fake_conn()
+    sub, got = _subscriber(['D'])
     sub.daemonize()
     # The parent had posted bytes and asked for a resync, never run here.
     sub._queued_in = options.MIN_DELIVERY_QUEUE_SIZE * 10
-    sub._pacer.request()
-    monkeypatch.setattr(os, 'getpid', lambda: sub._pid + 1)
-    sub._check_fork()
+    conn.bridge.world.deferred = True
+    sub._request_sync('gap')
+    assert sub._pacer.pending
+    sub._context.inherited = True
+    child = fake_conn()
+    sub.register_topic('E')
+    assert sub._conn is child
     assert sub._queued_in == sub._queued_out == 0
-    assert not sub._pacer.pending or sub.stats['syncs'] == 1
+    # The child asked for its own resync, at once.
+    assert _syncs(got) == 1
     sub.close()
