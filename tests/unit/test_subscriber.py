@@ -361,6 +361,16 @@ def test_closing_an_inherited_subscriber_leaves_the_parent_alone(
     assert not sub.is_running
 
 
+def test_running_subscribers_counters_shown_by_the_process_service(
+        fake_conn):
+    conn = fake_conn()
+    sub, _ = _subscriber(['D'])
+    sub.daemonize()
+    assert conn.service.subscribers == [sub.stats]
+    sub.close()
+    assert conn.service.subscribers == []
+
+
 # -- hostile input (issue 11) -------------------------------------------------
 
 def _paced(conn, sub):
