@@ -339,13 +339,13 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
                 size += len(name) + len(value)
         queued = self._queued_in - self._queued_out
         if queued and queued + size > self._queue_limit:
-            self._overflow(size)
+            self._overflow()
             return
         self._queued_in += size
         self._conn.bridge.world.post(self._deliver, msg.subject, headers,
                                      data, size)
 
-    def _overflow(self, size):
+    def _overflow(self):
         # Loop thread: count, and have the caller's world note it once
         # for all the drops until it does.
         self._overflow_loop += 1
