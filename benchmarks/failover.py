@@ -19,20 +19,15 @@ kill to the first event received again (the first one sent after the
 kill) and to the first ``sync`` callback, and the loss accounting; then the
 medians. Run from the repository root::
 
-    python benchmarks/failover.py [--runs 5] [--worlds eventlet,native]
+    python -m benchmarks.failover [--runs 5] [--worlds eventlet,native]
 """
 
 import argparse
-import os
 import statistics
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
-
-from df_nats import embedded_server  # noqa: E402
-from tests.functional import failover_scenarios as fs  # noqa: E402
+from benchmarks import failover_run as fs
+from df_nats import embedded_cluster
 
 
 def _fmt(value):
@@ -48,8 +43,8 @@ def main():
     parser.add_argument('--rate', type=float, default=2000.0)
     args = parser.parse_args()
     results = {}
-    with embedded_server.NatsCluster(size=3, jetstream=True,
-                                     name='df-nats-bench') as cluster:
+    with embedded_cluster.NatsCluster(size=3, jetstream=True,
+                                      name='df-nats-bench') as cluster:
         for target in args.targets.split(','):
             action = (fs.KILL_SUBSCRIBER_NODE if target == 'subscriber'
                       else fs.KILL_PUBLISHER_NODE)

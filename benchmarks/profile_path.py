@@ -12,17 +12,19 @@
 
 """Profile df-nats' send-to-callback path with py-spy, in one world.
 
-Runs the publisher and subscriber processes of ``df-nats bench`` (or,
+Runs the publisher and subscriber processes of the bench (or,
 with ``--one-process``, its process that does both) under ``py-spy
 record`` (all threads, the loop thread included) through the workers'
 ``prefix`` hook, sends a burst of events, and prints the functions that
 cost most, in each process. It counts the samples whose stack holds the
 bench's sending loop or a df-nats frame, so that idle threads of other
-libraries stay out; ``--all`` counts every sample. Run::
+libraries stay out; ``--all`` counts every sample. Run from the
+repository root::
 
-    python benchmarks/profile_path.py --world eventlet --events 60000
+    python -m benchmarks.profile_path --world eventlet --events 60000
 
-py-spy comes with the bench extra (``pip install 'df-nats[bench]'``).
+py-spy comes with the benchmarks' requirements
+(``pip install -r benchmarks/requirements.txt``).
 """
 
 import argparse
@@ -34,12 +36,12 @@ import sys
 import tempfile
 import time
 
-from df_nats.cmd import bench
+from benchmarks import bench
 from df_nats import embedded_server
 
 # A sample is on the path if its stack holds the bench worker's sending
 # loop, or any frame of df-nats' runtime (whatever its functions are
-# called); the bench's own command loop, waiting on stdin, is not.
+# called); the worker harness's command loop, waiting on stdin, is not.
 # py-spy names files relative to their sys.path entry: "(df_nats/...)".
 _SEND_LOOP = '_burst ('
 _RUNTIME = '(df_nats/'

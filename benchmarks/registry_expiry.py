@@ -16,42 +16,48 @@ An embedded nats-server with JetStream; a publisher process registers
 (default ``publisher_ttl`` and ``heartbeat_interval``), then is
 killed with SIGKILL at a random moment of its heartbeat cycle, or closed.
 A ``PublisherWatch`` in this process times the leave. Prints every run and
-the medians. Run: ``python benchmarks/registry_expiry.py [--runs 5]``.
+the medians. Run from the repository root::
+
+    python -m benchmarks.registry_expiry [--runs 5]
 """
 
 import argparse
+import os
 import queue
 import random
-import signal
 import statistics
-import subprocess
-import sys
 import time
 
 from oslo_config import cfg
 
 from df_nats.cmd import common
+from df_nats.cmd import worker
+from df_nats.cmd import worker_process
 from df_nats import embedded_server
 from df_nats import process_context
 from df_nats import registry_watch
 
-_PUBLISHER = r'''
-import sys
-from df_nats.cmd import common
-common.setup_process([sys.argv[1]])
-publisher = common.load_driver().get_publisher()
-publisher.initialize()
-print(publisher.publisher_id, flush=True)
-sys.stdin.readline()
-publisher.close()
-'''
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def publisher_worker(argv):
+    """The publisher process (a worker of df_nats/cmd/worker.py): it
+    registers, says ``ready`` with its id and closes on ``close``.
+    """
+    common.setup_process(argv)
+    publisher = common.load_driver().get_publisher()
+    publisher.initialize()
+    worker.say('ready', id=publisher.publisher_id)
+    worker.next_command()
+    publisher.close()
+    return 0
 
 
 def _one_run(url, leaves, kill):
-    proc = subprocess.Popen([sys.executable, '-c', _PUBLISHER, url],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    publisher_id = proc.stdout.readline().strip()
+    proc = worker_process.WorkerProcess(
+        'benchmarks.registry_expiry:publisher_worker', [url],
+        label='publisher', paths=[ROOT])
+    publisher_id = proc.expect('ready')['id']
     kind = None
     while kind != 'join':  # this run's join; earlier runs' are drained
         kind, record = leaves.get(timeout=30)
@@ -61,14 +67,13 @@ def _one_run(url, leaves, kill):
     time.sleep(random.uniform(0, cfg.CONF.df_nats.heartbeat_interval) + 0.5)
     start = time.monotonic()
     if kill:
-        proc.send_signal(signal.SIGKILL)
+        proc.kill()
     else:
-        proc.stdin.write('\n')
-        proc.stdin.flush()
+        proc.send('close')
     while True:
         kind, record = leaves.get(timeout=60)
         if kind == 'leave' and record['id'] == publisher_id:
-            proc.wait()
+            proc.wait(60)
             return time.monotonic() - start, record['left']
 
 

@@ -24,7 +24,7 @@ import nats
 from nats.js import errors as js_errors
 import pytest
 
-from df_nats.embedded_server import NatsCluster
+from df_nats.embedded_cluster import NatsCluster
 from df_nats.embedded_server import NatsServer
 
 # The lead's publisher registry bucket (df_nats/registry.py default).

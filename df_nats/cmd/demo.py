@@ -21,56 +21,29 @@ tenant topic per subscriber. Each subscriber must receive exactly its
 topics' events, in order, and nothing of the other tenant's.
 """
 
-import json
 import os
 import queue
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 
+from df_nats.cmd import worker_process
 from df_nats import embedded_server
 
 _TENANT_A = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-demo-tenant-a'))
 _TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-demo-tenant-b'))
 
 
-class _Worker:
-    """One demo worker process and the JSON lines it reports."""
-
-    def __init__(self, label, world, role, servers, lines, log_dir, *extra):
-        self.label = label
-        self.log_path = os.path.join(log_dir, label + '.log')
-        cmd = [sys.executable, '-m', 'df_nats.cmd.demo_worker',
-               '--world=%s' % world, '--role', role]
-        for url in servers:
-            cmd += ['--servers', url]
-        self._log = open(self.log_path, 'w')
-        self.proc = subprocess.Popen(cmd + list(extra),
-                                     stdout=subprocess.PIPE,
-                                     stderr=self._log, text=True)
-        threading.Thread(target=self._read, args=(lines,),
-                         daemon=True).start()
-
-    def _read(self, lines):
-        for line in self.proc.stdout:
-            try:
-                lines.put((self, json.loads(line)))
-            except ValueError:
-                lines.put((self, {'type': 'text', 'text': line.rstrip()}))
-        lines.put((self, {'type': 'exit'}))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self._log.close()
-
-    def log_tail(self, lines=15):
-        with open(self.log_path) as log:
-            return ''.join(log.readlines()[-lines:])
+def _worker(label, world, role, servers, lines, log_dir, *extra):
+    """One demo worker process, reporting to the shared ``lines``."""
+    args = ['--role', role]
+    for url in servers:
+        args += ['--servers', url]
+    return worker_process.WorkerProcess(
+        'df_nats.cmd.demo_worker', args + list(extra), world=world,
+        label=label, log_path=os.path.join(log_dir, label + '.log'),
+        inbox=lines)
 
 
 def _expect(events, topics, own):
@@ -95,9 +68,10 @@ def _wait_for(lines, kind, workers, deadline):
         elif msg['type'] == kind and worker in pending:
             pending.discard(worker)
             results[worker] = msg
-        elif msg['type'] == 'exit' and worker in pending:
+        elif (msg['type'] in ('error', worker_process.EOF)
+              and worker in pending):
             raise RuntimeError('%s exited early:\n%s' % (
-                worker.label, worker.log_tail()))
+                worker.label, worker.stderr_text(2000)))
     return results
 
 
@@ -124,7 +98,7 @@ def _run_workers(servers, args, log_dir):
     deadline = time.time() + args.timeout
     plans = [('subscriber-eventlet', 'eventlet', ['D', _TENANT_A]),
              ('subscriber-native', 'native', ['D', _TENANT_B])]
-    subs = [_Worker(label, world, 'subscriber', servers, lines, log_dir,
+    subs = [_worker(label, world, 'subscriber', servers, lines, log_dir,
                     '--topics', ','.join(own), '--show', str(args.show),
                     '--expect', str(_expect(args.events, topics, own)),
                     '--timeout', str(args.timeout))
@@ -134,7 +108,7 @@ def _run_workers(servers, args, log_dir):
         _wait_for(lines, 'ready', subs, deadline)
         print('subscribers ready: eventlet on D + tenant %s..., native on'
               ' D + tenant %s...' % (_TENANT_A[:8], _TENANT_B[:8]))
-        pub = _Worker('publisher-eventlet', 'eventlet', 'publisher',
+        pub = _worker('publisher-eventlet', 'eventlet', 'publisher',
                       servers, lines, log_dir, '--topics', ','.join(topics),
                       '--events', str(args.events),
                       '--timeout', str(args.timeout))
@@ -145,7 +119,16 @@ def _run_workers(servers, args, log_dir):
         return _report(sent, results)
     finally:
         for worker in workers:
-            worker.stop()
+            worker.kill()
+
+
+def _check_server_binary():
+    """Fail at once, saying what to do, when there is no nats-server."""
+    try:
+        embedded_server.find_nats_server()
+    except embedded_server.NatsServerError as exc:
+        raise RuntimeError('%s; or pass --servers nats://HOST:4222 to use a'
+                           ' running NATS server' % exc) from None
 
 
 def run(args):
@@ -155,6 +138,7 @@ def run(args):
     servers = args.servers
     try:
         if not servers:
+            _check_server_binary()
             server = embedded_server.NatsServer(jetstream=True)
             server.start()
             servers = [server.url]

@@ -12,32 +12,23 @@
 
 """A publisher or subscriber process of ``df-nats demo``.
 
-Run as ``python -m df_nats.cmd.demo_worker --world eventlet|native ...``.
-Under ``--world eventlet`` it monkey-patches first, like every Dragonflow
-service, before anything else is imported. It reports to the parent on
-stdout, one JSON object a line.
+A worker of df_nats/cmd/worker.py: ``python -m df_nats.cmd.worker
+--world=eventlet|native df_nats.cmd.demo_worker --role ...``, in the world
+a Dragonflow service of that kind runs in. It reports to the parent with
+``worker.say``.
 """
 
-import sys
+import argparse
+import json
+import threading
+import time
+import uuid
 
-if __name__ == '__main__' and '--world=eventlet' in sys.argv:
-    import eventlet
-    eventlet.monkey_patch()
+from df_nats.cmd import common
+from df_nats.cmd import worker
+from df_nats import pubsub_api
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-
-from df_nats.cmd import common  # noqa: E402
-from df_nats import pubsub_api  # noqa: E402
-
-
-def _say(kind, **fields):
-    fields['type'] = kind
-    sys.stdout.write(json.dumps(fields) + '\n')
-    sys.stdout.flush()
+_say = worker.say
 
 
 def demo_event(seq, topic, origin='demo'):
@@ -125,9 +116,8 @@ def _subscribe(args):
          rate=receiver.received / span if span else 0.0)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--world', choices=('eventlet', 'native'))
+def main(argv):
+    parser = argparse.ArgumentParser(prog='demo_worker')
     parser.add_argument('--role', choices=('publisher', 'subscriber'))
     parser.add_argument('--servers', action='append')
     parser.add_argument('--topics', type=lambda s: s.split(','))
@@ -136,13 +126,10 @@ def main():
     parser.add_argument('--show', type=int, default=0)
     parser.add_argument('--origin', default='demo')
     parser.add_argument('--timeout', type=float, default=60.0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     common.setup_process(servers=args.servers)
     if args.role == 'publisher':
         _publish(args)
     else:
         _subscribe(args)
-
-
-if __name__ == '__main__':
-    main()
+    return 0

@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``df-nats`` command: demo, publishers, tail, stats and bench."""
+"""The ``df-nats`` command: demo, publishers, tail and stats."""
 
 import argparse
 import sys
@@ -83,35 +83,6 @@ def _parser():
                        help='how long to collect replies (default'
                             ' %(default)s)')
     _connection_arguments(stats)
-
-    bench = commands.add_parser(
-        'bench', help='measure df-nats against plain nats-py, Redis and'
-                      ' ZeroMQ: rates, latency, fan-out, memory')
-    bench.add_argument('--quick', action='store_true',
-                       help='small counts, one run: a smoke test')
-    bench.add_argument('--runs', type=int, default=0,
-                       help='runs to take the median of (default 3,'
-                            ' 1 with --quick)')
-    bench.add_argument('--events', type=int, default=0,
-                       help='events of the rate phases (default 30000)')
-    bench.add_argument('--fanout', type=_sizes, metavar='N,N,...',
-                       help='fan-out sizes: subscriber connections in all'
-                            ' (default 10,100,1000)')
-    bench.add_argument('--fanout-procs', type=int, default=0,
-                       help='subscriber processes the fan-out connections'
-                            ' are spread over (default 10)')
-    bench.add_argument('--phases', type=_phases, metavar='PHASE,...',
-                       help='measure only these phases, among'
-                            ' one-process, across, latency and fanout'
-                            ' (default: all)')
-    bench.add_argument('--out', metavar='DIR',
-                       help='where to write bench.png, bench.json and'
-                            ' bench.txt (default: a new temp dir)')
-    bench.add_argument('--from-json', metavar='FILE',
-                       help='do not measure: print the table and draw the'
-                            ' chart of a bench.json written before')
-    bench.add_argument('--keep-logs', action='store_true',
-                       help='keep the worker processes\' logs')
     return parser
 
 
@@ -132,29 +103,6 @@ def _positive_seconds(text):
     return seconds
 
 
-def _phases(text):
-    """``latency,fanout``: names of bench phases, for ``bench --phases``."""
-    from df_nats.cmd import bench
-    names = [part.strip() for part in text.split(',') if part.strip()]
-    if not names or set(names) - set(bench.PHASES):
-        raise argparse.ArgumentTypeError(
-            'expected phases among %s separated by commas, got %r'
-            % (','.join(bench.PHASES), text))
-    return names
-
-
-def _sizes(text):
-    """``10,100,1000``: positive integers, for ``bench --fanout``."""
-    try:
-        sizes = [int(part) for part in text.split(',')]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(
-            'expected positive integers separated by commas, got %r' % text)
-    return sizes
-
-
 def main(argv=None):
     args = _parser().parse_args(argv)
     if args.command == 'demo':
@@ -169,9 +117,6 @@ def main(argv=None):
     if args.command == 'stats':
         from df_nats.cmd import stats
         return stats.run(args)
-    if args.command == 'bench':
-        from df_nats.cmd import bench
-        return bench.run(args)
     return 2
 
 

@@ -22,46 +22,40 @@ updates go through ``NbApi.db_change_callback``, its queue and
 them with Dragonflow's model framework into Dragonflow's ``db_store`` and
 resyncs with Dragonflow's own ``sync.Sync``.
 
-Worker mode, ``python -m tests.functional.dragonflow_scenarios
---world=W neutron-worker URL N``: a neutron-server API worker with
+Worker mode, as a worker of df_nats/cmd/worker.py (``python -m
+df_nats.cmd.worker --world=W tests.functional.dragonflow_scenarios
+neutron-worker URL N``): a neutron-server API worker with
 ``pub_sub_use_multiproc = True`` and ``pub_sub_multiproc_driver = nats``
 creating N logical switches; ``gap-publisher URL N``: events 1 and N of
 one publisher's stream, with plain nats-py, the others lost;
 ``neutron-listener URL HOST``: a neutron-server whose Dragonflow neutron
-notifier registered its ``Listener`` (topic ``listener_HOST``), printing
-one JSON line per port status its core plugin is given.
+notifier registered its ``Listener`` (topic ``listener_HOST``), saying
+``status`` for each port status its core plugin is given.
 """
 
+import logging as std_logging
+import os
 import sys
+import time
 
-if __name__ == '__main__' and '--world=eventlet' in sys.argv:
-    import eventlet
-    eventlet.monkey_patch()
+from dragonflow.common import utils as df_utils
+from dragonflow.db import api_nb
+from dragonflow.db import db_common
+from dragonflow.db import db_store
+from dragonflow.db import model_framework
+from dragonflow.db.models import core
+from dragonflow.db.models import l2
+from dragonflow.db.models import ovs
+from dragonflow.db import sync
+from eventlet import queue as eventlet_queue
+from oslo_config import cfg
 
-import json  # noqa: E402
-import logging as std_logging  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-from dragonflow.common import utils as df_utils  # noqa: E402
-from dragonflow.db import api_nb  # noqa: E402
-from dragonflow.db import db_common  # noqa: E402
-from dragonflow.db import db_store  # noqa: E402
-from dragonflow.db import model_framework  # noqa: E402
-from dragonflow.db.models import core  # noqa: E402
-from dragonflow.db.models import l2  # noqa: E402
-from dragonflow.db.models import ovs  # noqa: E402
-from dragonflow.db import sync  # noqa: E402
-from eventlet import queue as eventlet_queue  # noqa: E402
-from oslo_config import cfg  # noqa: E402
-
-from df_nats import process_context  # noqa: E402
-from df_nats import publisher as df_publisher  # noqa: E402
-from df_nats import subscriber as df_subscriber  # noqa: E402
-from tests.functional import listener_worker  # noqa: E402
-from tests.functional import memory_nb_driver  # noqa: E402
-from tests.functional import registry_worker  # noqa: E402
+from df_nats.cmd import worker
+from df_nats.cmd import worker_process
+from df_nats import process_context
+from df_nats import publisher as df_publisher
+from df_nats import subscriber as df_subscriber
+from tests.functional import memory_nb_driver
 
 MEMORY_DRIVER = 'tests.functional.memory_nb_driver.MemoryNbDriver'
 OTHER_PUBSUB = 'tests.functional.memory_nb_driver.RecordingPubSub'
@@ -342,12 +336,8 @@ def scenario_nb_sync_after_gap(ctx):
     controller_nb, controller = _controller(ctx)
     neutron = _neutron()
     neutron.create(_switch('ls-missed', 'tenant1'), skip_send_event=True)
-    cmd = [sys.executable, '-m', 'tests.functional.dragonflow_scenarios',
-           'gap-publisher', ctx.url, '3']
-    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ,
-                                                  PYTHONPATH=ROOT),
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    gap = _worker('native', 'gap-publisher', ctx.url, '3')
+    assert gap.wait(60) == 0, gap.stderr_text(4000)
     ctx.wait_until(lambda: controller.syncs >= 1, timeout=20,
                    what='the sync after the gap')
     assert [(u.action, u.key) for u in controller.updates] == [
@@ -416,20 +406,14 @@ def scenario_nb_multiproc_workers(ctx):
     _configure(use_multiproc=True)
     controller_nb, controller = _controller(ctx)
     n = 20
-    workers = []
-    for _ in range(2):
-        cmd = [sys.executable, '-m', 'tests.functional.dragonflow_scenarios',
-               '--world=%s' % ctx.world, 'neutron-worker', ctx.url, str(n)]
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        workers.append(subprocess.Popen(cmd, cwd=ROOT, env=env, text=True,
-                                        stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE))
+    workers = [_worker(ctx.world, 'neutron-worker', ctx.url, str(n))
+               for _ in range(2)]
     pids = []
     for proc in workers:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0 and 'WORKER-OK' in out, err[-4000:]
+        assert proc.wait(120) == 0, proc.stderr_text(4000)
+        pids.append(proc.expect('worker-ok', timeout=0)['pid'])
+        err = proc.stderr_text(None)
         assert 'pub_sub_multiproc_driver' not in err, err[-4000:]
-        pids.append(int(out.split()[-1]))
     expected = {'w%d-%d' % (pid, i) for pid in pids for i in range(n)}
     ctx.wait_until(lambda: expected <= set(controller.keys('create')),
                    timeout=30, what='both workers\' switches')
@@ -456,7 +440,7 @@ def _neutron_worker(n):
                               mtu=1500))
     pub.flush()
     pub.close()
-    print('WORKER-OK %d' % os.getpid())
+    worker.say('worker-ok', pid=os.getpid())
 
 
 def scenario_nb_multiproc_other_driver_warns(ctx):
@@ -503,8 +487,8 @@ def _neutron_listener(host):
     cfg.CONF.set_override('enable_neutron_notifier', True, group='df')
     memory_nb_driver.install_neutron_doubles(
         memory_nb_driver.RecordingCorePlugin(
-            lambda port, status: listener_worker.say(status=port,
-                                                     value=status)))
+            lambda port, status: worker.say('status', status=port,
+                                            value=status)))
     cfg.CONF.set_override('host', host)
     cfg.CONF.set_override('client_name', 'df-%s' % host, group='df_nats')
     nb_api = _neutron()
@@ -514,65 +498,58 @@ def _neutron_listener(host):
     assert listener.ppid == os.getppid() and listener.timestamp, listener
     assert isinstance(nb_api.subscriber, df_subscriber.NatsSubscriber)
     assert nb_api.subscriber.is_running
-    listener_worker.say(ready=host, pid=os.getpid(), topic=listener.topic,
-                        listener=listener.to_json())
-    for command in registry_worker.stdin_commands():
-        if command == ['exit']:
+    worker.say('ready', pid=os.getpid(), topic=listener.topic,
+               listener=listener.to_json())
+    for command in worker.commands():
+        if command['type'] in ('exit', 'quit'):
             break
     notifier.heart_beat_reporter.stop()
     nb_api.subscriber.close()
 
 
+def _worker(world, *args, label=None):
+    """A worker process of this module (see "Worker mode" above)."""
+    log_dir = os.environ.get('DF_NATS_TEST_TMP')
+    label = label or '%s-%s' % (args[0], world)
+    return worker_process.WorkerProcess(
+        'tests.functional.dragonflow_scenarios', args, world=world,
+        label=label, paths=[ROOT], cwd=ROOT,
+        log_path=os.path.join(log_dir, label + '.log') if log_dir else None)
+
+
 class _NeutronServer:
     """A ``neutron-listener`` process in one world, and the port statuses
-    its core plugin was given (read from its stdout as they come).
+    its core plugin was given (its ``status`` messages, as they come).
     """
 
     def __init__(self, ctx, world, queue_group):
         self.host = 'neutron-%s' % world
         self.world = world
-        cmd = [sys.executable, '-m', 'tests.functional.dragonflow_scenarios',
-               '--world=%s' % world, 'neutron-listener', ctx.url, self.host]
+        args = ['neutron-listener', ctx.url, self.host]
         if not queue_group:
-            cmd.append('--no-listener-queue-group')
-        self._log = os.path.join(os.environ['DF_NATS_TEST_TMP'],
-                                 '%s.log' % self.host)
-        with open(self._log, 'w') as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=log)
-        self.lines = []
-        ctx.spawn(self._read)
-        ctx.wait_until(lambda: self.lines or self.proc.poll() is not None,
-                       timeout=60, what='%s to start' % self.host)
-        assert self.lines and 'ready' in self.lines[0], self.failure()
-        self.topic = self.lines[0]['topic']
-        self.listener = self.lines[0]['listener']
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(json.loads(line))
+            args.append('--no-listener-queue-group')
+        self.proc = _worker(world, *args, label=self.host)
+        ready = self.proc.expect('ready', timeout=60)
+        self.topic = ready['topic']
+        self.listener = ready['listener']
 
     def failure(self):
-        with open(self._log) as log:
-            return '%s: %s\n%s' % (self.host, self.lines, log.read()[-4000:])
+        return '%s: %s\n%s' % (self.host, self.proc.received(),
+                               self.proc.stderr_text(4000))
 
     def statuses(self):
         """The ports whose status the core plugin was given, in order."""
-        return [line['status'] for line in list(self.lines)
-                if 'status' in line]
+        return [line['status'] for line in self.proc.received()
+                if line.get('type') == 'status']
 
     def kill(self):
         """SIGKILL, as a neutron-server dies."""
         self.proc.kill()
-        self.proc.wait()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.write('exit\n')
-            self.proc.stdin.flush()
-            assert self.proc.wait(timeout=30) == 0, self.failure()
+        if self.proc.proc.poll() is None:
+            self.proc.send('exit')
+            assert self.proc.wait(30) == 0, self.failure()
 
 
 def _port_status_to_listeners(ctx, queue_group):
@@ -708,18 +685,17 @@ def scenario_nb_listener_port_status_without_queue_group(ctx):
     _port_status_to_listeners(ctx, queue_group=False)
 
 
-def _main():
+def main(argv):
     import argparse
     from df_nats.cmd import common
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--world', choices=('eventlet', 'native'))
+    parser = argparse.ArgumentParser(prog='dragonflow_scenarios')
     parser.add_argument('--no-listener-queue-group', action='store_true')
     parser.add_argument('role', choices=('neutron-worker', 'gap-publisher',
                                          'neutron-listener'))
     parser.add_argument('url')
     parser.add_argument('arg', help='the number of events, or the host'
                         ' of a neutron-listener')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     common.setup_process(servers=[args.url])
     if args.no_listener_queue_group:
         cfg.CONF.set_override('listener_queue_group', False,
@@ -731,7 +707,4 @@ def _main():
         _neutron_listener(args.arg)
     else:
         _neutron_worker(int(args.arg))
-
-
-if __name__ == '__main__':
-    _main()
+    return 0

@@ -10,56 +10,45 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""A neutron listener or a port-status publisher, driven over stdin/stdout.
+"""A neutron listener or a port-status publisher, driven by its parent.
 
-``python -m tests.functional.listener_worker --world=eventlet --config F
-listener HOST`` loads the driver as Dragonflow does, registers the topics
+A worker of df_nats/cmd/worker.py: ``python -m df_nats.cmd.worker
+--world=eventlet tests.functional.listener_worker --config F listener
+HOST`` loads the driver as Dragonflow does, registers the topics
 neutron-server's listener registers (``listener_HOST``) plus the send-all
-topic ``D``, prints ``{"ready": HOST, "pid": ...}`` and then one line per
-event its callback handles, written before the callback returns:
-``{"h": key, "t": topic}`` for a port-status update, ``{"d": key}`` for a
-send-all event. ``stats`` on stdin prints the subscriber's counters.
+topic ``D``, says ``ready`` (``ready``: HOST, ``pid``) and then one message
+per event its callback handles, written before the callback returns:
+``handled`` (``h``: key, ``t``: topic) for a port-status update,
+``send-all`` (``d``: key) for a send-all event. A ``stats`` command gets
+the subscriber's counters.
 
-``... publisher`` obeys ``stream N RATE EVERY TOPIC...``: N port-status
-updates (``lport``, ``update``) at RATE per second, the i-th addressed to
-the i-th topic in turn, as compute nodes address the listener they picked,
-with a send-all event after every EVERY updates; each is reported as
-``{"sent": key, "t": topic, "at": <CLOCK_MONOTONIC>}`` once ``send_event``
-returned; keys go on from one stream to the next. ``exit`` ends either.
+``... publisher`` obeys ``stream`` (``n``, ``rate``, ``every``,
+``topics``): n port-status updates (``lport``, ``update``) at ``rate`` per
+second, the i-th addressed to the i-th topic in turn, as compute nodes
+address the listener they picked, with a send-all event after every
+``every`` updates; each is reported as ``sent`` (``sent``: key, ``t``:
+topic, ``at``: CLOCK_MONOTONIC) once ``send_event`` returned; keys go on
+from one stream to the next. ``exit`` ends either.
 """
 
-import sys
+import argparse
+import os
+import time
 
-if __name__ == '__main__' and '--world=eventlet' in sys.argv:
-    import eventlet
-    eventlet.monkey_patch()
+from df_nats.cmd import common
+from df_nats.cmd import worker
+from df_nats import pubsub_api
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-
-from df_nats import bridge  # noqa: E402
-from df_nats.cmd import common  # noqa: E402
-from df_nats import pubsub_api  # noqa: E402
-from tests.functional import registry_worker  # noqa: E402
-
-
-def say(**fields):
-    """Print ``fields`` as one JSON line on stdout."""
-    # One unbuffered write per line: what the callback reported is in the
-    # pipe even if the process is killed right after.
-    os.write(sys.stdout.fileno(),
-             (json.dumps(fields, sort_keys=True) + '\n').encode())
+say = worker.say
 
 
 def _on_event(table, key, action, value, topic):
     if action == 'update' and table == 'lport':
-        say(h=key, t=topic)
+        say('handled', h=key, t=topic)
     elif topic == pubsub_api.SEND_ALL_TOPIC:
-        say(d=key)
+        say('send-all', d=key)
     else:
-        say(other=[table, key, action, value, topic])
+        say('other', other=[table, key, action, value, topic])
 
 
 def _listener(host):
@@ -68,11 +57,11 @@ def _listener(host):
     subscriber.register_topic('listener_%s' % host)
     subscriber.register_topic(pubsub_api.SEND_ALL_TOPIC)
     subscriber.daemonize()
-    say(ready=host, pid=os.getpid())
-    for command in registry_worker.stdin_commands():
-        if command == ['stats']:
-            say(stats=dict(subscriber.stats))
-        elif command == ['exit']:
+    say('ready', ready=host, pid=os.getpid())
+    for command in worker.commands():
+        if command['type'] == 'stats':
+            say('stats', stats=dict(subscriber.stats))
+        elif command['type'] in ('exit', 'quit'):
             break
     subscriber.close()
 
@@ -87,47 +76,40 @@ def _stream(publisher, first, count, rate, every, topics):
         topic = topics[i % len(topics)]
         publisher.send_event(pubsub_api.DbUpdate(
             'lport', key, 'update', 'ACTIVE', topic=topic))
-        say(sent=key, t=topic, at=time.monotonic())
+        say('sent', sent=key, t=topic, at=time.monotonic())
         if every and (i + 1) % every == 0:
             publisher.send_event(pubsub_api.DbUpdate(
                 'lswitch', 'd-%05d' % i, 'set', '{}',
                 topic=pubsub_api.SEND_ALL_TOPIC))
-            say(sent_d='d-%05d' % i, at=time.monotonic())
+            say('sent', sent_d='d-%05d' % i, at=time.monotonic())
     publisher.flush()
-    say(done=count)
+    say('done', done=count)
 
 
 def _publisher():
     publisher = common.load_driver().get_publisher()
     publisher.initialize()
-    say(ready='publisher', pid=os.getpid())
+    say('ready', ready='publisher', pid=os.getpid())
     sent = 0
-    for command in registry_worker.stdin_commands():
-        if command[:1] == ['stream']:
-            _stream(publisher, sent, int(command[1]), float(command[2]),
-                    int(command[3]), command[4:])
-            sent += int(command[1])
-        elif command == ['exit']:
+    for command in worker.commands():
+        if command['type'] == 'stream':
+            _stream(publisher, sent, command['n'], command['rate'],
+                    command['every'], command['topics'])
+            sent += command['n']
+        elif command['type'] in ('exit', 'quit'):
             break
     publisher.close()
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--world', choices=('eventlet', 'native'))
+def main(argv):
+    parser = argparse.ArgumentParser(prog='listener_worker')
     parser.add_argument('--config', required=True)
     parser.add_argument('role', choices=('listener', 'publisher'))
     parser.add_argument('host', nargs='?')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     common.setup_process(config_files=[args.config])
-    if bridge.is_green() != (args.world == 'eventlet'):
-        raise AssertionError('not in the %s world' % args.world)
     if args.role == 'listener':
         _listener(args.host)
     else:
         _publisher()
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -10,59 +10,31 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""A publisher process for the registry tests, driven over stdin/stdout.
+"""A publisher process for the registry tests, driven by its parent.
 
-``python -m tests.functional.registry_worker --world=eventlet --config F``
-loads the driver as Dragonflow does, initializes a publisher (and, with
-``--subscribe``, a subscriber on the send-all topic), prints one JSON line
-``{"ready": <publisher id>, "pid": ...}`` and obeys stdin: ``close`` closes
-the publisher, ``send N`` publishes N events, ``exit`` ends. With ``--fork
-N`` it first forks N workers that each do all of this, as neutron-server
-forks its API workers before they create their publishers.
+A worker of df_nats/cmd/worker.py (``python -m df_nats.cmd.worker
+--world=eventlet tests.functional.registry_worker --config F``): it loads
+the driver as Dragonflow does, initializes a publisher (and, with
+``--subscribe``, a subscriber on the send-all topic), says ``ready``
+(``ready``: the publisher id, ``pid``) and obeys its parent's commands:
+``close`` closes the publisher, ``send`` (``n``) publishes n events,
+``exit`` ends. With ``--fork N`` it first forks N workers that each do all
+of this, as neutron-server forks its API workers before they create their
+publishers.
 """
 
-import sys
+import argparse
+import os
+import time
 
-if __name__ == '__main__' and '--world=eventlet' in sys.argv:
-    import eventlet
-    eventlet.monkey_patch()
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-from df_nats import bridge  # noqa: E402
-from df_nats.cmd import common  # noqa: E402
-from df_nats import pubsub_api  # noqa: E402
-
-_out_lock = threading.Lock()
-
-
-def _say(**fields):
-    line = json.dumps(fields, sort_keys=True) + '\n'
-    with _out_lock:
-        # One write per line: forked workers share this pipe.
-        os.write(sys.stdout.fileno(), line.encode())
-
-
-def stdin_commands():
-    """The commands read from stdin, one list of words per line."""
-    # A plain stdin read would block eventlet's whole hub, and with it the
-    # subscriber's deliveries: wait for input the green way first.
-    while True:
-        if bridge.is_green():
-            from eventlet import hubs
-            hubs.trampoline(sys.stdin.fileno(), read=True)
-        line = sys.stdin.readline()
-        if not line:
-            return
-        yield line.split()
+from df_nats import bridge
+from df_nats.cmd import common
+from df_nats.cmd import worker
+from df_nats import pubsub_api
 
 
 def _on_event(table, key, action, value, topic):
-    _say(event=[table, key, action, value])
+    worker.say('event', event=[table, key, action, value])
 
 
 def _serve(args):
@@ -77,36 +49,34 @@ def _serve(args):
     try:
         publisher.initialize()
     except Exception as exc:
-        _say(error='%s: %s' % (type(exc).__name__, exc))
+        worker.say('error', reason='%s: %s' % (type(exc).__name__, exc))
         return 3
-    _say(ready=publisher.publisher_id, pid=os.getpid())
-    for command in stdin_commands():
-        if not command or command[0] == 'exit':
+    worker.say('ready', ready=publisher.publisher_id, pid=os.getpid())
+    for command in worker.commands():
+        if command['type'] in ('exit', 'quit'):
             break
-        if command[0] == 'close':
+        if command['type'] == 'close':
             publisher.close()
-            _say(closed=publisher.publisher_id, at=time.time())
-        elif command[0] == 'send':
-            for seq in range(int(command[1])):
+            worker.say('closed', closed=publisher.publisher_id,
+                       at=time.time())
+        elif command['type'] == 'send':
+            for seq in range(command['n']):
                 publisher.send_event(pubsub_api.DbUpdate(
                     'lport', 'key-%d' % seq, 'create', '{}', topic='D'))
             publisher.flush()
-            _say(sent=int(command[1]))
+            worker.say('sent', sent=command['n'])
     if subscriber is not None:
         subscriber.close()
     return 0
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--world', choices=('eventlet', 'native'))
+def main(argv):
+    parser = argparse.ArgumentParser(prog='registry_worker')
     parser.add_argument('--config', required=True)
     parser.add_argument('--fork', type=int, default=0)
     parser.add_argument('--subscribe', action='store_true')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     common.setup_process(config_files=[args.config])
-    if bridge.is_green() != (args.world == 'eventlet'):
-        raise AssertionError('not in the %s world' % args.world)
     if not args.fork:
         return _serve(args)
     children = []
@@ -127,7 +97,3 @@ def main():
     for pid in children:
         os.waitpid(pid, 0)
     return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -23,13 +23,12 @@ import asyncio
 import json
 import logging as std_logging
 import os
-import subprocess
-import sys
 import time
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from df_nats.cmd import worker_process
 from df_nats import connection
 from df_nats import natives
 from df_nats import options
@@ -166,13 +165,12 @@ def scenario_listen_addresses(ctx):
 
 
 def _publisher_process(ctx, world, origin, events, topics='D'):
-    cmd = [sys.executable, '-m', 'df_nats.cmd.demo_worker',
-           '--world=%s' % world, '--role', 'publisher', '--topics', topics,
-           '--events', str(events), '--origin', origin]
+    args = ['--role', 'publisher', '--topics', topics, '--events', events,
+            '--origin', origin]
     for url in ctx.urls:
-        cmd += ['--servers', url]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+        args += ['--servers', url]
+    return worker_process.WorkerProcess('df_nats.cmd.demo_worker', args,
+                                        world=world)
 
 
 def scenario_two_publisher_processes(ctx):
@@ -185,8 +183,8 @@ def scenario_two_publisher_processes(ctx):
     procs = [_publisher_process(ctx, world, world, n)
              for world in ('eventlet', 'native')]
     for proc in procs:
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err[-2000:]
+        assert proc.wait(60) == 0, proc.stderr_text(2000)
+        assert proc.expect('summary', timeout=0)['sent'] == n
     ctx.wait_until(lambda: len(got.events) >= 2 * n, timeout=20,
                    what='%d events' % (2 * n))
     ctx.settle()

@@ -10,7 +10,8 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Smoke test of ``df-nats bench --quick``: it runs, and reports figures.
+"""Smoke test of ``python -m benchmarks.bench --quick``: it runs, and
+reports figures.
 
 The plain nats-py row (no headers) is there and is the baseline of the
 ratios. A baseline whose server or library is missing (redis-server on a
@@ -26,6 +27,8 @@ import sys
 
 import msgpack
 
+from df_nats.cmd import worker_process
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 BASELINE = 'plain nats-py'
@@ -37,11 +40,9 @@ _RATIO = re.compile(r'^  (df-nats \w+) +(.+?) +\d+\.\d\dx ([^,]+)')
 
 
 def test_bench_quick(tmp_path):
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        [REPO] + [p for p in [env.get('PYTHONPATH')] if p])
+    env = worker_process.child_env([REPO])
     out = subprocess.run(
-        [sys.executable, '-m', 'df_nats.cmd.main', 'bench', '--quick',
+        [sys.executable, '-m', 'benchmarks.bench', '--quick',
          '--out', str(tmp_path), '--fanout', '2,4'], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
@@ -90,7 +91,7 @@ def test_bench_quick(tmp_path):
 
     # The table and chart can be drawn again from the JSON alone.
     again = subprocess.run(
-        [sys.executable, '-m', 'df_nats.cmd.main', 'bench', '--from-json',
+        [sys.executable, '-m', 'benchmarks.bench', '--from-json',
          str(tmp_path / 'bench.json'), '--out', str(tmp_path / 'again')],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -99,23 +100,23 @@ def test_bench_quick(tmp_path):
 
 
 def test_baselines_carry_no_df_nats_code():
-    # Importing the transports loads no df-nats module beyond the package
-    # itself: the driver's classes import it only when a df-nats row is
-    # built, so the baselines run none of its code.
+    # Importing the transports loads no df-nats module at all: the
+    # driver's classes import it only when a df-nats row is built, so the
+    # baselines run none of its code.
     out = subprocess.run(
         [sys.executable, '-c',
-         'import json, sys; import df_nats.cmd; before = set(sys.modules);'
-         ' from df_nats.cmd import bench_transports;'
-         ' print(json.dumps(sorted(m for m in set(sys.modules) - before'
-         ' if m.startswith("df_nats"))))'],
+         'import json, sys; from benchmarks import bench_transports;'
+         ' print(json.dumps(sorted(m for m in sys.modules'
+         ' if m.split(".")[0] in ("df_nats", "benchmarks"))))'],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
-    assert json.loads(out.stdout) == ['df_nats.cmd.bench_transports']
+    assert json.loads(out.stdout) == ['benchmarks',
+                                      'benchmarks.bench_transports']
 
 
 def test_plain_row_sends_msgpack_without_headers(nats_server):
     # What the baseline puts on the wire: the event packed by msgpack
     # alone, no header block; the comparison row adds df-nats' four.
-    from df_nats.cmd import bench_transports as transports
+    from benchmarks import bench_transports as transports
     event = transports.make_event(7)
 
     async def received(publisher_class):

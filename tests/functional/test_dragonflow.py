@@ -59,14 +59,9 @@ def _answer_connection_gone(proc, server):
     """When the scenario asks, wait until ``server`` no longer lists the
     named client connection (it noticed the process died), then answer.
     """
-    line = proc.stdout.readline().strip()
-    if not line.startswith('@@connection-gone '):
-        proc.kill()
-        pytest.fail('expected @@connection-gone, got %r; stderr:\n%s'
-                    % (line, proc.stderr.read()[-4000:]))
-    test_listeners._wait_connection_gone(server, line.split()[1])
-    proc.stdin.write('done\n')
-    proc.stdin.flush()
+    name, = test_driver._answer(proc, 'connection-gone')
+    test_listeners._wait_connection_gone(server, name)
+    proc.send('answer', answer='done')
 
 
 @pytest.mark.parametrize('world', WORLDS)

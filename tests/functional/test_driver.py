@@ -16,11 +16,13 @@ Each scenario of tests/functional/scenarios.py runs in a subprocess of its
 own (monkey-patching is process-global) through world_runner.
 """
 
+import json
 import os
-import subprocess
-import sys
 
 import pytest
+
+from df_nats.cmd.worker_process import WorkerError
+from df_nats.cmd.worker_process import WorkerProcess
 
 WORLDS = ['eventlet', 'native']
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -45,30 +47,40 @@ SCENARIOS = [
 
 def _start(world, scenario, urls, tmp_path, debug=False,
            module='scenarios'):
-    cmd = [sys.executable, '-m', 'tests.functional.world_runner',
-           '--world=%s' % world, '--module=%s' % module, scenario] + list(
-               urls)
-    if debug:
-        cmd.insert(4, '--debug')
-    env = dict(os.environ, DF_NATS_TEST_TMP=str(tmp_path),
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH',
-                                                             ''))
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    args = ['--module=%s' % module] + (['--debug'] if debug else [])
+    return WorkerProcess(
+        'tests.functional.world_runner', args + [scenario] + list(urls),
+        world=world, label=scenario, paths=[ROOT], cwd=ROOT,
+        env={'DF_NATS_TEST_TMP': str(tmp_path)},
+        log_path=str(tmp_path / ('%s-%s.log' % (scenario, world))))
 
 
 def _finish(proc, timeout=120):
+    """Wait for the scenario's end; what it printed (not its messages)."""
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+        code = proc.wait(timeout)
+    except WorkerError as exc:
+        pytest.fail(str(exc))
+    messages = proc.received()
+    kinds = [message.get('type') for message in messages]
+    assert code == 0 and kinds[-2:] == ['scenario-ok', 'eof'], (
+        'exit %s\nmessages:\n%s\nstderr tail:\n%s'
+        % (code, messages[-20:], proc.stderr_text()))
+    return '\n'.join(message['text'] for message in messages
+                     if message.get('type') == 'text')
+
+
+def _answer(proc, request, timeout=120):
+    """Wait until the scenario asks ``request ...``; the rest of it."""
+    try:
+        asked = proc.expect('ask', timeout)['request']
+    except WorkerError as exc:
+        pytest.fail(str(exc))
+    if asked.split()[0] != request:
         proc.kill()
-        out, err = proc.communicate()
-        pytest.fail('scenario hung; stderr tail:\n%s' % err[-4000:])
-    assert proc.returncode == 0 and out.rstrip().endswith('SCENARIO-OK'), (
-        'exit %s\nstdout:\n%s\nstderr tail:\n%s'
-        % (proc.returncode, out[-2000:], err[-6000:]))
-    return out
+        pytest.fail('expected %s, got %r; stderr:\n%s'
+                    % (request, asked, proc.stderr_text(4000)))
+    return asked.split()[1:]
 
 
 @pytest.mark.parametrize('world', WORLDS)
@@ -87,15 +99,10 @@ def test_hundred_in_order_by_ip_and_by_name(world, nats_url, tmp_path):
 
 def _restart_when_asked(proc, server):
     """Kill and restart ``server`` when the scenario asks, then finish."""
-    line = proc.stdout.readline()
-    if line.strip() != '@@restart-server':
-        proc.kill()
-        pytest.fail('expected @@restart-server, got %r; stderr:\n%s'
-                    % (line, proc.stderr.read()[-4000:]))
+    _answer(proc, 'restart-server')
     server.kill()
     server.restart()
-    proc.stdin.write('done\n')
-    proc.stdin.flush()
+    proc.send('answer', answer='done')
     _finish(proc)
 
 
@@ -109,9 +116,9 @@ def test_sync_after_server_restart(world, fresh_nats_server, tmp_path):
 @pytest.mark.parametrize('world', WORLDS)
 def test_bad_start_is_clear_and_hides_secrets(world, tmp_path):
     proc = _start(world, 'bad_start', ['nats://127.0.0.1:1'], tmp_path)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-4000:]
-    assert 'hunter2' not in out + err
+    _finish(proc, timeout=60)
+    said = json.dumps(proc.received()) + proc.stderr_text(None)
+    assert 'hunter2' not in said
 
 
 def test_logging_storm_under_eventlet(nats_server, tmp_path):

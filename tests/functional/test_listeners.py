@@ -24,16 +24,16 @@ reconnect mark goes to the listeners' subject, and with
 """
 
 import asyncio
-import sys
 import time
-import uuid
 
 import nats
 import pytest
 
 from df_nats import sequence
 
-from tests.functional.test_registry import WorkerProcess
+from df_nats.cmd.worker_process import WorkerProcess
+from tests.functional.test_driver import ROOT
+from tests.functional.test_registry import write_config
 
 UPDATES = 3000
 RATE = 300.0       # updates per second, steady
@@ -49,12 +49,7 @@ def _other(world):
 
 
 def _config(tmp_path, url, name, **extra):
-    path = tmp_path / ('%s-%s.conf' % (name, uuid.uuid4().hex[:6]))
-    lines = ['[df_nats]', 'servers = %s' % url,
-             'client_name = %s' % name]
-    lines += ['%s = %s' % item for item in extra.items()]
-    path.write_text('\n'.join(lines) + '\n')
-    return str(path)
+    return write_config(tmp_path, servers=url, client_name=name, **extra)
 
 
 @pytest.fixture
@@ -63,8 +58,9 @@ def start():
 
     def start(world, config, *args):
         process = WorkerProcess(
-            [sys.executable, '-m', 'tests.functional.listener_worker',
-             '--world=%s' % world, '--config', config] + list(args))
+            'tests.functional.listener_worker', ['--config', config]
+            + list(args), world=world, paths=[ROOT], cwd=ROOT,
+            new_session=True)
         started.append(process)
         return process
     yield start
@@ -79,9 +75,7 @@ def _ready(process):
 
 def _lines(process):
     """Every line the process printed so far, in order."""
-    while not process.lines.empty():
-        process.seen.append(process.lines.get())
-    return [line for _, line in process.seen]
+    return process.received()
 
 
 def _stats(process):
@@ -133,8 +127,8 @@ def test_queue_group_survives_a_killed_listener(killed_world, nats_server,
     _ready(publisher)
     victim, live = hosts[0], hosts[1:]
     topics = ['listener_%s' % host for host in hosts]
-    publisher.send('stream %d %s %d %s' % (UPDATES, RATE, D_EVERY,
-                                           ' '.join(topics)))
+    publisher.send('stream', n=UPDATES, rate=RATE, every=D_EVERY,
+                   topics=topics)
     publisher.next(lambda line: line.get('sent') == 'port-%05d'
                    % (KILL_AFTER - 1), timeout=60)
     killed_at = time.monotonic()
@@ -229,7 +223,7 @@ def test_without_the_option_each_listener_gets_its_own(
                       'publisher')
     _ready(publisher)
     topics = ['listener_%s' % host for host in hosts]
-    publisher.send('stream 40 200 0 %s' % ' '.join(topics))
+    publisher.send('stream', n=40, rate=200.0, every=0, topics=topics)
     publisher.next(lambda line: 'done' in line, timeout=30)
     _settle(list(listeners.values()), 'h', quiet=0.5)
     sent = {line['sent']: line['t'] for line in _lines(publisher)
@@ -302,7 +296,8 @@ def test_no_marks_on_the_listeners_subject_after_a_reconnect(
 def _restart_mid_stream(server, listener, publisher):
     def handled():
         return [line['h'] for line in _lines(listener) if 'h' in line]
-    publisher.send('stream 10 100 5 listener_rl listener_other')
+    publisher.send('stream', n=10, rate=100.0, every=5,
+                   topics=['listener_rl', 'listener_other'])
     publisher.next(lambda line: line.get('done') == 10, timeout=30)
     _wait(lambda: len(handled()) == 10, 'the first 10 updates')
     server.restart()
@@ -314,7 +309,8 @@ def _restart_mid_stream(server, listener, publisher):
     # And for the publisher's: its marks follow at once.
     _wait(lambda: _recorded_marks(server.url, 'dragonflow.topic.D'),
           'the mark on D')
-    publisher.send('stream 10 100 5 listener_other listener_rl')
+    publisher.send('stream', n=10, rate=100.0, every=5,
+                   topics=['listener_other', 'listener_rl'])
     publisher.next(lambda line: line.get('done') == 10, timeout=30)
     # The queue subscription came back with the connection.
     _wait(lambda: len(handled()) == 20, 'the next 10 updates')

@@ -20,19 +20,18 @@ with a short TTL so that expiries fit in a test run.
 
 import asyncio
 import json
-import os
-import queue
-import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
 import nats
 import pytest
 
-from df_nats.embedded_server import NatsCluster
+from df_nats.cmd.worker_process import child_env
+from df_nats.cmd.worker_process import WorkerError
+from df_nats.cmd.worker_process import WorkerProcess
+from df_nats.embedded_cluster import NatsCluster
 
 from tests.functional.test_driver import ROOT
 from tests.functional.test_driver import WORLDS
@@ -41,89 +40,30 @@ TTL = 4.0
 HEARTBEAT = 1.0
 
 
-def _config(tmp_path, urls, bucket, **extra):
+def write_config(tmp_path, **options):
+    """A new ``[df_nats]`` configuration file of ``options``; its path."""
     path = tmp_path / ('%s.conf' % uuid.uuid4().hex[:8])
-    lines = ['[df_nats]', 'servers = %s' % ','.join(urls),
-             'registry_bucket = %s' % bucket,
-             'publisher_ttl = %s' % TTL,
-             'heartbeat_interval = %s' % HEARTBEAT]
-    lines += ['%s = %s' % item for item in extra.items()]
+    lines = ['[df_nats]'] + ['%s = %s' % item for item in options.items()]
     path.write_text('\n'.join(lines) + '\n')
     return str(path)
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep
-                + os.environ.get('PYTHONPATH', ''))
-
-
-class WorkerProcess:
-    """A subprocess whose JSON stdout lines are queued with arrival times."""
-
-    def __init__(self, cmd):
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=_env(), text=True, start_new_session=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
-        self.lines = queue.Queue()
-        self.seen = []
-        self.taken = set()
-        self.stderr = []
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_err, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                self.lines.put((time.monotonic(), json.loads(line)))
-            except ValueError:
-                self.lines.put((time.monotonic(), {'text': line}))
-
-    def _read_err(self):
-        for line in self.proc.stderr:
-            self.stderr.append(line)
-
-    def next(self, match, timeout=15.0):
-        """The first line not taken yet for which ``match(line)`` holds.
-
-        Returns (arrival time, line). Lines that do not match stay for a
-        later call: processes print in an order tests should not rely on.
-        """
-        deadline = time.monotonic() + timeout
-        index = 0
-        while True:
-            while index < len(self.seen):
-                at, line = self.seen[index]
-                if index not in self.taken and match(line):
-                    self.taken.add(index)
-                    return at, line
-                index += 1
-            left = deadline - time.monotonic()
-            try:
-                self.seen.append(self.lines.get(timeout=max(left, 0.01)))
-            except queue.Empty:
-                raise AssertionError(
-                    'no matching line within %ss; stderr:\n%s'
-                    % (timeout, ''.join(self.stderr[-30:])))
-
-    def send(self, command):
-        self.proc.stdin.write(command + '\n')
-        self.proc.stdin.flush()
-
-    def kill(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
+def _config(tmp_path, urls, bucket, **extra):
+    return write_config(tmp_path, servers=','.join(urls),
+                        registry_bucket=bucket, publisher_ttl=TTL,
+                        heartbeat_interval=HEARTBEAT, **extra)
 
 
 @pytest.fixture
 def processes():
+    """start(module, args, world) a worker, or start(argv=[...]) a command
+    printing JSON lines; all are killed (with what they forked) at the end.
+    """
     started = []
 
-    def start(cmd):
-        process = WorkerProcess(cmd)
+    def start(module=None, args=(), world='native', argv=None):
+        process = WorkerProcess(module, args, world=world, argv=argv,
+                                paths=[ROOT], cwd=ROOT, new_session=True)
         started.append(process)
         return process
     yield start
@@ -137,20 +77,19 @@ def bucket():
 
 
 def _worker(start, world, config, *extra):
-    return start([sys.executable, '-m', 'tests.functional.registry_worker',
-                  '--world=%s' % world, '--config', config] + list(extra))
+    return start('tests.functional.registry_worker',
+                 ['--config', config] + list(extra), world=world)
 
 
 def _watcher(start, config, *extra):
-    watcher = start([sys.executable, '-m', 'df_nats.cmd.main', 'publishers',
-                     '--watch', '--json', '--config-file', config]
-                    + list(extra))
-    return watcher
+    return start(argv=[sys.executable, '-m', 'df_nats.cmd.main',
+                       'publishers', '--watch', '--json', '--config-file',
+                       config] + list(extra))
 
 
 def _ready(worker, error=False):
-    line = worker.next(lambda line: 'ready' in line or 'error' in line)[1]
-    assert ('error' in line) == error, line
+    line = worker.next(lambda line: line['type'] in ('ready', 'error'))[1]
+    assert (line['type'] == 'error') == error, line
     return line
 
 
@@ -170,7 +109,8 @@ def _list(config, *extra, may_fail=False):
     out = subprocess.run(
         [sys.executable, '-m', 'df_nats.cmd.main', 'publishers', '--json',
          '--config-file', config] + list(extra),
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+        cwd=ROOT, env=child_env([ROOT]), capture_output=True, text=True,
+        timeout=60)
     if may_fail and out.returncode:
         return []
     assert out.returncode == 0, out.stderr
@@ -218,7 +158,7 @@ def test_live_publisher_stays_across_ttls(nats_server, bucket, processes,
     watcher.next(_event('join', publisher_id))
     first = _list(config)[0]['last_activity_timestamp']
     time.sleep(3 * TTL)
-    with pytest.raises(AssertionError):
+    with pytest.raises(WorkerError, match='no message awaited'):
         watcher.next(lambda line: line.get('event') != 'present',
                      timeout=0.1)
     records = _list(config)
@@ -285,9 +225,9 @@ def test_incompatible_bucket_is_a_clear_error(world, nats_server, bucket,
     asyncio.run(_create_bucket(nats_server.url, bucket, 60.0))
     config = _config(tmp_path, [nats_server.url], bucket)
     line = _ready(_worker(processes, world, config), error=True)
-    assert 'ConfigError' in line['error']
-    assert '[df_nats] publisher_ttl' in line['error']
-    assert '60.0 s' in line['error']
+    assert 'ConfigError' in line['reason']
+    assert '[df_nats] publisher_ttl' in line['reason']
+    assert '60.0 s' in line['reason']
 
 
 @pytest.mark.parametrize('world', WORLDS)
@@ -296,15 +236,15 @@ def test_without_jetstream_pubsub_works_and_errs_once(
     config = _config(tmp_path, [nats_server_no_js.url], bucket)
     worker = _worker(processes, world, config, '--subscribe')
     _ready(worker)
-    worker.send('send 5')
+    worker.send('send', n=5)
     for seq in range(5):  # the events come back in order
         worker.next(lambda line, key='key-%d' % seq:
                     (line.get('event') or [None, None])[1] == key)
     worker.next(lambda line: line.get('sent') == 5)
     time.sleep(3 * HEARTBEAT)  # several failed registration retries
     worker.send('exit')
-    worker.proc.wait(timeout=20)
-    errors = [line for line in worker.stderr
+    assert worker.wait(20) == 0
+    errors = [line for line in worker.stderr_text(None).splitlines()
               if 'publisher registry unavailable' in line]
     assert len(errors) == 1, worker.stderr
     assert 'JetStream is not enabled' in errors[0]
@@ -383,7 +323,7 @@ def test_start_and_publish_while_jetstream_has_no_quorum(processes,
         pid = _ready(worker)['pid']
         # initialize() gave up waiting for the registry, not for NATS.
         assert time.monotonic() - started < 20
-        worker.send('send 3')
+        worker.send('send', n=3)
         for seq in range(3):
             worker.next(lambda line, key='key-%d' % seq:
                         (line.get('event') or [None, None])[1] == key)

@@ -19,82 +19,54 @@ but run until the test ends so that their counters can be seen growing.
 
 import asyncio
 import json
-import os
-import queue
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
 import nats
 import pytest
 
+from df_nats.cmd.worker_process import child_env
+from df_nats.cmd.worker_process import WorkerError
+from df_nats.cmd.worker_process import WorkerProcess
 from df_nats.embedded_server import NatsServer
 from df_nats import registry
 from tests.functional.test_driver import ROOT
 
-_ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep
-            + os.environ.get('PYTHONPATH', ''))
 _TENANT_A = str(uuid.uuid4())
 _TENANT_B = str(uuid.uuid4())
 
 
-class _Worker:
-    """A stats_worker process and the JSON lines it prints."""
+class _Worker(WorkerProcess):
+    """A stats_worker process and what it says."""
 
     def __init__(self, tmp_path, label, world, url, role, topics, *extra):
-        self.label = label
-        self.log_path = tmp_path / (label + '.log')
-        self._log = open(self.log_path, 'w')
-        self.proc = subprocess.Popen(
-            [sys.executable, '-m', 'tests.functional.stats_worker',
-             '--world=%s' % world, url, role, ','.join(topics)]
-            + list(extra), cwd=ROOT, env=_ENV, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self._log, text=True)
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(
+            'tests.functional.stats_worker',
+            [url, role, ','.join(topics)] + list(extra), world=world,
+            label=label, log_path=str(tmp_path / (label + '.log')),
+            paths=[ROOT], cwd=ROOT)
 
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(json.loads(line))
-
-    def wait_for(self, key, count=1, timeout=60):
-        """The ``count`` next lines holding ``key``."""
-        found = []
+    def wait_for(self, kind, count=1, timeout=60):
+        """The ``count`` next messages of this ``kind``."""
         deadline = time.monotonic() + timeout
-        while len(found) < count:
-            try:
-                line = self.lines.get(
-                    timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
-                raise AssertionError('%s: no %r line; its log:\n%s' % (
-                    self.label, key, self.log()[-3000:]))
-            if key in line:
-                found.append(line)
-        return found
+        return [self.expect(kind, max(deadline - time.monotonic(), 0))
+                for _ in range(count)]
 
     def log(self):
-        return self.log_path.read_text()
+        return self.stderr_text(None)
 
     def finish(self, summaries=1):
-        """Close stdin: the worker stops; its summary lines."""
+        """Close stdin: the worker stops; its summaries."""
         self.proc.stdin.close()
         try:
             return self.wait_for('summary', summaries, timeout=30)
         finally:
             try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self._log.close()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
+                self.wait(10)
+            except WorkerError:
+                pass  # killed
 
 
 def _stats(url, *args, config=None):
@@ -102,7 +74,8 @@ def _stats(url, *args, config=None):
            url, '--wait', '1'] + list(args)
     if config:
         cmd += ['--config-file', str(config)]
-    out = subprocess.run(cmd, cwd=ROOT, env=_ENV, capture_output=True,
+    out = subprocess.run(cmd, cwd=ROOT, env=child_env([ROOT]),
+                         capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     return out

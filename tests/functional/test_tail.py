@@ -14,23 +14,22 @@
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 
 import nats
 
+from df_nats.cmd.worker_process import child_env
+from df_nats.cmd.worker_process import WorkerProcess
 from df_nats import codec
 from tests.functional.test_driver import ROOT
 
 
 def _tail(url, *args):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep
-               + os.environ.get('PYTHONPATH', ''))
     proc = subprocess.Popen(
         [sys.executable, '-m', 'df_nats.cmd.main', 'tail', '--servers', url]
-        + list(args), cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+        + list(args), cwd=ROOT, env=child_env([ROOT]), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for line in proc.stderr:
         if 'df-nats tail: listening on' in line:
             return proc
@@ -39,12 +38,12 @@ def _tail(url, *args):
 
 
 def _publish(url, world, events, topics='D'):
-    out = subprocess.run(
-        [sys.executable, '-m', 'df_nats.cmd.demo_worker',
-         '--world=%s' % world, '--role', 'publisher', '--topics', topics,
-         '--events', str(events), '--servers', url, '--origin', world],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
+    proc = WorkerProcess(
+        'df_nats.cmd.demo_worker', ['--role', 'publisher', '--topics', topics,
+                                    '--events', events, '--servers', url,
+                                    '--origin', world], world=world)
+    assert proc.wait(120) == 0, proc.stderr_text(3000)
+    assert proc.expect('summary', timeout=0)['sent'] == events
 
 
 def _finish(proc):

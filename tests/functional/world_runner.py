@@ -12,29 +12,24 @@
 
 """Run one driver scenario in a process of its own, in one world.
 
-``python -m tests.functional.world_runner --world=eventlet NAME URL`` patches
-with eventlet before anything else is imported, as Dragonflow services do;
+A worker of df_nats/cmd/worker.py: ``python -m df_nats.cmd.worker
+--world=eventlet tests.functional.world_runner NAME URL`` patches with
+eventlet before anything else is imported, as Dragonflow services do;
 ``--world=native`` does not. Monkey-patching is process-global, hence a
-process per scenario. Exit status 0 and a last line ``SCENARIO-OK`` mean the
-scenario's assertions held. ``--module=dragonflow_scenarios`` runs one of
-that module's scenarios instead of ``scenarios``'.
+process per scenario. Exit status 0 and a last message ``scenario-ok`` mean
+the scenario's assertions held. ``--module=dragonflow_scenarios`` runs one
+of that module's scenarios instead of ``scenarios``'.
 """
 
-import sys
+import argparse
+import importlib
+import os
+import threading
+import time
 
-if __name__ == '__main__' and '--world=eventlet' in sys.argv:
-    import eventlet
-    eventlet.monkey_patch()
-
-import argparse  # noqa: E402
-import importlib  # noqa: E402
-import os  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-from df_nats import bridge  # noqa: E402
-from df_nats.cmd import common  # noqa: E402
-from df_nats import pubsub_api  # noqa: E402
+from df_nats.cmd import common
+from df_nats.cmd import worker
+from df_nats import pubsub_api
 
 
 def wait_until(predicate, timeout=10.0, what='condition'):
@@ -82,34 +77,26 @@ class Context:
         time.sleep(seconds)
 
     def ask_parent(self, request):
-        """Tell the parent test ``request`` and wait until it answers."""
-        sys.stdout.write('@@%s\n' % request)
-        sys.stdout.flush()
-        return sys.stdin.readline().strip()
+        """Tell the parent test ``request`` and wait for its answer."""
+        worker.say('ask', request=request)
+        return worker.next_command()['answer']
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--world', choices=('eventlet', 'native'))
+def main(argv):
+    parser = argparse.ArgumentParser(prog='world_runner')
     parser.add_argument('--debug', action='store_true')
     parser.add_argument('--module', default='scenarios',
                         help='module of tests.functional holding it')
     parser.add_argument('scenario')
     parser.add_argument('urls', nargs='+')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     common.setup_process(servers=args.urls, debug=args.debug)
-    if bridge.is_green() != (args.world == 'eventlet'):
-        raise AssertionError('not in the %s world' % args.world)
     if (os.environ.get('DF_NATS_REQUIRE_DRAGONFLOW') == '1'
             and not pubsub_api.DRAGONFLOW_PRESENT):
         # tox -e dragonflow: never run the scenarios on the stand-ins.
         raise AssertionError('Dragonflow required but not importable')
     module = importlib.import_module('tests.functional.' + args.module)
     scenario = getattr(module, 'scenario_' + args.scenario)
-    scenario(Context(args.world, args.urls[0], args.urls))
-    sys.stdout.write('SCENARIO-OK\n')
-    sys.stdout.flush()
-
-
-if __name__ == '__main__':
-    main()
+    scenario(Context(worker.world(), args.urls[0], args.urls))
+    worker.say('scenario-ok')
+    return 0

@@ -14,29 +14,7 @@
 
 import pytest
 
-from df_nats.cmd import bench
 from df_nats.cmd import main
-
-
-def test_bench_phases_are_parsed_in_the_given_order():
-    args = main._parser().parse_args(['bench', '--phases',
-                                      'latency, one-process'])
-    assert args.phases == ['latency', 'one-process']
-
-
-def test_bench_runs_every_phase_by_default():
-    args = main._parser().parse_args(['bench'])
-    assert args.phases is None
-    assert bench.PHASES == ('one-process', 'across', 'latency', 'fanout')
-
-
-@pytest.mark.parametrize('text', ['latncy', 'latency,bogus', ','])
-def test_bench_unknown_phase_is_named(text, capsys):
-    with pytest.raises(SystemExit):
-        main._parser().parse_args(['bench', '--phases', text])
-    err = capsys.readouterr().err
-    assert '--phases' in err and repr(text) in err
-    assert 'one-process,across,latency,fanout' in err
 
 
 def test_stats_options():

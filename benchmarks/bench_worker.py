@@ -10,14 +10,13 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""A publisher or subscriber process of ``df-nats bench``.
+"""A publisher or subscriber process of the bench.
 
-Run as ``python -m df_nats.cmd.bench_worker --world=eventlet|native
---role pub|sub|local --transport NAME --endpoint ADDR``; ``local`` both
-publishes and subscribes, in one process. Under
-``--world=eventlet`` it monkey-patches before anything else is imported, as
-Dragonflow services do. It takes one JSON command a line on stdin and
-answers with JSON lines on stdout; a subscriber also reports its delivery
+A worker of df_nats/cmd/worker.py: ``python -m df_nats.cmd.worker
+--world=eventlet|native benchmarks.bench_worker --role pub|sub|local
+--transport NAME --endpoint ADDR``; ``local`` both publishes and
+subscribes, in one process. It takes the parent's commands and answers
+with the harness's JSON lines; a subscriber also reports its delivery
 count whenever it changed (at most ten times a second).
 
 Times are ``time.monotonic()``, one clock for every process of the
@@ -25,33 +24,21 @@ machine, so the parent compares a publisher's send times with a
 subscriber's receive times.
 """
 
+import argparse
+import asyncio
+import os
+import resource
 import sys
+import time
 
-if __name__ == '__main__' and '--world=eventlet' in sys.argv:
-    import eventlet
-    eventlet.monkey_patch()
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import select  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-
-from df_nats.cmd import bench_transports as transports  # noqa: E402
+from benchmarks import bench_transports as transports
+from df_nats.cmd import worker
 
 # Distinct events cycled through by every phase; the latency phase sends at
 # most this many, so that each of its events has a key of its own.
 PAYLOADS = 5000
 _REPORT_INTERVAL = 0.1
-
-
-def say(kind, **fields):
-    fields['type'] = kind
-    sys.stdout.write(json.dumps(fields) + '\n')
-    sys.stdout.flush()
+say = worker.say
 
 
 def raise_fd_limit():
@@ -76,57 +63,6 @@ def rss_bytes():
             if line.startswith('VmRSS:'):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-class _Commands:
-    """Lines from stdin without blocking the eventlet hub.
-
-    Under eventlet the pipe is polled with the original ``select`` and the
-    green ``sleep`` in between (a green select never saw it readable).
-    """
-
-    def __init__(self):
-        self._fd = sys.stdin.fileno()
-        self._buffer = b''
-        self._green = 'eventlet' in sys.modules
-        if self._green:
-            from eventlet import patcher
-            self._select = patcher.original('select').select
-            self._read = patcher.original('os').read
-        else:
-            self._select = select.select
-            self._read = os.read
-
-    def _readable(self, timeout):
-        if not self._green:
-            return bool(self._select([self._fd], [], [], timeout)[0])
-        deadline = time.monotonic() + timeout
-        while not self._select([self._fd], [], [], 0)[0]:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
-
-    def next(self, timeout):
-        """The next command, None on timeout; exits on end of input."""
-        if b'\n' not in self._buffer:
-            if not self._readable(timeout):
-                return None
-            chunk = self._read(self._fd, 65536)
-            if not chunk:
-                os._exit(0)
-            self._buffer += chunk
-            if b'\n' not in self._buffer:
-                return None
-        line, self._buffer = self._buffer.split(b'\n', 1)
-        return json.loads(line)
-
-    def each(self):
-        """Commands as they come, waiting as long as it takes."""
-        while True:
-            cmd = self.next(1.0)
-            if cmd is not None:
-                yield cmd
 
 
 # -- publisher ----------------------------------------------------------------
@@ -189,18 +125,18 @@ def publisher(args):
     pub = transports.PUBLISHERS[args.transport](args.endpoint)
     events = pub.prepare(transports.make_events(PAYLOADS))
     say('ready', rss=rss_bytes())
-    for cmd in _Commands().each():
-        if cmd['cmd'] == 'burst':
+    for cmd in worker.commands():
+        if cmd['type'] == 'burst':
             start, end = _send_burst(pub, events, cmd['n'])
             say('sent', start=start, end=end)
-        elif cmd['cmd'] == 'paced':
+        elif cmd['type'] == 'paced':
             n = min(cmd['n'], len(events))
             if pub.is_async:
                 times = pub.run(_apaced(pub, events, n, cmd['rate']))
             else:
                 times = _paced(pub, events, n, cmd['rate'])
             say('sent', start=times[0], end=time.monotonic(), times=times)
-        elif cmd['cmd'] == 'quit':
+        elif cmd['type'] == 'quit':
             pub.close()
             say('bye')
             return
@@ -250,27 +186,29 @@ def subscriber(args):
     recorder = Recorder()
     sub = transports.SUBSCRIBERS[args.transport](args.endpoint, recorder)
     say('ready', rss=rss_bytes())
-    commands = _Commands()
     reported = None
     while True:
-        cmd = commands.next(_REPORT_INTERVAL)
+        try:
+            cmd = worker.next_command(_REPORT_INTERVAL)
+        except EOFError:
+            return
         total = sum(recorder.counts)
         if (total, recorder.last) != reported:
             reported = (total, recorder.last)
             say('count', count=total, last=recorder.last)
         if cmd is None:
             continue
-        if cmd['cmd'] == 'open':
+        if cmd['type'] == 'open':
             _open(sub, recorder, cmd['conns'])
-        elif cmd['cmd'] == 'reset':
+        elif cmd['type'] == 'reset':
             recorder.reset(cmd.get('record', False))
             reported = (0, 0.0)
             say('reset')
-        elif cmd['cmd'] == 'report':
+        elif cmd['type'] == 'report':
             latency = recorder.latency or {}
             say('report', rss=rss_bytes(), counts=recorder.counts,
                 latency=[latency.get(i) for i in range(cmd.get('n', 0))])
-        elif cmd['cmd'] == 'quit':
+        elif cmd['type'] == 'quit':
             say('bye')
             return
 
@@ -307,10 +245,10 @@ def local(args):
                                                  publisher=pub)
     events = pub.prepare(transports.make_events(PAYLOADS))
     say('ready', rss=rss_bytes())
-    for cmd in _Commands().each():
-        if cmd['cmd'] == 'open':
+    for cmd in worker.commands():
+        if cmd['type'] == 'open':
             _open(sub, recorder, cmd['conns'])
-        elif cmd['cmd'] == 'burst':
+        elif cmd['type'] == 'burst':
             recorder.reset(False)
             n = cmd['n']
             # CPU time of every thread, finer than /proc's clock ticks.
@@ -320,33 +258,24 @@ def local(args):
                               cmd['idle'])
             say('sent', start=start, end=end, count=total,
                 last=recorder.last, cpu=time.process_time() - cpu)
-        elif cmd['cmd'] == 'quit':
+        elif cmd['type'] == 'quit':
             pub.close()
             say('bye')
             return
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--world', choices=('eventlet', 'native'),
-                        default='native')
+def main(argv):
+    parser = argparse.ArgumentParser(prog='bench_worker')
     parser.add_argument('--role', choices=('pub', 'sub', 'local'),
                         required=True)
     parser.add_argument('--transport', choices=sorted(transports.PUBLISHERS),
                         required=True)
     parser.add_argument('--endpoint', required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     raise_fd_limit()
     try:
         {'pub': publisher, 'sub': subscriber, 'local': local}[args.role](args)
     except transports.Unavailable as exc:
         say('unavailable', reason=str(exc))
-    except Exception as exc:
-        say('error', reason='%s: %s' % (type(exc).__name__, exc),
-            trace=traceback.format_exc())
     sys.stdout.flush()
     os._exit(0)  # no lingering threads or atexit flushes
-
-
-if __name__ == '__main__':
-    main()

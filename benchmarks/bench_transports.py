@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The transports ``df-nats bench`` compares, and the events they carry.
+"""The transports the bench compares, and the events they carry.
 
 Every transport gets the same events (``make_events``: plain dicts with
 Dragonflow's five event fields) and hands each one to the same callback,
@@ -385,8 +385,9 @@ def _import(name):
     try:
         return __import__(name)
     except ImportError as exc:
-        raise Unavailable('%s is not installed (pip install df-nats[bench]):'
-                          ' %s' % (name, exc)) from None
+        raise Unavailable('%s is not installed (pip install -r'
+                          ' benchmarks/requirements.txt): %s' % (name, exc)
+                          ) from None
 
 
 async def _nats_connect(url):

@@ -10,7 +10,13 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""``df-nats bench``: df-nats against its baselines, in one run.
+"""The df-nats bench: df-nats against its baselines, in one run.
+
+Run from the repository root, with the benchmarks' requirements installed
+(``pip install '.[server]' -r benchmarks/requirements.txt``)::
+
+    python -m benchmarks.bench --runs 5 --out benchmarks/results
+
 
 Each run measures, for every row in turn (interleaved, so that the noise
 of a shared machine hits all rows alike), in processes started anew:
@@ -33,21 +39,25 @@ invocation. A row whose library or server is missing is skipped with the
 reason, never estimated.
 """
 
+import argparse
 import json
 import os
-import queue
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from df_nats.cmd import bench_report
-from df_nats.cmd import bench_transports
-from df_nats.cmd import bench_worker
+from benchmarks import bench_report
+from benchmarks import bench_transports
+from benchmarks import bench_worker
+from df_nats.cmd import worker_process
 from df_nats import embedded_server
+
+# The repository root: where the workers import ``benchmarks`` from.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_INSTALL = 'pip install -r benchmarks/requirements.txt'
 
 # What a run measures for each row, in this order (``--phases``).
 PHASES = ('one-process', 'across', 'latency', 'fanout')
@@ -71,84 +81,44 @@ QUICK = dict(warmup=50, events=1000, latency_events=200, rate=1000,
              idle=2.0)
 
 
-class WorkerError(RuntimeError):
-    pass
-
-
 class Skip(Exception):
     """A row cannot run; the message says why."""
 
 
-class Worker:
-    """One bench_worker process: JSON commands in, JSON lines out."""
+class Worker(worker_process.WorkerProcess):
+    """One bench_worker process. A subscriber's ``count`` messages update
+    ``count``, ``last`` and ``changed`` as they come, and are not queued.
+    """
 
     def __init__(self, role, transport, world, endpoint, log_dir,
                  prefix=()):
         """``prefix``: a command to run the worker under (a profiler)."""
-        self.label = '%s-%s-%s' % (transport, world, role)
-        self.log = open(os.path.join(log_dir, self.label + '.log'), 'a')
-        self.proc = subprocess.Popen(
-            list(prefix) + [
-                sys.executable, '-m', 'df_nats.cmd.bench_worker',
-                '--world=%s' % world, '--role', role, '--transport',
-                transport, '--endpoint', endpoint],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-            text=True, bufsize=1)
-        self.messages = queue.Queue()
+        label = '%s-%s-%s' % (transport, world, role)
+        # Before the reader thread starts: it updates them.
         self.count = 0
         self.last = 0.0
         self.changed = time.monotonic()
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(
+            'benchmarks.bench_worker', ['--role', role, '--transport',
+                                        transport, '--endpoint', endpoint],
+            world=world, label=label, paths=[ROOT], prefix=prefix,
+            log_path=os.path.join(log_dir, label + '.log'))
 
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if msg['type'] == 'count':
-                self.count, self.last = msg['count'], msg['last']
-                self.changed = time.monotonic()
-                continue
-            if msg['type'] == 'reset':
-                self.count, self.last = 0, 0.0
-                self.changed = time.monotonic()
-            self.messages.put(msg)
-        self.messages.put({'type': 'eof'})
-
-    def send(self, cmd, **fields):
-        fields['cmd'] = cmd
-        try:
-            self.proc.stdin.write(json.dumps(fields) + '\n')
-            self.proc.stdin.flush()
-        except (BrokenPipeError, ValueError):
-            pass  # reported as eof by the reader
+    def _consume(self, msg):
+        if msg['type'] == 'count':
+            self.count, self.last = msg['count'], msg['last']
+            self.changed = time.monotonic()
+            return True
+        if msg['type'] == 'reset':
+            self.count, self.last = 0, 0.0
+            self.changed = time.monotonic()
+        return False
 
     def expect(self, kind, timeout=60.0):
-        try:
-            msg = self.messages.get(timeout=timeout)
-        except queue.Empty:
-            raise WorkerError('%s: no %r after %s s' % (
-                self.label, kind, timeout)) from None
+        msg = super().expect(kind, timeout, also=('unavailable',))
         if msg['type'] == 'unavailable':
             raise Skip(msg['reason'])
-        if msg['type'] != kind:
-            raise WorkerError('%s: expected %r, got %s (log %s)' % (
-                self.label, kind, msg, self.log.name))
         return msg
-
-    def call(self, cmd, reply, timeout=60.0, **fields):
-        self.send(cmd, **fields)
-        return self.expect(reply, timeout)
-
-    def stop(self):
-        self.send('quit')
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 class RedisServer:
@@ -162,8 +132,7 @@ class RedisServer:
         try:
             import redis  # noqa: F401
         except ImportError:
-            raise Skip('redis-py not installed (pip install'
-                       ' df-nats[bench])') from None
+            raise Skip('redis-py not installed (%s)' % _INSTALL) from None
         self.port = embedded_server.free_port()
         self.endpoint = '127.0.0.1:%d' % self.port
         self._log = open(os.path.join(log_dir, 'redis-server.log'), 'w')
@@ -199,8 +168,7 @@ def _zmq_available():
     try:
         import zmq  # noqa: F401
     except ImportError:
-        raise Skip('pyzmq not installed (pip install df-nats[bench])'
-                   ) from None
+        raise Skip('pyzmq not installed (%s)' % _INSTALL) from None
 
 
 def _wait_delivered(subs, target, idle, since):
@@ -506,3 +474,66 @@ def run(args):
     if not args.keep_logs:
         shutil.rmtree(log_dir, ignore_errors=True)
     return 0 if any(results.values()) else 1
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog='python -m benchmarks.bench',
+        description='Measure df-nats against plain nats-py, Redis and'
+                    ' ZeroMQ: rates, latency, fan-out, memory.')
+    parser.add_argument('--quick', action='store_true',
+                        help='small counts, one run: a smoke test')
+    parser.add_argument('--runs', type=int, default=0,
+                        help='runs to take the median of (default 3,'
+                             ' 1 with --quick)')
+    parser.add_argument('--events', type=int, default=0,
+                        help='events of the rate phases (default 30000)')
+    parser.add_argument('--fanout', type=_sizes, metavar='N,N,...',
+                        help='fan-out sizes: subscriber connections in all'
+                             ' (default 10,100,1000)')
+    parser.add_argument('--fanout-procs', type=int, default=0,
+                        help='subscriber processes the fan-out connections'
+                             ' are spread over (default 10)')
+    parser.add_argument('--phases', type=_phases, metavar='PHASE,...',
+                        help='measure only these phases, among'
+                             ' one-process, across, latency and fanout'
+                             ' (default: all)')
+    parser.add_argument('--out', metavar='DIR',
+                        help='where to write bench.png, bench.json and'
+                             ' bench.txt (default: a new temp dir)')
+    parser.add_argument('--from-json', metavar='FILE',
+                        help='do not measure: print the table and draw the'
+                             ' chart of a bench.json written before')
+    parser.add_argument('--keep-logs', action='store_true',
+                        help='keep the worker processes\' logs')
+    return parser
+
+
+def _phases(text):
+    """``latency,fanout``: names of bench phases, for ``--phases``."""
+    names = [part.strip() for part in text.split(',') if part.strip()]
+    if not names or set(names) - set(PHASES):
+        raise argparse.ArgumentTypeError(
+            'expected phases among %s separated by commas, got %r'
+            % (','.join(PHASES), text))
+    return names
+
+
+def _sizes(text):
+    """``10,100,1000``: positive integers, for ``--fanout``."""
+    try:
+        sizes = [int(part) for part in text.split(',')]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(
+            'expected positive integers separated by commas, got %r' % text)
+    return sizes
+
+
+def main(argv=None):
+    return run(_parser().parse_args(argv))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

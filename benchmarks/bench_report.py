@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The table and the chart of ``df-nats bench``, from its medians."""
+"""The table and the chart of the bench, from its medians."""
 
 _MIB = 1024.0 * 1024.0
 _DF_ROWS = ('df-nats eventlet', 'df-nats native')
