@@ -68,6 +68,49 @@ class RegistryUnavailable(RuntimeError):
     """JetStream cannot be used; the registry is off, pub/sub goes on."""
 
 
+class RegistryPermissionDenied(RegistryUnavailable):
+    """The server refused a subject the registry needs to this user."""
+
+    def __init__(self, kind: str, subject: str):
+        self.kind = kind
+        self.subject = subject
+        super().__init__(
+            'permission denied: the NATS server refused to let this user'
+            ' %s to %s, which the publisher registry needs (publish to'
+            ' $JS.API.> requests and $KV.<registry_bucket>.>, subscribe to'
+            ' _INBOX.>: see the sample server configuration in etc/)'
+            % (kind, subject))
+
+
+def _registry_subject(kind: str, subject: str) -> bool:
+    # nats-py lower-cases the subjects of the server's errors.
+    return subject.lower().startswith(('$js.', '$kv.', '_inbox.'))
+
+
+async def fail_on_permission_denied(conn, coro):
+    """Await ``coro``; a refusal of a JetStream, KV or inbox subject on
+    ``conn`` meanwhile ends it at once with ``RegistryPermissionDenied``.
+
+    Without this a refused JetStream request only times out
+    (``JS_TIMEOUT``) and looks like JetStream being down.
+    """
+    denied = conn.permission_denied(_registry_subject)
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.wait({task, denied},
+                           return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        if not denied.done():
+            denied.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise RegistryPermissionDenied(*denied.result())
+
+
 @functools.lru_cache(maxsize=None)
 def version() -> str:
     """df-nats' version, as written in every record."""
@@ -259,7 +302,8 @@ class Registration:
         self._wake = asyncio.Event()
         self.conn.add_listener(self._wake.set)
         try:
-            await asyncio.wait_for(self._register(), _REGISTER_WAIT)
+            await asyncio.wait_for(fail_on_permission_denied(
+                self.conn, self._register()), _REGISTER_WAIT)
         except options.ConfigError:
             self.conn.remove_listener(self._wake.set)
             raise
@@ -364,10 +408,9 @@ class Registration:
             if spare > 0:
                 await asyncio.sleep(spare)
             try:
-                if self._kv is None:
-                    await self._register()
-                else:
-                    await self._refresh()
+                await fail_on_permission_denied(
+                    self.conn, self._register() if self._kv is None
+                    else self._refresh())
             except asyncio.CancelledError:
                 raise
             except options.ConfigError as exc:

@@ -102,7 +102,8 @@ class PublisherWatch:
 
     def start(self, timeout: float = _SNAPSHOT_TIMEOUT) -> List[Dict]:
         """Start watching; the publishers registered now."""
-        return self.conn.bridge.run(self._start(), timeout=timeout + 1)
+        return self.conn.bridge.run(registry.fail_on_permission_denied(
+            self.conn, self._start()), timeout=timeout + 1)
 
     def publishers(self) -> List[Dict]:
         """The publishers this watch knows to be alive."""
