@@ -258,6 +258,9 @@ class Connection:
             if len(self._refused_subscriptions) > _MAX_SENT_SUBJECTS:
                 self._refused_subscriptions.clear()
             self._refused_subscriptions.add(subject)
+        if subject.startswith(('$js.', '$kv.')):
+            subject = nats_client.subject_as_sent(
+                subject, self.conf.registry_bucket)
         else:
             subject = self._sent_subjects.get(subject, subject)
         self.stats['permission_denied'] += 1
@@ -431,7 +434,7 @@ class Connection:
             await asyncio.sleep(0)
 
     def _remember_subject(self, subject: str):
-        # Loop thread: to name a refused publish in its own letter case.
+        # Loop thread: to name a refused subject in its own letter case.
         lower = subject.lower()
         if lower not in self._sent_subjects:
             if len(self._sent_subjects) >= _MAX_SENT_SUBJECTS:
@@ -500,6 +503,7 @@ class Connection:
         # that _confirm waits for, so the refusal is known here.
         lower = subject.lower()
         self._refused_subscriptions.discard(lower)
+        self._remember_subject(subject)
         sub = await self._nc.subscribe(subject, queue=queue, cb=handler)
         await self._confirm()
         if lower in self._refused_subscriptions:
@@ -524,8 +528,13 @@ class Connection:
 
     async def _confirm(self):
         # A PING/PONG round trip: the server has seen what we sent before.
+        # nats-py writes PING straight to the socket but leaves SUB/UNSUB
+        # in its pending list for its flusher task: written first here,
+        # or the PONG could come back before the server saw (or refused)
+        # the subscription.
         if self._nc.is_connected:
             try:
+                await self._nc._flush_pending(force_flush=True)
                 await self._nc.flush(timeout=_CONTROL_TIMEOUT / 2)
             except Exception as exc:
                 self.bridge.log.warning('df-nats: no PONG: %s', exc)

@@ -137,7 +137,8 @@ class NatsServer(_Managed):
                  cluster_port: Optional[int] = None,
                  routes: Iterable[int] = (), extra_config: str = '',
                  monitor_port: Optional[int] = None,
-                 keep: bool = False) -> None:
+                 keep: bool = False,
+                 env: Optional[Dict[str, str]] = None) -> None:
         self.host = _loopback(host)
         self.client_port = port or free_port()
         self.monitor_port = monitor_port or free_port()
@@ -148,6 +149,8 @@ class NatsServer(_Managed):
         self.routes = [int(p) for p in routes]
         self.extra_config = extra_config
         self.keep = keep
+        # Added to the server's environment (variables its config reads).
+        self.env = env
         self.name = name or 'df-nats-%d' % self.client_port
         self.dir = tempfile.mkdtemp(prefix='df-nats-')
         self.store_dir = store_dir or os.path.join(self.dir, 'store')
@@ -209,8 +212,10 @@ class NatsServer(_Managed):
         with open(self.config_path, 'w') as f:
             f.write(self.config_text())
         self._log = open(self.log_path, 'ab')
+        env = dict(os.environ, **self.env) if self.env else None
         self._proc = subprocess.Popen(
             [binary, '-c', self.config_path], stdin=subprocess.DEVNULL,
+            env=env,
             stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True)
         with _lock:

@@ -49,9 +49,10 @@ class PlaintextRefused(nats_errors.Error):
 
 
 # -ERR 'Permissions Violation for Subscription to "a.b"' (using queue "q")
-# -ERR 'Permissions Violation for Publish to "a.b"'
-_PERMISSION = re.compile(r'Permissions Violation for (Subscription|Publish)'
-                         r' (?:to|with Reply of) "([^"]*)"')
+# -ERR 'Permissions Violation for Publish to "a.b"'; nats-py lower-cases
+# the whole line, subject included.
+_PERMISSION = re.compile(r'permissions violation for (subscription|publish)'
+                         r' (?:to|with reply of) "([^"]*)"', re.IGNORECASE)
 _AUTHORIZATION = 'authorization violation'
 
 
@@ -60,8 +61,31 @@ def permission_violation(exc) -> Optional[Tuple[str, str]]:
     match = _PERMISSION.search(str(exc))
     if match is None:
         return None
-    kind = 'subscribe' if match.group(1) == 'Subscription' else 'publish'
-    return kind, match.group(2)
+    kind = ('subscribe' if match.group(1).lower() == 'subscription'
+            else 'publish')
+    return kind, match.group(2).lower()
+
+
+_API_TOKENS = frozenset(('$JS', 'API', '$KV', '_INBOX', 'INFO', 'STREAM',
+                         'CONSUMER', 'CREATE', 'DELETE', 'DIRECT', 'GET',
+                         'MSG', 'FC'))
+
+
+def subject_as_sent(subject: str, bucket: str) -> str:
+    """A JetStream or KV subject nats-py reported lower-cased, as sent.
+
+    The API tokens are upper case and ``bucket`` is the registry's.
+    """
+    tokens = []
+    for token in subject.split('.'):
+        if token.upper() in _API_TOKENS:
+            token = token.upper()
+        elif token == 'kv_' + bucket.lower():
+            token = 'KV_' + bucket
+        elif token == bucket.lower():
+            token = bucket
+        tokens.append(token)
+    return '.'.join(tokens)
 
 
 def is_authorization_error(exc) -> bool:

@@ -47,6 +47,7 @@ from oslo_log import log as logging
 
 from df_nats import client_options
 from df_nats import connection as df_connection
+from df_nats import nats_client
 from df_nats import options
 
 LOG = logging.getLogger(__name__)
@@ -108,7 +109,9 @@ async def fail_on_permission_denied(conn, coro):
     if task.done():
         return task.result()
     task.cancel()
-    raise RegistryPermissionDenied(*denied.result())
+    kind, subject = denied.result()
+    raise RegistryPermissionDenied(kind, nats_client.subject_as_sent(
+        subject, conn.conf.registry_bucket))
 
 
 @functools.lru_cache(maxsize=None)

@@ -156,23 +156,17 @@ def scenario_registry_refused(ctx):
     pub.close()
 
 
-def scenario_roles_work(ctx):
-    """The sample's roles at work: the parent starts this once as the
-    controller (subscribing), once as the publisher (publishing).
+def scenario_role_at_work(ctx):
+    """One of the sample's users doing its job: ``controller`` and
+    ``watcher`` (publisher_events on) receive what ``publisher`` sends
+    (``publisher_runs`` processes one after the other, the second taking
+    over the first's registry slot), the watcher the registrations too;
+    nothing is refused.
     """
     settings = _settings()
-    if settings['role'] == 'controller':
-        got = scenarios.Collector()
-        sub = ctx.driver().get_subscriber()
-        sub.initialize(got)
-        sub.register_topic('D')
-        sub.daemonize()
-        assert ctx.ask_parent('controller-ready') == 'done'
-        ctx.wait_until(lambda: len(got.events) >= 50, timeout=30,
-                       what='the publisher\'s events')
-        assert got.keys() == ['k%d' % i for i in range(50)], got.keys()
-        sub.close()
-    else:
+    role = settings['role']
+    conn = connection.get_connection()
+    if role == 'publisher':
         pub = ctx.driver().get_publisher()
         pub.initialize()
         from df_nats import registry
@@ -181,9 +175,26 @@ def scenario_roles_work(ctx):
         for i in range(50):
             pub.send_event(scenarios.event('k%d' % i))
         assert pub.flush(10)
+        assert conn.stats['permission_denied'] == 0, conn.stats
+        assert ctx.ask_parent('published') == 'done'
         pub.close()
-    conn = connection.get_connection()
+        return
+    got = scenarios.Collector()
+    sub = ctx.driver().get_subscriber()
+    sub.initialize(got)
+    sub.register_topic('D')
+    sub.daemonize()
+    assert ctx.ask_parent('ready') == 'done'
+    lports = lambda: [e[1] for e in got.events if e[0] == 'lport']  # noqa
+    runs = settings['publisher_runs']
+    ctx.wait_until(lambda: len(lports()) >= 50 * runs, timeout=30,
+                   what='the publishers\' events')
+    assert lports() == ['k%d' % i for i in range(50)] * runs, got.events
+    if role == 'watcher':
+        ctx.wait_until(lambda: any(e[0] == 'publisher' for e in got.events),
+                       timeout=15, what='the publisher\'s registration')
     assert conn.stats['permission_denied'] == 0, conn.stats
+    sub.close()
 
 
 def scenario_one_event_nkey(ctx):

@@ -22,18 +22,11 @@ import pytest
 
 from df_nats.embedded_server import NatsServer
 from tests.functional import fake_server
-from tests.functional import pki
 from tests.functional.test_driver import _start
 from tests.functional.test_driver import WORLDS
 
 _MODULE = 'security_scenarios'
 PASSWORD = 'hunter2-secret'
-
-
-@pytest.fixture(scope='session')
-def tls_files(tmp_path_factory):
-    """A test CA with server and client certificates, made now."""
-    return pki.make_pki(str(tmp_path_factory.mktemp('pki')))
 
 
 def tls_block(files, extra=''):
@@ -54,7 +47,9 @@ def run_scenario(world, scenario, urls, tmp_path, settings, timeout=120):
     with open(os.path.join(str(tmp_path), 'settings.json'), 'w') as out:
         json.dump(settings, out)
     proc = _start(world, scenario, urls, tmp_path, module=_MODULE)
-    return finish(proc, timeout)
+    out, err = finish(proc, timeout)
+    print(out)
+    return out, err
 
 
 def finish(proc, timeout=120):
