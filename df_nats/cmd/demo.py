@@ -19,6 +19,10 @@ Dragonflow services and one on native threads; a publisher process
 (eventlet, like neutron-server) that sends to the send-all topic and to one
 tenant topic per subscriber. Each subscriber must receive exactly its
 topics' events, in order, and nothing of the other tenant's.
+
+Credentials and TLS for given servers come from ``--config-file`` (a
+``[df_nats]`` section), whose path the workers get: no secret is on any
+command line, and a server URL holding one is refused.
 """
 
 import json
@@ -31,7 +35,9 @@ import threading
 import time
 import uuid
 
+from df_nats.cmd import common
 from df_nats import embedded_server
+from df_nats import options
 
 _TENANT_A = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-demo-tenant-a'))
 _TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-demo-tenant-b'))
@@ -40,13 +46,17 @@ _TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-demo-tenant-b'))
 class _Worker:
     """One demo worker process and the JSON lines it reports."""
 
-    def __init__(self, label, world, role, servers, lines, log_dir, *extra):
+    def __init__(self, label, world, role, servers, config_files, lines,
+                 log_dir, *extra):
         self.label = label
         self.log_path = os.path.join(log_dir, label + '.log')
         cmd = [sys.executable, '-m', 'df_nats.cmd.demo_worker',
                '--world=%s' % world, '--role', role]
         for url in servers:
             cmd += ['--servers', url]
+        # Paths only: the secrets stay in the files.
+        for path in config_files:
+            cmd += ['--config-file', os.path.abspath(path)]
         self._log = open(self.log_path, 'w')
         self.proc = subprocess.Popen(cmd + list(extra),
                                      stdout=subprocess.PIPE,
@@ -124,7 +134,9 @@ def _run_workers(servers, args, log_dir):
     deadline = time.time() + args.timeout
     plans = [('subscriber-eventlet', 'eventlet', ['D', _TENANT_A]),
              ('subscriber-native', 'native', ['D', _TENANT_B])]
-    subs = [_Worker(label, world, 'subscriber', servers, lines, log_dir,
+    config_files = args.config_file or []
+    subs = [_Worker(label, world, 'subscriber', servers, config_files,
+                    lines, log_dir,
                     '--topics', ','.join(own), '--show', str(args.show),
                     '--expect', str(_expect(args.events, topics, own)),
                     '--timeout', str(args.timeout))
@@ -135,7 +147,8 @@ def _run_workers(servers, args, log_dir):
         print('subscribers ready: eventlet on D + tenant %s..., native on'
               ' D + tenant %s...' % (_TENANT_A[:8], _TENANT_B[:8]))
         pub = _Worker('publisher-eventlet', 'eventlet', 'publisher',
-                      servers, lines, log_dir, '--topics', ','.join(topics),
+                      servers, config_files, lines, log_dir,
+                      '--topics', ','.join(topics),
                       '--events', str(args.events),
                       '--timeout', str(args.timeout))
         workers.append(pub)
@@ -153,6 +166,10 @@ def run(args):
     log_dir = tempfile.mkdtemp(prefix='df-nats-demo-')
     server = None
     servers = args.servers
+    if servers or args.config_file:
+        # Bad options fail here, naming the option, before any worker.
+        common.setup_process(servers=servers, config_files=args.config_file)
+        options.validate()
     try:
         if not servers:
             server = embedded_server.NatsServer(jetstream=True)

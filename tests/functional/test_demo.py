@@ -19,6 +19,7 @@ import sys
 import time
 
 from df_nats.cmd import demo
+from df_nats.embedded_server import NatsServer
 from tests.functional.test_driver import ROOT
 
 
@@ -53,3 +54,56 @@ def test_a_subscriber_may_finish_before_the_publisher():
     results = demo._wait_for(lines, 'summary', [pub, sub],
                              time.time() + 5)
     assert results[pub]['sent'] == 1 and results[sub]['received'] == 1
+
+
+def _cmdlines():
+    """The command lines of this machine's processes, by pid."""
+    lines = {}
+    for pid in os.listdir('/proc'):
+        if pid.isdigit():
+            try:
+                with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                    lines[pid] = f.read().replace(b'\0', b' ').decode(
+                        'utf-8', 'replace')
+            except OSError:
+                pass
+    return lines
+
+
+def test_demo_takes_credentials_from_a_config_file(tmp_path):
+    """On a server that wants a password, the demo and its eventlet and
+    native workers log in with the one of --config-file; no command line
+    of any of them holds it; a password in --servers is refused.
+    """
+    password = 'demo-pw-' + os.urandom(6).hex()
+    auth = 'authorization {\n  user: df\n  password: "%s"\n}\n' % password
+    config = tmp_path / 'df-nats.conf'
+    config.write_text('[df_nats]\nuser = df\npassword = %s\n' % password)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep
+               + os.environ.get('PYTHONPATH', ''))
+    with NatsServer(jetstream=True, extra_config=auth) as server:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'df_nats.cmd.main', 'demo', '--events',
+             '60', '--servers', server.url, '--config-file', str(config)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        workers, leaks = set(), set()
+        while proc.poll() is None:
+            for pid, line in _cmdlines().items():
+                if 'df_nats.cmd.demo_worker' in line:
+                    workers.add(pid)
+                if password in line:
+                    leaks.add(line)
+            time.sleep(0.05)
+        out, err = proc.communicate()
+        assert proc.returncode == 0, out + err[-3000:]
+        assert len(workers) == 3 and not leaks, (workers, leaks)
+        assert password not in out + err
+        refused = subprocess.run(
+            [sys.executable, '-m', 'df_nats.cmd.main', 'demo', '--servers',
+             server.url.replace('nats://', 'nats://df:%s@' % password)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert '[df_nats] servers' in refused.stderr
+    assert 'user and password' in refused.stderr
+    assert password not in refused.stdout + refused.stderr
