@@ -58,7 +58,8 @@ def _start(world, scenario, urls, tmp_path, debug=False,
                             stderr=subprocess.PIPE)
 
 
-def _finish(proc, timeout=120):
+def _finish(proc, timeout=120, with_stderr=False):
+    """Wait for a scenario; its stdout (and stderr) once it passed."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -68,7 +69,7 @@ def _finish(proc, timeout=120):
     assert proc.returncode == 0 and out.rstrip().endswith('SCENARIO-OK'), (
         'exit %s\nstdout:\n%s\nstderr tail:\n%s'
         % (proc.returncode, out[-2000:], err[-6000:]))
-    return out
+    return (out, err) if with_stderr else out
 
 
 @pytest.mark.parametrize('world', WORLDS)

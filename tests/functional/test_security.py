@@ -22,6 +22,7 @@ import pytest
 
 from df_nats.embedded_server import NatsServer
 from tests.functional import fake_server
+from tests.functional.test_driver import _finish
 from tests.functional.test_driver import _start
 from tests.functional.test_driver import WORLDS
 
@@ -53,16 +54,8 @@ def run_scenario(world, scenario, urls, tmp_path, settings, timeout=120):
 
 
 def finish(proc, timeout=120):
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except Exception:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail('scenario hung; stderr tail:\n%s' % err[-4000:])
-    assert proc.returncode == 0 and out.rstrip().endswith('SCENARIO-OK'), (
-        'exit %s\nstdout:\n%s\nstderr tail:\n%s'
-        % (proc.returncode, out[-2000:], err[-6000:]))
-    return out, err
+    """(stdout, stderr) of a scenario that passed."""
+    return _finish(proc, timeout, with_stderr=True)
 
 
 def answer(proc, expected, action):
