@@ -31,8 +31,8 @@ import time
 from oslo_config import cfg
 
 from df_nats.cmd import common
-from df_nats import connection
 from df_nats import embedded_server
+from df_nats import process_context
 from df_nats import registry_watch
 
 _PUBLISHER = r'''
@@ -81,7 +81,7 @@ def main():
         conf = cfg.CONF.df_nats
         print('publisher_ttl = %s s, heartbeat_interval = %s s'
               % (conf.publisher_ttl, conf.heartbeat_interval))
-        conn = connection.get_connection()
+        conn = process_context.current().connection
         conn.acquire()
         events = queue.Queue()
         watch = registry_watch.PublisherWatch(

@@ -32,153 +32,21 @@ records are handed to the caller's world like everything else
 
 import asyncio
 import collections
-import importlib
 import os
-import selectors
-import sys
 import threading
 import time
 from typing import Any, Callable, Coroutine, Optional
 
-from oslo_log import log as logging
-
+from df_nats import errors
 from df_nats import loop_logging
+from df_nats import natives as df_natives
 
-LOG = logging.getLogger(__name__)
+LOG = loop_logging.get_logger(__name__)
 
-
-def is_green() -> bool:
-    """True when eventlet has monkey-patched threads in this process."""
-    if 'eventlet' not in sys.modules:
-        return False
-    from eventlet import patcher
-    return patcher.is_monkey_patched('thread')
-
-
-def _original(name: str):
-    """The module as it was before any monkey-patching."""
-    if 'eventlet' in sys.modules:
-        from eventlet import patcher
-        return patcher.original(name)
-    return importlib.import_module(name)
-
-
-class _NativeEpollSelector(selectors._BaseSelectorImpl):
-    """An epoll selector built on the unpatched ``select`` module.
-
-    Under monkey-patching ``selectors`` only offers a green SelectSelector,
-    and ``patcher.original('selectors')`` re-imports against green select.
-    """
-
-    def __init__(self, select_module):
-        super().__init__()
-        self._select = select_module
-        self._epoll = select_module.epoll()
-
-    def _mask(self, events):
-        mask = 0
-        if events & selectors.EVENT_READ:
-            mask |= self._select.EPOLLIN
-        if events & selectors.EVENT_WRITE:
-            mask |= self._select.EPOLLOUT
-        return mask
-
-    def register(self, fileobj, events, data=None):
-        key = super().register(fileobj, events, data)
-        try:
-            self._epoll.register(key.fd, self._mask(events))
-        except BaseException:
-            super().unregister(fileobj)
-            raise
-        return key
-
-    def unregister(self, fileobj):
-        key = super().unregister(fileobj)
-        try:
-            self._epoll.unregister(key.fd)
-        except OSError:
-            pass  # the fd was closed first
-        return key
-
-    def select(self, timeout=None):
-        timeout = -1 if timeout is None else max(timeout, 0)
-        try:
-            ready = self._epoll.poll(timeout, max(len(self._fd_to_key), 1))
-        except InterruptedError:
-            return []
-        chosen = []
-        for fd, mask in ready:
-            events = 0
-            if mask & ~self._select.EPOLLOUT:
-                events |= selectors.EVENT_READ
-            if mask & ~self._select.EPOLLIN:
-                events |= selectors.EVENT_WRITE
-            key = self._fd_to_key.get(fd)
-            if key:
-                chosen.append((key, events & key.events))
-        return chosen
-
-    def close(self):
-        self._epoll.close()
-        super().close()
-
-
-class _NativeLoop(asyncio.SelectorEventLoop):
-    """A selector loop that resolves names on a native thread.
-
-    asyncio resolves host names in its default executor, whose workers are
-    green threads under monkey-patching: connects to ``localhost`` stalled
-    for seconds. Here each lookup gets an original thread of its own.
-    """
-
-    def __init__(self, natives):
-        self._natives = natives  # before the base class makes its pipe
-        super().__init__(_NativeEpollSelector(natives.select))
-
-    def _make_self_pipe(self):
-        # The wake-up of call_soon_threadsafe. asyncio makes it with the
-        # socket module it imported, green under monkey-patching: every
-        # wake-up went through eventlet's socket wrapper, on both threads.
-        self._ssock, self._csock = self._natives.socket.socketpair()
-        self._ssock.setblocking(False)
-        self._csock.setblocking(False)
-        self._internal_fds += 1
-        self._add_reader(self._ssock.fileno(), self._read_from_self)
-
-    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0,
-                          flags=0):
-        future = self.create_future()
-
-        def resolve():
-            try:
-                result = self._natives.socket.getaddrinfo(
-                    host, port, family, type, proto, flags)
-            except BaseException as exc:
-                self.call_soon_threadsafe(_settle, future, None, exc)
-            else:
-                self.call_soon_threadsafe(_settle, future, result, None)
-
-        self._natives.thread.start_new_thread(resolve, ())
-        return await future
-
-
-def _settle(future, result, exc):
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
-
-
-class _Natives:
-    """The unpatched modules the loop thread and the wake-ups rely on."""
-
-    def __init__(self):
-        self.select = _original('select')
-        self.socket = _original('socket')
-        self.thread = _original('_thread')
-        self.os = _original('os')
+# Kept under their former names, for the callers that use them.
+is_green = df_natives.is_green
+_original = df_natives.original
+BridgeTimeout = errors.BridgeTimeout
 
 
 class _Doorbell:
@@ -190,7 +58,7 @@ class _Doorbell:
     original ``select`` otherwise.
     """
 
-    def __init__(self, natives: _Natives, green: bool):
+    def __init__(self, natives: df_natives.Natives, green: bool):
         self._os = natives.os
         self._select = natives.select
         self._green = green
@@ -247,7 +115,7 @@ class _CallerWorld:
     posted calls; a function that raises is logged and the next one runs.
     """
 
-    def __init__(self, natives: _Natives, green: bool):
+    def __init__(self, natives: df_natives.Natives, green: bool):
         self._calls = collections.deque()
         self._bell = _Doorbell(natives, green)
         self._rung = False
@@ -289,27 +157,22 @@ class _CallerWorld:
                     break
 
 
-class BridgeTimeout(TimeoutError):
-    """A call into the loop thread did not finish in time."""
-
-
 class Bridge:
     """The loop thread of this process and the ways in and out of it."""
 
     def __init__(self):
         self.pid = os.getpid()
         self.green = is_green()
-        self._natives = _Natives()
+        self._natives = df_natives.Natives()
         self.world = _CallerWorld(self._natives, self.green)
-        self.log = loop_logging.LoopLogger(self, LOG)
         # Built here rather than on the loop thread, so that asyncio's own
         # set-up logging happens in the caller's world.
-        self.loop = _NativeLoop(self._natives)
+        self.loop = df_natives.NativeLoop(self._natives)
         self.loop.set_exception_handler(self._on_loop_exception)
         self._loop_ident = None
-        if self.green:
-            _warn_if_hub_inherited()
-            loop_logging.divert_library_records(self)
+        # From here on, what the loop thread logs is moved to the caller's
+        # world under eventlet (df-nats' loggers, asyncio's and nats-py's).
+        loop_logging.divert_loop_records(self)
         started = self._natives.thread.allocate_lock()
         started.acquire()
         self._natives.thread.start_new_thread(self._run_loop, (started,))
@@ -329,9 +192,9 @@ class Bridge:
 
     def _on_loop_exception(self, loop, context):
         exc = context.get('exception')
-        self.log.error('df-nats loop: %s', context.get('message'),
-                       exc_info=(type(exc), exc, exc.__traceback__)
-                       if exc else None)
+        LOG.error('df-nats loop: %s', context.get('message'),
+                  exc_info=(type(exc), exc, exc.__traceback__)
+                  if exc else None)
 
     def doorbell(self) -> '_Doorbell':
         """A new pipe that any thread rings and the caller's world waits on.
@@ -397,49 +260,3 @@ class _PendingCall:
             self.bell.close()
         else:
             self.task.cancel()
-
-
-_bridge: Optional[Bridge] = None
-_bridge_lock = threading.Lock()
-
-
-def get_bridge() -> Bridge:
-    """The bridge of this process, created on first use.
-
-    Created anew after a fork: the child never touches its parent's loop
-    thread, which did not survive the fork anyway.
-    """
-    global _bridge
-    bridge = _bridge
-    if bridge is not None and bridge.pid == os.getpid():
-        return bridge
-    with _bridge_lock:
-        if _bridge is None or _bridge.pid != os.getpid():
-            _bridge = Bridge()
-        return _bridge
-
-
-# The eventlet hub this process had when it was forked, if any.
-_hub_at_fork = None
-
-
-def _after_fork_in_child():
-    global _bridge_lock, _hub_at_fork
-    _bridge_lock = threading.Lock()  # a parent thread may have held it
-    if is_green():
-        from eventlet import hubs
-        _hub_at_fork = getattr(hubs._threadlocal, 'hub', None)
-
-
-def _warn_if_hub_inherited():
-    from eventlet import hubs
-    if _hub_at_fork is not None and hubs.get_hub() is _hub_at_fork:
-        # Its epoll is shared with the parent and the other children:
-        # their wake-ups reach us and ours reach them.
-        LOG.warning('df-nats: this process was forked under eventlet and'
-                    ' still runs its parent\'s hub; call'
-                    ' eventlet.hubs.use_hub() in the child right after the'
-                    ' fork, as oslo.service does')
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -29,7 +29,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import msgpack
 
-from df_nats import bridge
+from df_nats import errors
+from df_nats import natives
 
 EVENT_FIELDS = ('table', 'key', 'action', 'value', 'topic')
 _EVENT_FIELD_SET = frozenset(EVENT_FIELDS)
@@ -45,17 +46,17 @@ _MAX_CACHED_HEADERS = 1024
 MAX_BATCH_EVENTS = 65535
 _ARRAY16 = struct.Struct('>BH')
 
-# A Packer per native thread: reusing one is about twice as fast as
-# msgpack.packb(), which builds one for each call. Under eventlet the
-# original _thread._local is used, shared by the greenthreads of a native
-# thread (pack() never yields to the hub): the green threading.local costs
-# 4 us per lookup, more than building a Packer.
-_packers = bridge._original('_thread')._local()
+# A Packer per native thread: reusing one is cheaper than msgpack.packb(),
+# which builds one for each call. Under eventlet the original
+# _thread._local is used, shared by the greenthreads of a native thread
+# (pack() never yields to the hub): a lookup in the green threading.local
+# costs more than building a Packer.
+_packers = natives.original('_thread')._local()
 _table_labels: Dict[Any, str] = {}
 
 
-class MalformedEvent(ValueError):
-    """A message body that is not a Dragonflow event."""
+# Where callers of this module have caught it so far.
+MalformedEvent = errors.MalformedEvent
 
 
 def _packer() -> msgpack.Packer:

@@ -25,54 +25,32 @@ connection is down events stay in the outbox, in order, up to
 """
 
 import asyncio
-import atexit
 import collections
-import os
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import nats
 from nats import errors as nats_errors
-from oslo_config import cfg
-from oslo_log import log as logging
 
-from df_nats import bridge as df_bridge
 from df_nats import client_options
 from df_nats import codec
+from df_nats import errors
+from df_nats import loop_logging
 from df_nats import nats_client
 from df_nats import options
 from df_nats import outbox as df_outbox
-from df_nats import sequence
+from df_nats import outgoing
+from df_nats import timeouts
 
-LOG = logging.getLogger(__name__)
+LOG = loop_logging.get_logger(__name__)
 
-# How long subscribe/unsubscribe wait for the server to confirm.
-_CONTROL_TIMEOUT = 10.0
+# Where callers of this module have caught them so far.
+ConnectError = errors.ConnectError
+PublishBufferFull = errors.PublishBufferFull
+EventTooLarge = errors.EventTooLarge
 
-
-class ConnectError(RuntimeError):
-    """No NATS server could be reached when the driver started."""
-
-
-PublishBufferFull = df_outbox.PublishBufferFull
-
-
-class EventTooLarge(ValueError):
-    """An event larger than the server accepts in one message."""
-
-
-class SubscribePermissionDenied(RuntimeError):
-    """The server refused a subscription: this user may not subscribe."""
-
-    def __init__(self, subject: str):
-        self.subject = subject
-        super().__init__(
-            'permission denied: the NATS server refused to let this user'
-            ' subscribe to %s (see the user\'s "subscribe" permissions in'
-            ' the server configuration)' % subject)
-
-
+SubscribePermissionDenied = errors.SubscribePermissionDenied
 PlaintextRefused = nats_client.PlaintextRefused
 
 
@@ -96,18 +74,19 @@ class Connection:
 
     ``acquire()``/``release()`` count the publishers and subscribers using
     it; the first connects, the last closes. Listeners registered with
-    ``add_listener`` hear ``reconnected`` on the loop thread.
+    ``add_listener`` hear ``reconnected`` on the loop thread. One per
+    process: see ``process_context``.
     """
 
-    def __init__(self, conf=None):
+    def __init__(self, conf, bridge):
         self.conf = options.validate(conf)
-        self.bridge = df_bridge.get_bridge()
+        self.bridge = bridge
         self.pid = self.bridge.pid
         self.stats = collections.Counter()
         self._nc: Optional[nats.NATS] = None
         self._users = 0
         self._lock = threading.Lock()
-        # Read once: an oslo.config lookup on every publish cost 2%.
+        # Read once, not an oslo.config lookup on every publish.
         self._outbox = df_outbox.Outbox(self.conf.reconnect_buffer_size,
                                         self.bridge.doorbell(),
                                         lambda: self.connected)
@@ -233,7 +212,7 @@ class Connection:
             'user/password, token, nkey_seed_file or creds_file (none is'
             ' set)')
 
-    # -- callbacks (loop thread: log only through bridge.log) ------------
+    # -- callbacks (loop thread) -------------------------------------------
 
     async def _on_error(self, exc):
         self._last_error = exc
@@ -246,10 +225,9 @@ class Connection:
                 nats_client.is_authorization_error(exc)):
             if self._connect_cause is None:
                 self._connect_cause = exc
-            self.bridge.log.error('df-nats: %s', self._explain(exc))
+            LOG.error('df-nats: %s', self._explain(exc))
             return
-        self.bridge.log.warning('df-nats: NATS error: %s: %s',
-                                type(exc).__name__, exc)
+        LOG.warning('df-nats: NATS error: %s: %s', type(exc).__name__, exc)
 
     def _on_permission_denied(self, kind: str, subject: str):
         # nats-py lower-cases the server's error line: name the subject
@@ -275,7 +253,7 @@ class Connection:
         if len(self._denied_logged) > _MAX_SENT_SUBJECTS:
             self._denied_logged.clear()
         self._denied_logged[key] = now
-        self.bridge.log.error(
+        LOG.error(
             'df-nats: permission denied: the NATS server refused to let'
             ' this user %s to %s%s (%d refusals so far; see the user\'s'
             ' permissions in the server configuration)',
@@ -300,7 +278,7 @@ class Connection:
         if self._closing:
             return
         self.stats['disconnects'] += 1
-        self.bridge.log.warning('df-nats: disconnected from NATS')
+        LOG.warning('df-nats: disconnected from NATS')
 
     async def _on_reconnected(self):
         self.stats['reconnects'] += 1
@@ -309,15 +287,14 @@ class Connection:
             self._pacer.last_netloc = url.netloc
         if self._nc is not None:
             self._read_max_payload(self._nc)
-        self.bridge.log.warning('df-nats: reconnected to %s',
-                                options.redact_url(url.geturl())
-                                if url else '?')
+        LOG.warning('df-nats: reconnected to %s',
+                    options.redact_url(url.geturl()) if url else '?')
         for listener in list(self._listeners):
             listener()
         self._request_drain()
 
     async def _on_closed(self):
-        self.bridge.log.info('df-nats: NATS connection closed')
+        LOG.info('df-nats: NATS connection closed')
         self._closing = False
 
     def add_listener(self, listener: Callable[[], None]):
@@ -407,7 +384,7 @@ class Connection:
             n = stream.next_number()
             self._remember_subject(stream.subject)
             count = len(group)
-            body, headers, size = _message(stream, n, group)
+            body, headers, size = outgoing.message(stream, n, group)
             try:
                 await nc.publish(stream.subject, body, headers=headers)
             except (nats_errors.ConnectionReconnectingError,
@@ -417,9 +394,8 @@ class Connection:
             except Exception as exc:
                 # The number is used: subscribers see the gap and resync.
                 self.stats['publish_errors'] += count
-                self.bridge.log.error(
-                    'df-nats: dropping %d event(s) for %s: %s: %s',
-                    count, stream.subject, type(exc).__name__, exc)
+                LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
+                          count, stream.subject, type(exc).__name__, exc)
             stream.n = n
             outbox.release(size)
             self.stats['published'] += count
@@ -427,7 +403,7 @@ class Connection:
             if not outbox:
                 # Nothing to batch with: on the wire now rather than on
                 # the loop's next turn.
-                _write_pending_now(nc)
+                outgoing.write_pending_now(nc)
             # Let the loop write this batch and read what came in before
             # the next one: a drain that wrote megabytes in one turn got
             # its own subscriptions cut off as slow consumers.
@@ -449,9 +425,8 @@ class Connection:
                                  headers=stream.mark_headers())
             except Exception as exc:
                 self._marks.update(marks)  # again on the next reconnect
-                self.bridge.log.warning(
-                    'df-nats: mark for %s not sent: %s: %s',
-                    stream.subject, type(exc).__name__, exc)
+                LOG.warning('df-nats: mark for %s not sent: %s: %s',
+                            stream.subject, type(exc).__name__, exc)
                 return False
             self.stats['marks'] += 1
         return True
@@ -461,7 +436,8 @@ class Connection:
         if self._nc is None:
             return not self._outbox
         try:
-            self.bridge.run(self._flush(timeout), timeout=timeout + 1)
+            self.bridge.run(self._flush(timeout),
+                            timeout=timeout + timeouts.GRACE)
             return True
         except Exception as exc:
             LOG.warning('df-nats: flush gave up with %d events queued: %s',
@@ -495,7 +471,7 @@ class Connection:
         to one member only.
         """
         return self.bridge.run(self._subscribe(subject, handler, queue),
-                               timeout=_CONTROL_TIMEOUT)
+                               timeout=timeouts.CONTROL)
 
     async def _subscribe(self, subject, handler, queue):
         # The server answers a refused SUB with -ERR and keeps the
@@ -517,7 +493,7 @@ class Connection:
 
     def unsubscribe(self, sub):
         """Stop a subscription made by ``subscribe``."""
-        self.bridge.run(self._unsubscribe(sub), timeout=_CONTROL_TIMEOUT)
+        self.bridge.run(self._unsubscribe(sub), timeout=timeouts.CONTROL)
 
     async def _unsubscribe(self, sub):
         try:
@@ -535,84 +511,6 @@ class Connection:
         if self._nc.is_connected:
             try:
                 await self._nc._flush_pending(force_flush=True)
-                await self._nc.flush(timeout=_CONTROL_TIMEOUT / 2)
+                await self._nc.flush(timeout=timeouts.CONFIRM)
             except Exception as exc:
-                self.bridge.log.warning('df-nats: no PONG: %s', exc)
-
-
-_connection: Optional[Connection] = None
-_connection_lock = threading.Lock()
-# Connections inherited from a parent process: kept referenced, so that
-# garbage collection in the child never runs a finalizer on the parent's
-# sockets, loop or pipes.
-_inherited: List[Connection] = []
-
-
-def get_connection() -> Connection:
-    """The connection handle of this process (a new one after a fork)."""
-    global _connection
-    with _connection_lock:
-        if _connection is None or _connection.pid != os.getpid():
-            if _connection is not None:
-                _inherited.append(_connection)
-            _connection = Connection(cfg.CONF)
-        return _connection
-
-
-def _after_fork_in_child():
-    # A parent thread may have held the lock at the moment of the fork.
-    global _connection_lock
-    _connection_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _message(stream, n: int, group: List) -> Tuple[bytes, Dict, int]:
-    """Body, headers and outbox bytes of message ``n`` of ``stream``.
-
-    ``group`` holds the outbox entries ``take`` gave: one entry, or
-    consecutive events of the stream to send as one batch.
-    """
-    headers = {sequence.HEADER_SEQ: stream.header(n)}
-    label = group[0][2]
-    if len(group) == 1:
-        body = group[0][1]
-        if label is not df_outbox.RAW:
-            headers[codec.HEADER_EVENTS] = codec.events_header(1, label)
-        return body, headers, len(body)
-    bodies = [entry[1] for entry in group]
-    if any(entry[2] != label for entry in group):
-        label = None  # no table shared by all
-    headers[codec.HEADER_EVENTS] = codec.events_header(len(group), label)
-    return codec.batch_body(bodies), headers, sum(map(len, bodies))
-
-
-def _write_pending_now(nc) -> None:
-    """Hand what nats-py queued to the socket at once (loop thread).
-
-    nats-py's ``publish`` appends to a pending list that its flusher task
-    writes on a later turn of the loop: at low rates that turn was a good
-    part of the latency df-nats adds. Written here only when the socket
-    took everything written before (no back-pressure to respect); when
-    nats-py's internals are not the expected ones (another transport, a
-    changed release), the flusher writes as usual.
-    """
-    try:
-        pending = nc._pending
-        writer = nc._transport._io_writer
-        if (not pending or not nc.is_connected
-                or writer.transport.get_write_buffer_size()):
-            return
-    except AttributeError:
-        return
-    writer.writelines(pending)
-    nc._pending = []
-    nc._pending_data_size = 0
-
-
-@atexit.register
-def _flush_at_exit():
-    conn = _connection
-    if conn is not None and conn.pid == os.getpid() and conn.connected:
-        conn.flush(min(conn.conf.close_timeout, 2.0))
+                LOG.warning('df-nats: no PONG: %s', exc)

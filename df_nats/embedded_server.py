@@ -35,9 +35,10 @@ import urllib.parse
 import urllib.request
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from oslo_log import log as logging
+from df_nats import errors
+from df_nats import loop_logging
 
-LOG = logging.getLogger(__name__)
+LOG = loop_logging.get_logger(__name__)
 
 LOOPBACK = '127.0.0.1'
 BINARY = 'nats-server'
@@ -53,7 +54,7 @@ _lock = threading.Lock()
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-class NatsServerError(RuntimeError):
+class NatsServerError(errors.DfNatsError, RuntimeError):
     """The nats-server binary is missing, or a server failed to start."""
 
 

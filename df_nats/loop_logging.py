@@ -10,54 +10,28 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Logging from the bridge's loop thread without touching green locks.
+"""df-nats' loggers, safe to use on the bridge's loop thread.
 
 Under eventlet a logging handler's lock is green, and a native thread that
-waits on a contended green lock fails or hangs the hub. So under eventlet
-nothing is logged on the loop thread: df-nats' own records go through
-``LoopLogger`` and records that asyncio and nats-py log there by themselves
-are diverted by a logger filter; both are handed to the caller's world.
+waits on a contended green lock fails or hangs the hub; so does making a
+record there (``threading.current_thread()`` is green too). So under
+eventlet nothing is logged on the loop thread:
+
+* every df-nats logger comes from ``get_logger``: a call on it made on the
+  loop thread is handed, as it is, to the caller's world, which makes the
+  record and handles it. Code on the loop thread therefore logs with an
+  ordinary ``LOG.warning(...)``, like any other code;
+* a logger filter on those loggers and on the ones asyncio and nats-py
+  log to by themselves on the loop thread hands any record made there to
+  the caller's world before a handler lock is taken.
 """
 
 import functools
 import logging as std_logging
 import sys
+import time
 
-
-class LoopLogger:
-    """A logger the loop thread may use in either world.
-
-    Under eventlet the record is handed to the caller's world, because a
-    logging handler's lock is green there; otherwise it logs directly.
-    """
-
-    def __init__(self, bridge, logger):
-        self._bridge = bridge
-        self._logger = logger
-
-    def log(self, level: int, msg: str, *args, exc_info=None):
-        if not self._logger.isEnabledFor(level):
-            return
-        if exc_info is True:
-            exc_info = sys.exc_info()
-        if self._bridge.green:
-            self._bridge.world.post(functools.partial(
-                self._logger.log, level, msg, *args, exc_info=exc_info))
-        else:
-            self._logger.log(level, msg, *args, exc_info=exc_info)
-
-    def debug(self, msg, *args):
-        self.log(std_logging.DEBUG, msg, *args)
-
-    def info(self, msg, *args):
-        self.log(std_logging.INFO, msg, *args)
-
-    def warning(self, msg, *args):
-        self.log(std_logging.WARNING, msg, *args)
-
-    def error(self, msg, *args, exc_info=None):
-        self.log(std_logging.ERROR, msg, *args, exc_info=exc_info)
-
+from oslo_log import log as logging
 
 # Loggers of the libraries that log on the loop thread by themselves. A
 # logger filter sees only records of its own logger, not of its children,
@@ -68,26 +42,108 @@ _LIBRARY_LOGGERS = ('asyncio', 'nats.aio.client', 'nats.js.kv')
 class _LoopRecordDiverter(std_logging.Filter):
     """Moves records logged on the loop thread to the caller's world.
 
-    Installed under eventlet on the loggers of asyncio and nats-py, which
-    log on the loop thread by themselves: logger filters run before any
-    handler lock is taken, so the record leaves the loop thread untouched
-    and is handled again, lock and all, by the caller's world.
+    Logger filters run before any handler lock is taken, so the record
+    leaves the loop thread untouched and is handled again, by the same
+    logger, in the caller's world (where this filter lets it through).
+    Only under eventlet: with native threads the handlers' locks are
+    native too, and the loop thread logs directly.
     """
 
-    def __init__(self, bridge):
+    def __init__(self):
         super().__init__()
-        self._bridge = bridge
+        self.bridge = None
 
     def filter(self, record):
-        if not self._bridge.on_loop_thread():
+        bridge = _loop_bridge()
+        if bridge is None:
             return True
-        logger = std_logging.getLogger(record.name)
-        self._bridge.world.post(logger.handle, record)
+        bridge.world.post(_handle, record)
         return False
 
 
-def divert_library_records(bridge):
-    """Move asyncio's and nats-py's loop-thread records to the caller."""
-    diverter = _LoopRecordDiverter(bridge)
+def _handle(record):
+    # The caller's world: getLogger takes logging's module lock, green
+    # under eventlet, so it is not called on the loop thread either.
+    std_logging.getLogger(record.name).handle(record)
+
+
+_diverter = _LoopRecordDiverter()
+
+
+def _loop_bridge():
+    """The bridge when called on its loop thread under eventlet, or None."""
+    bridge = _diverter.bridge
+    if bridge is not None and bridge.green and bridge.on_loop_thread():
+        return bridge
+    return None
+
+
+class _LoopSafeLogger(logging.KeywordArgumentAdapter):
+    """oslo.log's logger, whose calls on the loop thread under eventlet are
+    made in the caller's world instead (``exc_info`` taken here).
+    """
+
+    def log(self, level, msg, *args, **kwargs):
+        bridge = _loop_bridge()
+        if bridge is None:
+            super().log(level, msg, *args, **kwargs)
+            return
+        if kwargs.get('exc_info') is True:
+            kwargs['exc_info'] = sys.exc_info()
+        bridge.world.post(functools.partial(super().log, level, msg, *args,
+                                            **kwargs))
+
+
+_loggers = {}
+
+
+def get_logger(name: str):
+    """The logger of a df-nats module (oslo.log's, safe on the loop).
+
+    Every module of df-nats gets its logger here (a unit test checks it).
+    """
+    logger = _loggers.get(name)
+    if logger is None:
+        std_logger = std_logging.getLogger(name)
+        std_logger.addFilter(_diverter)
+        logger = _loggers[name] = _LoopSafeLogger(
+            std_logger, {'project': 'unknown', 'version': 'unknown'})
+    return logger
+
+
+def divert_loop_records(bridge):
+    """Divert what ``bridge``'s loop thread logs from now on (see above)."""
+    _diverter.bridge = bridge
     for name in _LIBRARY_LOGGERS:
-        std_logging.getLogger(name).addFilter(diverter)
+        std_logging.getLogger(name).addFilter(_diverter)
+
+
+def forget_bridge():
+    """Divert nothing until the next bridge (a forked child's first state).
+
+    The parent's loop thread does not exist in the child; a thread of the
+    child could have its identity.
+    """
+    _diverter.bridge = None
+
+
+class Throttled:
+    """A warning logged at most once per ``interval`` seconds.
+
+    For problems that can come at message rate (malformed input, gaps):
+    the caller counts every one, and the log shows one line per interval.
+    """
+
+    def __init__(self, logger, interval: float = 1.0):
+        self._logger = logger
+        self._interval = interval
+        self._last = None
+
+    def warning(self, msg: str, *args) -> bool:
+        """Log unless one was logged less than ``interval`` ago."""
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self._interval:
+            return False
+        self._last = now
+        self._logger.warning(msg, *args)
+        return True

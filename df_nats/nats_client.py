@@ -30,8 +30,10 @@ from typing import Optional, Tuple
 import nats
 from nats import errors as nats_errors
 
+from df_nats import errors
 
-class PlaintextRefused(nats_errors.Error):
+
+class PlaintextRefused(errors.DfNatsError, nats_errors.Error):
     """TLS is configured but a server offered none; nothing was sent.
 
     A ``nats.errors.Error``, so that nats-py counts it as a failed attempt

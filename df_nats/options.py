@@ -25,9 +25,11 @@ import stat
 from urllib import parse
 
 from oslo_config import cfg
-from oslo_log import log as logging
 
-LOG = logging.getLogger(__name__)
+from df_nats import errors
+from df_nats import loop_logging
+
+LOG = loop_logging.get_logger(__name__)
 
 GROUP = 'df_nats'
 
@@ -189,12 +191,9 @@ ALL_OPTS = connection_opts + auth_opts + tls_opts + registry_opts
 cfg.CONF.register_opts(ALL_OPTS, group=GROUP)
 
 
-class ConfigError(ValueError):
-    """A ``[df_nats]`` option has a value df-nats cannot use."""
-
-    def __init__(self, option: str, problem: str):
-        self.option = option
-        super().__init__('[%s] %s: %s' % (GROUP, option, problem))
+# A [df_nats] option df-nats cannot use; the callers of this module have
+# caught it here so far.
+ConfigError = errors.ConfigError
 
 
 def list_opts():

@@ -38,7 +38,8 @@ import collections
 import threading
 from typing import Callable, List, Optional
 
-from df_nats import bridge as df_bridge
+from df_nats import errors
+from df_nats import natives
 
 # Marks an entry whose body was packed by the caller (``_send_event``):
 # not an event df-nats can vouch for, so it is never put into a batch.
@@ -49,8 +50,8 @@ RAW = object()
 _RECHECK_SECONDS = 0.05
 
 
-class PublishBufferFull(RuntimeError):
-    """The connection is down and the reconnect buffer is full."""
+# Where callers of this module have caught it so far.
+PublishBufferFull = errors.PublishBufferFull
 
 
 class Outbox:
@@ -65,7 +66,7 @@ class Outbox:
         self._entries = collections.deque()
         self._put_bytes = 0        # callers, under _put_lock
         self._released_bytes = 0   # the loop thread only
-        self._put_lock = df_bridge._original('_thread').allocate_lock()
+        self._put_lock = natives.original('_thread').allocate_lock()
         self._room_lock = threading.Lock()  # the caller's world
         self._bell = bell
         self._waiting = False
@@ -91,8 +92,8 @@ class Outbox:
                 and self._entries):
             self._wait_for_room(size)
         # Counted before it is visible, so the loop never releases bytes
-        # that were not counted yet. (acquire/release: a third cheaper
-        # than a with block, on every event.)
+        # that were not counted yet. (acquire/release rather than a with
+        # block: cheaper, on every event.)
         lock = self._put_lock
         lock.acquire()
         try:

@@ -24,9 +24,10 @@ that process loads df-nats for ``pub_sub_driver`` but something else for
 """
 
 from oslo_config import cfg
-from oslo_log import log as logging
 
-LOG = logging.getLogger(__name__)
+from df_nats import loop_logging
+
+LOG = loop_logging.get_logger(__name__)
 
 # How Dragonflow may name this driver: the entry point, or the class path
 # (its load_driver accepts both).

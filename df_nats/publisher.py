@@ -12,32 +12,18 @@
 
 """The publisher: Dragonflow events to NATS subjects."""
 
-import os
 import uuid
 
-from oslo_log import log as logging
-
 from df_nats import codec
-from df_nats import connection as df_connection
+from df_nats import errors
+from df_nats import loop_logging
 from df_nats import outbox
+from df_nats import process_context
 from df_nats import pubsub_api
-from df_nats import registry
 from df_nats import sequence
 from df_nats import subjects
 
-LOG = logging.getLogger(__name__)
-
-# Forks this process has gone through: a publisher notices that it was
-# inherited by comparing, instead of calling os.getpid() per event.
-_forks = 0
-
-
-def _count_fork():
-    global _forks
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
+LOG = loop_logging.get_logger(__name__)
 
 # Topics whose streams are looked up without building the subject again.
 _MAX_CACHED_TOPICS = 65536
@@ -52,39 +38,49 @@ class NatsPublisher(pubsub_api.PublisherApi):
     topic as one message, and numbers the messages (``sequence.Stream``).
     """
 
-    def __init__(self):
+    def __init__(self, context=None):
+        """``context``: a ``process_context.ProcessContext`` to use rather
+        than the process's own (tests); Dragonflow passes none.
+        """
         super().__init__()
+        self._given_context = context
+        self._context = None  # the one initialize() joined
         self._conn = None
         self._subjects = None
         # This process's id in the publisher registry (set by initialize).
         self.publisher_id = None
-        self._forks = _forks
         # Used as the publisher id until (unless) ``publisher_id`` is set.
         self._own_id = str(uuid.uuid4())
         self._start_stream()
 
     def initialize(self):
         """Connect (or join this process's connection) and register."""
-        if self._conn is not None:
+        if self._conn is not None and not self._context.inherited:
             return
-        conn = df_connection.get_connection()
+        context = self._given_context or process_context.current()
+        conn = context.connection
         conn.acquire()
         try:
-            self.publisher_id = registry.get_registration().acquire()
+            self.publisher_id = context.registration.acquire()
         except Exception:
             conn.release()
             raise
         self._subjects = subjects.SubjectMap(conn.conf.subject_prefix,
                                              conn.conf.listener_queue_group)
+        self._context = context
         self._conn = conn
         self._start_stream()
         conn.add_listener(self._on_reconnected)
 
     def _connection(self):
+        """The connection, moved to this process first after a fork."""
+        context = self._context
+        if context is not None and context.inherited:
+            self._after_fork()
         conn = self._conn
         if conn is None:
-            raise RuntimeError('df-nats publisher used before initialize()'
-                               ' or after close()')
+            raise errors.UsageError('df-nats publisher used before'
+                                    ' initialize() or after close()')
         return conn
 
     # -- sequence numbers and fork safety ---------------------------------
@@ -113,13 +109,9 @@ class NatsPublisher(pubsub_api.PublisherApi):
         The parent's connection and loop thread are not ours: forget them
         without a single call on them, then connect this process's own.
         """
-        conn = self._conn
-        self._forks = _forks
-        if conn is None:
-            return  # never initialized, or closed: nothing to move
-        LOG.info('df-nats: publisher used in forked process %d,'
-                 ' reconnecting', os.getpid())
-        self._conn = None
+        LOG.info('df-nats: publisher used in a forked process,'
+                 ' reconnecting')
+        self._context = self._conn = None
         self.initialize()
 
     def _on_reconnected(self):
@@ -129,8 +121,8 @@ class NatsPublisher(pubsub_api.PublisherApi):
         that the mark shows the subscribers even if nothing else is
         published for long.
         """
-        conn = self._conn
-        if conn is None or self._forks != _forks:
+        conn, context = self._conn, self._context
+        if conn is None or context is None or context.inherited:
             return
         for stream in list(self._by_subject.values()):
             if self._subjects.is_shared(stream.subject):
@@ -147,11 +139,11 @@ class NatsPublisher(pubsub_api.PublisherApi):
         ``reconnect_buffer_size`` bytes are already waiting, and
         ``EventTooLarge`` for an event above the server's max_payload.
         """
-        if self._forks != _forks:
-            self._after_fork()
-        conn = self._conn
-        if conn is None:
-            self._connection()
+        context = self._context
+        if context is None or context.inherited:
+            conn = self._connection()
+        else:
+            conn = self._conn
         if topic is None:
             topic = update.topic or pubsub_api.SEND_ALL_TOPIC
         try:
@@ -165,8 +157,6 @@ class NatsPublisher(pubsub_api.PublisherApi):
 
         df-nats cannot vouch that it is an event, so it is never batched.
         """
-        if self._forks != _forks:
-            self._after_fork()
         conn = self._connection()
         try:
             stream = self._streams[topic]
@@ -176,20 +166,17 @@ class NatsPublisher(pubsub_api.PublisherApi):
 
     def flush(self, timeout=5.0):
         """Wait until events sent so far reached the server."""
-        if self._forks != _forks:
-            self._after_fork()
         return self._connection().flush(timeout)
 
     def close(self):
         """Flush what is queued (bounded) and leave the connection."""
-        if self._forks != _forks:
-            # Inherited from the parent and never used here: the parent's
-            # connection is not ours to flush or close.
-            self._conn = None
-            self._forks = _forks
+        context, self._context = self._context, None
         conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.remove_listener(self._on_reconnected)
-            conn.flush(conn.conf.close_timeout)
-            registry.get_registration().release()
-            conn.release()
+        if context is None or context.inherited:
+            # Never initialized, closed already, or inherited from the
+            # parent: the parent's connection is not ours to flush or close.
+            return
+        conn.remove_listener(self._on_reconnected)
+        conn.flush(conn.conf.close_timeout)
+        context.registration.release()
+        conn.release()

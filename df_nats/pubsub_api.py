@@ -128,7 +128,7 @@ class DbUpdate:
 try:  # pragma: no cover - depends on whether Dragonflow is installed
     from dragonflow.db import db_common as _df_common
     from dragonflow.db import pub_sub_api as _df_api
-except Exception:
+except ImportError:
     _df_api = None
 else:
     PubSubApi = _df_api.PubSubApi  # noqa: F811

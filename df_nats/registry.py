@@ -33,85 +33,29 @@ therefore takes its old id back, and workers get distinct ones.
 import asyncio
 import functools
 import json
-import os
 import socket
 import threading
 import time
 import uuid
 from typing import Dict, Optional
 
-from nats import errors as nats_errors
-from nats.js import api as js_api
 from nats.js import errors as js_errors
-from oslo_log import log as logging
 
 from df_nats import client_options
-from df_nats import connection as df_connection
-from df_nats import nats_client
-from df_nats import options
+from df_nats import errors
+from df_nats import loop_logging
+from df_nats import registry_bucket
+from df_nats import timeouts
 
-LOG = logging.getLogger(__name__)
+LOG = loop_logging.get_logger(__name__)
 
 # Workers of one service on one host; a claim beyond this is a bug.
 _MAX_SLOTS = 256
-# Seconds a JetStream API request may take.
-JS_TIMEOUT = 5.0
-# Seconds initialize() waits for the registration; after that the
-# publisher starts anyway and registration goes on in the background.
-_REGISTER_WAIT = 8.0
-# A cluster places a replicated bucket only once it knows its peers.
-_PLACEMENT_RETRY = 5.0
 
 _SERVICE_ROLES = ('neutron-server', 'df-local-controller')
 
-
-class RegistryUnavailable(RuntimeError):
-    """JetStream cannot be used; the registry is off, pub/sub goes on."""
-
-
-class RegistryPermissionDenied(RegistryUnavailable):
-    """The server refused a subject the registry needs to this user."""
-
-    def __init__(self, kind: str, subject: str):
-        self.kind = kind
-        self.subject = subject
-        super().__init__(
-            'permission denied: the NATS server refused to let this user'
-            ' %s to %s, which the publisher registry needs (publish to'
-            ' $JS.API.> requests and $KV.<registry_bucket>.>, subscribe to'
-            ' _INBOX.>: see the sample server configuration in etc/)'
-            % (kind, subject))
-
-
-def _registry_subject(kind: str, subject: str) -> bool:
-    # nats-py lower-cases the subjects of the server's errors.
-    return subject.lower().startswith(('$js.', '$kv.', '_inbox.'))
-
-
-async def fail_on_permission_denied(conn, coro):
-    """Await ``coro``; a refusal of a JetStream, KV or inbox subject on
-    ``conn`` meanwhile ends it at once with ``RegistryPermissionDenied``.
-
-    Without this a refused JetStream request only times out
-    (``JS_TIMEOUT``) and looks like JetStream being down.
-    """
-    denied = conn.permission_denied(_registry_subject)
-    task = asyncio.ensure_future(coro)
-    try:
-        await asyncio.wait({task, denied},
-                           return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    finally:
-        if not denied.done():
-            denied.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    kind, subject = denied.result()
-    raise RegistryPermissionDenied(kind, nats_client.subject_as_sent(
-        subject, conn.conf.registry_bucket))
+# Where callers of this module have caught it so far.
+RegistryUnavailable = errors.RegistryUnavailable
 
 
 @functools.lru_cache(maxsize=None)
@@ -165,90 +109,15 @@ def _pid_alive(pid) -> bool:
         return False
 
 
-def _bucket_problem(status, conf) -> Optional[options.ConfigError]:
-    config = status.stream_info.config
-    bucket = conf.registry_bucket
-    if config.subjects != ['$KV.%s.>' % bucket]:
-        return options.ConfigError(
-            'registry_bucket', 'stream KV_%s exists but is not a key-value'
-                               ' bucket (subjects %s)' % (bucket,
-                                                          config.subjects))
-    if not status.ttl or abs(status.ttl - conf.publisher_ttl) > 0.001:
-        return options.ConfigError(
-            'publisher_ttl',
-            '%s s, but bucket %r exists with max age %s: every process must'
-            ' use the bucket\'s value, or delete the bucket ("nats kv del'
-            ' %s") to have it created again'
-            % (conf.publisher_ttl, bucket,
-               '%s s' % status.ttl if status.ttl else 'unlimited', bucket))
-    return None
-
-
-async def open_bucket(js, conf, log, create: bool = True,
-                      strict: bool = True):
-    """The registry bucket, created when missing and ``create`` is set.
-
-    Raises ``RegistryUnavailable`` without JetStream (or without the bucket
-    and ``create``), and, when ``strict`` (for a process that registers),
-    ``options.ConfigError`` if the bucket's settings disagree with ours.
-    Runs on the loop thread, so it logs through ``log``, a ``LoopLogger``.
-    """
-    bucket = conf.registry_bucket
-    try:
-        try:
-            kv = await js.key_value(bucket)
-        except js_errors.BucketNotFoundError:
-            if not create:
-                raise RegistryUnavailable(
-                    'bucket %r does not exist ([df_nats] registry_bucket):'
-                    ' no publisher has registered yet' % bucket) from None
-            kv = await _create_bucket(js, conf)
-        status = await kv.status()
-    except js_errors.ServiceUnavailableError:
-        raise RegistryUnavailable('JetStream is not enabled on the NATS'
-                                  ' server') from None
-    except (nats_errors.NoRespondersError, nats_errors.TimeoutError,
-            asyncio.TimeoutError) as exc:
-        raise RegistryUnavailable('JetStream did not answer (%s)'
-                                  % type(exc).__name__) from None
-    problem = _bucket_problem(status, conf)
-    if problem and strict:
-        raise problem
-    if status.marker_ttl is None:
-        log.warning('df-nats: bucket %s has no limit markers (nats-server'
-                    ' < 2.11 or created by hand): watchers notice expiries'
-                    ' by their own clock', bucket)
-    return kv
-
-
-async def _create_bucket(js, conf):
-    config = js_api.KeyValueConfig(
-        bucket=conf.registry_bucket,
-        description='df-nats publisher registry',
-        history=1, ttl=conf.publisher_ttl, replicas=conf.kv_replicas,
-        limit_marker_ttl=max(1.0, conf.heartbeat_interval))
-    deadline = time.monotonic() + _PLACEMENT_RETRY
-    while True:
-        try:
-            return await js.create_key_value(config=config)
-        except js_errors.KeyValueLimitMarkerTTLNotSupportedError:
-            config.limit_marker_ttl = None
-        except js_errors.APIError as exc:
-            # "insufficient resources" / "no suitable peers" while a
-            # fresh cluster still gathers its peers' statistics.
-            if exc.code not in (500, 503) or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.25)
-
-
 class Registration:
     """This process's record in the registry, alive while it is acquired.
 
     Every publisher of the process shares it (``acquire``/``release``
-    count them); the first registers, the last deletes the record.
+    count them); the first registers, the last deletes the record. One
+    per process: see ``process_context``.
     """
 
-    def __init__(self, conn: df_connection.Connection):
+    def __init__(self, conn):
         self.conn = conn
         self.conf = conn.conf
         self.pid = conn.pid
@@ -276,13 +145,14 @@ class Registration:
     def acquire(self) -> str:
         """Register this process (first call) and return its publisher id.
 
-        Raises ``options.ConfigError`` for an incompatible bucket. Without
+        Raises ``ConfigError`` for an incompatible bucket. Without
         JetStream it logs an error once and keeps retrying in background.
         """
         with self._lock:
             if self._users == 0 and self.conf.publisher_registry:
-                self.conn.bridge.run(self._start(),
-                                     timeout=_REGISTER_WAIT + 5)
+                self.conn.bridge.run(
+                    self._start(),
+                    timeout=timeouts.REGISTER_WAIT + timeouts.REGISTER_GRACE)
             self._users += 1
             return self.publisher_id
 
@@ -305,9 +175,9 @@ class Registration:
         self._wake = asyncio.Event()
         self.conn.add_listener(self._wake.set)
         try:
-            await asyncio.wait_for(fail_on_permission_denied(
-                self.conn, self._register()), _REGISTER_WAIT)
-        except options.ConfigError:
+            await asyncio.wait_for(registry_bucket.fail_on_permission_denied(
+                self.conn, self._register()), timeouts.REGISTER_WAIT)
+        except errors.ConfigError:
             self.conn.remove_listener(self._wake.set)
             raise
         except Exception as exc:
@@ -316,35 +186,33 @@ class Registration:
         self._task = asyncio.get_running_loop().create_task(self._keep())
 
     async def _register(self):
-        js = self.conn.jetstream(timeout=JS_TIMEOUT)
-        kv = await open_bucket(js, self.conf, self.conn.bridge.log)
+        js = self.conn.jetstream(timeout=timeouts.JETSTREAM_REQUEST)
+        kv = await registry_bucket.open_bucket(js, self.conf)
         self.publisher_id = await self._claim(kv)
         self._kv = kv
         self._failing = False
         self._last_write = time.monotonic()
-        self.conn.bridge.log.info(
-            'df-nats: registered publisher %s (role %s) in bucket %s',
-            self.publisher_id, self.role, self.conf.registry_bucket)
+        LOG.info('df-nats: registered publisher %s (role %s) in bucket %s',
+                 self.publisher_id, self.role, self.conf.registry_bucket)
 
     def _complain(self, exc):
         # One error per process, one warning per outage; the rest is debug.
-        log = self.conn.bridge.log
-        if not isinstance(exc, RegistryUnavailable):
+        if not isinstance(exc, errors.RegistryUnavailable):
             exc = '%s: %s' % (type(exc).__name__, exc or 'no answer')
         if not self._complained:
             self._complained = True
             self._failing = True
-            log.error('df-nats: publisher registry unavailable: %s.'
+            LOG.error('df-nats: publisher registry unavailable: %s.'
                       ' Publishing works; this publisher is not listed'
                       ' until the registry can be reached'
                       ' ([df_nats] publisher_registry = false turns it'
                       ' off)', exc)
         elif not self._failing:
             self._failing = True
-            log.warning('df-nats: registry heartbeat failed, retrying'
+            LOG.warning('df-nats: registry heartbeat failed, retrying'
                         ' every %s s: %s', self.conf.heartbeat_interval, exc)
         else:
-            log.debug('df-nats: registry still unavailable: %s', exc)
+            LOG.debug('df-nats: registry still unavailable: %s', exc)
 
     def _new_record(self, publisher_id, slot):
         now = time.time()
@@ -393,9 +261,9 @@ class Registration:
                 return publisher_id
             except js_errors.KeyWrongLastSequenceError:
                 continue  # somebody else claimed it first: look again
-        raise RegistryUnavailable('all %d publisher slots of %s on %s are'
-                                  ' held by live processes'
-                                  % (_MAX_SLOTS, self.process, self.host))
+        raise errors.RegistryUnavailable(
+            'all %d publisher slots of %s on %s are held by live processes'
+            % (_MAX_SLOTS, self.process, self.host))
 
     async def _keep(self):
         interval = self.conf.heartbeat_interval
@@ -411,13 +279,13 @@ class Registration:
             if spare > 0:
                 await asyncio.sleep(spare)
             try:
-                await fail_on_permission_denied(
+                await registry_bucket.fail_on_permission_denied(
                     self.conn, self._register() if self._kv is None
                     else self._refresh())
             except asyncio.CancelledError:
                 raise
-            except options.ConfigError as exc:
-                self.conn.bridge.log.error('df-nats: registry: %s', exc)
+            except errors.ConfigError as exc:
+                LOG.error('df-nats: registry: %s', exc)
                 return
             except Exception as exc:
                 # Open the bucket and claim again next time: it may have
@@ -439,27 +307,4 @@ class Registration:
             return
         kv, self._kv = self._kv, None
         await kv.delete(self.publisher_id)
-        self.conn.bridge.log.info('df-nats: unregistered publisher %s',
-                                  self.publisher_id)
-
-
-_registration: Optional[Registration] = None
-_registration_lock = threading.Lock()
-
-
-def get_registration() -> Registration:
-    """This process's registration (a new one after a fork)."""
-    global _registration
-    with _registration_lock:
-        if _registration is None or _registration.pid != os.getpid():
-            _registration = Registration(df_connection.get_connection())
-        return _registration
-
-
-def _after_fork_in_child():
-    # A parent thread may have held the lock at the moment of the fork.
-    global _registration_lock
-    _registration_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+        LOG.info('df-nats: unregistered publisher %s', self.publisher_id)

@@ -31,11 +31,13 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from nats.js import api as js_api
-from oslo_log import log as logging
 
+from df_nats import loop_logging
 from df_nats import registry
+from df_nats import registry_bucket
+from df_nats import timeouts
 
-LOG = logging.getLogger(__name__)
+LOG = loop_logging.get_logger(__name__)
 
 JOIN = 'join'
 CHANGE = 'change'
@@ -49,9 +51,6 @@ _LEAVE_REASONS = {
     ('Nats-Marker-Reason', 'Purge'): 'purged',
     ('Nats-Marker-Reason', 'Remove'): 'removed',
 }
-_SNAPSHOT_TIMEOUT = 10.0
-# Without limit markers, a record unrefreshed for ttl + this is expired.
-_CLOCK_GRACE = 2.0
 
 
 def _leave_reason(headers) -> Optional[str]:
@@ -96,23 +95,25 @@ class PublisherWatch:
         self._sub = None
         self._ttl = None
         self._tasks: List[asyncio.Task] = []
-        self._last_malformed_log = 0.0
+        self._malformed_warning = loop_logging.Throttled(LOG)
 
     # -- caller's world ---------------------------------------------------
 
-    def start(self, timeout: float = _SNAPSHOT_TIMEOUT) -> List[Dict]:
+    def start(self, timeout: float = timeouts.SNAPSHOT) -> List[Dict]:
         """Start watching; the publishers registered now."""
-        return self.conn.bridge.run(registry.fail_on_permission_denied(
-            self.conn, self._start()), timeout=timeout + 1)
+        return self.conn.bridge.run(
+            registry_bucket.fail_on_permission_denied(
+                self.conn, self._start()),
+            timeout=timeout + timeouts.GRACE)
 
     def publishers(self) -> List[Dict]:
         """The publishers this watch knows to be alive."""
-        return self.conn.bridge.run(self._list(), timeout=_SNAPSHOT_TIMEOUT)
+        return self.conn.bridge.run(self._list(), timeout=timeouts.SNAPSHOT)
 
     def stop(self):
         """Stop watching; no ``on_change`` call starts after this."""
         self._on_change = None
-        self.conn.bridge.run(self._stop(), timeout=_SNAPSHOT_TIMEOUT)
+        self.conn.bridge.run(self._stop(), timeout=timeouts.SNAPSHOT)
 
     # -- loop thread ----------------------------------------------------------
 
@@ -120,9 +121,8 @@ class PublisherWatch:
         return sorted(self._known.values(), key=lambda r: r['id'])
 
     async def _start(self):
-        kv = await registry.open_bucket(
-            self._js(), self.conn.conf, self.conn.bridge.log,
-            create=self._create, strict=False)
+        kv = await registry_bucket.open_bucket(
+            self._js(), self.conn.conf, create=self._create, strict=False)
         self._ttl = (await kv.status()).ttl
         await self._subscribe()
         self._known = self._snapshot_done()
@@ -132,7 +132,7 @@ class PublisherWatch:
         return await self._list()
 
     def _js(self):
-        return self.conn.jetstream(timeout=registry.JS_TIMEOUT)
+        return self.conn.jetstream(timeout=timeouts.JETSTREAM_REQUEST)
 
     async def _subscribe(self):
         self._snapshot = {}
@@ -145,7 +145,7 @@ class PublisherWatch:
         info = await self._sub.consumer_info()
         if info.num_pending == 0 and info.delivered.consumer_seq == 0:
             self._finish_loading()  # an empty bucket: nothing will come
-        await asyncio.wait_for(self._loaded, _SNAPSHOT_TIMEOUT)
+        await asyncio.wait_for(self._loaded, timeouts.SNAPSHOT)
 
     def _finish_loading(self):
         if self._loaded is not None and not self._loaded.done():
@@ -199,19 +199,16 @@ class PublisherWatch:
 
     def _malformed(self, key):
         self.stats['malformed'] += 1
-        now = time.monotonic()
-        if now - self._last_malformed_log >= 1.0:
-            self._last_malformed_log = now
-            self.conn.bridge.log.warning(
-                'df-nats: registry key %s holds no publisher record;'
-                ' ignored (%d so far)', key, self.stats['malformed'])
+        self._malformed_warning.warning(
+            'df-nats: registry key %s holds no publisher record; ignored'
+            ' (%d so far)', key, self.stats['malformed'])
 
     async def _expire_by_clock(self):
         # The fallback for servers without limit markers; with markers the
         # marker arrives first and this finds nothing to do.
         if not self._ttl:
             return
-        limit = self._ttl + _CLOCK_GRACE
+        limit = self._ttl + timeouts.CLOCK_GRACE
         while True:
             await asyncio.sleep(min(1.0, self._ttl / 4))
             if self._snapshot is not None or not self.conn.connected:
@@ -236,9 +233,8 @@ class PublisherWatch:
                 await self._subscribe()
                 break
             except Exception as exc:
-                self.conn.bridge.log.warning(
-                    'df-nats: registry watch: resubscribing: %s: %s',
-                    type(exc).__name__, exc)
+                LOG.warning('df-nats: registry watch: resubscribing: %s: %s',
+                            type(exc).__name__, exc)
                 await asyncio.sleep(1.0)
         else:
             return  # disconnected again; the next reconnect retries

@@ -180,7 +180,3 @@ class SequenceTracker:
     def is_mark(headers: Optional[Mapping[str, str]]) -> bool:
         """True for a publisher's mark (no event in it)."""
         return bool(headers) and HEADER_MARK in headers
-
-    def forget(self):
-        """Drop every stream."""
-        self._last.clear()

@@ -13,25 +13,18 @@
 """The subscriber: NATS subjects to the Dragonflow callback."""
 
 import collections
-import os
 import threading
-import time
-
-from oslo_log import log as logging
 
 from df_nats import codec
-from df_nats import connection as df_connection
+from df_nats import errors
+from df_nats import loop_logging
+from df_nats import process_context
 from df_nats import pubsub_api
 from df_nats import registry_watch
 from df_nats import sequence
 from df_nats import subjects
 
-LOG = logging.getLogger(__name__)
-
-# Malformed messages and sequence gaps are logged at most this often (they
-# are all counted).
-_MALFORMED_LOG_INTERVAL = 1.0
-_GAP_LOG_INTERVAL = 1.0
+LOG = loop_logging.get_logger(__name__)
 
 
 class NatsSubscriber(pubsub_api.SubscriberApi):
@@ -56,8 +49,15 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
     that subject: each member sees only its share of every stream.
     """
 
-    def __init__(self):
+    def __init__(self, context=None):
+        """``context``: a ``process_context.ProcessContext`` to use rather
+        than the process's own (tests); Dragonflow passes none.
+        """
         super().__init__()
+        self._given_context = context
+        # The context daemonize() last joined (kept after close(): a fork
+        # then still gives this subscriber fresh process state).
+        self._context = None
         self._callback = None
         # topic bytes -> nats Subscription, _SharedSubscription or None
         self._topics = {}
@@ -67,13 +67,14 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._subjects = None
         self._running = False
         self._stopped = threading.Event()
-        self._last_malformed_log = 0.0
         self._publisher_feed = None
-        self._last_gap_log = 0.0
+        # Malformed messages and gaps are all counted, and logged at most
+        # once a second each.
+        self._malformed_warning = loop_logging.Throttled(LOG)
+        self._gap_warning = loop_logging.Throttled(LOG)
         self._tracker = sequence.SequenceTracker()
         self._sync_pending = False
         self._sync_reasons = set()
-        self._pid = os.getpid()
         self.stats = collections.Counter()
 
     def initialize(self, callback):
@@ -176,9 +177,21 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         running subscribes again on the child's own connection and asks
         for a resync, since events went by while nobody listened here.
         """
-        if self._pid == os.getpid():
+        context = self._context
+        if context is None or not context.inherited:
             return
-        self._pid = os.getpid()
+        if self._forget_parent():
+            LOG.info('df-nats: subscriber used in a forked process,'
+                     ' subscribing again')
+            self.daemonize()
+            self._request_sync('fork')
+
+    def _forget_parent(self) -> bool:
+        """Drop what the parent process had, without a call on it.
+
+        Returns whether the subscriber was running there.
+        """
+        self._context = None
         self._stopped = threading.Event()
         self._sync_pending = False
         was_running, self._running = self._running, False
@@ -187,11 +200,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         for key in self._topics:
             self._topics[key] = None
         self._shared.clear()
-        if was_running:
-            LOG.info('df-nats: subscriber used in forked process %d,'
-                     ' subscribing again', self._pid)
-            self.daemonize()
-            self._request_sync('fork')
+        return was_running
 
     def daemonize(self):
         """Connect and subscribe every registered topic; returns at once."""
@@ -199,10 +208,12 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         if self._running:
             return
         if self._callback is None:
-            raise RuntimeError('df-nats subscriber: initialize(callback)'
-                               ' must come before daemonize()')
-        conn = df_connection.get_connection()
+            raise errors.UsageError('df-nats subscriber: initialize(callback)'
+                                    ' must come before daemonize()')
+        context = self._given_context or process_context.current()
+        conn = context.connection
         conn.acquire()
+        self._context = context
         self._conn = conn
         self._subjects = subjects.SubjectMap(conn.conf.subject_prefix,
                                              conn.conf.listener_queue_group)
@@ -256,15 +267,10 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
 
     def close(self):
         """Unsubscribe and leave the connection; safe to call twice."""
-        if self._pid != os.getpid():
+        context = self._context
+        if context is not None and context.inherited:
             # Inherited from the parent: nothing of it is ours to close.
-            self._pid = os.getpid()
-            self._running = False
-            self._conn = None
-            self._publisher_feed = None
-            for key in self._topics:
-                self._topics[key] = None
-            self._shared.clear()
+            self._forget_parent()
             return
         if not self._running:
             return
@@ -366,13 +372,10 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
     def _count_gap(self, subject, headers, missed):
         self.stats['gaps'] += 1
         self.stats['missed'] += missed
-        now = time.monotonic()
-        if now - self._last_gap_log >= _GAP_LOG_INTERVAL:
-            self._last_gap_log = now
-            LOG.warning('df-nats: %d messages of publisher %s on %s missed'
-                        ' (%d gaps, %d messages so far)', missed,
-                        sequence.parse(headers)[0], subject,
-                        self.stats['gaps'], self.stats['missed'])
+        self._gap_warning.warning(
+            'df-nats: %d messages of publisher %s on %s missed (%d gaps, %d'
+            ' messages so far)', missed, sequence.parse(headers)[0], subject,
+            self.stats['gaps'], self.stats['missed'])
 
     def _call(self, table, key, action, value, topic):
         try:
@@ -388,12 +391,10 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
 
     def _count_malformed(self, data, problem, dropped=1):
         self.stats['malformed'] += dropped
-        now = time.monotonic()
-        if now - self._last_malformed_log >= _MALFORMED_LOG_INTERVAL:
-            self._last_malformed_log = now
-            LOG.warning('df-nats: dropped %d malformed event(s) of a message'
-                        ' of %d bytes (%s); %d dropped so far', dropped,
-                        len(data), problem, self.stats['malformed'])
+        self._malformed_warning.warning(
+            'df-nats: dropped %d malformed event(s) of a message of %d bytes'
+            ' (%s); %d dropped so far', dropped, len(data), problem,
+            self.stats['malformed'])
 
 
 class _SharedSubscription:

@@ -277,18 +277,11 @@ class DfNatsSubscriber:
 def _forget_df_nats_connection():
     """Make the next driver instance open a NATS connection of its own.
 
-    df-nats shares one connection per process and has no public way to
-    open another; the bench drops its reference to the process's
-    connection (the instances made before keep theirs). If the runtime no
-    longer keeps it where the bench looks, the fan-out row is skipped with
-    this reason rather than measured over one shared connection.
+    df-nats shares one connection per process; the bench gives the process
+    a new context (the instances made before keep theirs).
     """
-    from df_nats import connection
-    if not hasattr(connection, '_connection'):
-        raise Unavailable('df_nats.connection no longer has _connection:'
-                          ' cannot give each fan-out subscriber a'
-                          ' connection of its own')
-    connection._connection = None
+    from df_nats import process_context
+    process_context.renew()
 
 
 class NatsPySubscriber:

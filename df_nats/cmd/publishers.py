@@ -19,6 +19,7 @@ import time
 
 from df_nats.cmd import common
 from df_nats import connection
+from df_nats import process_context
 from df_nats import registry
 from df_nats import registry_watch
 
@@ -65,7 +66,7 @@ def _print_event(kind, record, as_json, out):
 def run(args, out=sys.stdout) -> int:
     """List the live publishers, or watch them until interrupted."""
     common.setup_process(args.servers, args.debug, args.config_file)
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     try:
         conn.acquire()
     except connection.ConnectError as exc:

@@ -26,6 +26,7 @@ import time
 from df_nats.cmd import common
 from df_nats import codec
 from df_nats import connection
+from df_nats import process_context
 from df_nats import sequence
 from df_nats import subjects
 
@@ -110,7 +111,7 @@ class _Printer:
 def run(args, out=sys.stdout, err=sys.stderr) -> int:
     """Print events until interrupted (or ``--count`` events)."""
     common.setup_process(args.servers, args.debug, args.config_file)
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     try:
         conn.acquire()
     except connection.ConnectError as exc:

@@ -24,6 +24,7 @@ import nats
 
 from df_nats import codec
 from df_nats import connection
+from df_nats import process_context
 from df_nats import pubsub_api
 from tests.functional import scenarios
 
@@ -37,7 +38,7 @@ def _burst(ctx, n, keys, topics=('D', 'E')):
     """
     got = scenarios.Collector()
     pub, sub, _ = scenarios._pubsub(ctx, topics=topics, callback=got)
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     for i in range(n):
         key = 'k%03d' % (i % keys)
         pub.send_event(pubsub_api.DbUpdate(
@@ -83,7 +84,7 @@ def _raw_client(ctx, conn):
 
 def scenario_malformed_in_batch(ctx):
     pub, sub, got = scenarios._pubsub(ctx)
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     raw = _raw_client(ctx, conn)
 
     def event(key):
@@ -114,7 +115,7 @@ def scenario_malformed_in_batch(ctx):
 
 def scenario_oversized_event_refused(ctx):
     pub, sub, got = scenarios._pubsub(ctx)
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     limit = conn._nc.max_payload
     big = 'x' * (limit + 10)
     try:
@@ -139,7 +140,7 @@ def scenario_small_max_payload(ctx):
     # (a violation makes the server close the connection), events up to
     # the limit less the header room go alone, larger ones are refused.
     pub, sub, got = scenarios._pubsub(ctx)
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     assert conn._nc.max_payload == 8192
     raw = _raw_client(ctx, conn)
     sizes = []

@@ -56,7 +56,7 @@ from dragonflow.db import sync  # noqa: E402
 from eventlet import queue as eventlet_queue  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
-from df_nats import connection  # noqa: E402
+from df_nats import process_context  # noqa: E402
 from df_nats import publisher as df_publisher  # noqa: E402
 from df_nats import subscriber as df_subscriber  # noqa: E402
 from tests.functional import listener_worker  # noqa: E402
@@ -450,7 +450,7 @@ def _neutron_worker(n):
     pub = nb_api.publisher
     assert isinstance(pub, df_publisher.NatsPublisher), pub
     # This process's own connection, created here (no relay, no sharing).
-    assert pub._conn is connection.get_connection()
+    assert pub._conn is process_context.current().connection
     for i in range(n):
         nb_api.create(_switch('w%d-%d' % (os.getpid(), i), 'tenant1',
                               mtu=1500))

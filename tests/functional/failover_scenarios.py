@@ -101,14 +101,14 @@ class Recorder:
 
 def role_subscriber(args):
     from df_nats.cmd import common
-    from df_nats import connection
+    from df_nats import process_context
 
     recorder = Recorder()
     sub = common.load_driver().get_subscriber()
     sub.initialize(recorder)
     sub.register_topic(TOPIC)
     sub.daemonize()
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     _say('connected %s' % conn.connected_url)
     _wait_for_file(os.path.join(args.workdir, 'done'), args.timeout)
     url = conn.connected_url
@@ -121,11 +121,12 @@ def role_subscriber(args):
 def role_publisher(args):
     from df_nats.cmd import common
     from df_nats.cmd import demo_worker
-    from df_nats import connection
+    from df_nats import errors
+    from df_nats import process_context
 
     pub = common.load_driver().get_publisher()
     pub.initialize()
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     _say('connected %s' % conn.connected_url)
     _wait_for_file(os.path.join(args.workdir, 'go'), args.timeout)
     n, rate = args.events, args.rate
@@ -141,7 +142,7 @@ def role_publisher(args):
             sent[i] = time.time()
             try:
                 pub.send_event(event)
-            except connection.PublishBufferFull:
+            except errors.PublishBufferFull:
                 refused.append(i)
             i += 1
         time.sleep(0.005)
@@ -167,9 +168,8 @@ def role_fork(args):
     """
     from df_nats import bridge
     from df_nats.cmd import common
-    from df_nats import connection
+    from df_nats import process_context
     from df_nats import pubsub_api
-    from df_nats import registry
 
     def event(key):
         return pubsub_api.DbUpdate('lport', key, 'create', None, topic='F')
@@ -196,8 +196,9 @@ def role_fork(args):
     later.register_topic('F')
     pub.send_event(event('before-fork'))
     _wait(lambda: 'before-fork' in running_got.keys, 10, 'before-fork')
-    parent_conn = connection.get_connection()
-    parent_bridge = bridge.get_bridge()
+    parent_context = process_context.current()
+    parent_conn = parent_context.connection
+    parent_bridge = parent_context.bridge
     parent_id = pub.publisher_id
     to_parent_r, to_parent_w = os.pipe()
     pid = os.fork()
@@ -211,12 +212,15 @@ def role_fork(args):
                 hubs.use_hub()
             later.daemonize()
             pub.send_event(event('from-child'))
-            child_conn = connection.get_connection()
+            child_conn = process_context.current().connection
+            # The parent's state is marked, never reused.
+            assert parent_context.inherited
+            assert process_context.current() is not parent_context
             assert child_conn is not parent_conn
             assert pub._conn is child_conn and later._conn is child_conn
-            assert bridge.get_bridge() is not parent_bridge
+            assert process_context.current().bridge is not parent_bridge
             # The child registered itself, under an id of its own.
-            child_registration = registry.get_registration()
+            child_registration = process_context.current().registration
             assert child_registration.pid == os.getpid()
             assert child_registration.registered
             assert pub.publisher_id == child_registration.publisher_id
@@ -247,9 +251,11 @@ def role_fork(args):
     assert os.waitstatus_to_exitcode(status) == 0, status
     pub.send_event(event('parent-after'))
     _wait(lambda: 'parent-after' in running_got.keys, 10, 'parent-after')
-    assert connection.get_connection() is parent_conn
+    assert process_context.current() is parent_context
+    assert not parent_context.inherited
+    assert process_context.current().connection is parent_conn
     assert pub.publisher_id == parent_id
-    assert registry.get_registration().registered
+    assert process_context.current().registration.registered
     assert pub._conn is parent_conn and parent_conn.connected
     assert parent_conn.stats['reconnects'] == 0, parent_conn.stats
     assert parent_conn.stats['disconnects'] == 0, parent_conn.stats

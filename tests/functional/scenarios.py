@@ -30,9 +30,10 @@ import time
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from df_nats import bridge
 from df_nats import connection
+from df_nats import natives
 from df_nats import options
+from df_nats import process_context
 from df_nats import pubsub_api
 
 LOG = logging.getLogger(__name__)
@@ -98,8 +99,7 @@ def scenario_one_event_intact(ctx):
 def scenario_loop_wakeup_is_native(ctx):
     # call_soon_threadsafe's socket pair: never eventlet's wrapper, which
     # the loop thread would otherwise read through.
-    from df_nats import bridge
-    loop = bridge.get_bridge().loop
+    loop = process_context.current().bridge.loop
     for sock in (loop._ssock, loop._csock):
         assert type(sock).__module__ == 'socket', type(sock)
 
@@ -318,7 +318,7 @@ def scenario_close(ctx):
 
 def scenario_shared_connection(ctx):
     pub, sub, got = _pubsub(ctx)
-    assert pub._conn is sub._conn is connection.get_connection()
+    assert pub._conn is sub._conn is process_context.current().connection
     pub.close()
     # the subscriber still holds the connection
     pub2 = ctx.driver().get_publisher()
@@ -353,14 +353,16 @@ def scenario_logging_storm(ctx):
     std_logging.getLogger().addHandler(handler)
     std_logging.getLogger().setLevel(std_logging.DEBUG)
     pub, sub, got = _pubsub(ctx)
-    the_bridge = bridge.get_bridge()
+    the_bridge = process_context.current().bridge
     loop_lines = 20000
 
     nats_logger = std_logging.getLogger('nats.aio.client')
 
     async def loop_side():
         for i in range(loop_lines):
-            the_bridge.log.debug('loop-side line %d', i)
+            # An ordinary call on a df-nats module's logger, on the loop
+            # thread: the diverter hands it to the caller's world.
+            connection.LOG.debug('loop-side line %d', i)
             if i % 1000 == 0:  # as nats-py itself logs on the loop thread
                 nats_logger.debug('nats-side line %d', i)
             if i % 100 == 0:
@@ -396,7 +398,7 @@ def scenario_logging_storm(ctx):
                    >= rounds * loop_lines, timeout=30, what='loop lines')
     # Under eventlet every record, the loop thread's included, was emitted
     # by the hub's native thread, where green locks belong.
-    main_thread = bridge._original('_thread').get_ident()
+    main_thread = natives.original('_thread').get_ident()
     assert handler.native_threads == {main_thread}, handler.native_threads
     print('storm: %d rounds, %d loop lines seen before close' % (
         rounds, loop_count))
@@ -412,7 +414,7 @@ class _YieldingFileHandler(std_logging.FileHandler):
     def __init__(self, path):
         super().__init__(path)
         self.native_threads = set()
-        self._native_ident = bridge._original('_thread').get_ident
+        self._native_ident = natives.original('_thread').get_ident
 
     def emit(self, record):
         self.native_threads.add(self._native_ident())
@@ -439,7 +441,7 @@ def scenario_bad_start(ctx):
         assert 'hunter2' not in str(exc) and '***@127.0.0.1:1' in str(exc)
     else:
         raise AssertionError('a password in a URL was accepted')
-    connection._connection = None
+    process_context.renew()  # the options are read again
     cfg.CONF.set_override('servers', ['nats://127.0.0.1:1'], group='df_nats')
     cfg.CONF.set_override('user', 'user', group='df_nats')
     cfg.CONF.set_override('password', 'hunter2', group='df_nats')
@@ -451,7 +453,7 @@ def scenario_bad_start(ctx):
         assert 'hunter2' not in str(exc) and '127.0.0.1:1' in str(exc)
     else:
         raise AssertionError('connected to a closed port?')
-    connection._connection = None
+    process_context.renew()  # the options are read again
     cfg.CONF.set_override('servers', ['redis://127.0.0.1:6379'],
                           group='df_nats')
     try:

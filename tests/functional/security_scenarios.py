@@ -26,6 +26,7 @@ from oslo_config import cfg
 
 from df_nats import connection
 from df_nats import options
+from df_nats import process_context
 from tests.functional import scenarios
 
 
@@ -65,7 +66,7 @@ def scenario_tls_kept_across_reconnects(ctx):
     pub, sub, got = scenarios._pubsub(ctx)
     pub.send_event(scenarios.event('before'))
     ctx.wait_until(lambda: got.keys() == ['before'], what='first event')
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     assert ctx.ask_parent('swap-to-plaintext') == 'done'
     ctx.wait_until(lambda: conn.stats['errors'] and isinstance(
         conn._last_error, connection.PlaintextRefused), timeout=30,
@@ -133,7 +134,7 @@ def scenario_publish_refused(ctx):
     _settings()
     pub = ctx.driver().get_publisher()
     pub.initialize()
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     for i in range(20):
         pub.send_event(scenarios.event('k%d' % i))
     pub.flush(5)
@@ -165,12 +166,11 @@ def scenario_role_at_work(ctx):
     """
     settings = _settings()
     role = settings['role']
-    conn = connection.get_connection()
+    conn = process_context.current().connection
     if role == 'publisher':
         pub = ctx.driver().get_publisher()
         pub.initialize()
-        from df_nats import registry
-        reg = registry.get_registration()
+        reg = process_context.current().registration
         ctx.wait_until(lambda: reg.registered, what='registration')
         for i in range(50):
             pub.send_event(scenarios.event('k%d' % i))

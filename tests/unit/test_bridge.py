@@ -23,15 +23,17 @@ import time
 import pytest
 
 from df_nats import bridge as df_bridge
+from df_nats import process_context
 
 
 @pytest.fixture(scope='module')
 def bridge():
-    return df_bridge.get_bridge()
+    return process_context.current().bridge
 
 
 def test_one_bridge_per_process(bridge):
-    assert df_bridge.get_bridge() is bridge
+    assert process_context.current().bridge is bridge
+    assert process_context.renew().bridge is bridge
     assert bridge.pid == os.getpid() and not bridge.green
 
 

@@ -22,6 +22,7 @@ import pytest
 from df_nats import codec
 from df_nats import connection as df_connection
 from df_nats import outbox
+from df_nats import process_context
 from df_nats import sequence
 
 
@@ -43,7 +44,8 @@ class _NatsClient:
 
 
 def _connection(conf, max_payload=1024 * 1024):
-    conn = df_connection.Connection(conf.conf)
+    conn = df_connection.Connection(conf.conf,
+                                    process_context.current().bridge)
     nc = _NatsClient(max_payload)
     conn._nc = nc
     conn._read_max_payload(nc)
@@ -200,50 +202,3 @@ def test_refused_while_disconnected_skips_and_marks(conf):
     # body queued earlier goes out as 2.
     assert [h for _, _, h in nc.sent] == [
         {'Df-Seq': 'p i.1', 'Df-Mark': '1'}, {'Df-Seq': 'p i.2'}]
-
-
-class _Writer:
-    def __init__(self, buffered):
-        self.lines = []
-        self.transport = self
-        self._buffered = buffered
-
-    def get_write_buffer_size(self):
-        return self._buffered
-
-    def writelines(self, lines):
-        self.lines.extend(lines)
-
-
-class _PendingClient:
-    """nats-py's client as far as ``_write_pending_now`` looks."""
-
-    def __init__(self, buffered=0, connected=True):
-        self.is_connected = connected
-        self._pending = [b'PUB a 1\r\nx\r\n']
-        self._pending_data_size = 12
-        self._transport = type('T', (), {})()
-        self._transport._io_writer = _Writer(buffered)
-
-
-def test_pending_written_at_once_when_the_socket_took_all():
-    nc = _PendingClient()
-    df_connection._write_pending_now(nc)
-    assert nc._transport._io_writer.lines == [b'PUB a 1\r\nx\r\n']
-    assert nc._pending == [] and nc._pending_data_size == 0
-
-
-@pytest.mark.parametrize('nc', [_PendingClient(buffered=1),
-                                _PendingClient(connected=False)],
-                         ids=['back-pressure', 'disconnected'])
-def test_pending_left_to_the_flusher(nc):
-    df_connection._write_pending_now(nc)
-    assert nc._transport._io_writer.lines == []
-    assert nc._pending and nc._pending_data_size == 12
-
-
-def test_pending_left_alone_by_another_transport():
-    nc = _PendingClient()
-    del nc._transport._io_writer
-    df_connection._write_pending_now(nc)
-    assert nc._pending and nc._pending_data_size == 12

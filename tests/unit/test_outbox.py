@@ -16,13 +16,13 @@ import threading
 
 import pytest
 
-from df_nats import bridge as df_bridge
 from df_nats import outbox as df_outbox
+from df_nats import process_context
 
 
 def _outbox(limit=1 << 20, connected=True):
     state = {'connected': connected}
-    box = df_outbox.Outbox(limit, df_bridge.get_bridge().doorbell(),
+    box = df_outbox.Outbox(limit, process_context.current().bridge.doorbell(),
                            lambda: state['connected'])
     return box, state
 

@@ -12,32 +12,44 @@
 
 """What the publisher hands to the connection, without a server."""
 
+import types
+
+import pytest
+
 from df_nats import codec
+from df_nats import errors
 from df_nats import outbox
+from df_nats import process_context
 from df_nats import publisher as df_publisher
 from df_nats import pubsub_api
-from df_nats import subjects
+from tests.unit import fakes
 
 
-class _Connection:
-    """Stands in for the connection: keeps what would be queued."""
+class _Registration:
+    def __init__(self, publisher_id='pub-1'):
+        self.publisher_id = publisher_id
+        self.users = 0
 
-    def __init__(self):
-        self.queued = []
-        self.marks = []
+    def acquire(self):
+        self.users += 1
+        return self.publisher_id
 
-    def send(self, stream, body, label=outbox.RAW):
-        self.queued.append((stream, body, label))
-
-    def queue_mark(self, stream):
-        self.marks.append(stream)
+    def release(self):
+        self.users -= 1
 
 
-def _publisher():
-    pub = df_publisher.NatsPublisher()
-    pub._conn = _Connection()
-    pub._subjects = subjects.SubjectMap('p')
-    pub.publisher_id = 'pub-1'
+def _context(listener_queue_group=False):
+    conf = types.SimpleNamespace(
+        subject_prefix='p', listener_queue_group=listener_queue_group,
+        close_timeout=1.0)
+    return process_context.ProcessContext(
+        bridge=object(), connection=fakes.Connection(conf),
+        registration=_Registration())
+
+
+def _publisher(**conn_options):
+    pub = df_publisher.NatsPublisher(context=_context(**conn_options))
+    pub.initialize()
     return pub
 
 
@@ -97,8 +109,7 @@ def test_reconnect_marks_the_subjects_used_or_refused():
 
 
 def test_listener_topics_go_to_the_shared_subject_without_marks():
-    pub = _publisher()
-    pub._subjects = subjects.SubjectMap('p', listener_queue_group=True)
+    pub = _publisher(listener_queue_group=True)
     for topic in ('listener_a', 'listener_b', 'D'):
         pub.send_event(pubsub_api.DbUpdate('lport', 'k', 'update',
                                            'ACTIVE', topic=topic))
@@ -116,8 +127,84 @@ def test_listener_topics_go_to_the_shared_subject_without_marks():
 
 
 def test_unsafe_publisher_id_cannot_break_the_header_line():
-    pub = _publisher()
-    pub.publisher_id = 'evil\r\nDf-Mark: 1'
+    context = _context()
+    context.registration.publisher_id = 'evil\r\nDf-Mark: 1'
+    pub = df_publisher.NatsPublisher(context=context)
+    pub.initialize()
     pub.send_event(pubsub_api.DbUpdate('lport', 'k', 'set', '{}'))
     header = pub._conn.queued[0][0].header(1)
     assert '\r' not in header and '\n' not in header
+
+
+def test_initialize_joins_the_context_once_and_close_leaves_it():
+    context = _context()
+    pub = df_publisher.NatsPublisher(context=context)
+    pub.initialize()
+    pub.initialize()
+    conn, registration = context.connection, context.registration
+    assert (conn.users, registration.users) == (1, 1)
+    assert pub.publisher_id == 'pub-1'
+    assert conn.listeners == [pub._on_reconnected]
+    pub.close()
+    pub.close()
+    assert (conn.users, registration.users) == (0, 0)
+    assert conn.listeners == [] and conn.flushed == [1.0]
+
+
+def test_a_failed_registration_leaves_the_connection():
+    context = _context()
+
+    def refuse():
+        raise errors.ConfigError('publisher_ttl', 'bucket disagrees')
+    context.registration.acquire = refuse
+    pub = df_publisher.NatsPublisher(context=context)
+    with pytest.raises(errors.ConfigError):
+        pub.initialize()
+    assert context.connection.users == 0
+
+
+@pytest.mark.parametrize('use', [
+    lambda pub: pub.send_event(pubsub_api.DbUpdate('t', 'k', 'set', '{}')),
+    lambda pub: pub._send_event(b'x', 'T'),
+    lambda pub: pub.flush(1.0),
+], ids=['send_event', '_send_event', 'flush'])
+def test_use_before_initialize_or_after_close_names_the_mistake(use):
+    pub = df_publisher.NatsPublisher(context=_context())
+    with pytest.raises(errors.UsageError, match='before initialize'):
+        use(pub)
+    pub.initialize()
+    pub.close()
+    with pytest.raises(errors.UsageError, match='after close'):
+        use(pub)
+
+
+def test_an_inherited_publisher_moves_without_touching_the_parent(
+        monkeypatch):
+    parent, child = _context(), _context()
+    child.registration.publisher_id = 'pub-2'
+    monkeypatch.setattr(process_context, 'current', lambda: parent)
+    pub = df_publisher.NatsPublisher()
+    pub.initialize()
+    pub.send_event(pubsub_api.DbUpdate('t', 'k', 'set', '{}', topic='T'))
+    old_stream = parent.connection.queued[0][0]
+    # What a fork does: the parent's context is inherited, and the
+    # process's context is the child's own.
+    parent.inherited = True
+    monkeypatch.setattr(process_context, 'current', lambda: child)
+    pub.send_event(pubsub_api.DbUpdate('t', 'k2', 'set', '{}', topic='T'))
+    assert len(parent.connection.queued) == 1
+    assert parent.connection.users == 1 and parent.connection.flushed == []
+    assert parent.registration.users == 1
+    stream = child.connection.queued[0][0]
+    assert stream is not old_stream and stream.header(1).startswith('pub-2')
+    assert pub.publisher_id == 'pub-2' and child.connection.users == 1
+
+
+def test_closing_an_inherited_publisher_leaves_the_parent_alone():
+    parent = _context()
+    pub = df_publisher.NatsPublisher(context=parent)
+    pub.initialize()
+    parent.inherited = True
+    pub.close()
+    assert parent.connection.users == 1 and parent.connection.flushed == []
+    assert parent.registration.users == 1

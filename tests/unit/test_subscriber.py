@@ -16,54 +16,16 @@ The fake stands in for the NATS connection only; what a real server does
 with queue groups is checked in tests/functional/test_listeners.py.
 """
 
-import types
-
+import msgpack
 import pytest
 
 from df_nats import codec
-from df_nats import connection as df_connection
+from df_nats import errors
 from df_nats import options
+from df_nats import process_context
 from df_nats import sequence
 from df_nats import subscriber as df_subscriber
-
-
-class _World:
-    """Runs what the subscriber posts to the caller's world at once."""
-
-    @staticmethod
-    def post(fn, *args):
-        fn(*args)
-
-
-class _Connection:
-    """Records subscriptions instead of making them."""
-
-    def __init__(self, conf):
-        self.conf = conf
-        self.bridge = types.SimpleNamespace(world=_World())
-        self.connected = True
-        self.subscribed = []    # (subject, queue) of every SUB
-        self.unsubscribed = []  # the same, for every UNSUB
-        self.users = 0
-
-    def acquire(self):
-        self.users += 1
-
-    def release(self):
-        self.users -= 1
-
-    def subscribe(self, subject, handler, queue=''):
-        self.subscribed.append((subject, queue))
-        return (subject, queue, len(self.subscribed))
-
-    def unsubscribe(self, sub):
-        self.unsubscribed.append(sub[:2])
-
-    def add_listener(self, listener):
-        pass
-
-    def remove_listener(self, listener):
-        pass
+from tests.unit import fakes
 
 
 @pytest.fixture
@@ -72,8 +34,10 @@ def fake_conn(conf, monkeypatch):
 
     def make(**values):
         conf.config(group=options.GROUP, **values)
-        conn = _Connection(options.validate(conf.conf))
-        monkeypatch.setattr(df_connection, 'get_connection', lambda: conn)
+        conn = fakes.Connection(options.validate(conf.conf))
+        context = process_context.ProcessContext(bridge=conn.bridge,
+                                                 connection=conn)
+        monkeypatch.setattr(process_context, 'current', lambda: context)
         return conn
     return make
 
@@ -219,3 +183,172 @@ def test_a_failed_daemonize_leaves_no_shared_count_behind(fake_conn):
     sub.unregister_topic('listener_b')
     assert conn.unsubscribed[-1:] == [SHARED]
     sub.close()
+
+
+# -- delivery and resync ----------------------------------------------------
+
+SYNC = (None, None, 'sync', None, None)
+
+
+def _event(key, table='lport', topic='D'):
+    return codec.pack_event({'table': table, 'key': key, 'action': 'set',
+                             'value': '{}', 'topic': topic})
+
+
+def _running(fake_conn, topics=('D',)):
+    conn = fake_conn()
+    sub, got = _subscriber(topics)
+    sub.daemonize()
+    return conn, sub, got
+
+
+def test_a_batch_is_delivered_in_order_one_call_per_event(fake_conn):
+    _, sub, got = _running(fake_conn)
+    body = codec.batch_body([_event('a'), _event('b', 'lswitch'),
+                             _event('c')])
+    sub._deliver('p.topic.D', _numbered(1), body)
+    assert got.calls == [('lport', 'a', 'set', '{}', 'D'),
+                         ('lswitch', 'b', 'set', '{}', 'D'),
+                         ('lport', 'c', 'set', '{}', 'D')]
+    assert sub.stats['received'] == 3
+
+
+def test_a_malformed_element_is_dropped_without_its_neighbours(fake_conn):
+    _, sub, got = _running(fake_conn)
+    not_an_event = msgpack.packb({'table': 'lport'})
+    body = codec.batch_body([_event('a'), not_an_event, _event('c')])
+    sub._deliver('p.topic.D', _numbered(1), body)
+    assert [key for _, key, _, _, _ in got.calls] == ['a', 'c']
+    assert sub.stats['malformed'] == 1 and sub.stats['received'] == 2
+
+
+def test_duplicates_are_dropped_and_counted(fake_conn):
+    _, sub, got = _running(fake_conn)
+    for n, key in ((1, 'a'), (2, 'b'), (2, 'b-again'), (1, 'a-again'),
+                   (3, 'c')):
+        sub._deliver('p.topic.D', _numbered(n), _event(key))
+    assert [key for _, key, _, _, _ in got.calls] == ['a', 'b', 'c']
+    assert sub.stats['duplicates'] == 2
+    assert sub.stats['gaps'] == sub.stats['syncs'] == 0
+
+
+def test_a_gap_delivers_the_event_then_one_sync(fake_conn):
+    _, sub, got = _running(fake_conn)
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._deliver('p.topic.D', _numbered(5), _event('e'))
+    assert got.calls[0][1] == 'a' and got.calls[1][1] == 'e'
+    assert got.calls[2:] == [SYNC]
+    assert (sub.stats['gaps'], sub.stats['missed'],
+            sub.stats['syncs']) == (1, 3, 1)
+
+
+def test_syncs_asked_for_before_one_runs_are_delivered_once(fake_conn):
+    conn, sub, got = _running(fake_conn)
+    conn.bridge.world.deferred = True
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._deliver('p.topic.D', _numbered(3), _event('c'))   # a gap
+    sub._deliver('p.topic.D', _numbered(6), _event('f'))   # another
+    conn.bridge.world.run()
+    assert [c[1] for c in got.calls] == ['a', 'c', 'f', None]
+    assert got.calls[-1] == SYNC
+    assert sub.stats['gaps'] == 2 and sub.stats['syncs'] == 1
+    # A later gap gets a sync of its own.
+    sub._deliver('p.topic.D', _numbered(9), _event('i'))
+    conn.bridge.world.run()
+    assert got.calls.count(SYNC) == 2
+
+
+def test_a_reconnect_and_a_gap_before_the_sync_share_it(fake_conn, caplog):
+    conn, sub, got = _running(fake_conn)
+    conn.bridge.world.deferred = True
+    for listener in conn.listeners:   # heard on the loop thread
+        listener()
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._deliver('p.topic.D', _numbered(3), _event('c'))
+    conn.bridge.world.run()
+    assert got.calls.count(SYNC) == 1 and sub.stats['syncs'] == 1
+    assert 'missed (gap, reconnect)' in caplog.text
+
+
+def test_marks_deliver_nothing_and_a_mark_past_the_last_is_a_gap(fake_conn):
+    _, sub, got = _running(fake_conn)
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._deliver('p.topic.D', _numbered(1, mark=True), b'')
+    assert [c[1] for c in got.calls] == ['a'] and sub.stats['syncs'] == 0
+    sub._deliver('p.topic.D', _numbered(4, mark=True), b'')
+    assert got.calls[1:] == [SYNC]
+    assert sub.stats['marks'] == 2 and sub.stats['gaps'] == 1
+
+
+def test_a_failing_callback_is_counted_and_the_next_event_delivered(
+        fake_conn):
+    _, sub, _ = _running(fake_conn)
+    seen = []
+
+    def callback(table, key, action, value, topic):
+        seen.append(key)
+        if key == 'a':
+            raise ValueError('expected')
+    sub.initialize(callback)
+    body = codec.batch_body([_event('a'), _event('b')])
+    sub._deliver('p.topic.D', _numbered(1), body)
+    assert seen == ['a', 'b'] and sub.stats['callback_errors'] == 1
+
+
+def test_nothing_is_delivered_after_close_not_even_a_queued_sync(
+        fake_conn):
+    conn, sub, got = _running(fake_conn)
+    conn.bridge.world.deferred = True
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._deliver('p.topic.D', _numbered(3), _event('c'))  # sync queued
+    sub.close()
+    conn.bridge.world.run()
+    sub._deliver('p.topic.D', _numbered(4), _event('d'))
+    assert [c[1] for c in got.calls] == ['a', 'c']
+    assert conn.users == 0 and conn.listeners == []
+
+
+def test_daemonize_before_initialize_names_the_mistake(fake_conn):
+    fake_conn()
+    sub = df_subscriber.NatsSubscriber()
+    with pytest.raises(errors.UsageError, match='initialize'):
+        sub.daemonize()
+
+
+def test_an_inherited_subscriber_moves_and_asks_for_a_sync(
+        conf, monkeypatch):
+    conf.config(group=options.GROUP, subject_prefix='p')
+    parent_conn = fakes.Connection(options.validate(conf.conf))
+    child_conn = fakes.Connection(options.validate(conf.conf))
+    parent = process_context.ProcessContext(bridge=parent_conn.bridge,
+                                            connection=parent_conn)
+    child = process_context.ProcessContext(bridge=child_conn.bridge,
+                                           connection=child_conn)
+    contexts = [parent]
+    sub = df_subscriber.NatsSubscriber()
+    got = _Collector()
+    sub.initialize(got)
+    sub.register_topic('D')
+    monkeypatch.setattr(process_context, 'current', lambda: contexts[-1])
+    sub.daemonize()
+    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    # A fork: the parent's context inherited, the child's current.
+    parent.inherited = True
+    contexts.append(child)
+    assert sub.register_topic('E') is True
+    # Nothing was asked of the parent's connection.
+    assert parent_conn.unsubscribed == [] and parent_conn.users == 1
+    assert sorted(child_conn.subscribed) == [('p.topic.D', ''),
+                                             ('p.topic.E', '')]
+    assert got.calls[-1] == SYNC and sub.is_running
+    sub.close()
+    assert child_conn.users == 0 and parent_conn.users == 1
+
+
+def test_closing_an_inherited_subscriber_leaves_the_parent_alone(
+        fake_conn):
+    conn, sub, _ = _running(fake_conn)
+    process_context.current().inherited = True   # as after a fork
+    sub.close()
+    assert conn.unsubscribed == [] and conn.users == 1
+    assert not sub.is_running

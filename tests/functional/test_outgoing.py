@@ -10,13 +10,13 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The connection against the real nats-py client and a real server."""
+"""The drain's write-now shortcut against nats-py and a real server."""
 
 import asyncio
 
 import nats
 
-from df_nats import connection as df_connection
+from df_nats import outgoing
 
 
 def test_pending_written_at_once_and_delivered(nats_server):
@@ -30,7 +30,7 @@ def test_pending_written_at_once_and_delivered(nats_server):
             await sub_nc.flush()
             await pub_nc.publish('df-nats-test.write-now', b'now')
             assert pub_nc._pending, 'nats-py wrote without its flusher'
-            df_connection._write_pending_now(pub_nc)
+            outgoing.write_pending_now(pub_nc)
             assert not pub_nc._pending and not pub_nc._pending_data_size
             msg = await sub.next_msg(timeout=5)
             assert msg.data == b'now'

@@ -1,0 +1,62 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Every internal time limit of df-nats, in seconds, in one place.
+
+The limits an operator sets are options (``connect_timeout``,
+``initial_connect_wait``, ``close_timeout``, ``heartbeat_interval``...);
+these are the ones df-nats sets for itself.
+
+How long ``initialize()`` may block a Dragonflow process, at worst:
+
+* a publisher: ``initial_connect_wait`` (the first connection; 0 when the
+  process is connected already) + ``REGISTER_WAIT`` + ``REGISTER_GRACE``
+  (the registration; with ``[df_nats] publisher_registry = false``, none).
+  With the defaults 30 + 8 + 5 = 43 s;
+* a subscriber's ``daemonize()``: ``initial_connect_wait`` +
+  ``CONTROL`` per registered topic + ``SNAPSHOT`` + ``GRACE`` for the
+  registry snapshot with ``[df_nats] publisher_events`` (+ ``SNAPSHOT``
+  to stop the watch when that failed).
+
+The README ("How long a call may block") states the same; change both.
+"""
+
+# A subscribe or unsubscribe, confirmed by a PING/PONG round trip.
+CONTROL = 10.0
+# That round trip alone.
+CONFIRM = CONTROL / 2
+
+# A JetStream API request (key-value reads and writes).
+JETSTREAM_REQUEST = 5.0
+
+# How long initialize() waits for the registration; after that the
+# publisher starts anyway and registration goes on in the background.
+REGISTER_WAIT = 8.0
+# While a fresh cluster gathers its peers, the bucket's creation is retried
+# this long.
+BUCKET_PLACEMENT = 5.0
+
+# A call into the loop thread that bounds its own work waits this much
+# longer than the work's own deadline, so that the work's own error (which
+# says what was not done) reaches the caller rather than a bare time-out.
+GRACE = 1.0
+# The same for the registration, whose start also sets up the heartbeat.
+REGISTER_GRACE = 5.0
+
+# The registry watch: its snapshot of the bucket, and its other calls.
+SNAPSHOT = 10.0
+# Without limit markers, a record unrefreshed for its TTL + this is expired.
+CLOCK_GRACE = 2.0
+
+# At interpreter exit, queued events get at most this long (or
+# close_timeout, if shorter) to reach the server.
+EXIT_FLUSH = 2.0

@@ -1,0 +1,83 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Stand-ins for the connection and the caller's world (no network)."""
+
+import types
+
+from df_nats import outbox
+
+
+class World:
+    """Runs what the subscriber posts to the caller's world at once, or,
+    when ``deferred``, when ``run()`` says (as the dispatcher would, later).
+    """
+
+    def __init__(self):
+        self.deferred = False
+        self.posted = []
+
+    def post(self, fn, *args):
+        if self.deferred:
+            self.posted.append((fn, args))
+        else:
+            fn(*args)
+
+    def run(self):
+        while self.posted:
+            fn, args = self.posted.pop(0)
+            fn(*args)
+
+
+class Connection:
+    """Records what publishers and subscribers ask of the connection."""
+
+    def __init__(self, conf):
+        self.conf = conf
+        self.bridge = types.SimpleNamespace(world=World())
+        self.connected = True
+        self.subscribed = []    # (subject, queue) of every SUB
+        self.unsubscribed = []  # the same, for every UNSUB
+        self.users = 0
+        self.listeners = []
+        self.queued = []        # (stream, body, label) of every send
+        self.marks = []
+        self.flushed = []       # the timeout of every flush
+
+    def acquire(self):
+        self.users += 1
+
+    def release(self):
+        self.users -= 1
+
+    def subscribe(self, subject, handler, queue=''):
+        self.subscribed.append((subject, queue))
+        return (subject, queue, len(self.subscribed))
+
+    def unsubscribe(self, sub):
+        self.unsubscribed.append(sub[:2])
+
+    def add_listener(self, listener):
+        self.listeners.append(listener)
+
+    def remove_listener(self, listener):
+        self.listeners.remove(listener)
+
+    def send(self, stream, body, label=outbox.RAW):
+        self.queued.append((stream, body, label))
+
+    def queue_mark(self, stream):
+        self.marks.append(stream)
+
+    def flush(self, timeout):
+        self.flushed.append(timeout)
+        return True
