@@ -41,6 +41,7 @@ from df_nats import nats_client
 from df_nats import options
 from df_nats import outbox as df_outbox
 from df_nats import outgoing
+from df_nats import service as df_service
 from df_nats import timeouts
 
 LOG = loop_logging.get_logger(__name__)
@@ -112,6 +113,10 @@ class Connection:
         self._pacer = client_options.ReconnectPacer(
             self.conf.reconnect_time_wait, self.conf.reconnect_time_wait_max,
             self.conf.reconnect_jitter)
+        # This process as an instance of the NATS service df-nats:
+        # registered after each connect, stopped at close.
+        self.service = df_service.ProcessService(
+            self, self.conf.service_endpoint)
 
     # -- lifecycle (caller's world) -------------------------------------
 
@@ -140,6 +145,8 @@ class Connection:
                           len(self._outbox), self.conf.close_timeout)
             nc, self._nc = self._nc, None
             self._closing = True
+        # Before the close, in the loop's order of calls.
+        self.bridge.call_soon(self.service.stop)
         try:
             self.bridge.run(nc.close(), timeout=self.conf.close_timeout)
         except Exception as exc:
@@ -148,6 +155,12 @@ class Connection:
     @property
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
+
+    @property
+    def outbox_load(self) -> Tuple[int, int]:
+        """Events and bytes waiting to be sent (any thread; a moment's)."""
+        outbox = self._outbox
+        return len(outbox), outbox.waiting_bytes
 
     @property
     def connected_url(self) -> Optional[str]:
@@ -183,6 +196,7 @@ class Connection:
         self._pacer.last_netloc = nc.connected_url.netloc
         LOG.info('df-nats: connected to %s',
                  options.redact_url(nc.connected_url.geturl()))
+        self.bridge.call_soon(self.service.start, nc)
 
     def _explain(self, exc) -> str:
         """Why a connect failed, in words an operator can act on."""
@@ -215,6 +229,8 @@ class Connection:
     # -- callbacks (loop thread) -------------------------------------------
 
     async def _on_error(self, exc):
+        if self.service.note_error(exc):
+            return  # the service's own, logged once there
         self._last_error = exc
         self.stats['errors'] += 1
         denied = nats_client.permission_violation(exc)
@@ -394,6 +410,7 @@ class Connection:
             except Exception as exc:
                 # The number is used: subscribers see the gap and resync.
                 self.stats['publish_errors'] += count
+                self.service.note_error(exc)
                 LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
                           count, stream.subject, type(exc).__name__, exc)
             stream.n = n
@@ -461,6 +478,47 @@ class Connection:
             if time.monotonic() > deadline:
                 raise TimeoutError('not connected')
             await asyncio.sleep(0.05)
+
+    # -- requests ------------------------------------------------------------
+
+    def gather(self, subject: str, wait: float, max_replies: int,
+               max_bytes: int) -> List[bytes]:
+        """Publish an empty request; the replies that come within ``wait``.
+
+        For requests every instance of a service answers (the NATS micro
+        protocol's PING, INFO and STATS): stops early at ``max_replies``
+        replies or ``max_bytes`` bytes of them.
+        """
+        return self.bridge.run(
+            self._gather(subject, wait, max_replies, max_bytes),
+            timeout=wait + timeouts.CONTROL)
+
+    async def _gather(self, subject, wait, max_replies, max_bytes):
+        replies = []
+        size = 0
+        enough = asyncio.Event()
+
+        async def on_reply(msg):
+            nonlocal size
+            if enough.is_set():
+                return
+            replies.append(msg.data)
+            size += len(msg.data)
+            if len(replies) >= max_replies or size >= max_bytes:
+                enough.set()
+
+        nc = self._nc
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=on_reply)
+        try:
+            await nc.publish(subject, b'', reply=inbox)
+            try:
+                await asyncio.wait_for(enough.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+        finally:
+            await sub.unsubscribe()
+        return replies
 
     # -- subscribing -------------------------------------------------------
 

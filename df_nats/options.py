@@ -119,6 +119,15 @@ connection_opts = [
     cfg.FloatOpt('close_timeout', default=5.0, min=0.0,
                  help='Seconds close() waits for pending events to be'
                       ' flushed to the server.'),
+    cfg.BoolOpt('service_endpoint', default=True,
+                help='Register this process as an instance of the NATS'
+                     ' service "df-nats" (the NATS micro protocol), so that'
+                     ' "nats micro ls", "nats micro stats df-nats" and'
+                     ' "df-nats stats" list it with its role, host, pid,'
+                     ' publisher id, version and counters. Its user needs'
+                     ' permission to subscribe to $SRV.> and to publish to'
+                     ' _INBOX.> (the replies); without it df-nats logs one'
+                     ' warning and runs on without the service.'),
 ]
 
 auth_opts = [

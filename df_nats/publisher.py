@@ -71,6 +71,7 @@ class NatsPublisher(pubsub_api.PublisherApi):
         self._conn = conn
         self._start_stream()
         conn.add_listener(self._on_reconnected)
+        conn.service.publisher_joined(self.publisher_id)
 
     def _connection(self):
         """The connection, moved to this process first after a fork."""
@@ -177,6 +178,7 @@ class NatsPublisher(pubsub_api.PublisherApi):
             # parent: the parent's connection is not ours to flush or close.
             return
         conn.remove_listener(self._on_reconnected)
+        conn.service.publisher_left(self.publisher_id)
         conn.flush(conn.conf.close_timeout)
         context.registration.release()
         conn.release()

@@ -230,6 +230,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             conn.release()
             raise
         conn.add_listener(self._on_reconnected)
+        conn.service.subscriber_joined(self.stats)
         self._stopped.clear()
         self._running = True
         if conn.conf.publisher_events:
@@ -277,6 +278,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._running = False
         conn, self._conn = self._conn, None
         conn.remove_listener(self._on_reconnected)
+        conn.service.subscriber_left(self.stats)
         feed, self._publisher_feed = self._publisher_feed, None
         if feed is not None:
             feed.stop()

@@ -12,10 +12,13 @@
 
 """Set-up shared by the df-nats commands and their worker processes."""
 
+import sys
+
 from oslo_config import cfg
 from oslo_log import log as logging
 from stevedore import driver as stevedore_driver
 
+from df_nats import errors
 from df_nats import options
 
 DRIVER_NAMESPACE = 'dragonflow.pubsub_driver'
@@ -36,6 +39,29 @@ def setup_process(servers=None, debug=False, config_files=None):
     logging.setup(cfg.CONF, 'df-nats')
     if servers:
         cfg.CONF.set_override('servers', servers, group=options.GROUP)
+
+
+def connect(args, command, err=None, service_endpoint=True):
+    """Set up a command's process from its connection options, connect.
+
+    ``args`` has the options of ``--servers``, ``--config-file`` and
+    ``--debug``. Returns this process's connection, acquired (release it
+    when done), or None once the reason it failed is written to ``err``.
+    ``service_endpoint=False``: this process is not listed as an instance
+    of the NATS service df-nats.
+    """
+    from df_nats import process_context
+    setup_process(args.servers, args.debug, args.config_file)
+    if not service_endpoint:
+        cfg.CONF.set_override('service_endpoint', False,
+                              group=options.GROUP)
+    conn = process_context.current().connection
+    try:
+        conn.acquire()
+    except errors.ConnectError as exc:
+        (err or sys.stderr).write('df-nats %s: %s\n' % (command, exc))
+        return None
+    return conn
 
 
 def load_driver(name=DRIVER_NAME):

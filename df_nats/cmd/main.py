@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``df-nats`` command: ``demo``, ``publishers``, ``tail``, ``bench``."""
+"""The ``df-nats`` command: demo, publishers, tail, stats and bench."""
 
 import argparse
 import sys
@@ -75,6 +75,20 @@ def _parser():
                       help='exit after this many events')
     _connection_arguments(tail)
 
+    stats = commands.add_parser(
+        'stats', help='list every df-nats process (NATS service df-nats)'
+                      ' with its role, host, pid and counters')
+    stats.add_argument('--role', choices=_service_roles(),
+                       help='only processes of this role (publisher and'
+                            ' subscriber include both)')
+    stats.add_argument('--json', action='store_true',
+                       help='JSON output: a list of processes')
+    stats.add_argument('--wait', type=_positive_seconds, default=1.0,
+                       metavar='SECONDS',
+                       help='how long to collect replies (default'
+                            ' %(default)s)')
+    _connection_arguments(stats)
+
     bench = commands.add_parser(
         'bench', help='measure df-nats against plain nats-py, Redis and'
                       ' ZeroMQ: rates, latency, fan-out, memory')
@@ -104,6 +118,23 @@ def _parser():
     bench.add_argument('--keep-logs', action='store_true',
                        help='keep the worker processes\' logs')
     return parser
+
+
+def _service_roles():
+    from df_nats import service
+    return service.ROLES
+
+
+def _positive_seconds(text):
+    """A number of seconds above 0, for ``stats --wait``."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise argparse.ArgumentTypeError(
+            'expected seconds above 0 (at most 3600), got %r' % text)
+    return seconds
 
 
 def _phases(text):
@@ -150,6 +181,9 @@ def _run(args):
     if args.command == 'tail':
         from df_nats.cmd import tail
         return tail.run(args)
+    if args.command == 'stats':
+        from df_nats.cmd import stats
+        return stats.run(args)
     if args.command == 'bench':
         from df_nats.cmd import bench
         return bench.run(args)

@@ -18,8 +18,6 @@ import threading
 import time
 
 from df_nats.cmd import common
-from df_nats import connection
-from df_nats import process_context
 from df_nats import registry
 from df_nats import registry_watch
 
@@ -65,12 +63,8 @@ def _print_event(kind, record, as_json, out):
 
 def run(args, out=sys.stdout) -> int:
     """List the live publishers, or watch them until interrupted."""
-    common.setup_process(args.servers, args.debug, args.config_file)
-    conn = process_context.current().connection
-    try:
-        conn.acquire()
-    except connection.ConnectError as exc:
-        sys.stderr.write('df-nats publishers: %s\n' % exc)
+    conn = common.connect(args, 'publishers')
+    if conn is None:
         return 1
     try:
         if not args.watch:

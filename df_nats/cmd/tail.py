@@ -25,8 +25,6 @@ import time
 
 from df_nats.cmd import common
 from df_nats import codec
-from df_nats import connection
-from df_nats import process_context
 from df_nats import sequence
 from df_nats import subjects
 
@@ -110,12 +108,8 @@ class _Printer:
 
 def run(args, out=sys.stdout, err=sys.stderr) -> int:
     """Print events until interrupted (or ``--count`` events)."""
-    common.setup_process(args.servers, args.debug, args.config_file)
-    conn = process_context.current().connection
-    try:
-        conn.acquire()
-    except connection.ConnectError as exc:
-        err.write('df-nats tail: %s\n' % exc)
+    conn = common.connect(args, 'tail', err)
+    if conn is None:
         return 1
     prefix = conn.conf.subject_prefix
     subject_map = subjects.SubjectMap(prefix, conn.conf.listener_queue_group)

@@ -38,12 +38,33 @@ class World:
             fn(*args)
 
 
+class Service:
+    """What publishers and subscribers tell the process's NATS service."""
+
+    def __init__(self):
+        self.publishers = []    # publisher ids, once per publisher
+        self.subscribers = []   # the stats of every running subscriber
+
+    def publisher_joined(self, publisher_id):
+        self.publishers.append(publisher_id)
+
+    def publisher_left(self, publisher_id):
+        self.publishers.remove(publisher_id)
+
+    def subscriber_joined(self, stats):
+        self.subscribers.append(stats)
+
+    def subscriber_left(self, stats):
+        self.subscribers.remove(stats)
+
+
 class Connection:
     """Records what publishers and subscribers ask of the connection."""
 
     def __init__(self, conf):
         self.conf = conf
         self.bridge = types.SimpleNamespace(world=World())
+        self.service = Service()
         self.connected = True
         self.subscribed = []    # (subject, queue) of every SUB
         self.unsubscribed = []  # the same, for every UNSUB

@@ -37,3 +37,20 @@ def test_bench_unknown_phase_is_named(text, capsys):
     err = capsys.readouterr().err
     assert '--phases' in err and repr(text) in err
     assert 'one-process,across,latency,fanout' in err
+
+
+def test_stats_options():
+    args = main._parser().parse_args(['stats', '--role', 'subscriber',
+                                      '--json', '--wait', '0.5',
+                                      '--servers', 'nats://127.0.0.1:1'])
+    assert (args.role, args.json, args.wait) == ('subscriber', True, 0.5)
+    assert args.servers == ['nats://127.0.0.1:1']
+    assert main._parser().parse_args(['stats']).wait == 1.0
+
+
+@pytest.mark.parametrize('argv', [['--wait', '0'], ['--wait', 'soon'],
+                                  ['--role', 'controller']])
+def test_stats_bad_options_are_named(argv, capsys):
+    with pytest.raises(SystemExit):
+        main._parser().parse_args(['stats'] + argv)
+    assert argv[0] in capsys.readouterr().err

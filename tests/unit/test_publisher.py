@@ -145,10 +145,12 @@ def test_initialize_joins_the_context_once_and_close_leaves_it():
     assert (conn.users, registration.users) == (1, 1)
     assert pub.publisher_id == 'pub-1'
     assert conn.listeners == [pub._on_reconnected]
+    assert conn.service.publishers == ['pub-1']   # the role it shows
     pub.close()
     pub.close()
     assert (conn.users, registration.users) == (0, 0)
     assert conn.listeners == [] and conn.flushed == [1.0]
+    assert conn.service.publishers == []
 
 
 def test_a_failed_registration_leaves_the_connection():

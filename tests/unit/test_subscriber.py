@@ -352,3 +352,13 @@ def test_closing_an_inherited_subscriber_leaves_the_parent_alone(
     sub.close()
     assert conn.unsubscribed == [] and conn.users == 1
     assert not sub.is_running
+
+
+def test_running_subscribers_counters_shown_by_the_process_service(
+        fake_conn):
+    conn = fake_conn()
+    sub, _ = _subscriber(['D'])
+    sub.daemonize()
+    assert conn.service.subscribers == [sub.stats]
+    sub.close()
+    assert conn.service.subscribers == []

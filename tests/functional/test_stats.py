@@ -1,0 +1,436 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""``df-nats stats`` and the NATS service ``df-nats`` on a real server.
+
+The processes are shaped like ``df-nats demo``'s (an eventlet publisher,
+an eventlet and a native subscriber; tests/functional/stats_worker.py),
+but run until the test ends so that their counters can be seen growing.
+"""
+
+import asyncio
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import nats
+import pytest
+
+from df_nats.embedded_server import NatsServer
+from df_nats import registry
+from tests.functional.test_driver import ROOT
+
+_ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep
+            + os.environ.get('PYTHONPATH', ''))
+_TENANT_A = str(uuid.uuid4())
+_TENANT_B = str(uuid.uuid4())
+
+
+class _Worker:
+    """A stats_worker process and the JSON lines it prints."""
+
+    def __init__(self, tmp_path, label, world, url, role, topics, *extra):
+        self.label = label
+        self.log_path = tmp_path / (label + '.log')
+        self._log = open(self.log_path, 'w')
+        self.proc = subprocess.Popen(
+            [sys.executable, '-m', 'tests.functional.stats_worker',
+             '--world=%s' % world, url, role, ','.join(topics)]
+            + list(extra), cwd=ROOT, env=_ENV, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))
+
+    def wait_for(self, key, count=1, timeout=60):
+        """The ``count`` next lines holding ``key``."""
+        found = []
+        deadline = time.monotonic() + timeout
+        while len(found) < count:
+            try:
+                line = self.lines.get(
+                    timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                raise AssertionError('%s: no %r line; its log:\n%s' % (
+                    self.label, key, self.log()[-3000:]))
+            if key in line:
+                found.append(line)
+        return found
+
+    def log(self):
+        return self.log_path.read_text()
+
+    def finish(self, summaries=1):
+        """Close stdin: the worker stops; its summary lines."""
+        self.proc.stdin.close()
+        try:
+            return self.wait_for('summary', summaries, timeout=30)
+        finally:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self._log.close()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def _stats(url, *args, config=None):
+    cmd = [sys.executable, '-m', 'df_nats.cmd.main', 'stats', '--servers',
+           url, '--wait', '1'] + list(args)
+    if config:
+        cmd += ['--config-file', str(config)]
+    out = subprocess.run(cmd, cwd=ROOT, env=_ENV, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    return out
+
+
+def _stats_json(url, *args, config=None):
+    return json.loads(_stats(url, '--json', *args, config=config).stdout)
+
+
+def _stats_until(url, predicate, timeout=30, **kwargs):
+    """``df-nats stats --json`` until ``predicate(records)`` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _stats_json(url, **kwargs)
+        if predicate(records):
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError('df-nats stats never showed what was'
+                                 ' expected: %s' % json.dumps(records))
+
+
+def _by_pid(records):
+    return {r['pid']: r for r in records}
+
+
+def _micro_requests(url, wait=1.0):
+    """The answers to what ``nats micro ls/info/stats`` ask.
+
+    Read with nats-py's own micro types, as the NATS CLI reads them.
+    """
+    from nats.micro import service as micro_service
+
+    async def ask(nc, subject):
+        replies = []
+
+        async def on_reply(msg):
+            replies.append(json.loads(msg.data))
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=on_reply)
+        await nc.publish(subject, b'', reply=inbox)
+        await asyncio.sleep(wait)
+        await sub.unsubscribe()
+        return replies
+
+    async def scenario():
+        nc = await nats.connect(url)
+        try:
+            pings = await ask(nc, '$SRV.PING.df-nats')
+            infos = await ask(nc, '$SRV.INFO.df-nats')
+            stats = await ask(nc, '$SRV.STATS.df-nats')
+            counters = {}
+            for info in infos:
+                endpoint = micro_service.ServiceInfo.from_dict(
+                    info).endpoints[0]
+                reply = await nc.request(endpoint.subject, b'', timeout=5)
+                counters[info['id']] = json.loads(reply.data)
+        finally:
+            await nc.close()
+        return (
+            [micro_service.ServicePing.from_dict(p) for p in pings],
+            [micro_service.ServiceInfo.from_dict(i) for i in infos],
+            [micro_service.ServiceStats.from_dict(s) for s in stats],
+            counters)
+
+    return asyncio.run(scenario())
+
+
+def test_stats_lists_the_demo_processes_with_live_counters(
+        fresh_nats_server, tmp_path):
+    url = fresh_nats_server.url
+    workers = []
+    try:
+        sub_e = _Worker(tmp_path, 'subscriber-eventlet', 'eventlet', url,
+                        'subscriber', ['D', _TENANT_A])
+        sub_n = _Worker(tmp_path, 'subscriber-native', 'native', url,
+                        'subscriber', ['D', _TENANT_B])
+        workers += [sub_e, sub_n]
+        for worker in (sub_e, sub_n):
+            worker.wait_for('ready')
+        pub = _Worker(tmp_path, 'publisher-eventlet', 'eventlet', url,
+                      'publisher', ['D', _TENANT_A, _TENANT_B])
+        workers.append(pub)
+        pub.wait_for('ready')
+        pids = {w.proc.pid: w for w in workers}
+
+        first = _by_pid(_stats_until(url, lambda records: set(
+            _by_pid(records)) == set(pids) and all(
+                r['role'] != 'none' for r in records)))
+        publisher = first[pub.proc.pid]
+        assert publisher['role'] == 'publisher'
+        assert publisher['threads'] == 'eventlet'
+        assert uuid.UUID(publisher['publisher_id'])
+        assert first[sub_e.proc.pid]['role'] == 'subscriber'
+        assert first[sub_e.proc.pid]['threads'] == 'eventlet'
+        assert first[sub_n.proc.pid]['role'] == 'subscriber'
+        assert first[sub_n.proc.pid]['threads'] == 'native'
+        for record in first.values():
+            assert record['version'] == registry.version()
+            assert record['host'] and record['process'] and record['id']
+            assert record['subject_prefix'] == 'dragonflow'
+            assert record['last_error'] == ''
+            for name in ('published', 'messages', 'rejected', 'reconnects'):
+                assert name in record['connection']
+            for name in ('received', 'gaps', 'syncs', 'duplicates',
+                         'malformed'):
+                assert name in record['subscriber']
+        assert len({r['id'] for r in first.values()}) == 3
+
+        # Live: every counter that moves has moved a second later.
+        second = _by_pid(_stats_until(url, lambda records: all(
+            _by_pid(records)[pid]['subscriber']['received']
+            > first[pid]['subscriber']['received']
+            for pid in (sub_e.proc.pid, sub_n.proc.pid)) and _by_pid(
+                records)[pub.proc.pid]['connection']['published']
+            > publisher['connection']['published']))
+        assert (second[pub.proc.pid]['connection']['messages']
+                > publisher['connection']['messages'])
+        for record in second.values():
+            for name in ('gaps', 'syncs', 'duplicates', 'malformed'):
+                assert record['subscriber'][name] == 0
+
+        # As the NATS CLI sees them.
+        pings, infos, micro_stats, counters = _micro_requests(url)
+        for answers in (pings, infos, micro_stats):
+            assert {int(a.metadata['pid']) for a in answers} == set(pids)
+            assert {a.name for a in answers} == {'df-nats'}
+        for info in infos:
+            assert [(e.name, e.subject) for e in info.endpoints] == [
+                ('counters', '$SRV.df-nats.counters.%s' % info.id)]
+            assert info.description
+        for stats in micro_stats:
+            data = stats.endpoints[0].data
+            assert set(data) == {'connection', 'subscriber', 'outbox_bytes',
+                                 'outbox_events', 'last_error'}
+            assert counters[stats.id].keys() == data.keys()
+
+        subscribers = _stats_json(url, '--role', 'subscriber')
+        assert {r['pid'] for r in subscribers} == {sub_e.proc.pid,
+                                                   sub_n.proc.pid}
+
+        table = _stats(url).stdout.splitlines()
+        assert table[0].split()[:3] == ['ROLE', 'HOST', 'PID']
+        assert table[-1] == '3 process(es) answered within 1.0 s'
+        assert sorted(int(line.split()[2]) for line in table[1:-1]) == \
+            sorted(pids)
+
+        # What the counters said is what the processes counted.
+        sent = pub.finish()[0]['published']
+        received = {w.proc.pid: w.finish()[0]['received']
+                    for w in (sub_e, sub_n)}
+        assert sent >= second[pub.proc.pid]['connection']['published']
+        for pid, count in received.items():
+            assert count >= second[pid]['subscriber']['received'] > 0
+        # Gone with their connections.
+        assert _stats_json(url) == []
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
+def test_a_fork_child_is_an_instance_of_its_own(fresh_nats_server,
+                                                tmp_path):
+    url = fresh_nats_server.url
+    worker = _Worker(tmp_path, 'forking-subscriber', 'native', url,
+                     'subscriber', ['D'], '--fork')
+    try:
+        pids = {line['ready'] for line in worker.wait_for('ready', 2)}
+        assert worker.proc.pid in pids and len(pids) == 2
+        records = _stats_until(url, lambda records: {
+            r['pid'] for r in records} == pids)
+        assert len({r['id'] for r in records}) == 2
+        assert {r['role'] for r in records} == {'subscriber'}
+        worker.finish(summaries=2)
+    finally:
+        worker.kill()
+
+
+def test_service_endpoint_off_lists_nothing(fresh_nats_server, tmp_path):
+    config = tmp_path / 'df-nats.conf'
+    config.write_text('[df_nats]\nservice_endpoint = False\n')
+    url = fresh_nats_server.url
+    worker = _Worker(tmp_path, 'quiet-subscriber', 'native', url,
+                     'subscriber', ['D'], '--config-file', str(config))
+    try:
+        worker.wait_for('ready')
+        assert _stats_json(url) == []
+        worker.finish()
+    finally:
+        worker.kill()
+
+
+# A controller user of a least-privilege setup: its topics and its
+# JetStream replies, and (per test) some of what the service needs.
+_PERMISSIONS = '''
+authorization {
+  users = [
+    {user: "ops", password: "ops-secret"}
+    {user: "controller", password: "ctl-secret", permissions: {
+      publish: {allow: %s}
+      subscribe: {allow: %s}
+    }}
+  ]
+}
+'''
+_TOPICS = ['dragonflow.>', '$JS.API.>', '$KV.>']
+
+
+def _controller_config(tmp_path, server):
+    config = tmp_path / 'controller.conf'
+    config.write_text('[df_nats]\nuser = controller\npassword = ctl-secret\n'
+                      'publisher_registry = False\n')
+    return config
+
+
+def _ops_config(tmp_path):
+    config = tmp_path / 'ops.conf'
+    config.write_text('[df_nats]\nuser = ops\npassword = ops-secret\n')
+    return config
+
+
+@pytest.mark.parametrize('refused, publish, subscribe', [
+    # No $SRV subscriptions: refused at registration.
+    ('subscribe', _TOPICS + ['_INBOX.>'], _TOPICS + ['_INBOX.>']),
+    # Subscriptions, but no replies: refused at the first request.
+    ('reply', _TOPICS, _TOPICS + ['_INBOX.>', '$SRV.>']),
+])
+def test_a_refused_service_warns_once_and_pub_sub_goes_on(
+        tmp_path, refused, publish, subscribe):
+    extra = _PERMISSIONS % (json.dumps(publish), json.dumps(subscribe))
+    with NatsServer(jetstream=True, extra_config=extra) as server:
+        url = server.url
+        config = _controller_config(tmp_path, server)
+        ops = _ops_config(tmp_path)
+        sub = _Worker(tmp_path, 'subscriber', 'native', url, 'subscriber',
+                      ['D'], '--config-file', str(config))
+        pub = None
+        try:
+            sub.wait_for('ready')
+            pub = _Worker(tmp_path, 'publisher', 'eventlet', url,
+                          'publisher', ['D'], '--config-file', str(config))
+            pub.wait_for('ready')
+            if refused == 'reply':
+                # Registered: a request finds both, their replies are
+                # refused (and never arrive), and they unregister.
+                _wait_for_warning(sub)
+                _stats_json(url, config=ops)
+                _stats_json(url, config=ops)
+            else:
+                time.sleep(1.5)
+            assert _stats_json(url, config=ops) == []
+            time.sleep(0.5)
+            sent = pub.finish()[0]['published']
+            received = sub.finish()[0]['received']
+            assert sent > 0 and received == sent
+            for worker in (sub, pub):
+                log = worker.log()
+                assert log.count('the NATS service df-nats is not'
+                                 ' available') == 1, log[-3000:]
+                assert 'service_endpoint' in log
+                assert 'ctl-secret' not in log
+                assert 'NATS error' not in log, log[-3000:]
+        finally:
+            sub.kill()
+            if pub is not None:
+                pub.kill()
+
+
+def _wait_for_warning(worker):
+    # The services register in the background after connecting.
+    deadline = time.monotonic() + 20
+    while 'registered as instance' not in worker.log():
+        if time.monotonic() > deadline:
+            raise AssertionError(worker.log()[-3000:])
+        time.sleep(0.1)
+
+
+def test_nats_py_answers_micro_requests_with_the_live_metadata(
+        fresh_nats_server):
+    # The service hands nats-py a metadata dict it updates in place (the
+    # role changes as publishers and subscribers join): this fails when a
+    # nats-py release stops answering with the dict it was given.
+    from nats import micro
+    from nats.micro import service as micro_service
+
+    async def scenario():
+        nc = await nats.connect(fresh_nats_server.url)
+        try:
+            meta = {'role': 'none'}
+            svc = await micro.add_service(
+                nc, name='df-nats', version='0.0.1', metadata=meta,
+                stats_handler=lambda endpoint: {'n': meta['role']})
+
+            async def counters(request):
+                await request.respond(b'{}')
+            await svc.add_endpoint(name='counters', subject='x.counters',
+                                   handler=counters)
+            meta['role'] = 'both'
+            for verb in ('PING', 'INFO', 'STATS'):
+                reply = await nc.request('$SRV.%s.df-nats' % verb, b'',
+                                         timeout=5)
+                body = json.loads(reply.data)
+                assert body['metadata'] == {'role': 'both'}, verb
+            stats = json.loads((await nc.request(
+                '$SRV.STATS.df-nats', b'', timeout=5)).data)
+            assert stats['type'] == micro_service.STATS_RESPONSE_TYPE
+            assert stats['endpoints'][0]['data'] == {'n': 'both'}
+            await svc.stop()
+        finally:
+            await nc.close()
+
+    asyncio.run(scenario())
+
+
+def test_still_listed_after_the_server_restarts(fresh_nats_server,
+                                                tmp_path):
+    # nats-py subscribes again after a reconnect: the instance answers
+    # again, with the reconnect counted.
+    url = fresh_nats_server.url
+    worker = _Worker(tmp_path, 'subscriber', 'native', url, 'subscriber',
+                     ['D'])
+    try:
+        worker.wait_for('ready')
+        before = _stats_until(url, lambda records: len(records) == 1)[0]
+        fresh_nats_server.restart()
+        after = _stats_until(url, lambda records: len(records) == 1 and (
+            records[0]['connection']['reconnects'] >= 1))[0]
+        assert after['id'] == before['id']
+        assert after['pid'] == worker.proc.pid
+        worker.finish()
+    finally:
+        worker.kill()
