@@ -35,6 +35,7 @@ class PlaintextFakeServer:
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._server = None
+        self._writers = set()  # open client connections (loop thread)
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         daemon=True)
 
@@ -56,6 +57,7 @@ class PlaintextFakeServer:
             'max_payload': 1048576})).encode()
 
     async def _client(self, reader, writer):
+        self._writers.add(writer)
         with self._lock:
             self.connections += 1
         writer.write(self._info())
@@ -72,6 +74,7 @@ class PlaintextFakeServer:
         except (ConnectionError, OSError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     def __enter__(self):
@@ -84,6 +87,9 @@ class PlaintextFakeServer:
     def __exit__(self, *exc):
         async def stop():
             self._server.close()
+            for writer in list(self._writers):
+                writer.close()  # their readers end, and close nothing more
+            await asyncio.sleep(0.05)
             await self._server.wait_closed()
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
