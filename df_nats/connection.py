@@ -378,7 +378,52 @@ class Connection:
         # Loop thread. One drain task at a time keeps the outbox order.
         self._drain_requested = False
         if self._drain_task is None or self._drain_task.done():
-            self._drain_task = self.bridge.loop.create_task(self._drain())
+            if not self._send_now():
+                self._drain_task = self.bridge.loop.create_task(
+                    self._drain())
+
+    def _draining(self) -> bool:
+        return self._drain_task is not None and not self._drain_task.done()
+
+    def _send_now(self) -> bool:
+        """Write the next message to the socket in this turn (loop thread).
+
+        At low rates the loop wakes up to one event: a drain task would
+        start on the loop's next turn, and nats-py's flusher write on the
+        turn after, each a wake-up of this thread that the caller's world
+        waits through. Done only when nothing is queued before it (no
+        mark owed, nothing in nats-py's buffer or the socket's); True
+        when the outbox is empty after it, False when a drain task is
+        needed.
+        """
+        nc = self._nc
+        writer = (None if nc is None or self._marks
+                  else outgoing.idle_writer(nc))
+        if writer is None:
+            return False
+        outbox = self._outbox
+        group = outbox.take(self._batch_limit - 3, codec.MAX_BATCH_EVENTS)
+        if group is None:
+            return True
+        stream = group[0][0]
+        n = stream.next_number()
+        count = len(group)
+        body, headers, size = outgoing.message(stream, n, group)
+        try:
+            outgoing.write_message(nc, writer, stream.subject, body,
+                                   headers)
+        except Exception as exc:
+            # As in _drain: the number is used, subscribers see the gap.
+            self.stats['publish_errors'] += count
+            self.service.note_error(exc)
+            LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
+                      count, stream.subject, type(exc).__name__, exc)
+        else:
+            self.stats['published'] += count
+            self.stats['messages'] += 1
+        stream.n = n
+        outbox.release(size)
+        return not outbox
 
     async def _drain(self):
         # Loop thread: everything queued since the last turn goes out,
@@ -464,10 +509,11 @@ class Connection:
     async def _flush(self, timeout):
         deadline = time.monotonic() + timeout
         self._request_drain()
-        while self._outbox or not self._drain_task.done():
+        while self._outbox or self._draining():
             if time.monotonic() > deadline:
                 raise TimeoutError('events still queued')
-            await self._drain_task
+            if self._draining():
+                await self._drain_task
             if self._outbox:
                 await self._wait_connected(deadline)
                 self._request_drain()

@@ -12,11 +12,14 @@
 
 """The bridge in a native process: loop thread, hand-offs, time-outs.
 
-The eventlet side is exercised by the functional tests, in subprocesses.
+The eventlet side is exercised by the functional tests, in subprocesses,
+and here for the dispatcher's doorbell, in a monkey-patched subprocess.
 """
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -105,3 +108,70 @@ def test_name_resolution_on_a_native_thread(bridge):
 
 async def _ident():
     return threading.get_ident()
+
+
+_HUB_DOORBELL = r"""
+import eventlet
+eventlet.monkey_patch()
+import time
+from eventlet import hubs
+from df_nats import bridge
+from df_nats import natives as df_natives
+
+natives = df_natives.Natives()
+bell = bridge._HubDoorbell(natives)
+hub = hubs.get_hub()
+woken = []
+resume = eventlet.Event()
+
+
+def waiter():
+    bell.wait()
+    woken.append('parked')
+    resume.wait()  # busy elsewhere: not waiting on the bell
+    bell.wait()
+    woken.append('flag')
+
+
+def wait_for(predicate):
+    deadline = time.monotonic() + 5
+    while not predicate():
+        assert time.monotonic() < deadline, woken
+        eventlet.sleep(0.001)
+
+
+eventlet.spawn(waiter)
+eventlet.sleep(0.01)
+assert bell._waiter is not None
+# Rung from a native thread while the greenthread is parked.
+natives.thread.start_new_thread(bell.ring, ())
+wait_for(lambda: woken == ['parked'])
+# Rung while nobody waits: the hub empties the pipe (it would spin on
+# it otherwise) and the next wait returns at once.
+bell.ring()
+wait_for(lambda: bell._pending)
+try:
+    natives.os.read(bell._rfd, 16)
+    raise AssertionError('the pipe was left full')
+except BlockingIOError:
+    pass
+resume.send()
+wait_for(lambda: woken == ['parked', 'flag'])
+# Registered once, for good; removed on close.
+assert bell._rfd in hub.listeners[hub.READ]
+bell.close()
+assert bell._rfd not in hub.listeners[hub.READ]
+print('HUB-DOORBELL-OK')
+"""
+
+
+def test_hub_doorbell_under_eventlet():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep
+               + os.environ.get('PYTHONPATH', ''))
+    out = subprocess.run([sys.executable, '-c', _HUB_DOORBELL], cwd=root,
+                         env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith('HUB-DOORBELL-OK'), out.stderr

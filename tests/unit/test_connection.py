@@ -202,3 +202,148 @@ def test_refused_while_disconnected_skips_and_marks(conf):
     # body queued earlier goes out as 2.
     assert [h for _, _, h in nc.sent] == [
         {'Df-Seq': 'p i.1', 'Df-Mark': '1'}, {'Df-Seq': 'p i.2'}]
+
+
+class _SocketWriter:
+    """nats-py's stream writer, as far as ``_send_now`` uses it."""
+
+    def __init__(self):
+        self.transport = self
+        self.buffered = 0
+        self.written = []
+
+    def get_write_buffer_size(self):
+        return self.buffered
+
+    def write(self, data):
+        self.written.append(data)
+
+    def writelines(self, lines):
+        self.written.extend(lines)
+
+
+class _WritableClient(_NatsClient):
+    """A client whose socket ``_send_now`` may write to directly."""
+
+    def __init__(self):
+        super().__init__()
+        self._pending = []
+        self.stats = {'out_msgs': 0, 'out_bytes': 0}
+        self._transport = type('T', (), {})()
+        self._transport._io_writer = _SocketWriter()
+
+    @property
+    def written(self):
+        return self._transport._io_writer.written
+
+
+def _writable_connection(conf):
+    conn = df_connection.Connection(conf.conf,
+                                    process_context.current().bridge)
+    nc = _WritableClient()
+    conn._nc = nc
+    conn._read_max_payload(nc)
+    return conn, nc
+
+
+def _request_drain(conn):
+    # As send() does: on the loop thread, then let a drain task finish.
+    async def request():
+        conn._request_drain()
+        if conn._draining():
+            await conn._drain_task
+    conn.bridge.run(request(), timeout=10)
+
+
+def _hpub(data):
+    """(subject, headers, body) of one HPUB, checked field by field."""
+    line, _, rest = data.partition(b'\r\n')
+    op, subject, header_len, total_len = line.split(b' ')
+    assert op == b'HPUB'
+    header_len, total_len = int(header_len), int(total_len)
+    assert len(rest) == total_len + 2 and rest.endswith(b'\r\n')
+    block, body = rest[:header_len], rest[header_len:total_len]
+    assert block.startswith(b'NATS/1.0\r\n') and block.endswith(b'\r\n\r\n')
+    headers = dict(line.split(': ', 1) for line in
+                   block.decode().split('\r\n')[1:-2])
+    return subject.decode(), headers, body
+
+
+def test_lone_event_written_to_the_socket_in_the_same_turn(conf):
+    conn, nc = _writable_connection(conf)
+    s = sequence.Stream('p.topic.T', 'pub-1', 'inc0')
+    conn._outbox.put(s, _event(0), 'lport')
+    _request_drain(conn)
+    assert nc.sent == [] and conn._drain_task is None
+    assert [_hpub(data) for data in nc.written] == [
+        ('p.topic.T', {'Df-Seq': 'pub-1 inc0.1', 'Df-Events': '1 lport'},
+         _event(0))]
+    assert s.n == 1 and not conn._outbox
+    assert conn._outbox.waiting_bytes == 0
+    assert conn.stats['published'] == 1 and conn.stats['messages'] == 1
+    assert nc.stats == {'out_msgs': 1, 'out_bytes': len(_event(0))}
+
+
+def test_what_accumulated_written_at_once_as_one_batch(conf):
+    conn, nc = _writable_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    for i in range(3):
+        conn._outbox.put(s, _event(i), 'lport')
+    _request_drain(conn)
+    ((subject, headers, body),) = [_hpub(data) for data in nc.written]
+    assert headers == {'Df-Seq': 'p i.1', 'Df-Events': '3 lport'}
+    assert _keys(body) == ['k0', 'k1', 'k2'] and nc.sent == []
+
+
+def test_the_rest_goes_through_a_drain_task_in_order(conf):
+    conn, nc = _writable_connection(conf)
+    t = sequence.Stream('t', 'p', 'i')
+    u = sequence.Stream('u', 'p', 'i')
+    for stream, i in ((t, 0), (u, 1), (t, 2)):
+        conn._outbox.put(stream, _event(i), 'lport')
+    _request_drain(conn)
+    first = [_hpub(data) for data in nc.written]
+    assert [(s, h['Df-Seq'], _keys(b)) for s, h, b in first] == [
+        ('t', 'p i.1', ['k0'])]
+    assert [(s, h['Df-Seq'], _keys(p)) for s, p, h in nc.sent] == [
+        ('u', 'p i.1', ['k1']), ('t', 'p i.2', ['k2'])]
+    assert not conn._outbox and conn._outbox.waiting_bytes == 0
+
+
+@pytest.mark.parametrize('state', ['mark owed', 'socket busy',
+                                   'nats-py pending', 'disconnected'])
+def test_not_written_past_what_is_queued_before(conf, state):
+    conn, nc = _writable_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    if state == 'mark owed':
+        s.n = 4
+        conn._marks[s] = None
+    elif state == 'socket busy':
+        nc._transport._io_writer.buffered = 1
+    elif state == 'nats-py pending':
+        nc._pending.append(b'PING\r\n')
+    conn._outbox.put(s, _event(0), 'lport')
+    if state == 'disconnected':
+        nc.is_connected = False
+        _request_drain(conn)
+        assert nc.written == [] and nc.sent == [] and len(conn._outbox) == 1
+        return
+    _request_drain(conn)
+    assert not [data for data in nc.written if data.startswith(b'HPUB')]
+    assert [h['Df-Seq'] for _, _, h in nc.sent][-1] == (
+        'p i.5' if state == 'mark owed' else 'p i.1')
+
+
+def test_failed_write_uses_its_number_and_is_counted(conf):
+    conn, nc = _writable_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+
+    def refuse(data):
+        raise RuntimeError('Cannot call write() after write_eof()')
+    nc._transport._io_writer.write = refuse
+    conn._outbox.put(s, _event(0), 'lport')
+    _request_drain(conn)
+    assert s.n == 1 and not conn._outbox
+    assert conn._outbox.waiting_bytes == 0
+    assert conn.stats['publish_errors'] == 1
+    assert conn.stats['published'] == 0
