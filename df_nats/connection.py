@@ -407,6 +407,7 @@ class Connection:
             return True
         stream = group[0][0]
         n = stream.next_number()
+        self._remember_subject(stream.subject)
         count = len(group)
         body, headers, size = outgoing.message(stream, n, group)
         try:
