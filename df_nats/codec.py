@@ -33,7 +33,23 @@ from df_nats import errors
 from df_nats import natives
 
 EVENT_FIELDS = ('table', 'key', 'action', 'value', 'topic')
-_EVENT_FIELD_SET = frozenset(EVENT_FIELDS)
+
+# The actions Dragonflow nodes send each other: model changes (create, set,
+# delete), port status to neutron-server (update) and log events. The
+# controller's other actions (sync, reinitialize, dbrestart,
+# ovs_sync_started, ovs_sync_finished) only ever originate inside its own
+# process; from the wire they are malformed, since each one makes the
+# controller reread or even clear its whole store.
+WIRE_ACTIONS = frozenset(('create', 'set', 'delete', 'update', 'log'))
+CONTROL_ACTIONS = frozenset(('sync', 'reinitialize', 'dbrestart',
+                             'ovs_sync_started', 'ovs_sync_finished'))
+# Field types accepted from the wire. ``key`` may be bytes: Dragonflow
+# 4.0.0's table monitors (df-publisher-service) send the keys etcd3gw
+# returns, which are bytes.
+_KEY_TYPES = frozenset((str, bytes, type(None)))
+_DATA_TYPES = frozenset((str, bytes, type(None)))
+# How much of a bad field a problem report quotes.
+_QUOTED = 32
 
 HEADER_EVENTS = 'Df-Events'
 # Header values must fit on one protocol line.
@@ -108,16 +124,47 @@ def unpack_event(data: bytes) -> Dict[str, Any]:
         event = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:
         raise MalformedEvent('not msgpack: %s' % exc) from None
-    if isinstance(event, dict) and event.keys() >= _EVENT_FIELD_SET:
+    if is_event(event):
         return event
     raise MalformedEvent(_problem(event))
+
+
+def is_event(item) -> bool:
+    """True when ``item`` is a map with every field of the type expected.
+
+    ``table`` a str; ``action`` one of ``WIRE_ACTIONS``; ``key`` a str,
+    bytes or None; ``value`` and ``topic`` str, bytes or None. Other keys
+    are ignored.
+    """
+    try:
+        return (item['action'] in WIRE_ACTIONS
+                and type(item['table']) is str
+                and type(item['key']) in _KEY_TYPES
+                and type(item['value']) in _DATA_TYPES
+                and type(item['topic']) in _DATA_TYPES)
+    except (KeyError, TypeError):
+        # Not a map, a missing field, or an unhashable action.
+        return False
 
 
 def _problem(item) -> str:
     if not isinstance(item, dict):
         return 'not a map but %s' % type(item).__name__
     missing = [f for f in EVENT_FIELDS if f not in item]
-    return 'missing %s' % ', '.join(missing)
+    if missing:
+        return 'missing %s' % ', '.join(missing)
+    action = item['action']
+    if type(action) is not str:
+        return 'action is %s' % type(action).__name__
+    if action in CONTROL_ACTIONS:
+        return 'action %s never comes from the wire' % action
+    if action not in WIRE_ACTIONS:
+        return 'unknown action %r' % header_value(action)[:_QUOTED]
+    for field, types in (('table', (str,)), ('key', _KEY_TYPES),
+                         ('value', _DATA_TYPES), ('topic', _DATA_TYPES)):
+        if type(item[field]) not in types:
+            return '%s is %s' % (field, type(item[field]).__name__)
+    return 'not an event'
 
 
 def _is_map(first: int) -> bool:
@@ -156,7 +203,7 @@ def unpack_events(data: bytes
     events = []
     dropped, problem = 0, None
     for item in items:
-        if type(item) is dict and item.keys() >= _EVENT_FIELD_SET:
+        if is_event(item):
             events.append(item)
         else:
             dropped += 1

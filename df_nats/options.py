@@ -45,6 +45,10 @@ _CREDS_JWT = '-----BEGIN NATS USER JWT-----'
 _CREDS_SEED = '-----BEGIN USER NKEY SEED-----'
 _USER_SEED = re.compile(r'SU[A-Z2-7]{56}')
 
+# Bounds of the subscriber's hostile-input options.
+MAX_RESYNC_INTERVAL = 600
+MIN_DELIVERY_QUEUE_SIZE = 1024 * 1024
+
 connection_opts = [
     cfg.ListOpt('servers', default=['nats://127.0.0.1:4222'],
                 help='NATS server URLs (nats://host:port or tls://host:port),'
@@ -102,7 +106,26 @@ connection_opts = [
     cfg.IntOpt('sequence_streams', default=4096, min=1,
                help='Publisher streams (publisher, incarnation, topic) a'
                     ' subscriber tracks for gaps and duplicates; the least'
-                    ' recently seen is forgotten beyond this.'),
+                    ' recently seen is forgotten beyond this. Streams of'
+                    ' publishers known to be registered (with'
+                    ' publisher_events) are counted apart, so that others'
+                    ' never push them out.'),
+    # Hostile input (see "What the headers protect" in README.rst).
+    cfg.FloatOpt('resync_interval', default=5.0,
+                 help='Seconds between two resyncs a subscriber asks'
+                      ' Dragonflow for (callback action "sync", after a'
+                      ' reconnect, a sequence gap or a full delivery'
+                      ' queue); each one makes the controller reread its'
+                      ' whole database. The first is delivered at once;'
+                      ' those asked for within the interval are delivered'
+                      ' as one at its end, never lost. 0 delivers each at'
+                      ' once. From 0 to %d.' % MAX_RESYNC_INTERVAL),
+    cfg.IntOpt('delivery_queue_size', default=64 * 1024 * 1024,
+               help='Bytes of received messages (bodies and headers) a'
+                    ' subscriber holds for its callback. A message'
+                    ' arriving when it is full is dropped, counted'
+                    ' (stats["overflow"]) and followed by a resync. At'
+                    ' least %d.' % MIN_DELIVERY_QUEUE_SIZE),
     cfg.IntOpt('ping_interval', default=20, min=1,
                help='Seconds between client PINGs that detect a dead'
                     ' server.'),
@@ -362,6 +385,18 @@ def _check_reconnect(conf):
                 conf.reconnect_time_wait_max, conf.reconnect_time_wait))
 
 
+def _check_subscriber(conf):
+    interval = conf.resync_interval
+    if not 0 <= interval <= MAX_RESYNC_INTERVAL:
+        raise ConfigError(
+            'resync_interval', '%s s: must be from 0 to %d s (0: no limit)'
+            % (interval, MAX_RESYNC_INTERVAL))
+    if conf.delivery_queue_size < MIN_DELIVERY_QUEUE_SIZE:
+        raise ConfigError(
+            'delivery_queue_size', '%d bytes: must be at least %d'
+            % (conf.delivery_queue_size, MIN_DELIVERY_QUEUE_SIZE))
+
+
 def validate(conf=None):
     """Check the ``[df_nats]`` options; raise ``ConfigError`` if unusable."""
     conf = (conf or cfg.CONF)[GROUP]
@@ -378,4 +413,5 @@ def validate(conf=None):
     _check_files(conf)
     _check_registry(conf)
     _check_reconnect(conf)
+    _check_subscriber(conf)
     return conf

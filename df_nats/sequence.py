@@ -34,28 +34,57 @@ leave a gap that the mark reveals even when the publisher then falls
 silent. An event refused by ``send_event`` (buffer full) is skipped: the
 next number jumps, so subscribers see a gap and resync.
 
-The subscriber side, ``SequenceTracker``, is pure (no I/O, no clock) and is
-used from one thread at a time.
+The subscriber side, ``SequenceTracker``, is pure (no I/O; the clock it
+reads to admit new unknown streams is given) and is used from one thread
+at a time. The headers are not authenticated: the tracker is built so
+that forged ones cost a resync at worst, never a real publisher's events
+(see its docstring).
 """
 
 import collections
 import secrets
+import time
 from typing import Mapping, Optional, Tuple
 
 HEADER_SEQ = 'Df-Seq'
 HEADER_MARK = 'Df-Mark'
 
-# A Df-Seq value longer than this is not ours: the tracker keeps publisher
-# ids from untrusted headers, so their size is bounded.
-MAX_SEQ_HEADER = 256
+# A Df-Seq value longer than this is not ours (ours: a 36-character uuid,
+# 8 hex digits and a number): it is not tracked, and the tracker keeps
+# publisher ids from untrusted headers only this long.
+MAX_SEQ_HEADER = 128
 
 # What ``SequenceTracker.check`` says about one message.
-UNTRACKED = 'untracked'   # no (valid) sequence headers: deliver as is
+UNTRACKED = 'untracked'   # no sequence header: deliver as is
+BAD_HEADER = 'bad-header'  # a Df-Seq we cannot read: deliver, untracked
+REFUSED = 'refused'       # a new unknown stream over the admission rate:
+#                           deliver, untracked
 FIRST = 'first'           # first message of a stream seen: the baseline
 NEXT = 'next'             # the expected next one
 GAP = 'gap'               # messages were missed before this one
-DUPLICATE = 'duplicate'   # seen already (or older): drop it
+LATE = 'late'             # below the last number, never seen: deliver
+DUPLICATE = 'duplicate'   # seen already: drop it
 MARK = 'mark'             # a mark, nothing missed: not an event
+JUMP = 'jump'             # an implausible jump, not believed: deliver,
+#                           resync, keep the old baseline
+RESET = 're-baseline'     # far below the baseline: a new baseline,
+#                           deliver, resync
+
+# Numbers below the last one whose arrival is remembered per stream: a
+# number in this window is a duplicate only if it was really seen; below
+# it the stream takes the number as its new baseline. Nothing a forger
+# sends can thus make later genuine messages look like duplicates.
+_WINDOW = 64
+_WINDOW_MASK = (1 << _WINDOW) - 1
+# A forward jump larger than this is not believed at once: the baseline
+# stays, unless the next message continues from the jump (a real
+# publisher that skipped that many numbers).
+MAX_JUMP = 100000
+# Registered publishers a tracker remembers at most.
+MAX_KNOWN = 100000
+# New streams of publishers not known to be registered: at most this many
+# per second are tracked (a burst of twice as many at once).
+UNKNOWN_STREAM_RATE = 100.0
 
 
 def new_incarnation() -> str:
@@ -73,7 +102,11 @@ def parse(headers: Optional[Mapping[str, str]]
     """(publisher, incarnation, n) from message headers, or None."""
     if not headers:
         return None
-    seq = headers.get(HEADER_SEQ)
+    return parse_value(headers.get(HEADER_SEQ))
+
+
+def parse_value(seq: Optional[str]) -> Optional[Tuple[str, str, int]]:
+    """(publisher, incarnation, n) from a ``Df-Seq`` value, or None."""
     if not seq or len(seq) > MAX_SEQ_HEADER:
         return None
     publisher, _, numbered = seq.rpartition(' ')
@@ -124,57 +157,179 @@ class Stream:
                 HEADER_MARK: '1'}
 
 
-class SequenceTracker:
-    """Remembers the last sequence number of each stream it saw.
+class _StreamState:
+    """What a tracker remembers of one stream."""
 
-    ``check()`` classifies a message. The table is bounded: beyond
-    ``max_streams`` the stream seen least recently is forgotten, and its
-    next message is a new baseline (``FIRST``), never a false gap.
+    __slots__ = ('last', 'seen', 'jumped')
+
+    def __init__(self, n):
+        self.last = n        # the highest number believed
+        self.seen = 1        # bit i: number last - i arrived
+        self.jumped = None   # an implausible number seen after last
+
+
+class SequenceTracker:
+    """Remembers the last sequence numbers of each stream it saw.
+
+    ``check()`` classifies a message. Headers are unauthenticated: anyone
+    who may publish on a subject can copy a publisher's ``Df-Seq``. So a
+    message is a duplicate only when its very number was seen among the
+    last ``_WINDOW``; a number far below the baseline starts a new one
+    (``RESET``) and an implausible jump forward is not believed
+    (``JUMP``, the baseline stays): a forged message costs a resync, never
+    the publisher's later events.
+
+    Streams of publishers known to be registered (``set_known``) are kept
+    apart from the others: at most ``max_streams`` of each, the least
+    recently seen forgotten beyond it, so unknown streams never push a
+    known one out. New unknown streams are admitted at most
+    ``UNKNOWN_STREAM_RATE`` per second (``REFUSED`` beyond, delivered
+    untracked). A forgotten stream's next message is a new baseline
+    (``FIRST``), never a false gap. ``clock`` is only read to admit an
+    unknown stream.
     """
 
-    def __init__(self, max_streams: int = 4096):
+    def __init__(self, max_streams: int = 4096, clock=time.monotonic):
         if max_streams < 1:
             raise ValueError('max_streams must be >= 1')
         self.max_streams = max_streams
-        self._last = collections.OrderedDict()
+        self._clock = clock
+        self._known_streams = collections.OrderedDict()
+        self._unknown_streams = collections.OrderedDict()
+        self._known_publishers = set()
+        self._tokens = 2 * UNKNOWN_STREAM_RATE
+        self._refilled = None
         self.evicted = 0
 
     def __len__(self) -> int:
-        return len(self._last)
+        return len(self._known_streams) + len(self._unknown_streams)
+
+    # -- registered publishers ----------------------------------------------
+
+    def set_known(self, publisher: str, known: bool = True) -> None:
+        """Say whether ``publisher`` is in the registry now.
+
+        Ids no ``Df-Seq`` can carry, and ids beyond ``MAX_KNOWN``, are
+        ignored: the registry is writable by publishers too.
+        """
+        if not known:
+            self._known_publishers.discard(publisher)
+        elif (isinstance(publisher, str) and len(publisher) < MAX_SEQ_HEADER
+              and len(self._known_publishers) < MAX_KNOWN):
+            self._known_publishers.add(publisher)
+
+    def known_count(self) -> int:
+        """Streams of registered publishers tracked now."""
+        return len(self._known_streams)
+
+    # -- checking -------------------------------------------------------------
 
     def check(self, subject: str,
               headers: Optional[Mapping[str, str]]) -> Tuple[str, int]:
-        """Classify one message: (verdict, events missed before it).
+        """Classify one message: (verdict, messages missed before it).
 
         The count is only non-zero for ``GAP``. A mark (``is_mark()``) is
-        ``MARK``, ``FIRST`` or ``GAP``, never an event to deliver.
+        never an event to deliver, whatever the verdict.
         """
-        parsed = parse(headers)
-        if parsed is None:
+        if not headers:
             return UNTRACKED, 0
+        seq = headers.get(HEADER_SEQ)
+        if seq is None:
+            return UNTRACKED, 0
+        parsed = parse_value(seq)
+        if parsed is None:
+            return BAD_HEADER, 0
         publisher, incarnation, n = parsed
-        # A mark repeats the number of the last event sent before it.
-        mark = HEADER_MARK in headers
         key = (publisher, incarnation, subject)
-        last = self._last.get(key)
-        if last is None:
-            self._last[key] = n
-            if len(self._last) > self.max_streams:
-                self._last.popitem(last=False)
-                self.evicted += 1
-            return FIRST, 0
-        self._last.move_to_end(key)
-        if mark:
-            if n <= last:
-                return MARK, 0
-            self._last[key] = n
-            return GAP, n - last
-        if n <= last:
-            return DUPLICATE, 0
-        self._last[key] = n
-        if n == last + 1:
+        state = self._known_streams.get(key)
+        if state is not None:
+            self._known_streams.move_to_end(key)
+        else:
+            state = self._unknown_streams.get(key)
+            if state is None:
+                return self._new_stream(key, publisher, n)
+            if publisher in self._known_publishers:
+                # Registered since its stream began: protect it now.
+                del self._unknown_streams[key]
+                self._store(self._known_streams, key, state)
+            else:
+                self._unknown_streams.move_to_end(key)
+        # A mark repeats the number of the last message sent before it.
+        mark = HEADER_MARK in headers
+        last = state.last
+        if n == last + 1 and not mark:
+            state.last = n
+            state.seen = ((state.seen << 1) | 1) & _WINDOW_MASK
             return NEXT, 0
-        return GAP, n - last - 1
+        if n > last:
+            return self._forward(state, n, mark)
+        return self._backward(state, n, mark)
+
+    def _new_stream(self, key, publisher, n):
+        if publisher in self._known_publishers:
+            self._store(self._known_streams, key, _StreamState(n))
+            return FIRST, 0
+        if not self._admit_unknown():
+            return REFUSED, 0
+        self._store(self._unknown_streams, key, _StreamState(n))
+        return FIRST, 0
+
+    def _store(self, streams, key, state):
+        streams[key] = state
+        if len(streams) > self.max_streams:
+            streams.popitem(last=False)
+            self.evicted += 1
+
+    def _admit_unknown(self) -> bool:
+        now = self._clock()
+        if self._refilled is not None:
+            self._tokens = min(2 * UNKNOWN_STREAM_RATE, self._tokens + (
+                now - self._refilled) * UNKNOWN_STREAM_RATE)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    @staticmethod
+    def _forward(state, n, mark):
+        last = state.last
+        if n - last > MAX_JUMP:
+            jumped = state.jumped
+            if jumped is not None and n == (jumped if mark else jumped + 1):
+                # The stream goes on from the jump: a real publisher that
+                # skipped that many numbers. Its gap was reported with
+                # the JUMP; from here it is in step.
+                state.last = n
+                state.seen = 1 if mark else 3
+                state.jumped = None
+                return (MARK, 0) if mark else (NEXT, 0)
+            state.jumped = n
+            return JUMP, 0
+        state.jumped = None
+        state.last = n
+        state.seen = ((state.seen << min(n - last, _WINDOW)) | 1
+                      ) & _WINDOW_MASK
+        missed = n - last if mark else n - last - 1
+        return (GAP, missed) if missed else (NEXT, 0)
+
+    @staticmethod
+    def _backward(state, n, mark):
+        behind = state.last - n
+        if behind < _WINDOW:
+            bit = 1 << behind
+            if state.seen & bit:
+                return (MARK, 0) if mark else (DUPLICATE, 0)
+            if mark:
+                return MARK, 0
+            state.seen |= bit
+            return LATE, 0
+        # Far below anything a real publisher sends after its baseline:
+        # the baseline came from a forger (or an older stream of it).
+        state.last = n
+        state.seen = 1
+        state.jumped = None
+        return RESET, 0
 
     @staticmethod
     def is_mark(headers: Optional[Mapping[str, str]]) -> bool:

@@ -71,7 +71,11 @@ CONNECTION_COUNTERS = ('published', 'messages', 'marks', 'rejected',
                        'publish_errors', 'errors', 'disconnects',
                        'reconnects', 'unsent_at_close')
 SUBSCRIBER_COUNTERS = ('received', 'duplicates', 'gaps', 'missed', 'syncs',
-                       'marks', 'malformed', 'callback_errors')
+                       'marks', 'malformed', 'callback_errors',
+                       # hostile input (README "Hostile publishers")
+                       'syncs_suppressed', 'syncs_delayed', 'overflow',
+                       'jumps', 'rebaselines', 'late', 'bad_headers',
+                       'untracked_streams')
 
 _LAST_ERROR_CHARS = 300
 _URL_USERINFO = re.compile(r'(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@')

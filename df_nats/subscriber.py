@@ -21,10 +21,34 @@ from df_nats import loop_logging
 from df_nats import process_context
 from df_nats import pubsub_api
 from df_nats import registry_watch
+from df_nats import resync
 from df_nats import sequence
 from df_nats import subjects
 
 LOG = loop_logging.get_logger(__name__)
+
+# Characters of an untrusted header value quoted in a log line.
+_SHOWN = 64
+# Bytes counted for a message besides its body and header values.
+_MESSAGE_OVERHEAD = 64
+
+# Verdicts of the sequence tracker (besides NEXT and UNTRACKED, the
+# common ones) -> (whether the message is delivered, the resync reason
+# or None, the stats counter).
+_VERDICTS = {
+    sequence.FIRST: (True, None, None),
+    sequence.GAP: (True, 'gap', None),
+    sequence.LATE: (True, None, 'late'),
+    sequence.JUMP: (True, 'implausible sequence number', 'jumps'),
+    sequence.RESET: (True, 'sequence re-baseline', 'rebaselines'),
+    sequence.BAD_HEADER: (True, None, 'bad_headers'),
+    sequence.REFUSED: (True, None, 'untracked_streams'),
+    sequence.DUPLICATE: (False, None, 'duplicates'),
+    sequence.MARK: (False, None, None),
+}
+# Verdicts logged (throttled, each on its own) besides being counted.
+_LOGGED_VERDICTS = (sequence.DUPLICATE, sequence.JUMP, sequence.RESET,
+                    sequence.BAD_HEADER)
 
 
 class NatsSubscriber(pubsub_api.SubscriberApi):
@@ -36,7 +60,14 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
     publisher's sequence numbers, it is called with
     ``(None, None, 'sync', None, None)``: events may have been missed and
     Dragonflow answers with a full resync. Syncs asked for while one is
-    still queued are delivered once. Duplicates are dropped.
+    still queued are delivered once, and at most one per
+    ``resync_interval`` (``resync.ResyncPacer``). Duplicates are dropped.
+
+    Everything received is untrusted: events of the wrong types, control
+    actions and forged sequence headers are counted and dropped or
+    tracked harmlessly (``codec``, ``sequence``), and messages wait for
+    the callback in a queue of at most ``delivery_queue_size`` bytes;
+    what overflows it is dropped, counted and followed by a resync.
 
     After a fork, a subscriber inherited from the parent moves to the
     child's own connection on the child's first ``register_topic``,
@@ -73,8 +104,20 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._malformed_warning = loop_logging.Throttled(LOG)
         self._gap_warning = loop_logging.Throttled(LOG)
         self._tracker = sequence.SequenceTracker()
-        self._sync_pending = False
+        self._pacer = resync.ResyncPacer(0.0)
         self._sync_reasons = set()
+        # Duplicates, unbelievable numbers, unreadable headers and a full
+        # delivery queue: each kind logged at most once a second.
+        self._odd_warnings = {kind: loop_logging.Throttled(LOG)
+                              for kind in _LOGGED_VERDICTS + ('overflow',)}
+        # The delivery queue's bytes: added on the loop thread, taken off
+        # in the caller's world; each counter has one writer.
+        self._queue_limit = 0
+        self._queued_in = 0
+        self._queued_out = 0
+        self._overflow_loop = 0       # messages dropped (loop thread)
+        self._overflow_counted = 0    # of those, in stats (caller's world)
+        self._overflow_noted = False
         self.stats = collections.Counter()
 
     def initialize(self, callback):
@@ -193,7 +236,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         """
         self._context = None
         self._stopped = threading.Event()
-        self._sync_pending = False
+        self._reset_delivery_state()
         was_running, self._running = self._running, False
         self._conn = None
         self._publisher_feed = None  # the parent's watch, on its loop
@@ -201,6 +244,16 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             self._topics[key] = None
         self._shared.clear()
         return was_running
+
+    def _reset_delivery_state(self):
+        """Forget what the parent had queued and asked for (after fork).
+
+        Its posted calls never run here: their bytes would stay counted.
+        """
+        self._pacer.reset()
+        self._queued_in = self._queued_out = 0
+        self._overflow_loop = self._overflow_counted = 0
+        self._overflow_noted = False
 
     def daemonize(self):
         """Connect and subscribe every registered topic; returns at once."""
@@ -218,6 +271,9 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._subjects = subjects.SubjectMap(conn.conf.subject_prefix,
                                              conn.conf.listener_queue_group)
         self._tracker.max_streams = conn.conf.sequence_streams
+        self._pacer.interval = conn.conf.resync_interval
+        self._pacer.reset()
+        self._queue_limit = conn.conf.delivery_queue_size
         self._shared.clear()  # what a failed daemonize() left behind
         try:
             for key in list(self._topics):
@@ -235,7 +291,7 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         self._running = True
         if conn.conf.publisher_events:
             self._publisher_feed = registry_watch.start_publisher_feed(
-                conn, self._call)
+                conn, self._on_publisher_event)
 
     def run(self):
         """Receive until ``close()``: ``daemonize`` and wait."""
@@ -297,29 +353,67 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
 
     async def _on_message(self, msg):
         # Loop thread: hand the message over, check and decode it in the
-        # caller's world (one dispatcher: the tracker needs no lock).
-        self._conn.bridge.world.post(self._deliver, msg.subject,
-                                     msg.headers, msg.data)
+        # caller's world (one dispatcher: the tracker needs no lock). The
+        # queue is bounded in bytes: what does not fit is dropped and a
+        # resync follows (_note_overflow).
+        data, headers = msg.data, msg.headers
+        size = len(data) + _MESSAGE_OVERHEAD
+        if headers:
+            for name, value in headers.items():
+                size += len(name) + len(value)
+        queued = self._queued_in - self._queued_out
+        if queued and queued + size > self._queue_limit:
+            self._overflow()
+            return
+        self._queued_in += size
+        self._conn.bridge.world.post(self._deliver, msg.subject, headers,
+                                     data, size)
+
+    def _overflow(self):
+        # Loop thread: count, and have the caller's world note it once
+        # for all the drops until it does.
+        self._overflow_loop += 1
+        if not self._overflow_noted:
+            self._overflow_noted = True
+            self._conn.bridge.world.post(self._note_overflow)
+
+    def _note_overflow(self):
+        # Cleared before the count is read: a drop after this read posts
+        # again.
+        self._overflow_noted = False
+        dropped = self._overflow_loop - self._overflow_counted
+        self._overflow_counted += dropped
+        self.stats['overflow'] += dropped
+        self._odd_warnings['overflow'].warning(
+            'df-nats: the delivery queue is full ([df_nats]'
+            ' delivery_queue_size = %d bytes): %d message(s) dropped, %d so'
+            ' far; asking for a resync', self._queue_limit, dropped,
+            self.stats['overflow'])
+        self._request_sync('delivery queue full')
 
     def _on_reconnected(self):
         # Loop thread: the sync itself is decided in the caller's world.
         self._conn.bridge.world.post(self._request_sync, 'reconnect')
 
-    def _deliver(self, subject, headers, data):
+    def _on_publisher_event(self, table, key, action, value, topic):
+        # A publisher joined or left the registry: its streams are
+        # protected from eviction while it is registered.
+        self._tracker.set_known(key, action != 'delete')
+        self._call(table, key, action, value, topic)
+
+    def _deliver(self, subject, headers, data, size=0):
+        self._queued_out += size
         if not self._running:
             return
         verdict, missed = self._check_sequence(subject, headers)
-        if verdict == sequence.DUPLICATE:
-            self.stats['duplicates'] += 1
-            return
-        if verdict == sequence.GAP:
-            self._count_gap(subject, headers, missed)
-        if verdict != sequence.UNTRACKED and self._tracker.is_mark(headers):
-            # A publisher's mark after its reconnect: no event to deliver.
-            self.stats['marks'] += 1
-            if verdict == sequence.GAP:
-                self._request_sync('gap')
-            return
+        sync_reason = None
+        if verdict is not sequence.NEXT and verdict is not sequence.UNTRACKED:
+            deliver, sync_reason = self._sequence_verdict(
+                verdict, missed, subject, headers)
+            if not deliver:
+                if sync_reason:
+                    self._request_sync(sync_reason)
+                return
         # A single event or a batch, decoded in one call; a malformed
         # element of a batch is dropped without its neighbours.
         events, dropped, problem = codec.unpack_events(data)
@@ -335,8 +429,32 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             except Exception:
                 self._callback_failed(event['action'], event['table'],
                                       event['key'])
+        if sync_reason:
+            self._request_sync(sync_reason)
+
+    def _sequence_verdict(self, verdict, missed, subject, headers):
+        """What a message the tracker did not find in step comes to.
+
+        Returns (deliver it, the reason of the resync it asks for or
+        None); counts and logs (rate-limited) what is odd. A mark is
+        never delivered. Nothing a forger can put in the headers makes
+        later genuine messages dropped: at worst a resync, paced.
+        """
+        deliver, reason, counter = _VERDICTS[verdict]
+        if counter:
+            self.stats[counter] += 1
         if verdict == sequence.GAP:
-            self._request_sync('gap')
+            self._count_gap(subject, headers, missed)
+        elif verdict in _LOGGED_VERDICTS:
+            self._odd_warnings[verdict].warning(
+                'df-nats: %s on %s: Df-Seq %s (%d so far); anyone who may'
+                ' publish there can copy or forge Df-Seq headers', verdict,
+                subject, _shown(headers.get(sequence.HEADER_SEQ)),
+                self.stats[counter])
+        if self._tracker.is_mark(headers):
+            self.stats['marks'] += 1
+            return False, reason
+        return deliver, reason
 
     def _check_sequence(self, subject, headers):
         """The tracker's verdict on a message, as ``_deliver`` wants it.
@@ -352,32 +470,50 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         return sequence.UNTRACKED, 0
 
     def _request_sync(self, reason):
-        """Queue one sync behind what is queued now (caller's world).
+        """Ask for one resync, paced by ``resync_interval`` (caller's world).
 
-        Gaps found, and reconnects heard, before that sync runs are covered
-        by it: they are about events sent before it is delivered.
+        The first is queued at once behind what is queued now; one asked
+        for within the interval after the last comes at the interval's
+        end. Gaps found, reconnects heard and overflows before a pending
+        sync is delivered are covered by it: they are about messages sent
+        before it is delivered. Those are counted as suppressed.
         """
         self._sync_reasons.add(reason)
-        if not self._sync_pending and self._conn is not None:
-            self._sync_pending = True
+        if self._conn is None:
+            return
+        delay = self._pacer.request()
+        if delay is None:
+            self.stats['syncs_suppressed'] += 1
+        elif delay <= 0:
             self._conn.bridge.world.post(self._deliver_sync)
+        else:
+            self.stats['syncs_delayed'] += 1
+            self._post_later(delay, self._deliver_sync)
+
+    def _post_later(self, delay, fn):
+        # The loop thread keeps the time: fn is posted to the caller's
+        # world after ``delay`` seconds, in either world.
+        bridge = self._conn.bridge
+        bridge.call_soon(bridge.loop.call_later, delay, bridge.world.post, fn)
 
     def _deliver_sync(self):
-        self._sync_pending = False
         reasons, self._sync_reasons = self._sync_reasons, set()
-        if self._running:
-            self.stats['syncs'] += 1
-            LOG.warning('df-nats: events may have been missed (%s),'
-                        ' asking for a resync', ', '.join(sorted(reasons)))
-            self._call(None, None, 'sync', None, None)
+        if not self._running:
+            self._pacer.reset()
+            return
+        self._pacer.delivered()
+        self.stats['syncs'] += 1
+        LOG.warning('df-nats: events may have been missed (%s),'
+                    ' asking for a resync', ', '.join(sorted(reasons)))
+        self._call(None, None, 'sync', None, None)
 
     def _count_gap(self, subject, headers, missed):
         self.stats['gaps'] += 1
         self.stats['missed'] += missed
         self._gap_warning.warning(
             'df-nats: %d messages of publisher %s on %s missed (%d gaps, %d'
-            ' messages so far)', missed, sequence.parse(headers)[0], subject,
-            self.stats['gaps'], self.stats['missed'])
+            ' messages so far)', missed, _shown(sequence.parse(headers)[0]),
+            subject, self.stats['gaps'], self.stats['missed'])
 
     def _call(self, table, key, action, value, topic):
         try:
@@ -397,6 +533,16 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             'df-nats: dropped %d malformed event(s) of a message of %d bytes'
             ' (%s); %d dropped so far', dropped, len(data), problem,
             self.stats['malformed'])
+
+
+def _shown(value):
+    """An untrusted header value as a log line may quote it: short."""
+    if isinstance(value, (str, bytes)):
+        value = value[:_SHOWN + 1]   # a header may be a megabyte
+    text = codec.header_value(value) or ''
+    if len(text) > _SHOWN:
+        return text[:_SHOWN] + '...'
+    return text
 
 
 class _SharedSubscription:

@@ -38,6 +38,26 @@ class World:
             fn(*args)
 
 
+class Loop:
+    """Keeps the timers set on the loop thread; ``fire(seconds)`` moves
+    its clock (``now``) on and runs the timers then due.
+    """
+
+    def __init__(self):
+        self.now = 0.0
+        self.timers = []   # (when, fn, args)
+
+    def call_later(self, delay, fn, *args):
+        self.timers.append((self.now + delay, fn, args))
+
+    def fire(self, seconds):
+        self.now += seconds
+        due = [t for t in self.timers if t[0] <= self.now]
+        self.timers = [t for t in self.timers if t[0] > self.now]
+        for _, fn, args in due:
+            fn(*args)
+
+
 class Service:
     """What publishers and subscribers tell the process's NATS service."""
 
@@ -63,7 +83,9 @@ class Connection:
 
     def __init__(self, conf):
         self.conf = conf
-        self.bridge = types.SimpleNamespace(world=World())
+        # call_soon runs on the spot what would run on the loop thread.
+        self.bridge = types.SimpleNamespace(
+            world=World(), loop=Loop(), call_soon=lambda fn, *a: fn(*a))
         self.service = Service()
         self.connected = True
         self.subscribed = []    # (subject, queue) of every SUB

@@ -153,3 +153,79 @@ def test_events_header_counts_and_names_a_shared_table():
 def test_events_header_labels_equal_but_different_tables_apart():
     assert codec.events_header(1, 1) == '1 1'
     assert codec.events_header(1, True) == '1 True'
+
+
+# -- field types (issue 11, defect 6) ----------------------------------------
+
+def _ev(**fields):
+    event = {'table': 'lport', 'key': 'k', 'action': 'set',
+             'value': '{}', 'topic': 'D'}
+    event.update(fields)
+    return event
+
+
+GOOD_EVENTS = [
+    _ev(), _ev(key=None, value=None, topic=None), _ev(action='create'),
+    _ev(action='delete', value=None), _ev(action='update', value='ACTIVE'),
+    _ev(action='log', table='testing'), _ev(value=b'{}', topic=b'D'),
+    # Dragonflow 4.0.0's table monitors send etcd3gw's bytes keys.
+    _ev(key=b'chassis-1', table='chassis'),
+    _ev(extra='ignored'),
+]
+
+
+@pytest.mark.parametrize('event', GOOD_EVENTS)
+def test_events_of_the_expected_types_pass(event):
+    assert codec.is_event(event)
+    body = msgpack.packb(event, use_bin_type=True)
+    assert codec.unpack_events(body) == ([event], 0, None)
+
+
+BAD_EVENTS = [
+    (_ev(table=42), 'table is int'),
+    (_ev(table=None), 'table is NoneType'),
+    (_ev(table=b'lport'), 'table is bytes'),
+    (_ev(key=['a']), 'key is list'),
+    (_ev(key=7), 'key is int'),
+    (_ev(value={'a': 1}), 'value is dict'),
+    (_ev(value=msgpack.Timestamp(1, 0)), 'value is Timestamp'),
+    (_ev(value=1.5), 'value is float'),
+    (_ev(topic=['D']), 'topic is list'),
+    (_ev(action='bogus'), "unknown action 'bogus'"),
+    (_ev(action=None), 'action is NoneType'),
+    (_ev(action=['set']), 'action is list'),
+    (_ev(action=b'set'), 'action is bytes'),
+    (_ev(action='x' * 1000), "unknown action '" + 'x' * 31),
+]
+
+
+@pytest.mark.parametrize('event,problem', BAD_EVENTS)
+def test_events_of_other_types_are_malformed(event, problem):
+    assert not codec.is_event(event)
+    events, dropped, said = codec.unpack_events(codec.pack_event(event))
+    assert (events, dropped) == ([], 1)
+    assert said.startswith(problem), said
+    assert len(said) < 80
+
+
+@pytest.mark.parametrize('action', sorted(codec.CONTROL_ACTIONS))
+def test_control_actions_never_come_from_the_wire(action):
+    # Each makes a controller resync, reconnect or clear its store.
+    events, dropped, problem = codec.unpack_events(
+        codec.pack_event(_ev(table=None, key=None, value=None, topic=None,
+                             action=action)))
+    assert (events, dropped) == ([], 1)
+    assert 'never comes from the wire' in problem
+
+
+def test_badly_typed_event_in_a_batch_dropped_alone():
+    good = [_ev(key='k%d' % i) for i in range(4)]
+    body = codec.batch_body([codec.pack_event(good[0]),
+                             codec.pack_event(_ev(table=42)),
+                             codec.pack_event(good[1]),
+                             codec.pack_event(_ev(action='sync')),
+                             codec.pack_event(good[2]),
+                             codec.pack_event(good[3])])
+    events, dropped, problem = codec.unpack_events(body)
+    assert events == good and dropped == 2
+    assert problem == 'batch element: table is int'

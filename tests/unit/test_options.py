@@ -191,3 +191,25 @@ def test_group_readable_secret_warned(conf, tmp_path, caplog):
     options.validate(conf.conf)
     assert 'readable by its group or by others (mode 644)' in caplog.text
     assert _SEED not in caplog.text
+
+
+@pytest.mark.parametrize('values, option', [
+    (dict(resync_interval=-1.0), 'resync_interval'),
+    (dict(resync_interval=601.0), 'resync_interval'),
+    (dict(delivery_queue_size=1000), 'delivery_queue_size'),
+    (dict(delivery_queue_size=-1), 'delivery_queue_size'),
+])
+def test_bad_subscriber_bounds_are_named(conf, values, option):
+    _set(conf, **values)
+    with pytest.raises(options.ConfigError) as err:
+        options.validate(conf.conf)
+    assert err.value.option == option
+    assert str(err.value).startswith('[df_nats] %s: ' % option)
+
+
+def test_subscriber_bounds_by_default(conf):
+    group = options.validate(conf.conf)
+    assert 0 < group.resync_interval <= 10
+    assert group.delivery_queue_size == 64 * 1024 * 1024
+    _set(conf, resync_interval=0.0)
+    assert options.validate(conf.conf).resync_interval == 0.0

@@ -44,8 +44,12 @@ def test_header_round_trip():
     {'Df-Publisher': 'p', sequence.HEADER_SEQ: 'a.1'},
 ])
 def test_without_valid_headers_untracked(headers):
+    # A Df-Seq that cannot be read is said so (counted, logged), and is
+    # never tracked.
     tracker = sequence.SequenceTracker()
-    assert tracker.check('s', headers) == (sequence.UNTRACKED, 0)
+    unreadable = bool(headers) and sequence.HEADER_SEQ in headers
+    assert tracker.check('s', headers) == (
+        sequence.BAD_HEADER if unreadable else sequence.UNTRACKED, 0)
     assert len(tracker) == 0
 
 
@@ -178,3 +182,128 @@ def test_stream_mark_carries_the_last_number_and_refusals():
     tracker = sequence.SequenceTracker()
     tracker.check('s', _h(3, 'p', 'i'))
     assert tracker.check('s', headers) == (sequence.GAP, 1)
+
+
+# -- forged headers (issue 11): nothing forged drops later real events ----
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_forged_huge_mark_does_not_silence_the_publisher():
+    # Issue 11, defect 2: a mark copying a live stream with n = 10**12
+    # made every later real event a duplicate.
+    tracker = sequence.SequenceTracker()
+    for n in range(1, 11):
+        tracker.check('s', _h(n))
+    assert tracker.check('s', _mark(10 ** 12)) == (sequence.JUMP, 0)
+    for n in range(11, 111):
+        assert tracker.check('s', _h(n)) == (sequence.NEXT, 0), n
+
+
+def test_forged_huge_event_does_not_silence_the_publisher():
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(1))
+    assert tracker.check('s', _h(10 ** 12)) == (sequence.JUMP, 0)
+    assert tracker.check('s', _h(2)) == (sequence.NEXT, 0)
+
+
+def test_a_real_huge_jump_is_believed_when_the_stream_goes_on():
+    # A publisher that refused that many events while disconnected.
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(1))
+    far = 2 + sequence.MAX_JUMP + 5
+    assert tracker.check('s', _h(far)) == (sequence.JUMP, 0)
+    assert tracker.check('s', _h(far + 1)) == (sequence.NEXT, 0)
+    assert tracker.check('s', _h(far + 2)) == (sequence.NEXT, 0)
+    assert tracker.check('s', _h(far + 1)) == (sequence.DUPLICATE, 0)
+
+
+def test_forged_continuation_of_a_jump_costs_a_rebaseline_not_events():
+    # Two forged messages get the jump believed; the real stream then
+    # lies far below and starts a new baseline: delivered, resynced.
+    tracker = sequence.SequenceTracker()
+    for n in range(1, 6):
+        tracker.check('s', _h(n))
+    assert tracker.check('s', _h(10 ** 12)) == (sequence.JUMP, 0)
+    assert tracker.check('s', _h(10 ** 12 + 1)) == (sequence.NEXT, 0)
+    assert tracker.check('s', _h(6)) == (sequence.RESET, 0)
+    for n in range(7, 50):
+        assert tracker.check('s', _h(n)) == (sequence.NEXT, 0)
+
+
+def test_plausible_forged_jump_leaves_real_numbers_deliverable():
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(1))
+    assert tracker.check('s', _h(31)) == (sequence.GAP, 29)   # forged
+    for n in range(2, 31):   # the real ones, never seen: late, delivered
+        assert tracker.check('s', _h(n)) == (sequence.LATE, 0), n
+    assert tracker.check('s', _h(20)) == (sequence.DUPLICATE, 0)
+    assert tracker.check('s', _h(32)) == (sequence.NEXT, 0)
+    # Beyond the window nothing is taken for a duplicate either.
+    assert tracker.check('s', _h(5000)) == (sequence.GAP, 4967)
+    assert tracker.check('s', _h(33)) == (sequence.RESET, 0)
+    assert tracker.check('s', _h(34)) == (sequence.NEXT, 0)
+
+
+def test_known_streams_are_never_evicted_by_unknown_ones():
+    # Issue 11, defect 4: 5,000 forged streams pushed a real one out.
+    clock = _Clock()
+    tracker = sequence.SequenceTracker(max_streams=100, clock=clock)
+    tracker.set_known('real')
+    tracker.check('s', _h(1, 'real'))
+    for i in range(5000):
+        clock.now += 0.02   # 50 new streams/s: all admitted
+        tracker.check('s', _h(1, 'forged-%d' % i))
+    assert tracker.known_count() == 1
+    assert len(tracker) == 101 and tracker.evicted == 4900
+    assert tracker.check('s', _h(4, 'real')) == (sequence.GAP, 2)
+
+
+def test_unknown_streams_are_admitted_at_a_bounded_rate():
+    clock = _Clock()
+    tracker = sequence.SequenceTracker(clock=clock)
+    burst = int(2 * sequence.UNKNOWN_STREAM_RATE)
+    verdicts = [tracker.check('s', _h(1, 'f%d' % i))[0]
+                for i in range(burst + 50)]
+    assert verdicts.count(sequence.FIRST) == burst
+    assert verdicts[burst:] == [sequence.REFUSED] * 50
+    clock.now += 0.5
+    verdicts = [tracker.check('s', _h(1, 'g%d' % i))[0] for i in range(80)]
+    assert verdicts.count(sequence.FIRST) == 50
+    # A tracked stream goes on whatever the admission rate.
+    assert tracker.check('s', _h(2, 'f0')) == (sequence.NEXT, 0)
+
+
+def test_registered_later_moves_a_stream_to_the_protected_table():
+    tracker = sequence.SequenceTracker(max_streams=2)
+    tracker.check('s', _h(1, 'real'))
+    tracker.set_known('real')
+    assert tracker.check('s', _h(2, 'real')) == (sequence.NEXT, 0)
+    assert tracker.known_count() == 1
+    tracker.set_known('real', False)
+    for i in range(10):
+        tracker.check('s', _h(1, 'other-%d' % i))
+    assert tracker.check('s', _h(3, 'real')) == (sequence.NEXT, 0)
+
+
+def test_overlong_header_is_not_tracked():
+    tracker = sequence.SequenceTracker()
+    long_id = 'p' * sequence.MAX_SEQ_HEADER
+    assert tracker.check('s', _h(1, long_id)) == (sequence.BAD_HEADER, 0)
+    assert len(tracker) == 0
+
+
+def test_known_publishers_bounded():
+    tracker = sequence.SequenceTracker()
+    tracker.set_known('x' * sequence.MAX_SEQ_HEADER)
+    tracker.set_known(None)
+    assert tracker._known_publishers == set()
+    tracker.set_known('p')
+    tracker.set_known('p', False)
+    tracker.set_known('never-known', False)
+    assert tracker._known_publishers == set()

@@ -16,6 +16,9 @@ The fake stands in for the NATS connection only; what a real server does
 with queue groups is checked in tests/functional/test_listeners.py.
 """
 
+import asyncio
+import types
+
 import msgpack
 import pytest
 
@@ -252,8 +255,12 @@ def test_syncs_asked_for_before_one_runs_are_delivered_once(fake_conn):
     assert [c[1] for c in got.calls] == ['a', 'c', 'f', None]
     assert got.calls[-1] == SYNC
     assert sub.stats['gaps'] == 2 and sub.stats['syncs'] == 1
-    # A later gap gets a sync of its own.
+    # A later gap gets a sync of its own, paced: at the end of
+    # resync_interval after the last one.
     sub._deliver('p.topic.D', _numbered(9), _event('i'))
+    conn.bridge.world.run()
+    assert got.calls.count(SYNC) == 1
+    conn.bridge.loop.fire(sub._pacer.interval)
     conn.bridge.world.run()
     assert got.calls.count(SYNC) == 2
 
@@ -362,3 +369,180 @@ def test_running_subscribers_counters_shown_by_the_process_service(
     assert conn.service.subscribers == [sub.stats]
     sub.close()
     assert conn.service.subscribers == []
+
+
+# -- hostile input (issue 11) -------------------------------------------------
+
+def _paced(conn, sub):
+    # The pacer reads the fake loop's clock.
+    sub._pacer._clock = lambda: conn.bridge.loop.now
+
+
+def _syncs(got):
+    return got.calls.count((None, None, 'sync', None, None))
+
+
+def _set_event(key, action='set', **fields):
+    event = {'table': 'lport', 'key': key, 'action': action,
+             'value': '{}', 'topic': 'D'}
+    event.update(fields)
+    return codec.pack_event(event)
+
+
+def test_forged_jump_keeps_the_publisher_delivered(fake_conn):
+    conn = fake_conn()
+    sub, got = _subscriber(['D'])
+    sub.daemonize()
+    _paced(conn, sub)
+    sub._deliver('p.topic.D', _numbered(1), _set_event('k1'))
+    sub._deliver('p.topic.D', _numbered(10 ** 12, mark=True), b'')
+    for n in range(2, 102):
+        sub._deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
+    keys = [c[1] for c in got.calls if c[2] == 'set']
+    assert keys == ['k%d' % n for n in range(1, 102)]
+    assert sub.stats['jumps'] == 1 and sub.stats['duplicates'] == 0
+    assert _syncs(got) == 1
+    sub.close()
+
+
+def test_duplicates_dropped_counted_and_logged_once_a_second(fake_conn,
+                                                             caplog):
+    fake_conn()
+    sub, got = _subscriber(['D'])
+    sub.daemonize()
+    for n in (1, 2, 3):
+        sub._deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
+    for _ in range(50):
+        sub._deliver('p.topic.D', _numbered(2), _set_event('copy'))
+    assert sub.stats['duplicates'] == 50
+    assert 'copy' not in [c[1] for c in got.calls]
+    logged = [r for r in caplog.records if 'duplicate on' in r.getMessage()]
+    assert len(logged) == 1
+    assert 'compute-1 abcd.2' in logged[0].getMessage()
+    sub.close()
+
+
+def test_overlong_header_untracked_and_shown_short(fake_conn, caplog):
+    fake_conn()
+    sub, got = _subscriber(['D'])
+    sub.daemonize()
+    huge = {sequence.HEADER_SEQ: 'x' * 900000 + ' abcd.1'}
+    sub._deliver('p.topic.D', huge, _set_event('k'))
+    assert [c[1] for c in got.calls] == ['k']
+    assert sub.stats['bad_headers'] == 1 and len(sub._tracker) == 0
+    [line] = [r.getMessage() for r in caplog.records
+              if 'bad-header' in r.getMessage()]
+    assert len(line) < 300
+    sub.close()
+
+
+def test_syncs_paced_first_at_once_rest_at_the_interval_end(fake_conn):
+    conn = fake_conn(resync_interval=5.0)
+    sub, got = _subscriber(['D'])
+    sub.daemonize()
+    _paced(conn, sub)
+    loop = conn.bridge.loop
+    sub._deliver('p.topic.D', _numbered(1), _set_event('k'))
+    n = 1
+    for _ in range(100):        # a trickle of forged gaps
+        n += 2
+        sub._deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
+        loop.fire(0.01)
+    assert _syncs(got) == 1     # the first, at once
+    assert sub.stats['syncs_suppressed'] + sub.stats['syncs_delayed'] == 99
+    loop.fire(5.0)
+    assert _syncs(got) == 2     # the rest, once, at the interval's end
+    loop.fire(60.0)
+    assert _syncs(got) == 2 and sub.stats['syncs'] == 2
+    sub.close()
+
+
+def test_control_actions_from_the_wire_never_reach_the_callback(fake_conn):
+    fake_conn()
+    sub, got = _subscriber(['D'])
+    sub.daemonize()
+    for action in sorted(codec.CONTROL_ACTIONS) * 100:
+        sub._deliver('p.topic.D', None, _set_event(None, action=action))
+    sub._deliver('p.topic.D', None, _set_event('good'))
+    assert got.calls == [('lport', 'good', 'set', '{}', 'D')]
+    assert sub.stats['malformed'] == 500 and sub.stats['syncs'] == 0
+    sub.close()
+
+
+def _message(subject, data, headers=None):
+    return types.SimpleNamespace(subject=subject, data=data,
+                                 headers=headers)
+
+
+def test_delivery_queue_bounded_in_bytes_overflow_is_one_resync(fake_conn):
+    conn = fake_conn(delivery_queue_size=options.MIN_DELIVERY_QUEUE_SIZE)
+    world = conn.bridge.world
+    world.deferred = True
+    sub, got = _subscriber(['D'])
+    sub.daemonize()
+    body = _set_event('v', value='x' * 10000)
+    for _ in range(300):        # 3 MB for a queue of 1 MiB
+        asyncio.run(sub._on_message(_message('p.topic.D', body)))
+    queued = sub._queued_in - sub._queued_out
+    assert queued <= options.MIN_DELIVERY_QUEUE_SIZE
+    posted_messages = sum(1 for fn, _ in world.posted
+                          if fn == sub._deliver)
+    assert posted_messages < 110
+    world.run()
+    assert sub.stats['overflow'] == 300 - posted_messages
+    assert sub.stats['received'] == posted_messages
+    assert _syncs(got) == 1
+    assert sub._queued_in == sub._queued_out
+    # Room again: messages are taken.
+    asyncio.run(sub._on_message(_message('p.topic.D', body)))
+    world.run()
+    assert sub.stats['received'] == posted_messages + 1
+    sub.close()
+
+
+def test_headers_count_toward_the_queue_bytes(fake_conn):
+    conn = fake_conn(delivery_queue_size=options.MIN_DELIVERY_QUEUE_SIZE)
+    world = conn.bridge.world
+    world.deferred = True
+    sub, _ = _subscriber(['D'])
+    sub.daemonize()
+    headers = {sequence.HEADER_SEQ: 'p' * 500000 + ' a.1'}
+    for _ in range(10):
+        asyncio.run(sub._on_message(_message('p.topic.D', b'', headers)))
+    assert sub._queued_in - sub._queued_out <= (
+        options.MIN_DELIVERY_QUEUE_SIZE)
+    world.run()
+    assert sub.stats['overflow'] == 8
+    sub.close()
+
+
+def test_registered_publishers_known_to_the_tracker(fake_conn):
+    fake_conn()
+    sub, got = _subscriber(['D'])
+    sub.daemonize()
+    sub._on_publisher_event('publisher', 'compute-1', 'create', '{}', None)
+    sub._deliver('p.topic.D', _numbered(1), _set_event('k'))
+    assert sub._tracker.known_count() == 1
+    sub._on_publisher_event('publisher', 'compute-1', 'delete', None, None)
+    assert 'compute-1' not in sub._tracker._known_publishers
+    assert got.calls[0][:3] == ('publisher', 'compute-1', 'create')
+    sub.close()
+
+
+def test_fork_forgets_the_parents_queue_and_resync(fake_conn):
+    conn = fake_conn()
+    sub, got = _subscriber(['D'])
+    sub.daemonize()
+    # The parent had posted bytes and asked for a resync, never run here.
+    sub._queued_in = options.MIN_DELIVERY_QUEUE_SIZE * 10
+    conn.bridge.world.deferred = True
+    sub._request_sync('gap')
+    assert sub._pacer.pending
+    sub._context.inherited = True
+    child = fake_conn()
+    sub.register_topic('E')
+    assert sub._conn is child
+    assert sub._queued_in == sub._queued_out == 0
+    # The child asked for its own resync, at once.
+    assert _syncs(got) == 1
+    sub.close()
