@@ -24,6 +24,8 @@ import ssl
 import sys
 from typing import Dict, Optional
 
+from df_nats import options
+
 
 def process_name() -> str:
     """The name of this process as Dragonflow reports it."""
@@ -42,8 +44,8 @@ def process_name() -> str:
 
 
 def _tls_context(conf) -> Optional[ssl.SSLContext]:
-    tls_urls = any(url.startswith('tls://') for url in conf.servers)
-    if not (tls_urls or conf.tls_ca_file or conf.tls_cert_file):
+    # The system's CA bundle when no tls_ca_file is given.
+    if not options.tls_wanted(conf):
         return None
     context = ssl.create_default_context(cafile=conf.tls_ca_file)
     if conf.tls_cert_file:

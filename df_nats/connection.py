@@ -28,7 +28,7 @@ import asyncio
 import collections
 import threading
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import nats
 from nats import errors as nats_errors
@@ -37,6 +37,7 @@ from df_nats import client_options
 from df_nats import codec
 from df_nats import errors
 from df_nats import loop_logging
+from df_nats import nats_client
 from df_nats import options
 from df_nats import outbox as df_outbox
 from df_nats import outgoing
@@ -50,6 +51,10 @@ ConnectError = errors.ConnectError
 PublishBufferFull = errors.PublishBufferFull
 EventTooLarge = errors.EventTooLarge
 
+SubscribePermissionDenied = errors.SubscribePermissionDenied
+PlaintextRefused = nats_client.PlaintextRefused
+
+
 # Bytes of a message kept for its header block (NATS/1.0, Df-Seq with a
 # publisher id of up to 128 characters, Df-Events with a table label of up
 # to 128): an event may take max_payload less this.
@@ -57,6 +62,12 @@ HEADER_ROOM = 512
 # A batch is at most this many bytes (or max_payload, if smaller): one
 # drain step never writes more in one loop turn (see _drain).
 BATCH_BYTES = 256 * 1024
+# A refused publish is logged as an ERROR at most this often per subject
+# (every refusal is counted in stats['permission_denied']).
+_DENIED_LOG_INTERVAL = 10.0
+# Subjects remembered to name a refused publish in its own letter case
+# (nats-py lower-cases the server's error lines).
+_MAX_SENT_SUBJECTS = 4096
 
 
 class Connection:
@@ -88,6 +99,16 @@ class Connection:
         self._drain_task = None
         self._listeners: List[Callable[[], None]] = []
         self._last_error: Optional[BaseException] = None
+        # The error that explains a failed first connect best (a refused
+        # credential or a server without TLS), whatever came after it.
+        self._connect_cause: Optional[BaseException] = None
+        # Permission refusals (loop thread): subscriptions refused since
+        # they were asked for, waiters for refusals, log pacing.
+        self._refused_subscriptions = set()
+        self._denied_waiters: List[Tuple[Callable[[str, str], bool],
+                                         asyncio.Future]] = []
+        self._denied_logged: Dict[str, float] = {}
+        self._sent_subjects: Dict[str, str] = {}
         self._closing = False
         self._pacer = client_options.ReconnectPacer(
             self.conf.reconnect_time_wait, self.conf.reconnect_time_wait_max,
@@ -152,8 +173,9 @@ class Connection:
         wait = self.conf.initial_connect_wait
         servers = ', '.join(options.redact_url(u) for u in self.conf.servers)
         LOG.info('df-nats: connecting to %s', servers)
-        nc = nats.NATS()
-        self._last_error = None
+        nc = nats_client.GuardedClient(
+            require_tls=options.tls_wanted(self.conf))
+        self._last_error = self._connect_cause = None
         try:
             self.bridge.run(nc.connect(
                 error_cb=self._on_error,
@@ -163,17 +185,46 @@ class Connection:
                 reconnect_to_server_handler=self._pacer,
                 **client_options.connect_options(self.conf)), timeout=wait)
         except Exception as exc:
-            cause = self._last_error or exc
             raise ConnectError(
                 'cannot connect to NATS at %s within %s s'
-                ' ([df_nats] initial_connect_wait): %s: %s' % (
-                    servers, wait, type(cause).__name__, cause)) from None
+                ' ([df_nats] initial_connect_wait): %s' % (
+                    servers, wait, self._explain(
+                        self._connect_cause or self._last_error or exc))
+            ) from None
         self._nc = nc
         self._read_max_payload(nc)
         self._pacer.last_netloc = nc.connected_url.netloc
         LOG.info('df-nats: connected to %s',
                  options.redact_url(nc.connected_url.geturl()))
         self.bridge.call_soon(self.service.start, nc)
+
+    def _explain(self, exc) -> str:
+        """Why a connect failed, in words an operator can act on."""
+        if isinstance(exc, PlaintextRefused):
+            return str(exc)
+        if nats_client.is_authorization_error(exc):
+            return ('the server refused the credentials (Authorization'
+                    ' Violation): check [df_nats] %s' % self._auth_option())
+        if isinstance(exc, asyncio.TimeoutError) and not str(exc):
+            hint = ''
+            if options.tls_wanted(self.conf) and (
+                    not self.conf.tls_handshake_first):
+                hint = (' If the server is configured with TLS'
+                        ' handshake_first, set [df_nats]'
+                        ' tls_handshake_first = true.')
+            return ('TimeoutError: no answer from the server within'
+                    ' connect_timeout (%s s).%s' % (
+                        self.conf.connect_timeout, hint))
+        return '%s: %s' % (type(exc).__name__, exc)
+
+    def _auth_option(self) -> str:
+        conf = self.conf
+        for name in ('creds_file', 'nkey_seed_file', 'token'):
+            if conf[name]:
+                return name
+        return 'user and password' if conf.user else (
+            'user/password, token, nkey_seed_file or creds_file (none is'
+            ' set)')
 
     # -- callbacks (loop thread) -------------------------------------------
 
@@ -182,7 +233,62 @@ class Connection:
             return  # the service's own, logged once there
         self._last_error = exc
         self.stats['errors'] += 1
+        denied = nats_client.permission_violation(exc)
+        if denied is not None:
+            self._on_permission_denied(*denied)
+            return
+        if isinstance(exc, PlaintextRefused) or (
+                nats_client.is_authorization_error(exc)):
+            if self._connect_cause is None:
+                self._connect_cause = exc
+            LOG.error('df-nats: %s', self._explain(exc))
+            return
         LOG.warning('df-nats: NATS error: %s: %s', type(exc).__name__, exc)
+
+    def _on_permission_denied(self, kind: str, subject: str):
+        # nats-py lower-cases the server's error line: name the subject
+        # as we know it when we can.
+        if kind == 'subscribe':
+            if len(self._refused_subscriptions) > _MAX_SENT_SUBJECTS:
+                self._refused_subscriptions.clear()
+            self._refused_subscriptions.add(subject)
+        if subject.startswith(('$js.', '$kv.')):
+            subject = nats_client.subject_as_sent(
+                subject, self.conf.registry_bucket)
+        else:
+            subject = self._sent_subjects.get(subject, subject)
+        self.stats['permission_denied'] += 1
+        for predicate, future in list(self._denied_waiters):
+            if not future.done() and predicate(kind, subject):
+                future.set_result((kind, subject))
+        now = time.monotonic()
+        key = '%s %s' % (kind, subject.lower())
+        if now - self._denied_logged.get(key, -_DENIED_LOG_INTERVAL) < (
+                _DENIED_LOG_INTERVAL):
+            return
+        if len(self._denied_logged) > _MAX_SENT_SUBJECTS:
+            self._denied_logged.clear()
+        self._denied_logged[key] = now
+        LOG.error(
+            'df-nats: permission denied: the NATS server refused to let'
+            ' this user %s to %s%s (%d refusals so far; see the user\'s'
+            ' permissions in the server configuration)',
+            kind, subject,
+            ': what was sent there is lost' if kind == 'publish' else '',
+            self.stats['permission_denied'])
+
+    def permission_denied(self, predicate: Callable[[str, str], bool]
+                          ) -> asyncio.Future:
+        """A future for the next refusal ``predicate(kind, subject)`` takes.
+
+        Loop thread. Its result is ``(kind, subject)``, kind 'publish' or
+        'subscribe'; the subject may be lower-cased. Cancel it when done.
+        """
+        future = self.bridge.loop.create_future()
+        entry = (predicate, future)
+        self._denied_waiters.append(entry)
+        future.add_done_callback(lambda _: self._denied_waiters.remove(entry))
+        return future
 
     async def _on_disconnected(self):
         if self._closing:
@@ -301,6 +407,7 @@ class Connection:
             return True
         stream = group[0][0]
         n = stream.next_number()
+        self._remember_subject(stream.subject)
         count = len(group)
         body, headers, size = outgoing.message(stream, n, group)
         try:
@@ -337,6 +444,7 @@ class Connection:
                 return
             stream = group[0][0]
             n = stream.next_number()
+            self._remember_subject(stream.subject)
             count = len(group)
             body, headers, size = outgoing.message(stream, n, group)
             try:
@@ -363,6 +471,14 @@ class Connection:
             # the next one: a drain that wrote megabytes in one turn got
             # its own subscriptions cut off as slow consumers.
             await asyncio.sleep(0)
+
+    def _remember_subject(self, subject: str):
+        # Loop thread: to name a refused subject in its own letter case.
+        lower = subject.lower()
+        if lower not in self._sent_subjects:
+            if len(self._sent_subjects) >= _MAX_SENT_SUBJECTS:
+                self._sent_subjects.clear()
+            self._sent_subjects[lower] = subject
 
     async def _send_marks(self, nc) -> bool:
         marks, self._marks = self._marks, {}
@@ -463,8 +579,21 @@ class Connection:
                                timeout=timeouts.CONTROL)
 
     async def _subscribe(self, subject, handler, queue):
+        # The server answers a refused SUB with -ERR and keeps the
+        # connection; nats-py hands that to _on_error before the PONG
+        # that _confirm waits for, so the refusal is known here.
+        lower = subject.lower()
+        self._refused_subscriptions.discard(lower)
+        self._remember_subject(subject)
         sub = await self._nc.subscribe(subject, queue=queue, cb=handler)
         await self._confirm()
+        if lower in self._refused_subscriptions:
+            self._refused_subscriptions.discard(lower)
+            try:
+                await sub.unsubscribe()
+            except nats_errors.Error:
+                pass
+            raise SubscribePermissionDenied(subject)
         return sub
 
     def unsubscribe(self, sub):
@@ -480,8 +609,13 @@ class Connection:
 
     async def _confirm(self):
         # A PING/PONG round trip: the server has seen what we sent before.
+        # nats-py writes PING straight to the socket but leaves SUB/UNSUB
+        # in its pending list for its flusher task: written first here,
+        # or the PONG could come back before the server saw (or refused)
+        # the subscription.
         if self._nc.is_connected:
             try:
+                await self._nc._flush_pending(force_flush=True)
                 await self._nc.flush(timeout=timeouts.CONFIRM)
             except Exception as exc:
                 LOG.warning('df-nats: no PONG: %s', exc)

@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 from df_nats import errors
 from df_nats import loop_logging
@@ -141,7 +141,8 @@ class NatsServer(_Managed):
                  cluster_port: Optional[int] = None,
                  routes: Iterable[int] = (), extra_config: str = '',
                  monitor_port: Optional[int] = None,
-                 keep: bool = False) -> None:
+                 keep: bool = False,
+                 env: Optional[Dict[str, str]] = None) -> None:
         self.host = _loopback(host)
         self.client_port = port or free_port()
         self.monitor_port = monitor_port or free_port()
@@ -152,6 +153,8 @@ class NatsServer(_Managed):
         self.routes = [int(p) for p in routes]
         self.extra_config = extra_config
         self.keep = keep
+        # Added to the server's environment (variables its config reads).
+        self.env = env
         self.name = name or 'df-nats-%d' % self.client_port
         self.dir = tempfile.mkdtemp(prefix='df-nats-')
         self.store_dir = store_dir or os.path.join(self.dir, 'store')
@@ -213,8 +216,10 @@ class NatsServer(_Managed):
         with open(self.config_path, 'w') as f:
             f.write(self.config_text())
         self._log = open(self.log_path, 'ab')
+        env = dict(os.environ, **self.env) if self.env else None
         self._proc = subprocess.Popen(
             [binary, '-c', self.config_path], stdin=subprocess.DEVNULL,
+            env=env,
             stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True)
         with _lock:

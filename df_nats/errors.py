@@ -56,3 +56,28 @@ class BridgeTimeout(DfNatsError, TimeoutError):
 
 class RegistryUnavailable(DfNatsError, RuntimeError):
     """JetStream cannot be used; the registry is off, pub/sub goes on."""
+
+
+class SubscribePermissionDenied(DfNatsError, RuntimeError):
+    """The server refused a subscription: this user may not subscribe."""
+
+    def __init__(self, subject: str):
+        self.subject = subject
+        super().__init__(
+            'permission denied: the NATS server refused to let this user'
+            ' subscribe to %s (see the user\'s "subscribe" permissions in'
+            ' the server configuration)' % subject)
+
+
+class RegistryPermissionDenied(RegistryUnavailable):
+    """The server refused a subject the registry needs to this user."""
+
+    def __init__(self, kind: str, subject: str):
+        self.kind = kind
+        self.subject = subject
+        super().__init__(
+            'permission denied: the NATS server refused to let this user'
+            ' %s to %s, which the publisher registry needs (publish to'
+            ' $JS.API.> requests and $KV.<registry_bucket>.>, subscribe to'
+            ' _INBOX.>: see the sample server configuration in etc/)'
+            % (kind, subject))

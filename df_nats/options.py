@@ -21,11 +21,15 @@ configuration files. ``validate()`` checks them once, at start, and raises
 
 import os
 import re
+import stat
 from urllib import parse
 
 from oslo_config import cfg
 
 from df_nats import errors
+from df_nats import loop_logging
+
+LOG = loop_logging.get_logger(__name__)
 
 GROUP = 'df_nats'
 
@@ -34,6 +38,12 @@ _URL_SCHEMES = ('nats', 'tls')
 _PREFIX_TOKEN = re.compile(r'^[A-Za-z0-9_=-]+$')
 _BUCKET = re.compile(r'^[A-Za-z0-9_-]+$')
 _ROLE = re.compile(r'^[!-~]{1,64}$')
+_TLS_OPTIONS = ('tls_ca_file', 'tls_cert_file', 'tls_key_file',
+                'tls_hostname', 'tls_handshake_first')
+# What a NATS credentials file holds, and an NKey user seed.
+_CREDS_JWT = '-----BEGIN NATS USER JWT-----'
+_CREDS_SEED = '-----BEGIN USER NKEY SEED-----'
+_USER_SEED = re.compile(r'SU[A-Z2-7]{56}')
 
 # Bounds of the subscriber's hostile-input options.
 MAX_RESYNC_INTERVAL = 600
@@ -44,7 +54,10 @@ connection_opts = [
                 help='NATS server URLs (nats://host:port or tls://host:port),'
                      ' comma separated. Give every node of the cluster: the'
                      ' client connects to one and fails over to the others'
-                     ' and to the servers the cluster announces.'),
+                     ' and to the servers the cluster announces.'
+                     ' Credentials do not go here (user, password and token'
+                     ' do): a URL with user:password@ or token@ is'
+                     ' refused.'),
     cfg.StrOpt('subject_prefix', default='dragonflow',
                help='First tokens of every NATS subject df-nats uses. Topics'
                     ' become <subject_prefix>.topic.<topic> (neutron'
@@ -156,7 +169,10 @@ auth_opts = [
 tls_opts = [
     cfg.StrOpt('tls_ca_file',
                help='CA bundle that verifies the servers. Setting any tls_'
-                    ' option, or a tls:// URL, turns TLS on.'),
+                    ' option, or a tls:// URL, turns TLS on, and then TLS is'
+                    ' required: a server that does not offer it is refused'
+                    ' before any credential is sent, on every connect and'
+                    ' reconnect.'),
     cfg.StrOpt('tls_cert_file',
                help='Client certificate for mutual TLS.'),
     cfg.StrOpt('tls_key_file', help='Private key of tls_cert_file.'),
@@ -247,6 +263,18 @@ def _check_servers(servers):
             raise ConfigError('servers', '%r has no host' % shown)
         if port is None:
             raise ConfigError('servers', '%r has no port' % shown)
+        if parts.username is not None or parts.password is not None:
+            # Logged at DEBUG by log_opt_values and shown by ps when given
+            # on a command line: credentials have options of their own.
+            raise ConfigError(
+                'servers', '%r holds credentials: set them with [%s] user'
+                ' and password, or token, not in the URL' % (shown, GROUP))
+
+
+def tls_wanted(conf) -> bool:
+    """True when TLS is configured, and so required of every server."""
+    return (any(url.startswith('tls://') for url in conf.servers)
+            or any(conf[name] for name in _TLS_OPTIONS))
 
 
 def _check_prefix(prefix):
@@ -275,6 +303,62 @@ def _check_files(conf):
     if len(methods) > 1:
         raise ConfigError(methods[1], 'only one authentication method may'
                           ' be set, found: %s' % ', '.join(methods))
+    _check_credential_files(conf)
+
+
+def _read_secret_file(name, path) -> str:
+    try:
+        with open(path, 'rb') as secret:
+            return secret.read(64 * 1024).decode('ascii', 'replace')
+    except OSError as exc:
+        raise ConfigError(name, '%s cannot be read (%s)' % (
+            path, exc.strerror)) from None
+
+
+def _warn_if_readable_by_others(name, path):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        LOG.warning('df-nats: [%s] %s: %s holds a secret but is readable by'
+                    ' its group or by others (mode %03o); chmod 600 it',
+                    GROUP, name, path, stat.S_IMODE(mode))
+
+
+def _check_credential_files(conf):
+    """Format and modes of the NKey seed and credentials files.
+
+    nats-py reads them only when it connects, and a file of the wrong
+    kind then fails with a TypeError; here it fails at start, naming the
+    option. Never quotes the files' content.
+    """
+    if conf.creds_file:
+        text = _read_secret_file('creds_file', conf.creds_file)
+        if _CREDS_JWT not in text or _CREDS_SEED not in text:
+            hint = (' it holds an NKey seed: that goes in'
+                    ' [%s] nkey_seed_file' % GROUP
+                    if _USER_SEED.search(text) else '')
+            raise ConfigError(
+                'creds_file', '%s is not a NATS credentials file (a user'
+                ' JWT and an NKey seed between -----BEGIN ...----- lines);'
+                '%s' % (conf.creds_file, hint or ' see "nsc generate'
+                        ' creds"'))
+        _warn_if_readable_by_others('creds_file', conf.creds_file)
+    if conf.nkey_seed_file:
+        text = _read_secret_file('nkey_seed_file', conf.nkey_seed_file)
+        if _CREDS_JWT in text:
+            raise ConfigError(
+                'nkey_seed_file', '%s is a credentials file (JWT and seed):'
+                ' that goes in [%s] creds_file' % (conf.nkey_seed_file,
+                                                   GROUP))
+        if not _USER_SEED.search(text):
+            raise ConfigError(
+                'nkey_seed_file', '%s holds no NKey user seed (a line of 58'
+                ' characters starting with SU)' % conf.nkey_seed_file)
+        _warn_if_readable_by_others('nkey_seed_file', conf.nkey_seed_file)
+    if conf.tls_key_file:
+        _warn_if_readable_by_others('tls_key_file', conf.tls_key_file)
 
 
 def _check_registry(conf):

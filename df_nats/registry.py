@@ -175,7 +175,8 @@ class Registration:
         self._wake = asyncio.Event()
         self.conn.add_listener(self._wake.set)
         try:
-            await asyncio.wait_for(self._register(), timeouts.REGISTER_WAIT)
+            await asyncio.wait_for(registry_bucket.fail_on_permission_denied(
+                self.conn, self._register()), timeouts.REGISTER_WAIT)
         except errors.ConfigError:
             self.conn.remove_listener(self._wake.set)
             raise
@@ -278,10 +279,9 @@ class Registration:
             if spare > 0:
                 await asyncio.sleep(spare)
             try:
-                if self._kv is None:
-                    await self._register()
-                else:
-                    await self._refresh()
+                await registry_bucket.fail_on_permission_denied(
+                    self.conn, self._register() if self._kv is None
+                    else self._refresh())
             except asyncio.CancelledError:
                 raise
             except errors.ConfigError as exc:

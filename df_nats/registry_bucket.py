@@ -27,6 +27,7 @@ from nats.js import errors as js_errors
 
 from df_nats import errors
 from df_nats import loop_logging
+from df_nats import nats_client
 from df_nats import timeouts
 
 LOG = loop_logging.get_logger(__name__)
@@ -105,3 +106,35 @@ async def _create_bucket(js, conf):
             if exc.code not in (500, 503) or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.25)
+
+
+def _registry_subject(kind: str, subject: str) -> bool:
+    # nats-py lower-cases the subjects of the server's errors.
+    return subject.lower().startswith(('$js.', '$kv.', '_inbox.'))
+
+
+async def fail_on_permission_denied(conn, coro):
+    """Await ``coro``; a refusal of a JetStream, KV or inbox subject on
+    ``conn`` meanwhile ends it at once with ``RegistryPermissionDenied``.
+
+    Without this a refused JetStream request only times out
+    (``timeouts.JETSTREAM_REQUEST``) and looks like JetStream being
+    down.
+    """
+    denied = conn.permission_denied(_registry_subject)
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.wait({task, denied},
+                           return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        if not denied.done():
+            denied.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    kind, subject = denied.result()
+    raise errors.RegistryPermissionDenied(kind, nats_client.subject_as_sent(
+        subject, conn.conf.registry_bucket))

@@ -101,8 +101,10 @@ class PublisherWatch:
 
     def start(self, timeout: float = timeouts.SNAPSHOT) -> List[Dict]:
         """Start watching; the publishers registered now."""
-        return self.conn.bridge.run(self._start(),
-                                    timeout=timeout + timeouts.GRACE)
+        return self.conn.bridge.run(
+            registry_bucket.fail_on_permission_denied(
+                self.conn, self._start()),
+            timeout=timeout + timeouts.GRACE)
 
     def publishers(self) -> List[Dict]:
         """The publishers this watch knows to be alive."""

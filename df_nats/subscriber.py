@@ -147,7 +147,13 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
         LOG.info('df-nats: register topic %r', topic)
         self._topics[key] = None
         if self._running:
-            self._topics[key] = self._subscribe(key)
+            try:
+                self._topics[key] = self._subscribe(key)
+            except Exception:
+                # Refused (SubscribePermissionDenied) or failed: not
+                # registered, so that a later call asks the server again.
+                del self._topics[key]
+                raise
         return True
 
     def unregister_topic(self, topic):
@@ -175,6 +181,21 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             self._shared[subject] = shared
         shared.topics += 1
         return shared
+
+    def _unsubscribe_all(self, conn):
+        subs = {id(sub): sub for sub in self._topics.values()
+                if sub is not None}
+        for key in self._topics:
+            self._topics[key] = None
+        self._shared.clear()
+        for sub in subs.values():
+            if isinstance(sub, _SharedSubscription):
+                sub = sub.subscription
+            try:
+                conn.unsubscribe(sub)
+            except Exception as exc:
+                LOG.warning('df-nats: unsubscribing: %s: %s',
+                            type(exc).__name__, exc)
 
     def _release(self, sub):
         """The NATS subscription to end as one topic stops using ``sub``.
@@ -258,6 +279,9 @@ class NatsSubscriber(pubsub_api.SubscriberApi):
             for key in list(self._topics):
                 self._topics[key] = self._subscribe(key)
         except Exception:
+            # A refused topic (SubscribePermissionDenied) fails the whole
+            # start: end what was subscribed before it.
+            self._unsubscribe_all(conn)
             self._conn = None
             conn.release()
             raise

@@ -59,6 +59,26 @@ def nats_cluster():
         yield cluster
 
 
+@pytest.fixture(scope='session')
+def tls_files(tmp_path_factory):
+    """A test CA with server and client certificates, made at test time
+    (paths by name: ca, server_cert, server_key, client_cert, client_key).
+    """
+    from tests.functional import pki
+    return pki.make_pki(str(tmp_path_factory.mktemp('pki')))
+
+
+@pytest.fixture(scope='module')
+def sample_cluster(tls_files):
+    """A 3-node TLS cluster from etc/nats-server/df-nats-cluster.conf, as
+    shipped but for ports and paths; ``options(role)`` are the [df_nats]
+    options of its users (publisher, controller, watcher).
+    """
+    from tests.functional import sample_cluster as sample
+    with sample.SampleCluster(tls_files) as cluster:
+        yield cluster
+
+
 @pytest.fixture(params=['127.0.0.1', 'localhost'])
 def nats_url(request, nats_server):
     """The session server's URL, by IP and by the name 'localhost'."""

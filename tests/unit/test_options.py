@@ -125,6 +125,74 @@ def test_listener_queue_group_on_by_default(conf):
     assert options.validate(conf.conf).listener_queue_group is False
 
 
+@pytest.mark.parametrize('url', ['nats://df:s3cret@127.0.0.1:4222',
+                                 'tls://s3cret@127.0.0.1:4222',
+                                 'nats://df:@127.0.0.1:4222'])
+def test_credentials_in_servers_refused(conf, url):
+    _set(conf, servers=['nats://127.0.0.1:4223', url])
+    with pytest.raises(options.ConfigError, match='user and password, or'
+                       ' token, not in the URL') as err:
+        options.validate(conf.conf)
+    assert err.value.option == 'servers'
+    assert 's3cret' not in str(err.value) and 'df:' not in str(err.value)
+
+
+@pytest.mark.parametrize('values, wanted', [
+    ({}, False),
+    ({'servers': ['tls://127.0.0.1:4222']}, True),
+    ({'tls_hostname': 'nats.example.net'}, True),
+    ({'tls_handshake_first': True}, True),
+])
+def test_tls_wanted(conf, values, wanted):
+    _set(conf, **values)
+    assert options.tls_wanted(conf.conf[options.GROUP]) is wanted
+
+
+_SEED = 'SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU'
+_CREDS = ('-----BEGIN NATS USER JWT-----\neyJhbGciOi.e30.c2ln\n'
+          '------END NATS USER JWT------\n\n'
+          '-----BEGIN USER NKEY SEED-----\n%s\n'
+          '------END USER NKEY SEED------\n' % _SEED)
+
+
+def _secret(tmp_path, name, text, mode=0o600):
+    path = tmp_path / name
+    path.write_text(text)
+    path.chmod(mode)
+    return str(path)
+
+
+@pytest.mark.parametrize('option, text, problem', [
+    ('creds_file', _SEED + '\n', 'goes in \\[df_nats\\] nkey_seed_file'),
+    ('creds_file', 'hello\n', 'not a NATS credentials file'),
+    ('nkey_seed_file', _CREDS, 'goes in \\[df_nats\\] creds_file'),
+    ('nkey_seed_file', 'SU-not-a-seed\n', 'holds no NKey user seed'),
+])
+def test_credential_file_of_the_wrong_kind(conf, tmp_path, option, text,
+                                           problem):
+    _set(conf, **{option: _secret(tmp_path, 'secret', text)})
+    with pytest.raises(options.ConfigError, match=problem) as err:
+        options.validate(conf.conf)
+    assert err.value.option == option
+    assert _SEED not in str(err.value)
+
+
+def test_credential_files_of_the_right_kind(conf, tmp_path):
+    _set(conf, creds_file=_secret(tmp_path, 'u.creds', _CREDS))
+    options.validate(conf.conf)
+    _set(conf, creds_file=None,
+         nkey_seed_file=_secret(tmp_path, 'u.nk', _SEED + '\n'))
+    options.validate(conf.conf)
+
+
+def test_group_readable_secret_warned(conf, tmp_path, caplog):
+    _set(conf, nkey_seed_file=_secret(tmp_path, 'u.nk', _SEED + '\n',
+                                      mode=0o644))
+    options.validate(conf.conf)
+    assert 'readable by its group or by others (mode 644)' in caplog.text
+    assert _SEED not in caplog.text
+
+
 @pytest.mark.parametrize('values, option', [
     (dict(resync_interval=-1.0), 'resync_interval'),
     (dict(resync_interval=601.0), 'resync_interval'),
