@@ -19,13 +19,12 @@ configuration files. ``validate()`` checks them once, at start, and raises
 ``ConfigError`` naming the option that is wrong.
 """
 
-import os
 import re
-import stat
 from urllib import parse
 
 from oslo_config import cfg
 
+from df_nats import credential_files
 from df_nats import errors
 from df_nats import loop_logging
 
@@ -40,10 +39,6 @@ _BUCKET = re.compile(r'^[A-Za-z0-9_-]+$')
 _ROLE = re.compile(r'^[!-~]{1,64}$')
 _TLS_OPTIONS = ('tls_ca_file', 'tls_cert_file', 'tls_key_file',
                 'tls_hostname', 'tls_handshake_first')
-# What a NATS credentials file holds, and an NKey user seed.
-_CREDS_JWT = '-----BEGIN NATS USER JWT-----'
-_CREDS_SEED = '-----BEGIN USER NKEY SEED-----'
-_USER_SEED = re.compile(r'SU[A-Z2-7]{56}')
 
 # Bounds of the subscriber's hostile-input options.
 MAX_RESYNC_INTERVAL = 600
@@ -286,81 +281,6 @@ def _check_prefix(prefix):
             ' or "="' % prefix)
 
 
-def _check_files(conf):
-    for name in ('nkey_seed_file', 'creds_file', 'tls_ca_file',
-                 'tls_cert_file', 'tls_key_file'):
-        path = conf[name]
-        if path and not os.access(path, os.R_OK):
-            raise ConfigError(name, '%s is not a readable file' % path)
-    if bool(conf.tls_cert_file) != bool(conf.tls_key_file):
-        raise ConfigError('tls_key_file' if conf.tls_cert_file
-                          else 'tls_cert_file',
-                          'tls_cert_file and tls_key_file go together')
-    if conf.password and not conf.user:
-        raise ConfigError('user', 'a password is set but no user')
-    methods = [n for n in ('token', 'nkey_seed_file', 'creds_file')
-               if conf[n]] + (['user'] if conf.user else [])
-    if len(methods) > 1:
-        raise ConfigError(methods[1], 'only one authentication method may'
-                          ' be set, found: %s' % ', '.join(methods))
-    _check_credential_files(conf)
-
-
-def _read_secret_file(name, path) -> str:
-    try:
-        with open(path, 'rb') as secret:
-            return secret.read(64 * 1024).decode('ascii', 'replace')
-    except OSError as exc:
-        raise ConfigError(name, '%s cannot be read (%s)' % (
-            path, exc.strerror)) from None
-
-
-def _warn_if_readable_by_others(name, path):
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        LOG.warning('df-nats: [%s] %s: %s holds a secret but is readable by'
-                    ' its group or by others (mode %03o); chmod 600 it',
-                    GROUP, name, path, stat.S_IMODE(mode))
-
-
-def _check_credential_files(conf):
-    """Format and modes of the NKey seed and credentials files.
-
-    nats-py reads them only when it connects, and a file of the wrong
-    kind then fails with a TypeError; here it fails at start, naming the
-    option. Never quotes the files' content.
-    """
-    if conf.creds_file:
-        text = _read_secret_file('creds_file', conf.creds_file)
-        if _CREDS_JWT not in text or _CREDS_SEED not in text:
-            hint = (' it holds an NKey seed: that goes in'
-                    ' [%s] nkey_seed_file' % GROUP
-                    if _USER_SEED.search(text) else '')
-            raise ConfigError(
-                'creds_file', '%s is not a NATS credentials file (a user'
-                ' JWT and an NKey seed between -----BEGIN ...----- lines);'
-                '%s' % (conf.creds_file, hint or ' see "nsc generate'
-                        ' creds"'))
-        _warn_if_readable_by_others('creds_file', conf.creds_file)
-    if conf.nkey_seed_file:
-        text = _read_secret_file('nkey_seed_file', conf.nkey_seed_file)
-        if _CREDS_JWT in text:
-            raise ConfigError(
-                'nkey_seed_file', '%s is a credentials file (JWT and seed):'
-                ' that goes in [%s] creds_file' % (conf.nkey_seed_file,
-                                                   GROUP))
-        if not _USER_SEED.search(text):
-            raise ConfigError(
-                'nkey_seed_file', '%s holds no NKey user seed (a line of 58'
-                ' characters starting with SU)' % conf.nkey_seed_file)
-        _warn_if_readable_by_others('nkey_seed_file', conf.nkey_seed_file)
-    if conf.tls_key_file:
-        _warn_if_readable_by_others('tls_key_file', conf.tls_key_file)
-
-
 def _check_registry(conf):
     if not _BUCKET.match(conf.registry_bucket or ''):
         raise ConfigError('registry_bucket',
@@ -410,7 +330,7 @@ def validate(conf=None):
                           ) from None
     _check_servers(servers)
     _check_prefix(prefix)
-    _check_files(conf)
+    credential_files.check(conf, GROUP)
     _check_registry(conf)
     _check_reconnect(conf)
     _check_subscriber(conf)
