@@ -52,7 +52,8 @@ def _start(world, scenario, urls, tmp_path, debug=False,
         'tests.functional.world_runner', args + [scenario] + list(urls),
         world=world, label=scenario, paths=[ROOT], cwd=ROOT,
         env={'DF_NATS_TEST_TMP': str(tmp_path)},
-        log_path=str(tmp_path / ('%s-%s.log' % (scenario, world))))
+        log_path=os.path.join(str(tmp_path),
+                              '%s-%s.log' % (scenario, world)))
 
 
 def _finish(proc, timeout=120, with_stderr=False):
