@@ -10,7 +10,6 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-
 """One subscriber's receive path, from the loop thread to the callback."""
 
 import collections
