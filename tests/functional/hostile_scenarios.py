@@ -203,12 +203,12 @@ def scenario_forged_gaps_paced(ctx):
     # A trickle of forged gaps: 1,000 messages a second for 3 s, each
     # skipping a number of a stream of its own.
     gap_times = []
-    count_gap = sub._count_gap
+    count_gap = sub._delivery._count_gap
 
     def timed_gap(*args):
         gap_times.append(time.monotonic())
         count_gap(*args)
-    sub._count_gap = timed_gap
+    sub._delivery._count_gap = timed_gap
     gaps = [[subject, {SEQ: 'forger f00d.%d' % (2 * i + 1)}, _body('g'), 1]
             for i in range(3000)]
     started = time.monotonic()
@@ -258,10 +258,11 @@ def scenario_tracker_blinding(ctx):
     ctx.wait_until(lambda: got.syncs >= 1, what='the sync of the real gap'
                    ' (%s)' % sub.stats)
     assert sub.stats['gaps'] == 1 and sub.stats['missed'] == 1, sub.stats
-    assert sub._tracker.known_count() == 1, len(sub._tracker)
+    tracker = sub._delivery._tracker
+    assert tracker.known_count() == 1, len(tracker)
     print('tracker blinding: %d forged streams, %d tracked, %d untracked'
           ' (over the admission rate); the real gap gave %d sync' % (
-              5000, len(sub._tracker) - 1, sub.stats['untracked_streams'],
+              5000, len(tracker) - 1, sub.stats['untracked_streams'],
               got.syncs))
     pub.close()
     sub.close()
@@ -288,9 +289,9 @@ def scenario_big_headers(ctx):
     delivered = got.keys().count('big')
     print('big headers: 300 x 900 KiB Df-Seq values, RSS %+.1f MiB,'
           ' %d delivered, %d streams tracked, %d dropped (queue full),'
-          ' %d resync(s)' % (grown, delivered, len(sub._tracker),
+          ' %d resync(s)' % (grown, delivered, len(sub._delivery._tracker),
                              sub.stats['overflow'], got.syncs))
-    assert len(sub._tracker) <= 1, len(sub._tracker)
+    assert len(sub._delivery._tracker) <= 1, len(sub._delivery._tracker)
     assert sub.stats['bad_headers'] == delivered, sub.stats
     # Nothing lost without a resync.
     assert delivered + sub.stats['overflow'] == 300 or got.syncs, sub.stats
@@ -330,7 +331,8 @@ def scenario_slow_callback_queue_bounded(ctx):
               count, queue >> 20, got.keys().count('flood'),
               sub.stats['overflow'], got.syncs, grown))
     assert sub.stats['overflow'] > 0, sub.stats
-    assert sub._queued_in == sub._queued_out   # nothing left counted
+    # nothing left counted
+    assert sub._delivery._queued_in == sub._delivery._queued_out
     _send(pub, ['after-flood'])
     ctx.wait_until(lambda: 'after-flood' in got.keys())
     pub.close()

@@ -131,10 +131,10 @@ def test_shared_subject_holes_are_not_gaps(fake_conn):
     # This member's share of one publisher's stream: 1, 4, 9 (the other
     # members had the rest), then a mark after the publisher's reconnect.
     for n in (1, 4, 9):
-        sub._deliver('p.listeners', _numbered(n),
-                     _status('port-%d' % n, 'listener_b'))
-    sub._deliver('p.listeners', _numbered(9, mark=True), b'')
-    sub._deliver('p.listeners', _numbered(30, mark=True), b'')
+        sub._delivery.deliver('p.listeners', _numbered(n),
+                              _status('port-%d' % n, 'listener_b'))
+    sub._delivery.deliver('p.listeners', _numbered(9, mark=True), b'')
+    sub._delivery.deliver('p.listeners', _numbered(30, mark=True), b'')
     assert got.calls == [('lport', 'port-%d' % n, 'update', 'ACTIVE',
                           'listener_b') for n in (1, 4, 9)]
     assert sub.stats['gaps'] == sub.stats['syncs'] == 0
@@ -150,7 +150,8 @@ def test_the_same_holes_elsewhere_are_gaps(fake_conn):
     sub, got = _subscriber(['D'])
     sub.daemonize()
     for n in (1, 4, 9):
-        sub._deliver('p.topic.D', _numbered(n), _status('k%d' % n, 'D'))
+        sub._delivery.deliver('p.topic.D', _numbered(n),
+                              _status('k%d' % n, 'D'))
     assert sub.stats['gaps'] == 2 and sub.stats['missed'] == 6
     assert sub.stats['syncs'] >= 1
     assert got.calls.count((None, None, 'sync', None, None)) >= 1
@@ -161,8 +162,8 @@ def test_malformed_on_the_shared_subject_is_still_counted(fake_conn):
     fake_conn()
     sub, got = _subscriber(['listener_a'])
     sub.daemonize()
-    sub._deliver('p.listeners', _numbered(1), b'\xc1not msgpack')
-    sub._deliver('p.listeners', None, b'')  # no headers, no body
+    sub._delivery.deliver('p.listeners', _numbered(1), b'\xc1not msgpack')
+    sub._delivery.deliver('p.listeners', None, b'')  # no headers, no body
     assert sub.stats['malformed'] == 2
     assert got.calls == []
     sub.close()
@@ -209,7 +210,7 @@ def test_a_batch_is_delivered_in_order_one_call_per_event(fake_conn):
     _, sub, got = _running(fake_conn)
     body = codec.batch_body([_event('a'), _event('b', 'lswitch'),
                              _event('c')])
-    sub._deliver('p.topic.D', _numbered(1), body)
+    sub._delivery.deliver('p.topic.D', _numbered(1), body)
     assert got.calls == [('lport', 'a', 'set', '{}', 'D'),
                          ('lswitch', 'b', 'set', '{}', 'D'),
                          ('lport', 'c', 'set', '{}', 'D')]
@@ -220,7 +221,7 @@ def test_a_malformed_element_is_dropped_without_its_neighbours(fake_conn):
     _, sub, got = _running(fake_conn)
     not_an_event = msgpack.packb({'table': 'lport'})
     body = codec.batch_body([_event('a'), not_an_event, _event('c')])
-    sub._deliver('p.topic.D', _numbered(1), body)
+    sub._delivery.deliver('p.topic.D', _numbered(1), body)
     assert [key for _, key, _, _, _ in got.calls] == ['a', 'c']
     assert sub.stats['malformed'] == 1 and sub.stats['received'] == 2
 
@@ -229,7 +230,7 @@ def test_duplicates_are_dropped_and_counted(fake_conn):
     _, sub, got = _running(fake_conn)
     for n, key in ((1, 'a'), (2, 'b'), (2, 'b-again'), (1, 'a-again'),
                    (3, 'c')):
-        sub._deliver('p.topic.D', _numbered(n), _event(key))
+        sub._delivery.deliver('p.topic.D', _numbered(n), _event(key))
     assert [key for _, key, _, _, _ in got.calls] == ['a', 'b', 'c']
     assert sub.stats['duplicates'] == 2
     assert sub.stats['gaps'] == sub.stats['syncs'] == 0
@@ -237,8 +238,8 @@ def test_duplicates_are_dropped_and_counted(fake_conn):
 
 def test_a_gap_delivers_the_event_then_one_sync(fake_conn):
     _, sub, got = _running(fake_conn)
-    sub._deliver('p.topic.D', _numbered(1), _event('a'))
-    sub._deliver('p.topic.D', _numbered(5), _event('e'))
+    sub._delivery.deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._delivery.deliver('p.topic.D', _numbered(5), _event('e'))
     assert got.calls[0][1] == 'a' and got.calls[1][1] == 'e'
     assert got.calls[2:] == [SYNC]
     assert (sub.stats['gaps'], sub.stats['missed'],
@@ -248,19 +249,19 @@ def test_a_gap_delivers_the_event_then_one_sync(fake_conn):
 def test_syncs_asked_for_before_one_runs_are_delivered_once(fake_conn):
     conn, sub, got = _running(fake_conn)
     conn.bridge.world.deferred = True
-    sub._deliver('p.topic.D', _numbered(1), _event('a'))
-    sub._deliver('p.topic.D', _numbered(3), _event('c'))   # a gap
-    sub._deliver('p.topic.D', _numbered(6), _event('f'))   # another
+    sub._delivery.deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._delivery.deliver('p.topic.D', _numbered(3), _event('c'))   # a gap
+    sub._delivery.deliver('p.topic.D', _numbered(6), _event('f'))   # another
     conn.bridge.world.run()
     assert [c[1] for c in got.calls] == ['a', 'c', 'f', None]
     assert got.calls[-1] == SYNC
     assert sub.stats['gaps'] == 2 and sub.stats['syncs'] == 1
     # A later gap gets a sync of its own, paced: at the end of
     # resync_interval after the last one.
-    sub._deliver('p.topic.D', _numbered(9), _event('i'))
+    sub._delivery.deliver('p.topic.D', _numbered(9), _event('i'))
     conn.bridge.world.run()
     assert got.calls.count(SYNC) == 1
-    conn.bridge.loop.fire(sub._pacer.interval)
+    conn.bridge.loop.fire(sub._delivery._pacer.interval)
     conn.bridge.world.run()
     assert got.calls.count(SYNC) == 2
 
@@ -270,8 +271,8 @@ def test_a_reconnect_and_a_gap_before_the_sync_share_it(fake_conn, caplog):
     conn.bridge.world.deferred = True
     for listener in conn.listeners:   # heard on the loop thread
         listener()
-    sub._deliver('p.topic.D', _numbered(1), _event('a'))
-    sub._deliver('p.topic.D', _numbered(3), _event('c'))
+    sub._delivery.deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._delivery.deliver('p.topic.D', _numbered(3), _event('c'))
     conn.bridge.world.run()
     assert got.calls.count(SYNC) == 1 and sub.stats['syncs'] == 1
     assert 'missed (gap, reconnect)' in caplog.text
@@ -279,10 +280,10 @@ def test_a_reconnect_and_a_gap_before_the_sync_share_it(fake_conn, caplog):
 
 def test_marks_deliver_nothing_and_a_mark_past_the_last_is_a_gap(fake_conn):
     _, sub, got = _running(fake_conn)
-    sub._deliver('p.topic.D', _numbered(1), _event('a'))
-    sub._deliver('p.topic.D', _numbered(1, mark=True), b'')
+    sub._delivery.deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._delivery.deliver('p.topic.D', _numbered(1, mark=True), b'')
     assert [c[1] for c in got.calls] == ['a'] and sub.stats['syncs'] == 0
-    sub._deliver('p.topic.D', _numbered(4, mark=True), b'')
+    sub._delivery.deliver('p.topic.D', _numbered(4, mark=True), b'')
     assert got.calls[1:] == [SYNC]
     assert sub.stats['marks'] == 2 and sub.stats['gaps'] == 1
 
@@ -298,7 +299,7 @@ def test_a_failing_callback_is_counted_and_the_next_event_delivered(
             raise ValueError('expected')
     sub.initialize(callback)
     body = codec.batch_body([_event('a'), _event('b')])
-    sub._deliver('p.topic.D', _numbered(1), body)
+    sub._delivery.deliver('p.topic.D', _numbered(1), body)
     assert seen == ['a', 'b'] and sub.stats['callback_errors'] == 1
 
 
@@ -306,11 +307,12 @@ def test_nothing_is_delivered_after_close_not_even_a_queued_sync(
         fake_conn):
     conn, sub, got = _running(fake_conn)
     conn.bridge.world.deferred = True
-    sub._deliver('p.topic.D', _numbered(1), _event('a'))
-    sub._deliver('p.topic.D', _numbered(3), _event('c'))  # sync queued
+    sub._delivery.deliver('p.topic.D', _numbered(1), _event('a'))
+    # A gap: a sync is queued.
+    sub._delivery.deliver('p.topic.D', _numbered(3), _event('c'))
     sub.close()
     conn.bridge.world.run()
-    sub._deliver('p.topic.D', _numbered(4), _event('d'))
+    sub._delivery.deliver('p.topic.D', _numbered(4), _event('d'))
     assert [c[1] for c in got.calls] == ['a', 'c']
     assert conn.users == 0 and conn.listeners == []
 
@@ -338,7 +340,7 @@ def test_an_inherited_subscriber_moves_and_asks_for_a_sync(
     sub.register_topic('D')
     monkeypatch.setattr(process_context, 'current', lambda: contexts[-1])
     sub.daemonize()
-    sub._deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._delivery.deliver('p.topic.D', _numbered(1), _event('a'))
     # A fork: the parent's context inherited, the child's current.
     parent.inherited = True
     contexts.append(child)
@@ -375,7 +377,7 @@ def test_running_subscribers_counters_shown_by_the_process_service(
 
 def _paced(conn, sub):
     # The pacer reads the fake loop's clock.
-    sub._pacer._clock = lambda: conn.bridge.loop.now
+    sub._delivery._pacer._clock = lambda: conn.bridge.loop.now
 
 
 def _syncs(got):
@@ -394,10 +396,10 @@ def test_forged_jump_keeps_the_publisher_delivered(fake_conn):
     sub, got = _subscriber(['D'])
     sub.daemonize()
     _paced(conn, sub)
-    sub._deliver('p.topic.D', _numbered(1), _set_event('k1'))
-    sub._deliver('p.topic.D', _numbered(10 ** 12, mark=True), b'')
+    sub._delivery.deliver('p.topic.D', _numbered(1), _set_event('k1'))
+    sub._delivery.deliver('p.topic.D', _numbered(10 ** 12, mark=True), b'')
     for n in range(2, 102):
-        sub._deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
+        sub._delivery.deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
     keys = [c[1] for c in got.calls if c[2] == 'set']
     assert keys == ['k%d' % n for n in range(1, 102)]
     assert sub.stats['jumps'] == 1 and sub.stats['duplicates'] == 0
@@ -411,9 +413,9 @@ def test_duplicates_dropped_counted_and_logged_once_a_second(fake_conn,
     sub, got = _subscriber(['D'])
     sub.daemonize()
     for n in (1, 2, 3):
-        sub._deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
+        sub._delivery.deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
     for _ in range(50):
-        sub._deliver('p.topic.D', _numbered(2), _set_event('copy'))
+        sub._delivery.deliver('p.topic.D', _numbered(2), _set_event('copy'))
     assert sub.stats['duplicates'] == 50
     assert 'copy' not in [c[1] for c in got.calls]
     logged = [r for r in caplog.records if 'duplicate on' in r.getMessage()]
@@ -427,9 +429,9 @@ def test_overlong_header_untracked_and_shown_short(fake_conn, caplog):
     sub, got = _subscriber(['D'])
     sub.daemonize()
     huge = {sequence.HEADER_SEQ: 'x' * 900000 + ' abcd.1'}
-    sub._deliver('p.topic.D', huge, _set_event('k'))
+    sub._delivery.deliver('p.topic.D', huge, _set_event('k'))
     assert [c[1] for c in got.calls] == ['k']
-    assert sub.stats['bad_headers'] == 1 and len(sub._tracker) == 0
+    assert sub.stats['bad_headers'] == 1 and len(sub._delivery._tracker) == 0
     [line] = [r.getMessage() for r in caplog.records
               if 'bad-header' in r.getMessage()]
     assert len(line) < 300
@@ -442,11 +444,11 @@ def test_syncs_paced_first_at_once_rest_at_the_interval_end(fake_conn):
     sub.daemonize()
     _paced(conn, sub)
     loop = conn.bridge.loop
-    sub._deliver('p.topic.D', _numbered(1), _set_event('k'))
+    sub._delivery.deliver('p.topic.D', _numbered(1), _set_event('k'))
     n = 1
     for _ in range(100):        # a trickle of forged gaps
         n += 2
-        sub._deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
+        sub._delivery.deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
         loop.fire(0.01)
     assert _syncs(got) == 1     # the first, at once
     assert sub.stats['syncs_suppressed'] + sub.stats['syncs_delayed'] == 99
@@ -462,8 +464,9 @@ def test_control_actions_from_the_wire_never_reach_the_callback(fake_conn):
     sub, got = _subscriber(['D'])
     sub.daemonize()
     for action in sorted(codec.CONTROL_ACTIONS) * 100:
-        sub._deliver('p.topic.D', None, _set_event(None, action=action))
-    sub._deliver('p.topic.D', None, _set_event('good'))
+        sub._delivery.deliver('p.topic.D', None,
+                              _set_event(None, action=action))
+    sub._delivery.deliver('p.topic.D', None, _set_event('good'))
     assert got.calls == [('lport', 'good', 'set', '{}', 'D')]
     assert sub.stats['malformed'] == 500 and sub.stats['syncs'] == 0
     sub.close()
@@ -482,19 +485,19 @@ def test_delivery_queue_bounded_in_bytes_overflow_is_one_resync(fake_conn):
     sub.daemonize()
     body = _set_event('v', value='x' * 10000)
     for _ in range(300):        # 3 MB for a queue of 1 MiB
-        asyncio.run(sub._on_message(_message('p.topic.D', body)))
-    queued = sub._queued_in - sub._queued_out
+        asyncio.run(sub._delivery.on_message(_message('p.topic.D', body)))
+    queued = sub._delivery._queued_in - sub._delivery._queued_out
     assert queued <= options.MIN_DELIVERY_QUEUE_SIZE
     posted_messages = sum(1 for fn, _ in world.posted
-                          if fn == sub._deliver)
+                          if fn == sub._delivery.deliver)
     assert posted_messages < 110
     world.run()
     assert sub.stats['overflow'] == 300 - posted_messages
     assert sub.stats['received'] == posted_messages
     assert _syncs(got) == 1
-    assert sub._queued_in == sub._queued_out
+    assert sub._delivery._queued_in == sub._delivery._queued_out
     # Room again: messages are taken.
-    asyncio.run(sub._on_message(_message('p.topic.D', body)))
+    asyncio.run(sub._delivery.on_message(_message('p.topic.D', body)))
     world.run()
     assert sub.stats['received'] == posted_messages + 1
     sub.close()
@@ -508,8 +511,9 @@ def test_headers_count_toward_the_queue_bytes(fake_conn):
     sub.daemonize()
     headers = {sequence.HEADER_SEQ: 'p' * 500000 + ' a.1'}
     for _ in range(10):
-        asyncio.run(sub._on_message(_message('p.topic.D', b'', headers)))
-    assert sub._queued_in - sub._queued_out <= (
+        asyncio.run(sub._delivery.on_message(
+            _message('p.topic.D', b'', headers)))
+    assert sub._delivery._queued_in - sub._delivery._queued_out <= (
         options.MIN_DELIVERY_QUEUE_SIZE)
     world.run()
     assert sub.stats['overflow'] == 8
@@ -520,11 +524,13 @@ def test_registered_publishers_known_to_the_tracker(fake_conn):
     fake_conn()
     sub, got = _subscriber(['D'])
     sub.daemonize()
-    sub._on_publisher_event('publisher', 'compute-1', 'create', '{}', None)
-    sub._deliver('p.topic.D', _numbered(1), _set_event('k'))
-    assert sub._tracker.known_count() == 1
-    sub._on_publisher_event('publisher', 'compute-1', 'delete', None, None)
-    assert 'compute-1' not in sub._tracker._known_publishers
+    sub._delivery.on_publisher_event('publisher', 'compute-1', 'create',
+                                     '{}', None)
+    sub._delivery.deliver('p.topic.D', _numbered(1), _set_event('k'))
+    assert sub._delivery._tracker.known_count() == 1
+    sub._delivery.on_publisher_event('publisher', 'compute-1', 'delete',
+                                     None, None)
+    assert 'compute-1' not in sub._delivery._tracker._known_publishers
     assert got.calls[0][:3] == ('publisher', 'compute-1', 'create')
     sub.close()
 
@@ -534,15 +540,15 @@ def test_fork_forgets_the_parents_queue_and_resync(fake_conn):
     sub, got = _subscriber(['D'])
     sub.daemonize()
     # The parent had posted bytes and asked for a resync, never run here.
-    sub._queued_in = options.MIN_DELIVERY_QUEUE_SIZE * 10
+    sub._delivery._queued_in = options.MIN_DELIVERY_QUEUE_SIZE * 10
     conn.bridge.world.deferred = True
-    sub._request_sync('gap')
-    assert sub._pacer.pending
+    sub._delivery.request_sync('gap')
+    assert sub._delivery._pacer.pending
     sub._context.inherited = True
     child = fake_conn()
     sub.register_topic('E')
     assert sub._conn is child
-    assert sub._queued_in == sub._queued_out == 0
+    assert sub._delivery._queued_in == sub._delivery._queued_out == 0
     # The child asked for its own resync, at once.
     assert _syncs(got) == 1
     sub.close()
