@@ -133,7 +133,8 @@ class Refusals:
         return future
 
     def remember_subject(self, subject: str):
-        # Loop thread: to name a refused subject in its own letter case.
+        """Note a subject as sent, before it may be refused (loop thread)."""
+        # To name a refused subject in its own letter case.
         lower = subject.lower()
         if lower not in self._sent_subjects:
             if len(self._sent_subjects) >= _MAX_SENT_SUBJECTS:

@@ -77,6 +77,7 @@ class Sender:
         return len(outbox), outbox.waiting_bytes
 
     def read_max_payload(self, nc):
+        """Size events and batches to ``nc``'s server (after a connect)."""
         # The server says how large a message may be; servers of a cluster
         # may differ, so it is read again after each reconnect.
         max_payload = nc.max_payload
