@@ -28,6 +28,7 @@ import secrets
 
 import bcrypt
 
+from df_nats import embedded_cluster
 from df_nats import embedded_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -80,7 +81,7 @@ class SampleNode(embedded_server.NatsServer):
                         q(self.store_dir), 1)
 
 
-class SampleCluster(embedded_server.NatsCluster):
+class SampleCluster(embedded_cluster.NatsCluster):
     """The sample's 3 nodes; ``passwords[role]`` log each role in."""
 
     def __init__(self, tls_files):
