@@ -13,7 +13,7 @@
 """What the drain puts on the wire: one message for a group of events.
 
 Pure but for ``write_pending_now`` and ``write_message``, which write to
-nats-py's socket; all run on the loop thread (see ``connection``).
+nats-py's socket; all run on the loop thread (see ``sender``).
 """
 
 from typing import Dict, List, Tuple

@@ -26,6 +26,7 @@ from df_nats import codec
 from df_nats import connection
 from df_nats import process_context
 from df_nats import pubsub_api
+from df_nats import sender
 from tests.functional import scenarios
 
 
@@ -153,7 +154,7 @@ def scenario_small_max_payload(ctx):
     n = 3000
     for i in range(n):
         pub.send_event(scenarios.event('k%05d' % i))
-    alone = 'y' * (8192 - connection.HEADER_ROOM - 100)
+    alone = 'y' * (8192 - sender.HEADER_ROOM - 100)
     pub.send_event(scenarios.event('alone', value=alone))
     try:
         pub.send_event(scenarios.event('big', value='z' * 8000))
@@ -167,7 +168,7 @@ def scenario_small_max_payload(ctx):
     assert got.keys() == ['k%05d' % i for i in range(n)] + ['alone']
     assert conn.stats['disconnects'] == 0 and conn.stats['errors'] == 0, (
         conn.stats)
-    assert max(size for size, _ in sizes) <= 8192 - connection.HEADER_ROOM
+    assert max(size for size, _ in sizes) <= 8192 - sender.HEADER_ROOM
     counts = [int(h['Df-Events'].split()[0]) for _, h in sizes]
     assert sum(counts) == n + 1 and max(counts) > 1, counts[:50]
     conn.bridge.run(raw.close(), timeout=10)

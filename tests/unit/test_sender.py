@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The connection's drain: batches, numbers, marks, limits (no server).
+"""The sender's drain: batches, numbers, marks, limits (no server).
 
 The drain runs on the real loop thread against a stand-in for nats-py's
 client that records what would be published.
@@ -48,12 +48,12 @@ def _connection(conf, max_payload=1024 * 1024):
                                     process_context.current().bridge)
     nc = _NatsClient(max_payload)
     conn._nc = nc
-    conn._read_max_payload(nc)
+    conn.sender.read_max_payload(nc)
     return conn, nc
 
 
 def _drain(conn):
-    conn.bridge.run(conn._drain(), timeout=10)
+    conn.bridge.run(conn.sender._drain(), timeout=10)
 
 
 def _event(i, table='lport'):
@@ -71,24 +71,24 @@ def test_what_accumulated_goes_as_one_numbered_message(conf):
     conn, nc = _connection(conf)
     stream = sequence.Stream('p.topic.T', 'pub-1', 'inc0')
     for i in range(40):
-        conn._outbox.put(stream, _event(i), 'lport')
+        conn.sender._outbox.put(stream, _event(i), 'lport')
     _drain(conn)
     assert len(nc.sent) == 1
     subject, payload, headers = nc.sent[0]
     assert subject == 'p.topic.T'
     assert headers == {'Df-Seq': 'pub-1 inc0.1', 'Df-Events': '40 lport'}
     assert _keys(payload) == ['k%d' % i for i in range(40)]
-    assert conn._outbox.waiting_bytes == 0
+    assert conn.sender._outbox.waiting_bytes == 0
     assert conn.stats['published'] == 40 and conn.stats['messages'] == 1
 
 
 def test_single_event_is_a_plain_map_and_mixed_tables_unnamed(conf):
     conn, nc = _connection(conf)
     stream = sequence.Stream('s', 'p', 'i')
-    conn._outbox.put(stream, _event(0), 'lport')
+    conn.sender._outbox.put(stream, _event(0), 'lport')
     _drain(conn)
-    conn._outbox.put(stream, _event(1, 'lport'), 'lport')
-    conn._outbox.put(stream, _event(2, 'lswitch'), 'lswitch')
+    conn.sender._outbox.put(stream, _event(1, 'lport'), 'lport')
+    conn.sender._outbox.put(stream, _event(2, 'lswitch'), 'lswitch')
     _drain(conn)
     (_, single, h1), (_, batch, h2) = nc.sent
     assert single == _event(0)           # what Dragonflow nodes decode
@@ -102,7 +102,7 @@ def test_streams_interleaved_keep_order_and_own_numbers(conf):
     t = sequence.Stream('t', 'p', 'i')
     u = sequence.Stream('u', 'p', 'i')
     for stream, i in ((t, 0), (t, 1), (u, 2), (t, 3)):
-        conn._outbox.put(stream, _event(i), 'lport')
+        conn.sender._outbox.put(stream, _event(i), 'lport')
     _drain(conn)
     assert [(s, h['Df-Seq'], _keys(p)) for s, p, h in nc.sent] == [
         ('t', 'p i.1', ['k0', 'k1']), ('u', 'p i.1', ['k2']),
@@ -112,9 +112,9 @@ def test_streams_interleaved_keep_order_and_own_numbers(conf):
 def test_raw_bodies_never_mixed_into_batches(conf):
     conn, nc = _connection(conf)
     s = sequence.Stream('s', 'p', 'i')
-    conn._outbox.put(s, _event(0), 'lport')
-    conn._outbox.put(s, b'\xc1raw', outbox.RAW)
-    conn._outbox.put(s, _event(1), 'lport')
+    conn.sender._outbox.put(s, _event(0), 'lport')
+    conn.sender._outbox.put(s, b'\xc1raw', outbox.RAW)
+    conn.sender._outbox.put(s, _event(1), 'lport')
     _drain(conn)
     assert [(p, h) for _, p, h in nc.sent] == [
         (_event(0), {'Df-Seq': 'p i.1', 'Df-Events': '1 lport'}),
@@ -126,7 +126,7 @@ def test_batches_stay_within_max_payload(conf):
     conn, nc = _connection(conf, max_payload=4096)
     s = sequence.Stream('s', 'p', 'i')
     for i in range(200):
-        conn._outbox.put(s, _event(i), 'lport')
+        conn.sender._outbox.put(s, _event(i), 'lport')
     _drain(conn)
     assert len(nc.sent) > 1
     keys = []
@@ -143,17 +143,17 @@ def test_event_above_max_payload_refused_naming_both(conf):
     with pytest.raises(df_connection.EventTooLarge,
                        match=r'event of 3000 bytes .*max_payload is 2048'):
         conn.send(s, b'x' * 3000, 'lport')
-    assert not conn._outbox and s.n == 0
+    assert not conn.sender._outbox and s.n == 0
 
 
 def test_not_sent_while_reconnecting_keeps_events_and_numbers(conf):
     conn, nc = _connection(conf)
     s = sequence.Stream('s', 'p', 'i')
     for i in range(3):
-        conn._outbox.put(s, _event(i), 'lport')
+        conn.sender._outbox.put(s, _event(i), 'lport')
     nc.fail_with = nats_errors.ConnectionReconnectingError()
     _drain(conn)
-    assert len(conn._outbox) == 3 and s.n == 0
+    assert len(conn.sender._outbox) == 3 and s.n == 0
     nc.fail_with = None
     _drain(conn)
     assert [(h['Df-Seq'], _keys(p)) for _, p, h in nc.sent] == [
@@ -164,23 +164,23 @@ def test_failed_publish_uses_its_number(conf):
     # The events are dropped and logged: subscribers see the gap.
     conn, nc = _connection(conf)
     s = sequence.Stream('s', 'p', 'i')
-    conn._outbox.put(s, _event(0), 'lport')
+    conn.sender._outbox.put(s, _event(0), 'lport')
     nc.fail_with = nats_errors.MaxPayloadError()
     _drain(conn)
     nc.fail_with = None
-    conn._outbox.put(s, _event(1), 'lport')
+    conn.sender._outbox.put(s, _event(1), 'lport')
     _drain(conn)
     assert [h['Df-Seq'] for _, _, h in nc.sent] == ['p i.2']
     assert conn.stats['publish_errors'] == 1
-    assert conn._outbox.waiting_bytes == 0
+    assert conn.sender._outbox.waiting_bytes == 0
 
 
 def test_marks_go_before_queued_events(conf):
     conn, nc = _connection(conf)
     s = sequence.Stream('s', 'p', 'i')
     s.n = 5
-    conn._outbox.put(s, _event(0), 'lport')
-    conn._marks[s] = None
+    conn.sender._outbox.put(s, _event(0), 'lport')
+    conn.sender._marks[s] = None
     _drain(conn)
     assert [(p, h) for _, p, h in nc.sent] == [
         (b'', {'Df-Seq': 'p i.5', 'Df-Mark': '1'}),
@@ -189,9 +189,9 @@ def test_marks_go_before_queued_events(conf):
 
 def test_refused_while_disconnected_skips_and_marks(conf):
     conn, nc = _connection(conf)
-    conn._outbox.limit = 100
+    conn.sender._outbox.limit = 100
     s = sequence.Stream('s', 'p', 'i')
-    conn._outbox.put(s, b'x' * 90, outbox.RAW)
+    conn.sender._outbox.put(s, b'x' * 90, outbox.RAW)
     nc.is_connected = False
     with pytest.raises(df_connection.PublishBufferFull):
         conn.send(s, b'y' * 20, 'lport')
@@ -242,16 +242,16 @@ def _writable_connection(conf):
                                     process_context.current().bridge)
     nc = _WritableClient()
     conn._nc = nc
-    conn._read_max_payload(nc)
+    conn.sender.read_max_payload(nc)
     return conn, nc
 
 
 def _request_drain(conn):
     # As send() does: on the loop thread, then let a drain task finish.
     async def request():
-        conn._request_drain()
-        if conn._draining():
-            await conn._drain_task
+        conn.sender.request_drain()
+        if conn.sender._draining():
+            await conn.sender._drain_task
     conn.bridge.run(request(), timeout=10)
 
 
@@ -272,14 +272,14 @@ def _hpub(data):
 def test_lone_event_written_to_the_socket_in_the_same_turn(conf):
     conn, nc = _writable_connection(conf)
     s = sequence.Stream('p.topic.T', 'pub-1', 'inc0')
-    conn._outbox.put(s, _event(0), 'lport')
+    conn.sender._outbox.put(s, _event(0), 'lport')
     _request_drain(conn)
-    assert nc.sent == [] and conn._drain_task is None
+    assert nc.sent == [] and conn.sender._drain_task is None
     assert [_hpub(data) for data in nc.written] == [
         ('p.topic.T', {'Df-Seq': 'pub-1 inc0.1', 'Df-Events': '1 lport'},
          _event(0))]
-    assert s.n == 1 and not conn._outbox
-    assert conn._outbox.waiting_bytes == 0
+    assert s.n == 1 and not conn.sender._outbox
+    assert conn.sender._outbox.waiting_bytes == 0
     assert conn.stats['published'] == 1 and conn.stats['messages'] == 1
     assert nc.stats == {'out_msgs': 1, 'out_bytes': len(_event(0))}
 
@@ -288,7 +288,7 @@ def test_what_accumulated_written_at_once_as_one_batch(conf):
     conn, nc = _writable_connection(conf)
     s = sequence.Stream('s', 'p', 'i')
     for i in range(3):
-        conn._outbox.put(s, _event(i), 'lport')
+        conn.sender._outbox.put(s, _event(i), 'lport')
     _request_drain(conn)
     ((subject, headers, body),) = [_hpub(data) for data in nc.written]
     assert headers == {'Df-Seq': 'p i.1', 'Df-Events': '3 lport'}
@@ -300,14 +300,14 @@ def test_the_rest_goes_through_a_drain_task_in_order(conf):
     t = sequence.Stream('t', 'p', 'i')
     u = sequence.Stream('u', 'p', 'i')
     for stream, i in ((t, 0), (u, 1), (t, 2)):
-        conn._outbox.put(stream, _event(i), 'lport')
+        conn.sender._outbox.put(stream, _event(i), 'lport')
     _request_drain(conn)
     first = [_hpub(data) for data in nc.written]
     assert [(s, h['Df-Seq'], _keys(b)) for s, h, b in first] == [
         ('t', 'p i.1', ['k0'])]
     assert [(s, h['Df-Seq'], _keys(p)) for s, p, h in nc.sent] == [
         ('u', 'p i.1', ['k1']), ('t', 'p i.2', ['k2'])]
-    assert not conn._outbox and conn._outbox.waiting_bytes == 0
+    assert not conn.sender._outbox and conn.sender._outbox.waiting_bytes == 0
 
 
 @pytest.mark.parametrize('state', ['mark owed', 'socket busy',
@@ -317,16 +317,17 @@ def test_not_written_past_what_is_queued_before(conf, state):
     s = sequence.Stream('s', 'p', 'i')
     if state == 'mark owed':
         s.n = 4
-        conn._marks[s] = None
+        conn.sender._marks[s] = None
     elif state == 'socket busy':
         nc._transport._io_writer.buffered = 1
     elif state == 'nats-py pending':
         nc._pending.append(b'PING\r\n')
-    conn._outbox.put(s, _event(0), 'lport')
+    conn.sender._outbox.put(s, _event(0), 'lport')
     if state == 'disconnected':
         nc.is_connected = False
         _request_drain(conn)
-        assert nc.written == [] and nc.sent == [] and len(conn._outbox) == 1
+        assert nc.written == [] and nc.sent == []
+        assert len(conn.sender._outbox) == 1
         return
     _request_drain(conn)
     assert not [data for data in nc.written if data.startswith(b'HPUB')]
@@ -341,9 +342,9 @@ def test_failed_write_uses_its_number_and_is_counted(conf):
     def refuse(data):
         raise RuntimeError('Cannot call write() after write_eof()')
     nc._transport._io_writer.write = refuse
-    conn._outbox.put(s, _event(0), 'lport')
+    conn.sender._outbox.put(s, _event(0), 'lport')
     _request_drain(conn)
-    assert s.n == 1 and not conn._outbox
-    assert conn._outbox.waiting_bytes == 0
+    assert s.n == 1 and not conn.sender._outbox
+    assert conn.sender._outbox.waiting_bytes == 0
     assert conn.stats['publish_errors'] == 1
     assert conn.stats['published'] == 0
