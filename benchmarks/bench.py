@@ -52,8 +52,8 @@ import time
 from benchmarks import bench_report
 from benchmarks import bench_transports
 from benchmarks import bench_worker
-from df_nats.cmd import worker_process
-from df_nats import embedded_server
+from df_nats.testing import embedded_server
+from df_nats.testing import worker_process
 
 # The repository root: where the workers import ``benchmarks`` from.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -131,9 +131,9 @@ class DfNatsPublisher(_Publisher):
         self.send = self._pub.send_event
 
     def prepare(self, events):
-        from df_nats import pubsub_api
-        return [pubsub_api.DbUpdate(e['table'], e['key'], e['action'],
-                                    e['value'], topic=e['topic'])
+        from df_nats.pubsub import api
+        return [api.DbUpdate(e['table'], e['key'], e['action'],
+                             e['value'], topic=e['topic'])
                 for e in events]
 
     def flush(self):
@@ -280,7 +280,7 @@ def _forget_df_nats_connection():
     df-nats shares one connection per process; the bench gives the process
     a new context (the instances made before keep theirs).
     """
-    from df_nats import process_context
+    from df_nats.pubsub import process_context
     process_context.renew()
 
 

@@ -12,7 +12,7 @@
 
 """A publisher or subscriber process of the bench.
 
-A worker of df_nats/cmd/worker.py: ``python -m df_nats.cmd.worker
+A worker of df_nats/testing/worker.py: ``python -m df_nats.testing.worker
 --world=eventlet|native benchmarks.bench_worker --role pub|sub|local
 --transport NAME --endpoint ADDR``; ``local`` both publishes and
 subscribes, in one process. It takes the parent's commands and answers
@@ -32,7 +32,7 @@ import sys
 import time
 
 from benchmarks import bench_transports as transports
-from df_nats.cmd import worker
+from df_nats.testing import worker
 
 # Distinct events cycled through by every phase; the latency phase sends at
 # most this many, so that each of its events has a key of its own.

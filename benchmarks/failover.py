@@ -27,7 +27,7 @@ import statistics
 import tempfile
 
 from benchmarks import failover_run as fs
-from df_nats import embedded_cluster
+from df_nats.testing import embedded_cluster
 
 
 def _fmt(value):

@@ -14,10 +14,10 @@
 and the loss accounting.
 
 ``run_failover`` (used by tests/functional/test_failover.py and
-benchmarks/failover.py) starts, as workers of df_nats/cmd/worker.py in one
+benchmarks/failover.py) starts, as workers of df_nats/testing/worker.py in one
 world, a subscriber and a publisher process on a NatsCluster, and kills or
 restarts nodes while the publisher sends. The workers (``python -m
-df_nats.cmd.worker --world=W benchmarks.failover_run ROLE URL...``):
+df_nats.testing.worker --world=W benchmarks.failover_run ROLE URL...``):
 
 ``subscriber``
     subscribes to one topic and records every callback (event number from
@@ -39,10 +39,10 @@ import time
 
 from df_nats.cmd import common
 from df_nats.cmd import demo_worker
-from df_nats.cmd import worker
-from df_nats.cmd import worker_process
 from df_nats import errors
-from df_nats import process_context
+from df_nats.pubsub import process_context
+from df_nats.testing import worker
+from df_nats.testing import worker_process
 
 # The repository root: where the workers import ``benchmarks`` from.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

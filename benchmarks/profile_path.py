@@ -37,7 +37,7 @@ import tempfile
 import time
 
 from benchmarks import bench
-from df_nats import embedded_server
+from df_nats.testing import embedded_server
 
 # A sample is on the path if its stack holds the bench worker's sending
 # loop, or any frame of df-nats' runtime (whatever its functions are

@@ -31,17 +31,17 @@ import time
 from oslo_config import cfg
 
 from df_nats.cmd import common
-from df_nats.cmd import worker
-from df_nats.cmd import worker_process
-from df_nats import embedded_server
-from df_nats import process_context
-from df_nats import registry_watch
+from df_nats.pubsub import process_context
+from df_nats.registry import watch as registry_watch
+from df_nats.testing import embedded_server
+from df_nats.testing import worker
+from df_nats.testing import worker_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def publisher_worker(argv):
-    """The publisher process (a worker of df_nats/cmd/worker.py): it
+    """The publisher process (a worker of df_nats/testing/worker.py): it
     registers, says ``ready`` with its id and closes on ``close``.
     """
     common.setup_process(argv)

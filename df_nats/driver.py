@@ -12,14 +12,14 @@
 
 """The driver Dragonflow loads for ``[df] pub_sub_driver = nats``."""
 
-from df_nats import options  # noqa: F401  (registers [df_nats] on CONF)
-from df_nats import publish_path
-from df_nats import publisher
-from df_nats import pubsub_api
-from df_nats import subscriber
+from df_nats.conf import options  # noqa: F401  (registers [df_nats] on CONF)
+from df_nats.pubsub import api
+from df_nats.pubsub import multiproc
+from df_nats.pubsub import publisher
+from df_nats.pubsub import subscriber
 
 
-class NatsPubSub(pubsub_api.PubSubApi):
+class NatsPubSub(api.PubSubApi):
     """NATS pub/sub driver: one publisher and one subscriber per instance.
 
     Dragonflow instantiates it with no arguments, once for the publisher and
@@ -37,11 +37,11 @@ class NatsPubSub(pubsub_api.PubSubApi):
     def get_publisher(self):
         if self._publisher is None:
             self._publisher = publisher.NatsPublisher()
-        publish_path.publisher_handed_out()
+        multiproc.publisher_handed_out()
         return self._publisher
 
     def get_subscriber(self):
         if self._subscriber is None:
             self._subscriber = subscriber.NatsSubscriber()
-            publish_path.subscriber_handed_out()
+            multiproc.subscriber_handed_out()
         return self._subscriber

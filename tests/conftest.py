@@ -12,7 +12,7 @@
 
 """Shared pytest fixtures: real nats-server processes on 127.0.0.1.
 
-All servers come from df_nats.embedded_server, listen on loopback only
+All servers come from df_nats.testing.embedded_server, listen on loopback only
 and are stopped (temp dirs removed) when their fixture scope ends.
 """
 
@@ -24,10 +24,11 @@ import nats
 from nats.js import errors as js_errors
 import pytest
 
-from df_nats.embedded_cluster import NatsCluster
-from df_nats.embedded_server import NatsServer
+from df_nats.testing.embedded_cluster import NatsCluster
+from df_nats.testing.embedded_server import NatsServer
 
-# The lead's publisher registry bucket (df_nats/registry.py default).
+# The publisher registry bucket (the default in
+# df_nats/registry/registration.py).
 REGISTRY_BUCKET = 'df_publishers'
 
 

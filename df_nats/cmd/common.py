@@ -18,8 +18,8 @@ from oslo_config import cfg
 from oslo_log import log as logging
 from stevedore import driver as stevedore_driver
 
+from df_nats.conf import options
 from df_nats import errors
-from df_nats import options
 
 DRIVER_NAMESPACE = 'dragonflow.pubsub_driver'
 DRIVER_NAME = 'nats'
@@ -50,7 +50,7 @@ def connect(args, command, err=None, service_endpoint=True):
     ``service_endpoint=False``: this process is not listed as an instance
     of the NATS service df-nats.
     """
-    from df_nats import process_context
+    from df_nats.pubsub import process_context
     setup_process(args.servers, args.debug, args.config_file)
     if not service_endpoint:
         cfg.CONF.set_override('service_endpoint', False,

@@ -33,9 +33,9 @@ import time
 import uuid
 
 from df_nats.cmd import common
-from df_nats.cmd import worker_process
-from df_nats import embedded_server
-from df_nats import options
+from df_nats.conf import options
+from df_nats.testing import embedded_server
+from df_nats.testing import worker_process
 
 _TENANT_A = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-demo-tenant-a'))
 _TENANT_B = str(uuid.uuid5(uuid.NAMESPACE_URL, 'df-nats-demo-tenant-b'))

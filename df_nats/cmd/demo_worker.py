@@ -12,7 +12,7 @@
 
 """A publisher or subscriber process of ``df-nats demo``.
 
-A worker of df_nats/cmd/worker.py: ``python -m df_nats.cmd.worker
+A worker of df_nats/testing/worker.py: ``python -m df_nats.testing.worker
 --world=eventlet|native df_nats.cmd.demo_worker --role ...``, in the world
 a Dragonflow service of that kind runs in. It reports to the parent with
 ``worker.say``.
@@ -25,8 +25,8 @@ import time
 import uuid
 
 from df_nats.cmd import common
-from df_nats.cmd import worker
-from df_nats import pubsub_api
+from df_nats.pubsub import api
+from df_nats.testing import worker
 
 _say = worker.say
 
@@ -45,8 +45,8 @@ def demo_event(seq, topic, origin='demo'):
         'device_owner': 'compute:nova', 'security_groups': ['default'],
         'binding_vnic_type': 'normal', 'seq': seq, 'origin': origin,
     }
-    return pubsub_api.DbUpdate('lport', port_id, 'create',
-                               json.dumps(value), topic=topic)
+    return api.DbUpdate('lport', port_id, 'create',
+                        json.dumps(value), topic=topic)
 
 
 def _publish(args):

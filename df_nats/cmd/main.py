@@ -92,7 +92,7 @@ def _parser():
 
 
 def _service_roles():
-    from df_nats import service
+    from df_nats.transport import service
     return service.ROLES
 
 
@@ -110,7 +110,7 @@ def _positive_seconds(text):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    from df_nats import options
+    from df_nats.conf import options
     try:
         return _run(args)
     except options.ConfigError as exc:

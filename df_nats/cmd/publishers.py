@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""``df-nats publishers``: list or watch the publisher registry."""
+"""``df-nats publishers``: list or watch the publisher registration."""
 
 import json
 import sys
@@ -18,8 +18,8 @@ import threading
 import time
 
 from df_nats.cmd import common
-from df_nats import registry
-from df_nats import registry_watch
+from df_nats.registry import registration
+from df_nats.registry import watch as registry_watch
 
 _COLUMNS = ('ID', 'ROLE', 'HOST', 'PID', 'PROCESS', 'UP', 'SEEN')
 
@@ -70,7 +70,7 @@ def run(args, out=sys.stdout) -> int:
         if not args.watch:
             try:
                 records = registry_watch.list_publishers(conn, args.role)
-            except registry.RegistryUnavailable as exc:
+            except registration.RegistryUnavailable as exc:
                 sys.stderr.write('df-nats publishers: %s\n' % exc)
                 return 1
             if args.json:

@@ -24,7 +24,7 @@ import json
 import sys
 
 from df_nats.cmd import common
-from df_nats import service
+from df_nats.transport import service
 
 # Bounds on what is gathered: thousands of compute nodes answer.
 MAX_REPLIES = 100000

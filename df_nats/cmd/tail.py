@@ -24,9 +24,9 @@ import threading
 import time
 
 from df_nats.cmd import common
-from df_nats import codec
-from df_nats import sequence
-from df_nats import subjects
+from df_nats.wire import codec
+from df_nats.wire import sequence
+from df_nats.wire import subjects
 
 _COLUMNS = ('TIME', 'PUBLISHER', 'SEQ', 'TABLE', 'ACTION', 'KEY', 'TOPIC')
 

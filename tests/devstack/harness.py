@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 
-from df_nats import embedded_server
+from df_nats.testing import embedded_server
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))

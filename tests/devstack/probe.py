@@ -29,7 +29,7 @@ from urllib import parse
 
 from oslo_config import cfg
 
-from df_nats import options
+from df_nats.conf import options
 
 # Dragonflow's [df] options that select pub/sub (4.0.0 and master).
 _DF_OPTS = [

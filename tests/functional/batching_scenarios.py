@@ -22,11 +22,11 @@ import json
 
 import nats
 
-from df_nats import codec
-from df_nats import connection
-from df_nats import process_context
-from df_nats import pubsub_api
-from df_nats import sender
+from df_nats.pubsub import api
+from df_nats.pubsub import process_context
+from df_nats.transport import connection
+from df_nats.transport import sender
+from df_nats.wire import codec
 from tests.functional import scenarios
 
 
@@ -42,7 +42,7 @@ def _burst(ctx, n, keys, topics=('D', 'E')):
     conn = process_context.current().connection
     for i in range(n):
         key = 'k%03d' % (i % keys)
-        pub.send_event(pubsub_api.DbUpdate(
+        pub.send_event(api.DbUpdate(
             'lport', key, 'set', json.dumps({'v': i // keys}),
             topic=topics[i % keys * len(topics) // keys]))
     ctx.wait_until(lambda: len(got.events) >= n, timeout=180,

@@ -22,8 +22,8 @@ updates go through ``NbApi.db_change_callback``, its queue and
 them with Dragonflow's model framework into Dragonflow's ``db_store`` and
 resyncs with Dragonflow's own ``sync.Sync``.
 
-Worker mode, as a worker of df_nats/cmd/worker.py (``python -m
-df_nats.cmd.worker --world=W tests.functional.dragonflow_scenarios
+Worker mode, as a worker of df_nats/testing/worker.py (``python -m
+df_nats.testing.worker --world=W tests.functional.dragonflow_scenarios
 neutron-worker URL N``): a neutron-server API worker with
 ``pub_sub_use_multiproc = True`` and ``pub_sub_multiproc_driver = nats``
 creating N logical switches; ``gap-publisher URL N``: events 1 and N of
@@ -50,11 +50,11 @@ from dragonflow.db import sync
 from eventlet import queue as eventlet_queue
 from oslo_config import cfg
 
-from df_nats.cmd import worker
-from df_nats.cmd import worker_process
-from df_nats import process_context
-from df_nats import publisher as df_publisher
-from df_nats import subscriber as df_subscriber
+from df_nats.pubsub import process_context
+from df_nats.pubsub import publisher as df_publisher
+from df_nats.pubsub import subscriber as df_subscriber
+from df_nats.testing import worker
+from df_nats.testing import worker_process
 from tests.functional import memory_nb_driver
 
 MEMORY_DRIVER = 'tests.functional.memory_nb_driver.MemoryNbDriver'
@@ -363,8 +363,8 @@ def _gap_publisher(url, last):
     import msgpack
     import nats
 
-    from df_nats import sequence
-    from df_nats import subjects
+    from df_nats.wire import sequence
+    from df_nats.wire import subjects
 
     subject = subjects.SubjectMap('dragonflow').subject('D')
     incarnation = sequence.new_incarnation()
@@ -402,7 +402,7 @@ def scenario_nb_multiproc_workers(ctx):
     pub_sub_multiproc_driver = nats: two API workers, each its own process
     and NATS connection, publish without df-publisher-service.
     """
-    warnings = _log_records('df_nats.publish_path')
+    warnings = _log_records('df_nats.pubsub.multiproc')
     _configure(use_multiproc=True)
     controller_nb, controller = _controller(ctx)
     n = 20
@@ -447,7 +447,7 @@ def scenario_nb_multiproc_other_driver_warns(ctx):
     """4.0.0's default pub_sub_use_multiproc = True with another
     pub_sub_multiproc_driver: df-nats warns once, naming the options.
     """
-    warnings = _log_records('df_nats.publish_path')
+    warnings = _log_records('df_nats.pubsub.multiproc')
     _configure(use_multiproc=True, multiproc_driver=OTHER_PUBSUB)
     neutron = api_nb.NbApi(memory_nb_driver.MemoryNbDriver(),
                            use_pubsub=True, is_neutron_server=True)

@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""A worker of df_nats/cmd/worker.py for the harness's own tests.
+"""A worker of df_nats/testing/worker.py for the harness's own tests.
 
 It says ``ready`` (its world, pid), then obeys: ``echo`` prints a line
 and says the command back; ``burst`` (``n``) says n messages and ends the
@@ -22,7 +22,7 @@ import os
 import threading
 import time
 
-from df_nats.cmd import worker
+from df_nats.testing import worker
 
 
 class _Ticker:

@@ -22,7 +22,7 @@ import asyncio
 import json
 import threading
 
-from df_nats import embedded_server
+from df_nats.testing import embedded_server
 
 
 class PlaintextFakeServer:

@@ -33,11 +33,11 @@ import time
 import msgpack
 from oslo_config import cfg
 
-from df_nats import codec
-from df_nats import options
-from df_nats import pubsub_api
-from df_nats import sequence
-from df_nats import subjects
+from df_nats.conf import options
+from df_nats.pubsub import api
+from df_nats.wire import codec
+from df_nats.wire import sequence
+from df_nats.wire import subjects
 from tests.functional import scenarios
 
 SEQ = sequence.HEADER_SEQ
@@ -131,8 +131,8 @@ def _unchanged(figures, seconds=1.0):
 
 def _send(pub, keys, topic='D'):
     for key in keys:
-        pub.send_event(pubsub_api.DbUpdate('lport', key, 'set', '{}',
-                                           topic=topic))
+        pub.send_event(api.DbUpdate('lport', key, 'set', '{}',
+                                    topic=topic))
 
 
 def _arrived(got, keys):

@@ -12,7 +12,7 @@
 
 """A neutron listener or a port-status publisher, driven by its parent.
 
-A worker of df_nats/cmd/worker.py: ``python -m df_nats.cmd.worker
+A worker of df_nats/testing/worker.py: ``python -m df_nats.testing.worker
 --world=eventlet tests.functional.listener_worker --config F listener
 HOST`` loads the driver as Dragonflow does, registers the topics
 neutron-server's listener registers (``listener_HOST``) plus the send-all
@@ -36,8 +36,8 @@ import os
 import time
 
 from df_nats.cmd import common
-from df_nats.cmd import worker
-from df_nats import pubsub_api
+from df_nats.pubsub import api
+from df_nats.testing import worker
 
 say = worker.say
 
@@ -45,7 +45,7 @@ say = worker.say
 def _on_event(table, key, action, value, topic):
     if action == 'update' and table == 'lport':
         say('handled', h=key, t=topic)
-    elif topic == pubsub_api.SEND_ALL_TOPIC:
+    elif topic == api.SEND_ALL_TOPIC:
         say('send-all', d=key)
     else:
         say('other', other=[table, key, action, value, topic])
@@ -55,7 +55,7 @@ def _listener(host):
     subscriber = common.load_driver().get_subscriber()
     subscriber.initialize(_on_event)
     subscriber.register_topic('listener_%s' % host)
-    subscriber.register_topic(pubsub_api.SEND_ALL_TOPIC)
+    subscriber.register_topic(api.SEND_ALL_TOPIC)
     subscriber.daemonize()
     say('ready', ready=host, pid=os.getpid())
     for command in worker.commands():
@@ -74,13 +74,13 @@ def _stream(publisher, first, count, rate, every, topics):
             time.sleep(delay)
         key = 'port-%05d' % i
         topic = topics[i % len(topics)]
-        publisher.send_event(pubsub_api.DbUpdate(
+        publisher.send_event(api.DbUpdate(
             'lport', key, 'update', 'ACTIVE', topic=topic))
         say('sent', sent=key, t=topic, at=time.monotonic())
         if every and (i + 1) % every == 0:
-            publisher.send_event(pubsub_api.DbUpdate(
+            publisher.send_event(api.DbUpdate(
                 'lswitch', 'd-%05d' % i, 'set', '{}',
-                topic=pubsub_api.SEND_ALL_TOPIC))
+                topic=api.SEND_ALL_TOPIC))
             say('sent', sent_d='d-%05d' % i, at=time.monotonic())
     publisher.flush()
     say('done', done=count)

@@ -20,8 +20,8 @@ import os
 import sys
 import traceback
 
-from df_nats import process_context
-from df_nats import pubsub_api
+from df_nats.pubsub import api
+from df_nats.pubsub import process_context
 
 
 def scenario_driver_made_before_fork(ctx):
@@ -35,7 +35,7 @@ def scenario_driver_made_before_fork(ctx):
     left alone: it keeps working, without a single reconnect.
     """
     def event(key):
-        return pubsub_api.DbUpdate('lport', key, 'create', None, topic='F')
+        return api.DbUpdate('lport', key, 'create', None, topic='F')
 
     class Keys:
         def __init__(self):
@@ -153,8 +153,8 @@ def _forked_children(ctx, use_hub):
                 pub = ctx.driver().get_publisher()
                 pub.initialize()
                 for n in range(200):
-                    pub.send_event(pubsub_api.DbUpdate('t', str(n), 'set',
-                                                       '{}'))
+                    pub.send_event(api.DbUpdate('t', str(n), 'set',
+                                                '{}'))
                 assert pub.flush(10)
                 pub.close()
                 code = 0
@@ -165,7 +165,7 @@ def _forked_children(ctx, use_hub):
         children.append(pid)
     for pid in children:
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-    parent.send_event(pubsub_api.DbUpdate('t', 'p', 'set', '{}'))
+    parent.send_event(api.DbUpdate('t', 'p', 'set', '{}'))
     assert parent.flush(10)
     parent.close()
 
@@ -188,6 +188,6 @@ def scenario_events_queued_at_exit(ctx):
     pub = ctx.driver().get_publisher()
     pub.initialize()
     for n in range(50000):
-        pub.send_event(pubsub_api.DbUpdate('t', str(n), 'set', '{}',
-                                           topic='exit'))
+        pub.send_event(api.DbUpdate('t', str(n), 'set', '{}',
+                                    topic='exit'))
     print('SENT')

@@ -12,7 +12,7 @@
 
 """A publisher process for the registry tests, driven by its parent.
 
-A worker of df_nats/cmd/worker.py (``python -m df_nats.cmd.worker
+A worker of df_nats/testing/worker.py (``python -m df_nats.testing.worker
 --world=eventlet tests.functional.registry_worker --config F``): it loads
 the driver as Dragonflow does, initializes a publisher (and, with
 ``--subscribe``, a subscriber on the send-all topic), says ``ready``
@@ -27,10 +27,10 @@ import argparse
 import os
 import time
 
-from df_nats import bridge
 from df_nats.cmd import common
-from df_nats.cmd import worker
-from df_nats import pubsub_api
+from df_nats.loop import bridge
+from df_nats.pubsub import api
+from df_nats.testing import worker
 
 
 def _on_event(table, key, action, value, topic):
@@ -43,7 +43,7 @@ def _serve(args):
     if args.subscribe:
         subscriber = common.load_driver().get_subscriber()
         subscriber.initialize(_on_event)
-        subscriber.register_topic(pubsub_api.SEND_ALL_TOPIC)
+        subscriber.register_topic(api.SEND_ALL_TOPIC)
         subscriber.daemonize()
     publisher = driver.get_publisher()
     try:
@@ -61,7 +61,7 @@ def _serve(args):
                        at=time.time())
         elif command['type'] == 'send':
             for seq in range(command['n']):
-                publisher.send_event(pubsub_api.DbUpdate(
+                publisher.send_event(api.DbUpdate(
                     'lport', 'key-%d' % seq, 'create', '{}', topic='D'))
             publisher.flush()
             worker.say('sent', sent=command['n'])

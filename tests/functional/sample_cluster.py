@@ -28,8 +28,8 @@ import secrets
 
 import bcrypt
 
-from df_nats import embedded_cluster
-from df_nats import embedded_server
+from df_nats.testing import embedded_cluster
+from df_nats.testing import embedded_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))

@@ -28,12 +28,12 @@ import time
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from df_nats.cmd import worker_process
-from df_nats import connection
-from df_nats import natives
-from df_nats import options
-from df_nats import process_context
-from df_nats import pubsub_api
+from df_nats.conf import options
+from df_nats.loop import natives
+from df_nats.pubsub import api
+from df_nats.pubsub import process_context
+from df_nats.testing import worker_process
+from df_nats.transport import connection
 
 LOG = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ ODD_TOPICS = ['abc', 'abcd', 'ab', '*', '>', 'a.b', 'a.*', 'a b', ' ',
 
 
 def event(key, topic='D', value=None, table='lport', action='create'):
-    return pubsub_api.DbUpdate(table, key, action, value, topic=topic)
+    return api.DbUpdate(table, key, action, value, topic=topic)
 
 
 class Collector:

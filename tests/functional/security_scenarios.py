@@ -24,9 +24,9 @@ import time
 
 from oslo_config import cfg
 
-from df_nats import connection
-from df_nats import options
-from df_nats import process_context
+from df_nats.conf import options
+from df_nats.pubsub import process_context
+from df_nats.transport import connection
 from tests.functional import scenarios
 
 

@@ -12,7 +12,7 @@
 
 """A long-running process of ``df-nats demo``'s shape, for ``df-nats stats``.
 
-A worker of df_nats/cmd/worker.py (``python -m df_nats.cmd.worker
+A worker of df_nats/testing/worker.py (``python -m df_nats.testing.worker
 --world=eventlet|native tests.functional.stats_worker URL
 publisher|subscriber TOPIC,...``): the driver loaded through stevedore, as
 Dragonflow loads it; a publisher sends small events at a steady pace on
@@ -30,9 +30,9 @@ import os
 import time
 
 from df_nats.cmd import common
-from df_nats.cmd import worker
-from df_nats import process_context
-from df_nats import pubsub_api
+from df_nats.pubsub import api
+from df_nats.pubsub import process_context
+from df_nats.testing import worker
 
 # Events per second of the publisher: slow enough for a shared machine,
 # fast enough that counters grow between two looks.
@@ -63,7 +63,7 @@ def _publish(args):
     while not _stopped():
         topic = topics[seq % len(topics)]
         value = json.dumps({'seq': seq, 'name': 'port-%d' % seq})
-        publisher.send_event(pubsub_api.DbUpdate(
+        publisher.send_event(api.DbUpdate(
             'lport', 'port-%d' % seq, 'create', value, topic=topic))
         seq += 1
         # Paced against the start: the rate holds whatever one send costs.

@@ -17,7 +17,7 @@ The scenarios are in tests/functional/batching_scenarios.py.
 
 import pytest
 
-from df_nats.embedded_server import NatsServer
+from df_nats.testing.embedded_server import NatsServer
 from tests.functional.test_driver import _finish
 from tests.functional.test_driver import _start
 from tests.functional.test_driver import WORLDS

@@ -27,7 +27,7 @@ import sys
 
 import msgpack
 
-from df_nats.cmd import worker_process
+from df_nats.testing import worker_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))

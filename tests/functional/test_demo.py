@@ -21,8 +21,8 @@ import sysconfig
 import time
 
 from df_nats.cmd import demo
-from df_nats.cmd import worker_process
-from df_nats.embedded_server import NatsServer
+from df_nats.testing.embedded_server import NatsServer
+from df_nats.testing import worker_process
 from tests.functional.test_driver import ROOT
 
 

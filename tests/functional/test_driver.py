@@ -21,8 +21,8 @@ import os
 
 import pytest
 
-from df_nats.cmd.worker_process import WorkerError
-from df_nats.cmd.worker_process import WorkerProcess
+from df_nats.testing.worker_process import WorkerError
+from df_nats.testing.worker_process import WorkerProcess
 
 WORLDS = ['eventlet', 'native']
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(

@@ -10,7 +10,8 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Functional tests of df_nats.embedded_server against real nats-server."""
+"""Functional tests of df_nats.testing.embedded_server on a real nats-server.
+"""
 
 import asyncio
 import os
@@ -23,7 +24,7 @@ from nats import errors as nats_errors
 from nats.js import errors as js_errors
 import pytest
 
-from df_nats import embedded_server
+from df_nats.testing import embedded_server
 
 JS_UNAVAILABLE = (js_errors.ServiceUnavailableError,
                   nats_errors.NoRespondersError, nats_errors.TimeoutError)

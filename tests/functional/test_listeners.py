@@ -29,9 +29,9 @@ import time
 import nats
 import pytest
 
-from df_nats import sequence
+from df_nats.wire import sequence
 
-from df_nats.cmd.worker_process import WorkerProcess
+from df_nats.testing.worker_process import WorkerProcess
 from tests.functional.test_driver import ROOT
 from tests.functional.test_registry import write_config
 

@@ -28,10 +28,10 @@ import uuid
 import nats
 import pytest
 
-from df_nats.cmd.worker_process import child_env
-from df_nats.cmd.worker_process import WorkerError
-from df_nats.cmd.worker_process import WorkerProcess
-from df_nats.embedded_cluster import NatsCluster
+from df_nats.testing.embedded_cluster import NatsCluster
+from df_nats.testing.worker_process import child_env
+from df_nats.testing.worker_process import WorkerError
+from df_nats.testing.worker_process import WorkerProcess
 
 from tests.functional.test_driver import ROOT
 from tests.functional.test_driver import WORLDS

@@ -20,7 +20,7 @@ import os
 import nkeys
 import pytest
 
-from df_nats.embedded_server import NatsServer
+from df_nats.testing.embedded_server import NatsServer
 from tests.functional import fake_server
 from tests.functional.test_driver import _answer
 from tests.functional.test_driver import _finish

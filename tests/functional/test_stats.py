@@ -27,11 +27,11 @@ import uuid
 import nats
 import pytest
 
-from df_nats.cmd.worker_process import child_env
-from df_nats.cmd.worker_process import WorkerError
-from df_nats.cmd.worker_process import WorkerProcess
-from df_nats.embedded_server import NatsServer
-from df_nats import registry
+from df_nats.testing.embedded_server import NatsServer
+from df_nats.testing.worker_process import child_env
+from df_nats.testing.worker_process import WorkerError
+from df_nats.testing.worker_process import WorkerProcess
+from df_nats import version
 from tests.functional.test_driver import ROOT
 
 _TENANT_A = str(uuid.uuid4())
@@ -173,7 +173,7 @@ def test_stats_lists_the_demo_processes_with_live_counters(
         assert first[sub_n.proc.pid]['role'] == 'subscriber'
         assert first[sub_n.proc.pid]['threads'] == 'native'
         for record in first.values():
-            assert record['version'] == registry.version()
+            assert record['version'] == version.version_string()
             assert record['host'] and record['process'] and record['id']
             assert record['subject_prefix'] == 'dragonflow'
             assert record['last_error'] == ''

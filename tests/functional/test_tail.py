@@ -19,9 +19,9 @@ import sys
 
 import nats
 
-from df_nats.cmd.worker_process import child_env
-from df_nats.cmd.worker_process import WorkerProcess
-from df_nats import codec
+from df_nats.testing.worker_process import child_env
+from df_nats.testing.worker_process import WorkerProcess
+from df_nats.wire import codec
 from tests.functional.test_driver import ROOT
 
 

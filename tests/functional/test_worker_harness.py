@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The worker harness (df_nats/cmd/worker.py, worker_process.py) with real
+"""The worker harness (df_nats/testing/worker.py, worker_process.py) with real
 child processes in both worlds (tests/functional/echo_worker.py).
 """
 
@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from df_nats.cmd.worker_process import WorkerError
-from df_nats.cmd.worker_process import WorkerProcess
+from df_nats.testing.worker_process import WorkerError
+from df_nats.testing.worker_process import WorkerProcess
 from tests.functional.test_driver import ROOT
 from tests.functional.test_driver import WORLDS
 
@@ -100,7 +100,7 @@ def test_reading_commands_does_not_block_the_eventlet_hub():
 
 def test_a_wrong_world_is_refused():
     proc = WorkerProcess(None, argv=[
-        sys.executable, '-m', 'df_nats.cmd.worker', '--world=green',
+        sys.executable, '-m', 'df_nats.testing.worker', '--world=green',
         'tests.functional.echo_worker'], paths=[ROOT], cwd=ROOT)
     assert proc.wait(30) != 0
     assert "not in the 'green' world" in proc.stderr_text()

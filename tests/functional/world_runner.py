@@ -12,7 +12,7 @@
 
 """Run one driver scenario in a process of its own, in one world.
 
-A worker of df_nats/cmd/worker.py: ``python -m df_nats.cmd.worker
+A worker of df_nats/testing/worker.py: ``python -m df_nats.testing.worker
 --world=eventlet tests.functional.world_runner NAME URL`` patches with
 eventlet before anything else is imported, as Dragonflow services do;
 ``--world=native`` does not. Monkey-patching is process-global, hence a
@@ -28,8 +28,8 @@ import threading
 import time
 
 from df_nats.cmd import common
-from df_nats.cmd import worker
-from df_nats import pubsub_api
+from df_nats.pubsub import api
+from df_nats.testing import worker
 
 
 def wait_until(predicate, timeout=10.0, what='condition'):
@@ -92,7 +92,7 @@ def main(argv):
     args = parser.parse_args(argv)
     common.setup_process(servers=args.urls, debug=args.debug)
     if (os.environ.get('DF_NATS_REQUIRE_DRAGONFLOW') == '1'
-            and not pubsub_api.DRAGONFLOW_PRESENT):
+            and not api.DRAGONFLOW_PRESENT):
         # tox -e dragonflow: never run the scenarios on the stand-ins.
         raise AssertionError('Dragonflow required but not importable')
     module = importlib.import_module('tests.functional.' + args.module)

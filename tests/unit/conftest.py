@@ -16,7 +16,7 @@ from oslo_config import cfg
 from oslo_config import fixture as cfg_fixture
 import pytest
 
-from df_nats import options
+from df_nats.conf import options
 
 
 @pytest.fixture

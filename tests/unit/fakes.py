@@ -14,7 +14,7 @@
 
 import types
 
-from df_nats import outbox
+from df_nats.transport import outbox
 
 
 class World:

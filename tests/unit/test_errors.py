@@ -19,12 +19,12 @@ import pkgutil
 import pytest
 
 import df_nats
-from df_nats import codec
-from df_nats import connection
+from df_nats.conf import options
 from df_nats import errors
-from df_nats import options
-from df_nats import outbox
-from df_nats import registry
+from df_nats.registry import registration
+from df_nats.transport import connection
+from df_nats.transport import outbox
+from df_nats.wire import codec
 
 
 def _runtime_modules():
@@ -65,7 +65,7 @@ def test_the_former_names_are_the_same_classes():
     assert outbox.PublishBufferFull is errors.PublishBufferFull
     assert connection.EventTooLarge is errors.EventTooLarge
     assert codec.MalformedEvent is errors.MalformedEvent
-    assert registry.RegistryUnavailable is errors.RegistryUnavailable
+    assert registration.RegistryUnavailable is errors.RegistryUnavailable
 
 
 def test_config_error_names_the_option():

@@ -1,0 +1,325 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""One subscriber's receive path, from the loop thread to the callback."""
+
+import collections
+
+from df_nats.loop import log as loop_logging
+from df_nats.wire import codec
+from df_nats.wire import resync
+from df_nats.wire import sequence
+
+# The subscriber's logger: the receive path's lines keep their origin.
+LOG = loop_logging.get_logger('df_nats.pubsub.subscriber')
+
+# Characters of an untrusted header value quoted in a log line.
+_SHOWN = 64
+# Bytes counted for a message besides its body and header values.
+_MESSAGE_OVERHEAD = 64
+
+# Verdicts of the sequence tracker (besides NEXT and UNTRACKED, the
+# common ones) -> (whether the message is delivered, the resync reason
+# or None, the stats counter).
+_VERDICTS = {
+    sequence.FIRST: (True, None, None),
+    sequence.GAP: (True, 'gap', None),
+    sequence.LATE: (True, None, 'late'),
+    sequence.JUMP: (True, 'implausible sequence number', 'jumps'),
+    sequence.RESET: (True, 'sequence re-baseline', 'rebaselines'),
+    sequence.BAD_HEADER: (True, None, 'bad_headers'),
+    sequence.REFUSED: (True, None, 'untracked_streams'),
+    sequence.DUPLICATE: (False, None, 'duplicates'),
+    sequence.MARK: (False, None, None),
+}
+# Verdicts logged (throttled, each on its own) besides being counted.
+_LOGGED_VERDICTS = (sequence.DUPLICATE, sequence.JUMP, sequence.RESET,
+                    sequence.BAD_HEADER)
+
+
+class Delivery:
+    """One subscriber's receive path.
+
+    The byte-bounded hand-off from the loop thread to the caller's world,
+    sequence checks, decoding, the callback, paced resyncs and counters.
+    ``on_message`` and ``on_reconnected`` run on the loop thread; the rest
+    runs in the caller's world (a greenthread under eventlet, a native
+    thread otherwise), one call at a time, so the tracker needs no lock.
+
+    The callback gets events one at a time, in arrival order. After the
+    connection comes back from an outage, and after a gap in a
+    publisher's sequence numbers, it is called with
+    ``(None, None, 'sync', None, None)``. Syncs asked for while one is
+    still queued are delivered once, and at most one per
+    ``resync_interval`` (``resync.ResyncPacer``). Duplicates are dropped.
+
+    Everything received is untrusted: events of the wrong types, control
+    actions and forged sequence headers are counted and dropped or
+    tracked harmlessly (``codec``, ``sequence``), and messages wait for
+    the callback in a queue of at most ``delivery_queue_size`` bytes;
+    what overflows it is dropped, counted and followed by a resync.
+    Messages on a queue group's shared subject are not sequence-checked.
+
+    ``callback`` may be replaced at any time (newest wins); ``stats`` is
+    the counter the subscriber shows to the process service.
+    """
+
+    def __init__(self):
+        self.callback = None
+        self.stats = collections.Counter()
+        self._conn = None
+        self._subjects = None
+        self._running = False
+        # Malformed messages and gaps are all counted, and logged at most
+        # once a second each.
+        self._malformed_warning = loop_logging.Throttled(LOG)
+        self._gap_warning = loop_logging.Throttled(LOG)
+        self._tracker = sequence.SequenceTracker()
+        self._pacer = resync.ResyncPacer(0.0)
+        self._sync_reasons = set()
+        # Duplicates, unbelievable numbers, unreadable headers and a full
+        # delivery queue: each kind logged at most once a second.
+        self._odd_warnings = {kind: loop_logging.Throttled(LOG)
+                              for kind in _LOGGED_VERDICTS + ('overflow',)}
+        # The delivery queue's bytes: added on the loop thread, taken off
+        # in the caller's world; each counter has one writer.
+        self._queue_limit = 0
+        self._queued_in = 0
+        self._queued_out = 0
+        self._overflow_loop = 0       # messages dropped (loop thread)
+        self._overflow_counted = 0    # of those, in stats (caller's world)
+        self._overflow_noted = False
+
+    def attach(self, conn, subject_map):
+        """Use ``conn`` and its configuration, before subscribing."""
+        self._conn = conn
+        self._subjects = subject_map
+        self._tracker.max_streams = conn.conf.sequence_streams
+        self._pacer.interval = conn.conf.resync_interval
+        self._pacer.reset()
+        self._queue_limit = conn.conf.delivery_queue_size
+
+    def start(self):
+        """Deliver from now on (the subscriber runs)."""
+        self._running = True
+
+    def stop(self):
+        """Deliver nothing more and leave the connection.
+
+        The subscriber closed, failed to start, or was inherited through
+        fork.
+        """
+        self._running = False
+        self._conn = None
+
+    def reset(self):
+        """Forget what the parent had queued and asked for (after fork).
+
+        Its posted calls never run here: their bytes would stay counted.
+        """
+        self._pacer.reset()
+        self._queued_in = self._queued_out = 0
+        self._overflow_loop = self._overflow_counted = 0
+        self._overflow_noted = False
+
+    async def on_message(self, msg):
+        # Loop thread: hand the message over, check and decode it in the
+        # caller's world (one dispatcher: the tracker needs no lock). The
+        # queue is bounded in bytes: what does not fit is dropped and a
+        # resync follows (_note_overflow).
+        data, headers = msg.data, msg.headers
+        size = len(data) + _MESSAGE_OVERHEAD
+        if headers:
+            for name, value in headers.items():
+                size += len(name) + len(value)
+        queued = self._queued_in - self._queued_out
+        if queued and queued + size > self._queue_limit:
+            self._overflow()
+            return
+        self._queued_in += size
+        self._conn.bridge.world.post(self.deliver, msg.subject, headers,
+                                     data, size)
+
+    def _overflow(self):
+        # Loop thread: count, and have the caller's world note it once
+        # for all the drops until it does.
+        self._overflow_loop += 1
+        if not self._overflow_noted:
+            self._overflow_noted = True
+            self._conn.bridge.world.post(self._note_overflow)
+
+    def _note_overflow(self):
+        # Cleared before the count is read: a drop after this read posts
+        # again.
+        self._overflow_noted = False
+        dropped = self._overflow_loop - self._overflow_counted
+        self._overflow_counted += dropped
+        self.stats['overflow'] += dropped
+        self._odd_warnings['overflow'].warning(
+            'df-nats: the delivery queue is full ([df_nats]'
+            ' delivery_queue_size = %d bytes): %d message(s) dropped, %d so'
+            ' far; asking for a resync', self._queue_limit, dropped,
+            self.stats['overflow'])
+        self.request_sync('delivery queue full')
+
+    def on_reconnected(self):
+        # Loop thread: the sync itself is decided in the caller's world.
+        self._conn.bridge.world.post(self.request_sync, 'reconnect')
+
+    def on_publisher_event(self, table, key, action, value, topic):
+        # A publisher joined or left the registry: its streams are
+        # protected from eviction while it is registered.
+        self._tracker.set_known(key, action != 'delete')
+        self._call(table, key, action, value, topic)
+
+    def deliver(self, subject, headers, data, size=0):
+        self._queued_out += size
+        if not self._running:
+            return
+        verdict, missed = self._check_sequence(subject, headers)
+        sync_reason = None
+        if verdict is not sequence.NEXT and verdict is not sequence.UNTRACKED:
+            deliver, sync_reason = self._sequence_verdict(
+                verdict, missed, subject, headers)
+            if not deliver:
+                if sync_reason:
+                    self.request_sync(sync_reason)
+                return
+        # A single event or a batch, decoded in one call; a malformed
+        # element of a batch is dropped without its neighbours.
+        events, dropped, problem = codec.unpack_events(data)
+        if dropped:
+            self._count_malformed(data, problem, dropped)
+        self.stats['received'] += len(events)
+        callback = self.callback
+        for event in events:
+            # _call's work inlined: a batch is hundreds of events.
+            try:
+                callback(event['table'], event['key'], event['action'],
+                         event['value'], event['topic'])
+            except Exception:
+                self._callback_failed(event['action'], event['table'],
+                                      event['key'])
+        if sync_reason:
+            self.request_sync(sync_reason)
+
+    def _sequence_verdict(self, verdict, missed, subject, headers):
+        """What a message the tracker did not find in step comes to.
+
+        Returns (deliver it, the reason of the resync it asks for or
+        None); counts and logs (rate-limited) what is odd. A mark is
+        never delivered. Nothing a forger can put in the headers makes
+        later genuine messages dropped: at worst a resync, paced.
+        """
+        deliver, reason, counter = _VERDICTS[verdict]
+        if counter:
+            self.stats[counter] += 1
+        if verdict == sequence.GAP:
+            self._count_gap(subject, headers, missed)
+        elif verdict in _LOGGED_VERDICTS:
+            self._odd_warnings[verdict].warning(
+                'df-nats: %s on %s: Df-Seq %s (%d so far); anyone who may'
+                ' publish there can copy or forge Df-Seq headers', verdict,
+                subject, _shown(headers.get(sequence.HEADER_SEQ)),
+                self.stats[counter])
+        if self._tracker.is_mark(headers):
+            self.stats['marks'] += 1
+            return False, reason
+        return deliver, reason
+
+    def _check_sequence(self, subject, headers):
+        """The tracker's verdict on a message, as ``deliver`` wants it.
+
+        On a queue group's subject each member gets only its share of a
+        publisher's stream: the holes are not losses, so numbers are not
+        checked there, and a mark there is just dropped (as ``MARK``).
+        """
+        if not self._subjects.is_shared(subject):
+            return self._tracker.check(subject, headers)
+        if self._tracker.is_mark(headers):
+            return sequence.MARK, 0
+        return sequence.UNTRACKED, 0
+
+    def request_sync(self, reason):
+        """Ask for one resync, paced by ``resync_interval`` (caller's world).
+
+        The first is queued at once behind what is queued now; one asked
+        for within the interval after the last comes at the interval's
+        end. Gaps found, reconnects heard and overflows before a pending
+        sync is delivered are covered by it: they are about messages sent
+        before it is delivered. Those are counted as suppressed.
+        """
+        self._sync_reasons.add(reason)
+        if self._conn is None:
+            return
+        delay = self._pacer.request()
+        if delay is None:
+            self.stats['syncs_suppressed'] += 1
+        elif delay <= 0:
+            self._conn.bridge.world.post(self._deliver_sync)
+        else:
+            self.stats['syncs_delayed'] += 1
+            self._post_later(delay, self._deliver_sync)
+
+    def _post_later(self, delay, fn):
+        # The loop thread keeps the time: fn is posted to the caller's
+        # world after ``delay`` seconds, in either world.
+        bridge = self._conn.bridge
+        bridge.call_soon(bridge.loop.call_later, delay, bridge.world.post, fn)
+
+    def _deliver_sync(self):
+        reasons, self._sync_reasons = self._sync_reasons, set()
+        if not self._running:
+            self._pacer.reset()
+            return
+        self._pacer.delivered()
+        self.stats['syncs'] += 1
+        LOG.warning('df-nats: events may have been missed (%s),'
+                    ' asking for a resync', ', '.join(sorted(reasons)))
+        self._call(None, None, 'sync', None, None)
+
+    def _count_gap(self, subject, headers, missed):
+        self.stats['gaps'] += 1
+        self.stats['missed'] += missed
+        self._gap_warning.warning(
+            'df-nats: %d messages of publisher %s on %s missed (%d gaps, %d'
+            ' messages so far)', missed, _shown(sequence.parse(headers)[0]),
+            subject, self.stats['gaps'], self.stats['missed'])
+
+    def _call(self, table, key, action, value, topic):
+        try:
+            self.callback(table, key, action, value, topic)
+        except Exception:
+            self._callback_failed(action, table, key)
+
+    def _callback_failed(self, action, table, key):
+        # In the except clause of the caller: logs its exception.
+        self.stats['callback_errors'] += 1
+        LOG.exception('df-nats: the subscriber callback failed on'
+                      ' %s %s %s', action, table, key)
+
+    def _count_malformed(self, data, problem, dropped=1):
+        self.stats['malformed'] += dropped
+        self._malformed_warning.warning(
+            'df-nats: dropped %d malformed event(s) of a message of %d bytes'
+            ' (%s); %d dropped so far', dropped, len(data), problem,
+            self.stats['malformed'])
+
+
+def _shown(value):
+    """An untrusted header value as a log line may quote it: short."""
+    if isinstance(value, (str, bytes)):
+        value = value[:_SHOWN + 1]   # a header may be a megabyte
+    text = codec.header_value(value) or ''
+    if len(text) > _SHOWN:
+        return text[:_SHOWN] + '...'
+    return text

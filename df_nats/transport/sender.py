@@ -1,0 +1,265 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The sending side of the process's connection: outbox to the wire.
+
+Publishing is a hand-off: the caller packs the event, appends it to an
+outbox and, if no drain is pending, asks the loop to drain. The loop sends
+whatever accumulated in one go, and only while connected: while the
+connection is down events stay in the outbox, in order, up to
+``reconnect_buffer_size`` bytes, and go out when it comes back.
+"""
+
+import asyncio
+import time
+from typing import Tuple
+
+from nats import errors as nats_errors
+
+from df_nats.conf import timeouts
+from df_nats import errors
+from df_nats.loop import log
+from df_nats.transport import messages as outgoing
+from df_nats.transport import outbox as df_outbox
+from df_nats.wire import codec
+
+LOG = log.get_logger(__name__)
+
+PublishBufferFull = errors.PublishBufferFull
+EventTooLarge = errors.EventTooLarge
+
+# Bytes of a message kept for its header block (NATS/1.0, Df-Seq with a
+# publisher id of up to 128 characters, Df-Events with a table label of up
+# to 128): an event may take max_payload less this.
+HEADER_ROOM = 512
+# A batch is at most this many bytes (or max_payload, if smaller): one
+# drain step never writes more in one loop turn (see _drain).
+BATCH_BYTES = 256 * 1024
+
+
+class Sender:
+    """Queues events of the caller's world and sends them from the loop.
+
+    Owned by a ``Connection`` (``conn.sender``): it reads the connection's
+    nats-py client at each step, so a reconnect or a close is seen at
+    once, and counts in the connection's ``stats``.
+    """
+
+    def __init__(self, conn, refusals):
+        self._conn = conn
+        self._bridge = conn.bridge
+        self._refusals = refusals
+        self.stats = conn.stats
+        # Read once, not an oslo.config lookup on every publish.
+        self._outbox = df_outbox.Outbox(conn.conf.reconnect_buffer_size,
+                                        self._bridge.doorbell(),
+                                        lambda: conn.connected)
+        # Set from the server's max_payload after each (re)connect.
+        self.max_event_size = 0
+        self._batch_limit = 0
+        self._marks = {}  # streams owing a mark (loop thread)
+        self._drain_requested = False
+        self._drain_task = None
+
+    @property
+    def outbox_load(self) -> Tuple[int, int]:
+        """Events and bytes waiting to be sent (any thread; a moment's)."""
+        outbox = self._outbox
+        return len(outbox), outbox.waiting_bytes
+
+    def read_max_payload(self, nc):
+        """Size events and batches to ``nc``'s server (after a connect)."""
+        # The server says how large a message may be; servers of a cluster
+        # may differ, so it is read again after each reconnect.
+        max_payload = nc.max_payload
+        self.max_event_size = max_payload - HEADER_ROOM
+        self._batch_limit = min(max_payload, BATCH_BYTES) - HEADER_ROOM
+
+    def send(self, stream, body: bytes, label=df_outbox.RAW):
+        """Queue one event (or raw body) of ``stream``; returns at once.
+
+        ``label`` is the event's table, or ``outbox.RAW`` for a body that
+        is not a df-nats event and goes out alone. While connected a full
+        outbox only slows the caller down; while disconnected it raises
+        ``PublishBufferFull`` and the stream skips a number. An event
+        larger than the server's ``max_payload`` allows raises
+        ``EventTooLarge``.
+        """
+        if len(body) > self.max_event_size:
+            raise EventTooLarge(
+                'an event of %d bytes is larger than NATS accepts: the'
+                ' server\'s max_payload is %d bytes, %d of which df-nats'
+                ' keeps for headers' % (len(body),
+                                        self.max_event_size + HEADER_ROOM,
+                                        HEADER_ROOM))
+        try:
+            self._outbox.put(stream, body, label)
+        except PublishBufferFull:
+            self.stats['rejected'] += 1
+            stream.skip()
+            # Marked once the link is back, even if nothing else is sent.
+            self._bridge.loop.call_soon_threadsafe(self.queue_mark, stream)
+            raise
+        if not self._drain_requested:
+            self._drain_requested = True
+            self._bridge.loop.call_soon_threadsafe(self.request_drain)
+
+    def queue_mark(self, stream):
+        """Send a mark for ``stream`` before further events (loop thread)."""
+        self._marks[stream] = None
+        self.request_drain()
+
+    def request_drain(self):
+        """Send what is queued, now or by a drain task (loop thread)."""
+        # One drain task at a time keeps the outbox order.
+        self._drain_requested = False
+        if self._drain_task is None or self._drain_task.done():
+            if not self._send_now():
+                self._drain_task = self._bridge.loop.create_task(
+                    self._drain())
+
+    def _draining(self) -> bool:
+        return self._drain_task is not None and not self._drain_task.done()
+
+    def _send_now(self) -> bool:
+        """Write the next message to the socket in this turn (loop thread).
+
+        At low rates the loop wakes up to one event: a drain task would
+        start on the loop's next turn, and nats-py's flusher write on the
+        turn after, each a wake-up of this thread that the caller's world
+        waits through. Done only when nothing is queued before it (no
+        mark owed, nothing in nats-py's buffer or the socket's); True
+        when the outbox is empty after it, False when a drain task is
+        needed.
+        """
+        nc = self._conn.nc
+        writer = (None if nc is None or self._marks
+                  else outgoing.idle_writer(nc))
+        if writer is None:
+            return False
+        outbox = self._outbox
+        group = outbox.take(self._batch_limit - 3, codec.MAX_BATCH_EVENTS)
+        if group is None:
+            return True
+        stream = group[0][0]
+        n = stream.next_number()
+        self._refusals.remember_subject(stream.subject)
+        count = len(group)
+        body, headers, size = outgoing.message(stream, n, group)
+        try:
+            outgoing.write_message(nc, writer, stream.subject, body,
+                                   headers)
+        except Exception as exc:
+            # As in _drain: the number is used, subscribers see the gap.
+            self.stats['publish_errors'] += count
+            self._conn.service.note_error(exc)
+            LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
+                      count, stream.subject, type(exc).__name__, exc)
+        else:
+            self.stats['published'] += count
+            self.stats['messages'] += 1
+        stream.n = n
+        outbox.release(size)
+        return not outbox
+
+    async def _drain(self):
+        # Loop thread: everything queued since the last turn goes out,
+        # consecutive events of one stream as one message (never waiting
+        # for more). Numbers are taken here, in sending order.
+        outbox = self._outbox
+        while True:
+            nc = self._conn.nc
+            if nc is None or not nc.is_connected:
+                return  # _on_reconnected drains again
+            if self._marks and not await self._send_marks(nc):
+                return
+            # Less 3 bytes: the array header of a batch.
+            group = outbox.take(self._batch_limit - 3,
+                                codec.MAX_BATCH_EVENTS)
+            if group is None:
+                return
+            stream = group[0][0]
+            n = stream.next_number()
+            self._refusals.remember_subject(stream.subject)
+            count = len(group)
+            body, headers, size = outgoing.message(stream, n, group)
+            try:
+                await nc.publish(stream.subject, body, headers=headers)
+            except (nats_errors.ConnectionReconnectingError,
+                    nats_errors.OutboundBufferLimitError):
+                outbox.put_back(group)
+                return
+            except Exception as exc:
+                # The number is used: subscribers see the gap and resync.
+                self.stats['publish_errors'] += count
+                self._conn.service.note_error(exc)
+                LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
+                          count, stream.subject, type(exc).__name__, exc)
+            stream.n = n
+            outbox.release(size)
+            self.stats['published'] += count
+            self.stats['messages'] += 1
+            if not outbox:
+                # Nothing to batch with: on the wire now rather than on
+                # the loop's next turn.
+                outgoing.write_pending_now(nc)
+            # Let the loop write this batch and read what came in before
+            # the next one: a drain that wrote megabytes in one turn got
+            # its own subscriptions cut off as slow consumers.
+            await asyncio.sleep(0)
+
+    async def _send_marks(self, nc) -> bool:
+        marks, self._marks = self._marks, {}
+        for stream in marks:
+            try:
+                await nc.publish(stream.subject, b'',
+                                 headers=stream.mark_headers())
+            except Exception as exc:
+                self._marks.update(marks)  # again on the next reconnect
+                LOG.warning('df-nats: mark for %s not sent: %s: %s',
+                            stream.subject, type(exc).__name__, exc)
+                return False
+            self.stats['marks'] += 1
+        return True
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until queued events reached the server; False on timeout."""
+        if self._conn.nc is None:
+            return not self._outbox
+        try:
+            self._bridge.run(self._flush(timeout),
+                             timeout=timeout + timeouts.GRACE)
+            return True
+        except Exception as exc:
+            LOG.warning('df-nats: flush gave up with %d events queued: %s',
+                        len(self._outbox), exc)
+            return False
+
+    async def _flush(self, timeout):
+        deadline = time.monotonic() + timeout
+        self.request_drain()
+        while self._outbox or self._draining():
+            if time.monotonic() > deadline:
+                raise TimeoutError('events still queued')
+            if self._draining():
+                await self._drain_task
+            if self._outbox:
+                await self._wait_connected(deadline)
+                self.request_drain()
+        await self._conn.nc.flush(
+            timeout=max(deadline - time.monotonic(), 0.1))
+
+    async def _wait_connected(self, deadline):
+        while not self._conn.connected:
+            if time.monotonic() > deadline:
+                raise TimeoutError('not connected')
+            await asyncio.sleep(0.05)

@@ -1,0 +1,366 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""This process as an instance of the NATS service ``df-nats``.
+
+Every df-nats process registers one instance of the service ``df-nats``
+with the NATS micro protocol (nats-py's ``nats.micro``) on its
+connection, so that ``nats micro ls``, ``nats micro info df-nats``,
+``nats micro stats df-nats`` and ``df-nats stats`` list every Dragonflow
+process: its role (publisher, subscriber or both), host, pid, publisher
+id and df-nats version in the service metadata, and its counters in the
+data of the service's one endpoint, ``counters``.
+
+The counters are the ``collections.Counter`` objects the driver keeps
+anyway (``Connection.stats``, each running subscriber's ``stats``): they
+are read only when somebody asks, so the hot path pays nothing.
+
+Threads: replies are built on the bridge's loop thread, while the
+caller's world increments the counters. Each counter is copied with
+``dict.copy``, one C call that holds the GIL from start to end, so a copy
+never sees a dict changing size under it; no lock is added to the hot
+path. The connection's and the subscribers' copies are taken one after
+the other, so they may be a few events apart: counters for people, not
+an atomic snapshot. The list of subscribers and the metadata change in
+the caller's world and on the loop thread respectively and are read as
+whole objects (a list copy, a dict of fixed keys whose values are
+replaced).
+
+Permissions: the service subscribes to ``$SRV.>`` subjects and publishes
+its replies to the requesters' inboxes (``_INBOX.>``). When the server
+refuses either, the service logs one warning, unregisters and leaves the
+driver alone.
+"""
+
+import asyncio
+import collections
+import json
+import re
+import socket
+import threading
+from typing import Dict, Iterable, List, Mapping, Optional
+
+from nats import micro
+from nats.micro import service as micro_service
+
+from df_nats.conf import timeouts
+from df_nats.loop import log
+from df_nats.transport import connect_args
+from df_nats import version
+
+LOG = log.get_logger(__name__)
+
+NAME = 'df-nats'
+ENDPOINT = 'counters'
+DESCRIPTION = 'Dragonflow pub/sub driver df-nats: one instance per process'
+SUBJECT_PREFIX = micro_service.DEFAULT_PREFIX   # $SRV
+STATS_RESPONSE_TYPE = micro_service.STATS_RESPONSE_TYPE
+
+ROLES = ('publisher', 'subscriber', 'both', 'none')
+
+# Shown (as 0) before they are first counted, so that every process lists
+# the same keys. Other keys the counters hold are shown as well.
+CONNECTION_COUNTERS = ('published', 'messages', 'marks', 'rejected',
+                       'publish_errors', 'errors', 'disconnects',
+                       'reconnects', 'unsent_at_close')
+SUBSCRIBER_COUNTERS = ('received', 'duplicates', 'gaps', 'missed', 'syncs',
+                       'marks', 'malformed', 'callback_errors',
+                       # hostile input (README "Hostile publishers")
+                       'syncs_suppressed', 'syncs_delayed', 'overflow',
+                       'jumps', 'rebaselines', 'late', 'bad_headers',
+                       'untracked_streams')
+
+_LAST_ERROR_CHARS = 300
+_URL_USERINFO = re.compile(r'(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@')
+_SEMVER = re.compile(r'^(\d+)\.(\d+)\.(\d+)(.*)$')
+_PERMISSION_REFUSED = 'permissions violation'
+
+
+def semver(version: str) -> str:
+    """``version`` as the semantic version the micro protocol demands.
+
+    pbr versions (``0.0.1.dev87``) are not semantic versions: the part
+    after the third number becomes a pre-release (``0.0.1-dev87``).
+    """
+    match = _SEMVER.match(version or '')
+    if not match:
+        return '0.0.0-unknown'
+    rest = re.sub(r'[^0-9A-Za-z.]+', '.', match.group(4)).strip('.')
+    # Numeric identifiers without leading zeros, as semver wants them.
+    rest = '.'.join(str(int(part)) if part.isdigit() else part
+                    for part in rest.split('.') if part)
+    core = '.'.join(str(int(match.group(i))) for i in (1, 2, 3))
+    return '%s-%s' % (core, rest) if rest else core
+
+
+def role(publishers: int, subscribers: int) -> str:
+    """``publisher``, ``subscriber``, ``both`` or ``none``."""
+    if publishers and subscribers:
+        return 'both'
+    if publishers:
+        return 'publisher'
+    if subscribers:
+        return 'subscriber'
+    return 'none'
+
+
+def endpoint_subject(service_id: str) -> str:
+    """The subject of an instance's ``counters`` endpoint.
+
+    Under ``$SRV`` with the control subjects, so that one permission
+    (subscribe ``$SRV.>``) covers the whole service.
+    """
+    return '%s.%s.%s.%s' % (SUBJECT_PREFIX, NAME, ENDPOINT, service_id)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for ``last_error``: type and message, URLs redacted."""
+    text = '%s: %s' % (type(exc).__name__, exc)
+    text = _URL_USERINFO.sub(r'\1***@', ' '.join(text.split()))
+    return text[:_LAST_ERROR_CHARS]
+
+
+def counters(connection_stats: Mapping, subscriber_stats: Iterable[Mapping],
+             outbox_events: int, outbox_bytes: int,
+             last_error: Optional[str]) -> Dict:
+    """The data of the ``counters`` endpoint, from copies of the counters.
+
+    The subscribers' counters are summed: a process may run more than one
+    subscriber.
+    """
+    conn = dict.fromkeys(CONNECTION_COUNTERS, 0)
+    conn.update(connection_stats)
+    subs = collections.Counter(dict.fromkeys(SUBSCRIBER_COUNTERS, 0))
+    for stats in subscriber_stats:
+        subs.update(stats)
+    return {'connection': conn,
+            'subscriber': dict(subs),
+            'outbox_events': outbox_events,
+            'outbox_bytes': outbox_bytes,
+            'last_error': last_error or ''}
+
+
+def metadata(identity: Mapping, publisher_ids: Iterable[str],
+             subscribers: int) -> Dict[str, str]:
+    """The service metadata: ``identity`` plus role and publisher id.
+
+    Values are strings, as the micro protocol wants them.
+    """
+    ids = sorted(publisher_ids)
+    meta = {key: str(value) for key, value in identity.items()}
+    meta['role'] = role(len(ids), subscribers)
+    meta['publisher_id'] = ','.join(ids)
+    return meta
+
+
+def is_refusal(exc: BaseException, service_registered: bool) -> bool:
+    """True when ``exc`` is the server refusing the service what it needs.
+
+    A subscription to ``$SRV.`` subjects, or (once registered) a reply:
+    the driver itself never publishes to an inbox.
+    """
+    text = str(exc).lower()
+    if _PERMISSION_REFUSED not in text:
+        return False
+    if 'subscription to "%s.' % SUBJECT_PREFIX.lower() in text:
+        return True
+    return service_registered and 'publish to "_inbox.' in text
+
+
+class ProcessService:
+    """This process's instance of the NATS service ``df-nats``.
+
+    Lives as long as its connection (``Connection.service``): ``start``
+    registers it after every connect, ``stop`` ends it at close. A fork
+    child makes a connection of its own, hence a service of its own with
+    a new id; the parent's is never touched there. Publishers and
+    subscribers join and leave (caller's world), which sets the role.
+    """
+
+    def __init__(self, conn, enabled: bool):
+        self.enabled = enabled
+        self._conn = conn
+        self._bridge = conn.bridge
+        # Joins and leaves (caller's world, seldom) take the lock; the
+        # loop thread reads without it.
+        self._lock = threading.Lock()
+        self._publisher_ids = collections.Counter()
+        self._subscriber_stats: List[collections.Counter] = []
+        self._identity = _identity(conn) if enabled else {}
+        # Handed to nats-py, which answers with it: only ever updated in
+        # place, on the loop thread.
+        self._metadata = metadata(self._identity, (), 0)
+        self._last_error: Optional[str] = None
+        self._nc = None
+        self._service = None
+        self._task = None
+        self._refused = False
+        if enabled:
+            conn.add_listener(self._on_reconnected)
+
+    # -- caller's world ----------------------------------------------------
+    # The collections are replaced, never changed in place: the loop
+    # thread reads whichever one it finds.
+
+    def publisher_joined(self, publisher_id: str):
+        """A publisher of this process started, with this registry id."""
+        with self._lock:
+            ids = collections.Counter(self._publisher_ids)
+            ids[publisher_id] += 1
+            self._publisher_ids = ids
+        self._changed()
+
+    def publisher_left(self, publisher_id: str):
+        with self._lock:
+            ids = collections.Counter(self._publisher_ids)
+            ids[publisher_id] -= 1
+            self._publisher_ids = +ids  # without ids counted down to 0
+        self._changed()
+
+    def subscriber_joined(self, stats: collections.Counter):
+        """A subscriber started; its ``stats`` are summed in the data."""
+        with self._lock:
+            if not any(s is stats for s in self._subscriber_stats):
+                self._subscriber_stats = self._subscriber_stats + [stats]
+        self._changed()
+
+    def subscriber_left(self, stats: collections.Counter):
+        with self._lock:
+            self._subscriber_stats = [s for s in self._subscriber_stats
+                                      if s is not stats]
+        self._changed()
+
+    def _changed(self):
+        if self.enabled:
+            self._bridge.call_soon(self._update_metadata)
+
+    # -- loop thread ---------------------------------------------------------
+
+    def _update_metadata(self):
+        self._metadata.update(metadata(
+            self._identity, list(self._publisher_ids),
+            len(self._subscriber_stats)))
+
+    def snapshot(self) -> Dict:
+        """The counters' data now (any thread; see the module's notes)."""
+        subscribers = self._subscriber_stats
+        return counters(dict.copy(self._conn.stats),
+                        [dict.copy(s) for s in subscribers],
+                        *self._conn.outbox_load, self._last_error)
+
+    def note_error(self, exc: BaseException) -> bool:
+        """Record an error of the connection; True if it was the service's.
+
+        Called from the connection's error callback. A refusal by the
+        server to let the service subscribe or reply is logged once (here)
+        and unregisters the service; any other error becomes
+        ``last_error``.
+        """
+        if self.enabled and is_refusal(exc, self._service is not None):
+            if not self._refused:
+                self._refused = True
+                LOG.warning(
+                    'df-nats: the NATS service %s is not available: the'
+                    ' server refused it (%s). It needs permission to'
+                    ' subscribe to %s.> and to publish to _INBOX.>;'
+                    ' pub/sub goes on without it. Set [df_nats]'
+                    ' service_endpoint = False to not try.', NAME, exc,
+                    SUBJECT_PREFIX)
+                self._bridge.loop.create_task(self._unregister())
+            return True
+        self._last_error = describe_error(exc)
+        return False
+
+    def start(self, nc):
+        """Register on ``nc`` in the background (loop thread)."""
+        self._nc = nc
+        if not self.enabled or self._refused or self._service is not None:
+            return
+        if self._task is None or self._task.done():
+            self._task = self._bridge.loop.create_task(self._register(nc))
+
+    def stop(self):
+        """Forget the registration before the connection closes (loop).
+
+        Closing the connection ends its subscriptions: unsubscribing each
+        first would only cost round trips at close.
+        """
+        self._nc = None
+        self._service = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+
+    def _on_reconnected(self):
+        # nats-py subscribes again after a reconnect; a registration that
+        # failed (the link broke meanwhile) is tried again.
+        if self._nc is not None:
+            self.start(self._nc)
+
+    async def _register(self, nc):
+        self._update_metadata()
+        service = micro.Service(nc, micro_service.ServiceConfig(
+            name=NAME, version=semver(self._identity['df_nats_version']),
+            description=DESCRIPTION, metadata=self._metadata,
+            stats_handler=self._endpoint_data))
+        try:
+            await service.start()
+            await service.add_endpoint(
+                name=ENDPOINT, subject=endpoint_subject(service.id),
+                handler=self._on_counters_request)
+            # The server refuses subscriptions after the fact: past this
+            # round trip, a refusal has reached note_error.
+            await nc.flush(timeout=timeouts.CONFIRM)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            LOG.warning(
+                'df-nats: the NATS service %s is not registered (tried'
+                ' again after a reconnect): %s', NAME, describe_error(exc))
+            await _quietly_stop(service)
+            return
+        if self._refused:
+            await _quietly_stop(service)
+            return
+        self._service = service
+        LOG.info('df-nats: registered as instance %s of the NATS service'
+                 ' %s', service.id, NAME)
+
+    async def _unregister(self):
+        service, self._service = self._service, None
+        if service is not None:
+            await _quietly_stop(service)
+
+    def _endpoint_data(self, endpoint_stats):
+        # nats-py's STATS reply: the data of the endpoint.
+        return self.snapshot()
+
+    async def _on_counters_request(self, request):
+        await request.respond(
+            json.dumps(self.snapshot(), sort_keys=True).encode())
+
+
+async def _quietly_stop(service):
+    try:
+        await asyncio.wait_for(service.stop(), timeouts.CONFIRM)
+    except Exception:  # nosec: what is left goes with the connection
+        pass
+
+
+def _identity(conn) -> Dict[str, str]:
+    """What does not change in a process: host, pid, names, version."""
+    return {'host': socket.gethostname(),
+            'pid': str(conn.pid),
+            'process': connect_args.process_name(),
+            'threads': 'eventlet' if conn.bridge.green else 'native',
+            'subject_prefix': conn.conf.subject_prefix,
+            'df_nats_version': version.version_string()}

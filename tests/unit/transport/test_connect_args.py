@@ -1,0 +1,92 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Reconnect pacing: server choice, backoff and jitter."""
+
+import random
+from urllib import parse
+
+from nats.aio import client as nats_client
+import pytest
+
+from df_nats.conf import options
+from df_nats.transport import connect_args
+
+
+def _servers(*reconnects):
+    return [nats_client.Server(uri=parse.urlparse('nats://127.0.0.1:%d'
+                                                  % (4222 + i)),
+                               reconnects=r)
+            for i, r in enumerate(reconnects)]
+
+
+def _pacer(wait=1.0, wait_max=10.0, jitter=0.0, seed=1):
+    return connect_args.ReconnectPacer(wait, wait_max, jitter,
+                                       rng=random.Random(seed))
+
+
+def test_first_round_at_once_and_not_the_lost_server():
+    pacer = _pacer()
+    servers = _servers(0, 0, 0)
+    pacer.last_netloc = servers[1].uri.netloc
+    for seed in range(20):
+        pacer._rng = random.Random(seed)
+        chosen, delay = pacer(servers, {})
+        assert chosen is not servers[1]
+        assert delay == 0.0
+
+
+def test_least_failed_server_first():
+    pacer = _pacer()
+    servers = _servers(2, 1, 3)
+    chosen, delay = pacer(servers, {})
+    assert chosen is servers[1]
+    assert delay == 1.0
+
+
+def test_lost_server_when_it_is_the_only_candidate():
+    pacer = _pacer()
+    servers = _servers(1, 0, 1)
+    pacer.last_netloc = servers[1].uri.netloc
+    assert pacer(servers, {})[0] is servers[1]
+
+
+def test_backoff_doubles_up_to_the_cap():
+    pacer = _pacer(wait=0.5, wait_max=3.0)
+    assert [pacer.delay(n) for n in range(6)] == [0, 0.5, 1.0, 2.0, 3.0,
+                                                  3.0]
+    assert pacer.delay(10 ** 6) == 3.0
+
+
+def test_jitter_spreads_within_bound():
+    pacer = _pacer(wait=1.0, wait_max=1.0, jitter=0.2)
+    delays = [pacer.delay(1) for _ in range(200)]
+    assert all(1.0 <= d <= 1.2 for d in delays)
+    assert len(set(delays)) > 100
+    first = [pacer.delay(0) for _ in range(200)]
+    assert all(0.0 <= d <= 0.2 for d in first)
+
+
+def test_reconnect_defaults(conf):
+    group = options.validate(conf.conf)
+    assert group.max_reconnect_attempts == -1   # forever
+    assert group.reconnect_jitter > 0
+    assert group.reconnect_time_wait_max >= group.reconnect_time_wait
+    assert group.sequence_streams == 4096
+
+
+def test_backoff_cap_below_base_is_named(conf):
+    conf.config(group=options.GROUP, reconnect_time_wait=5.0,
+                reconnect_time_wait_max=1.0)
+    with pytest.raises(options.ConfigError) as exc:
+        options.validate(conf.conf)
+    assert str(exc.value).startswith('[df_nats] reconnect_time_wait_max:')

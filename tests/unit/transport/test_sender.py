@@ -1,0 +1,350 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The sender's drain: batches, numbers, marks, limits (no server).
+
+The drain runs on the real loop thread against a stand-in for nats-py's
+client that records what would be published.
+"""
+
+from nats import errors as nats_errors
+import pytest
+
+from df_nats.pubsub import process_context
+from df_nats.transport import connection
+from df_nats.transport import outbox
+from df_nats.wire import codec
+from df_nats.wire import sequence
+
+
+class _NatsClient:
+    """What the drain uses of nats-py's client."""
+
+    def __init__(self, max_payload=1024 * 1024):
+        self.is_connected = True
+        self.max_payload = max_payload
+        self.sent = []
+        self.fail_with = None
+
+    async def publish(self, subject, payload, headers=None):
+        if self.fail_with is not None:
+            raise self.fail_with
+        if len(payload) > self.max_payload:
+            raise nats_errors.MaxPayloadError
+        self.sent.append((subject, payload, dict(headers or {})))
+
+
+def _connection(conf, max_payload=1024 * 1024):
+    conn = connection.Connection(conf.conf,
+                                 process_context.current().bridge)
+    nc = _NatsClient(max_payload)
+    conn._nc = nc
+    conn.sender.read_max_payload(nc)
+    return conn, nc
+
+
+def _drain(conn):
+    conn.bridge.run(conn.sender._drain(), timeout=10)
+
+
+def _event(i, table='lport'):
+    return codec.pack_event({'table': table, 'key': 'k%d' % i,
+                             'action': 'set', 'value': '{}', 'topic': 'T'})
+
+
+def _keys(payload):
+    events, dropped, _ = codec.unpack_events(payload)
+    assert dropped == 0
+    return [e['key'] for e in events]
+
+
+def test_what_accumulated_goes_as_one_numbered_message(conf):
+    conn, nc = _connection(conf)
+    stream = sequence.Stream('p.topic.T', 'pub-1', 'inc0')
+    for i in range(40):
+        conn.sender._outbox.put(stream, _event(i), 'lport')
+    _drain(conn)
+    assert len(nc.sent) == 1
+    subject, payload, headers = nc.sent[0]
+    assert subject == 'p.topic.T'
+    assert headers == {'Df-Seq': 'pub-1 inc0.1', 'Df-Events': '40 lport'}
+    assert _keys(payload) == ['k%d' % i for i in range(40)]
+    assert conn.sender._outbox.waiting_bytes == 0
+    assert conn.stats['published'] == 40 and conn.stats['messages'] == 1
+
+
+def test_single_event_is_a_plain_map_and_mixed_tables_unnamed(conf):
+    conn, nc = _connection(conf)
+    stream = sequence.Stream('s', 'p', 'i')
+    conn.sender._outbox.put(stream, _event(0), 'lport')
+    _drain(conn)
+    conn.sender._outbox.put(stream, _event(1, 'lport'), 'lport')
+    conn.sender._outbox.put(stream, _event(2, 'lswitch'), 'lswitch')
+    _drain(conn)
+    (_, single, h1), (_, batch, h2) = nc.sent
+    assert single == _event(0)           # what Dragonflow nodes decode
+    assert h1 == {'Df-Seq': 'p i.1', 'Df-Events': '1 lport'}
+    assert h2 == {'Df-Seq': 'p i.2', 'Df-Events': '2'}
+    assert _keys(batch) == ['k1', 'k2']
+
+
+def test_streams_interleaved_keep_order_and_own_numbers(conf):
+    conn, nc = _connection(conf)
+    t = sequence.Stream('t', 'p', 'i')
+    u = sequence.Stream('u', 'p', 'i')
+    for stream, i in ((t, 0), (t, 1), (u, 2), (t, 3)):
+        conn.sender._outbox.put(stream, _event(i), 'lport')
+    _drain(conn)
+    assert [(s, h['Df-Seq'], _keys(p)) for s, p, h in nc.sent] == [
+        ('t', 'p i.1', ['k0', 'k1']), ('u', 'p i.1', ['k2']),
+        ('t', 'p i.2', ['k3'])]
+
+
+def test_raw_bodies_never_mixed_into_batches(conf):
+    conn, nc = _connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    conn.sender._outbox.put(s, _event(0), 'lport')
+    conn.sender._outbox.put(s, b'\xc1raw', outbox.RAW)
+    conn.sender._outbox.put(s, _event(1), 'lport')
+    _drain(conn)
+    assert [(p, h) for _, p, h in nc.sent] == [
+        (_event(0), {'Df-Seq': 'p i.1', 'Df-Events': '1 lport'}),
+        (b'\xc1raw', {'Df-Seq': 'p i.2'}),
+        (_event(1), {'Df-Seq': 'p i.3', 'Df-Events': '1 lport'})]
+
+
+def test_batches_stay_within_max_payload(conf):
+    conn, nc = _connection(conf, max_payload=4096)
+    s = sequence.Stream('s', 'p', 'i')
+    for i in range(200):
+        conn.sender._outbox.put(s, _event(i), 'lport')
+    _drain(conn)
+    assert len(nc.sent) > 1
+    keys = []
+    for _, payload, headers in nc.sent:
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in headers.items())
+        assert len(payload) + header_bytes + 12 <= 4096
+        keys += _keys(payload)
+    assert keys == ['k%d' % i for i in range(200)]
+
+
+def test_event_above_max_payload_refused_naming_both(conf):
+    conn, nc = _connection(conf, max_payload=2048)
+    s = sequence.Stream('s', 'p', 'i')
+    with pytest.raises(connection.EventTooLarge,
+                       match=r'event of 3000 bytes .*max_payload is 2048'):
+        conn.send(s, b'x' * 3000, 'lport')
+    assert not conn.sender._outbox and s.n == 0
+
+
+def test_not_sent_while_reconnecting_keeps_events_and_numbers(conf):
+    conn, nc = _connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    for i in range(3):
+        conn.sender._outbox.put(s, _event(i), 'lport')
+    nc.fail_with = nats_errors.ConnectionReconnectingError()
+    _drain(conn)
+    assert len(conn.sender._outbox) == 3 and s.n == 0
+    nc.fail_with = None
+    _drain(conn)
+    assert [(h['Df-Seq'], _keys(p)) for _, p, h in nc.sent] == [
+        ('p i.1', ['k0', 'k1', 'k2'])]
+
+
+def test_failed_publish_uses_its_number(conf):
+    # The events are dropped and logged: subscribers see the gap.
+    conn, nc = _connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    conn.sender._outbox.put(s, _event(0), 'lport')
+    nc.fail_with = nats_errors.MaxPayloadError()
+    _drain(conn)
+    nc.fail_with = None
+    conn.sender._outbox.put(s, _event(1), 'lport')
+    _drain(conn)
+    assert [h['Df-Seq'] for _, _, h in nc.sent] == ['p i.2']
+    assert conn.stats['publish_errors'] == 1
+    assert conn.sender._outbox.waiting_bytes == 0
+
+
+def test_marks_go_before_queued_events(conf):
+    conn, nc = _connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    s.n = 5
+    conn.sender._outbox.put(s, _event(0), 'lport')
+    conn.sender._marks[s] = None
+    _drain(conn)
+    assert [(p, h) for _, p, h in nc.sent] == [
+        (b'', {'Df-Seq': 'p i.5', 'Df-Mark': '1'}),
+        (_event(0), {'Df-Seq': 'p i.6', 'Df-Events': '1 lport'})]
+
+
+def test_refused_while_disconnected_skips_and_marks(conf):
+    conn, nc = _connection(conf)
+    conn.sender._outbox.limit = 100
+    s = sequence.Stream('s', 'p', 'i')
+    conn.sender._outbox.put(s, b'x' * 90, outbox.RAW)
+    nc.is_connected = False
+    with pytest.raises(connection.PublishBufferFull):
+        conn.send(s, b'y' * 20, 'lport')
+    assert conn.stats['rejected'] == 1
+    nc.is_connected = True
+    _drain(conn)
+    # The refused event took number 1: the mark says so, before the raw
+    # body queued earlier goes out as 2.
+    assert [h for _, _, h in nc.sent] == [
+        {'Df-Seq': 'p i.1', 'Df-Mark': '1'}, {'Df-Seq': 'p i.2'}]
+
+
+class _SocketWriter:
+    """nats-py's stream writer, as far as ``_send_now`` uses it."""
+
+    def __init__(self):
+        self.transport = self
+        self.buffered = 0
+        self.written = []
+
+    def get_write_buffer_size(self):
+        return self.buffered
+
+    def write(self, data):
+        self.written.append(data)
+
+    def writelines(self, lines):
+        self.written.extend(lines)
+
+
+class _WritableClient(_NatsClient):
+    """A client whose socket ``_send_now`` may write to directly."""
+
+    def __init__(self):
+        super().__init__()
+        self._pending = []
+        self.stats = {'out_msgs': 0, 'out_bytes': 0}
+        self._transport = type('T', (), {})()
+        self._transport._io_writer = _SocketWriter()
+
+    @property
+    def written(self):
+        return self._transport._io_writer.written
+
+
+def _writable_connection(conf):
+    conn = connection.Connection(conf.conf,
+                                 process_context.current().bridge)
+    nc = _WritableClient()
+    conn._nc = nc
+    conn.sender.read_max_payload(nc)
+    return conn, nc
+
+
+def _request_drain(conn):
+    # As send() does: on the loop thread, then let a drain task finish.
+    async def request():
+        conn.sender.request_drain()
+        if conn.sender._draining():
+            await conn.sender._drain_task
+    conn.bridge.run(request(), timeout=10)
+
+
+def _hpub(data):
+    """(subject, headers, body) of one HPUB, checked field by field."""
+    line, _, rest = data.partition(b'\r\n')
+    op, subject, header_len, total_len = line.split(b' ')
+    assert op == b'HPUB'
+    header_len, total_len = int(header_len), int(total_len)
+    assert len(rest) == total_len + 2 and rest.endswith(b'\r\n')
+    block, body = rest[:header_len], rest[header_len:total_len]
+    assert block.startswith(b'NATS/1.0\r\n') and block.endswith(b'\r\n\r\n')
+    headers = dict(line.split(': ', 1) for line in
+                   block.decode().split('\r\n')[1:-2])
+    return subject.decode(), headers, body
+
+
+def test_lone_event_written_to_the_socket_in_the_same_turn(conf):
+    conn, nc = _writable_connection(conf)
+    s = sequence.Stream('p.topic.T', 'pub-1', 'inc0')
+    conn.sender._outbox.put(s, _event(0), 'lport')
+    _request_drain(conn)
+    assert nc.sent == [] and conn.sender._drain_task is None
+    assert [_hpub(data) for data in nc.written] == [
+        ('p.topic.T', {'Df-Seq': 'pub-1 inc0.1', 'Df-Events': '1 lport'},
+         _event(0))]
+    assert s.n == 1 and not conn.sender._outbox
+    assert conn.sender._outbox.waiting_bytes == 0
+    assert conn.stats['published'] == 1 and conn.stats['messages'] == 1
+    assert nc.stats == {'out_msgs': 1, 'out_bytes': len(_event(0))}
+
+
+def test_what_accumulated_written_at_once_as_one_batch(conf):
+    conn, nc = _writable_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    for i in range(3):
+        conn.sender._outbox.put(s, _event(i), 'lport')
+    _request_drain(conn)
+    ((subject, headers, body),) = [_hpub(data) for data in nc.written]
+    assert headers == {'Df-Seq': 'p i.1', 'Df-Events': '3 lport'}
+    assert _keys(body) == ['k0', 'k1', 'k2'] and nc.sent == []
+
+
+def test_the_rest_goes_through_a_drain_task_in_order(conf):
+    conn, nc = _writable_connection(conf)
+    t = sequence.Stream('t', 'p', 'i')
+    u = sequence.Stream('u', 'p', 'i')
+    for stream, i in ((t, 0), (u, 1), (t, 2)):
+        conn.sender._outbox.put(stream, _event(i), 'lport')
+    _request_drain(conn)
+    first = [_hpub(data) for data in nc.written]
+    assert [(s, h['Df-Seq'], _keys(b)) for s, h, b in first] == [
+        ('t', 'p i.1', ['k0'])]
+    assert [(s, h['Df-Seq'], _keys(p)) for s, p, h in nc.sent] == [
+        ('u', 'p i.1', ['k1']), ('t', 'p i.2', ['k2'])]
+    assert not conn.sender._outbox and conn.sender._outbox.waiting_bytes == 0
+
+
+@pytest.mark.parametrize('state', ['mark owed', 'socket busy',
+                                   'nats-py pending', 'disconnected'])
+def test_not_written_past_what_is_queued_before(conf, state):
+    conn, nc = _writable_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    if state == 'mark owed':
+        s.n = 4
+        conn.sender._marks[s] = None
+    elif state == 'socket busy':
+        nc._transport._io_writer.buffered = 1
+    elif state == 'nats-py pending':
+        nc._pending.append(b'PING\r\n')
+    conn.sender._outbox.put(s, _event(0), 'lport')
+    if state == 'disconnected':
+        nc.is_connected = False
+        _request_drain(conn)
+        assert nc.written == [] and nc.sent == []
+        assert len(conn.sender._outbox) == 1
+        return
+    _request_drain(conn)
+    assert not [data for data in nc.written if data.startswith(b'HPUB')]
+    assert [h['Df-Seq'] for _, _, h in nc.sent][-1] == (
+        'p i.5' if state == 'mark owed' else 'p i.1')
+
+
+def test_failed_write_uses_its_number_and_is_counted(conf):
+    conn, nc = _writable_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+
+    def refuse(data):
+        raise RuntimeError('Cannot call write() after write_eof()')
+    nc._transport._io_writer.write = refuse
+    conn.sender._outbox.put(s, _event(0), 'lport')
+    _request_drain(conn)
+    assert s.n == 1 and not conn.sender._outbox
+    assert conn.sender._outbox.waiting_bytes == 0
+    assert conn.stats['publish_errors'] == 1
+    assert conn.stats['published'] == 0

@@ -1,0 +1,216 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The process's NATS service: what it reports, and refusals (no server).
+
+Registration on a real server, the replies nats-py builds and refusals by
+a real server's permissions are in tests/functional/test_stats.py.
+"""
+
+import collections
+import types
+
+from nats.micro import service as micro_service
+import pytest
+
+from df_nats.transport import service
+
+
+@pytest.mark.parametrize('version, expected', [
+    ('0.0.1.dev87', '0.0.1-dev87'),
+    ('1.2.3', '1.2.3'),
+    ('1.2.3rc1', '1.2.3-rc1'),
+    ('2.0.0.0rc2.dev3', '2.0.0-0rc2.dev3'),
+    ('01.2.3', '1.2.3'),
+    ('1.2.3.007', '1.2.3-7'),
+    ('unknown', '0.0.0-unknown'),
+    ('', '0.0.0-unknown'),
+])
+def test_versions_become_semantic_versions_nats_micro_accepts(version,
+                                                              expected):
+    assert service.semver(version) == expected
+    assert micro_service.SEMVER_REGEX.match(service.semver(version))
+
+
+def test_role_from_what_the_process_runs():
+    assert service.role(1, 0) == 'publisher'
+    assert service.role(0, 2) == 'subscriber'
+    assert service.role(1, 1) == 'both'
+    assert service.role(0, 0) == 'none'
+    assert set(service.ROLES) == {'publisher', 'subscriber', 'both', 'none'}
+
+
+def test_counters_keep_their_names_sum_subscribers_and_show_zeros():
+    data = service.counters(
+        {'published': 5, 'messages': 2, 'new_counter': 1},
+        [{'received': 3, 'gaps': 1}, {'received': 4, 'malformed': 2}],
+        outbox_events=1, outbox_bytes=470, last_error=None)
+    assert data['connection']['published'] == 5
+    assert data['connection']['messages'] == 2
+    assert data['connection']['reconnects'] == 0
+    assert data['connection']['new_counter'] == 1   # other keys pass
+    assert data['subscriber']['received'] == 7
+    assert data['subscriber']['gaps'] == 1
+    assert data['subscriber']['malformed'] == 2
+    assert data['subscriber']['syncs'] == 0
+    assert data['subscriber']['duplicates'] == 0
+    assert (data['outbox_events'], data['outbox_bytes'],
+            data['last_error']) == (1, 470, '')
+
+
+def test_metadata_are_strings_with_role_and_publisher_id():
+    meta = service.metadata({'host': 'h', 'pid': 12}, ['p-1'], 1)
+    assert meta == {'host': 'h', 'pid': '12', 'role': 'both',
+                    'publisher_id': 'p-1'}
+    assert service.metadata({}, [], 0)['publisher_id'] == ''
+
+
+def test_endpoint_subject_is_under_srv_with_the_instance_id():
+    assert service.endpoint_subject('abc') == '$SRV.df-nats.counters.abc'
+
+
+def test_last_error_redacts_urls_and_stays_one_short_line():
+    exc = OSError('cannot reach nats://admin:s3cret@10.0.0.1:4222\nnow')
+    text = service.describe_error(exc)
+    assert 's3cret' not in text and 'admin' not in text
+    assert text == 'OSError: cannot reach nats://***@10.0.0.1:4222 now'
+    assert len(service.describe_error(ValueError('x' * 5000))) == 300
+
+
+@pytest.mark.parametrize('message, registered, refused', [
+    ('nats: Permissions Violation for Subscription to "$SRV.PING"',
+     False, True),
+    ('nats: Permissions Violation for Subscription to'
+     ' "$SRV.df-nats.counters.x"', False, True),
+    ('nats: Permissions Violation for Publish to "_INBOX.abc.def"',
+     True, True),
+    # Before it registered, an inbox refusal is not the service's.
+    ('nats: Permissions Violation for Publish to "_INBOX.abc.def"',
+     False, False),
+    ('nats: Permissions Violation for Publish to "dragonflow.topic.D"',
+     True, False),
+    ('nats: Permissions Violation for Subscription to "dragonflow.>"',
+     True, False),
+    ('nats: slow consumer', True, False),
+])
+def test_refusals_of_the_service_told_from_other_errors(
+        message, registered, refused):
+    assert service.is_refusal(Exception(message), registered) is refused
+
+
+class _Loop:
+    def __init__(self):
+        self.tasks = []
+
+    def create_task(self, coro):
+        self.tasks.append(coro.__qualname__)
+        coro.close()
+
+
+def _conn(enabled=True):
+    bridge = types.SimpleNamespace(
+        green=False, loop=_Loop(),
+        call_soon=lambda fn, *args: fn(*args))
+    conn = types.SimpleNamespace(
+        bridge=bridge, pid=4242, stats=collections.Counter(),
+        outbox_load=(3, 900),
+        conf=types.SimpleNamespace(subject_prefix='dragonflow'),
+        listeners=[])
+    conn.add_listener = conn.listeners.append
+    return conn, service.ProcessService(conn, enabled)
+
+
+def test_identity_says_who_the_process_is():
+    conn, svc = _conn()
+    meta = svc._metadata
+    assert meta['pid'] == '4242'
+    assert meta['threads'] == 'native'
+    assert meta['subject_prefix'] == 'dragonflow'
+    assert meta['host'] and meta['process'] and meta['df_nats_version']
+    assert meta['role'] == 'none' and meta['publisher_id'] == ''
+    assert conn.listeners == [svc._on_reconnected]
+
+
+def test_role_follows_publishers_and_subscribers_joining_and_leaving():
+    conn, svc = _conn()
+    first, second = collections.Counter(), collections.Counter()
+    svc.subscriber_joined(first)
+    assert svc._metadata['role'] == 'subscriber'
+    svc.publisher_joined('pub-1')
+    svc.publisher_joined('pub-1')   # a second publisher driver instance
+    assert svc._metadata['role'] == 'both'
+    assert svc._metadata['publisher_id'] == 'pub-1'
+    svc.subscriber_joined(second)
+    svc.subscriber_joined(second)   # once only
+    first['received'] += 2
+    second['received'] += 5
+    conn.stats['published'] += 7
+    data = svc.snapshot()
+    assert data['subscriber']['received'] == 7
+    assert data['connection']['published'] == 7
+    assert (data['outbox_events'], data['outbox_bytes']) == (3, 900)
+    svc.subscriber_left(first)
+    svc.subscriber_left(second)
+    svc.publisher_left('pub-1')
+    assert svc._metadata['role'] == 'publisher'
+    svc.publisher_left('pub-1')
+    assert svc._metadata['role'] == 'none'
+    assert svc._metadata['publisher_id'] == ''
+    assert svc.snapshot()['subscriber']['received'] == 0
+
+
+def test_metadata_updated_in_place_for_nats_py_to_answer_with():
+    _, svc = _conn()
+    meta = svc._metadata
+    svc.publisher_joined('pub-1')
+    assert svc._metadata is meta and meta['role'] == 'publisher'
+
+
+def test_errors_become_last_error():
+    _, svc = _conn()
+    assert svc.note_error(OSError('nats://u:p@h:1 down')) is False
+    assert svc.snapshot()['last_error'] == 'OSError: nats://***@h:1 down'
+
+
+def test_a_refusal_is_logged_once_and_unregisters(caplog):
+    conn, svc = _conn()
+    refusal = Exception('nats: Permissions Violation for Subscription to'
+                        ' "$SRV.PING"')
+    assert svc.note_error(refusal) is True
+    assert svc.note_error(refusal) is True
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == 'df_nats.transport.service']
+    assert len(warnings) == 1
+    assert 'subscribe to $SRV.>' in warnings[0]
+    assert 'publish to _INBOX.>' in warnings[0]
+    assert 'service_endpoint' in warnings[0]
+    assert conn.bridge.loop.tasks == ['ProcessService._unregister']
+    assert svc.snapshot()['last_error'] == ''
+    # Not tried again after a reconnect.
+    svc.start(object())
+    assert conn.bridge.loop.tasks == ['ProcessService._unregister']
+
+
+def test_disabled_service_never_registers_nor_claims_errors():
+    conn, svc = _conn(enabled=False)
+    svc.start(object())
+    svc.publisher_joined('pub-1')
+    assert conn.bridge.loop.tasks == [] and conn.listeners == []
+    refusal = Exception('nats: Permissions Violation for Subscription to'
+                        ' "$SRV.PING"')
+    assert svc.note_error(refusal) is False
+
+
+def test_start_registers_in_the_background():
+    conn, svc = _conn()
+    svc.start(object())
+    assert conn.bridge.loop.tasks == ['ProcessService._register']
