@@ -16,12 +16,26 @@ A watch is an ordered JetStream consumer on the registration bucket that first
 delivers the last record of every key (the snapshot), then every write.
 Heartbeats only move ``last_activity_timestamp`` and are not reported as
 changes. A publisher leaves when its record is deleted (``close()``) or
-expires; the expiry is seen through the limit marker the server writes, or,
-on a server without limit markers, by our own clock.
+expires; the expiry is seen by our own clock (``publisher_ttl`` after the
+record's last write was seen), or through the limit marker the server
+writes in a bucket that has them (one made by an earlier df-nats).
 
 Ordered consumers can stall after a server restart (nats.py issue 510), so
 the consumer is created anew after every reconnect, and the new snapshot is
 compared with what we knew: what disappeared meanwhile leaves as ``gone``.
+
+Records are untrusted (whoever may write one key may write many): each is
+bounded and checked by ``records.parse`` (size, fields, id against key),
+and the watch holds at most ``registry_max_records`` of them, at most
+``MAX_HOST_RECORDS`` of one host. What it drops is counted in ``stats``
+(``registry_malformed``, ``registry_oversized``, ``registry_forged``,
+``registry_over_limit``) and logged, at most once a second. Memory goes
+back when records go: the dicts are rebuilt when they shrink, and freed
+heap memory is returned to the system (``loop.memory``).
+
+During a rolling upgrade a publisher's id may be held by two keys at
+once, its old layout's and the new one's; it joins once and leaves when
+neither holds it.
 """
 
 import asyncio
@@ -32,10 +46,12 @@ from typing import Callable, Dict, List, Optional
 
 from nats.js import api as js_api
 
+from df_nats.conf import options
 from df_nats.conf import timeouts
 from df_nats.loop import log
+from df_nats.loop import memory
 from df_nats.registry import bucket as registry_bucket
-from df_nats.registry import registration
+from df_nats.registry import records
 
 LOG = log.get_logger(__name__)
 
@@ -60,11 +76,83 @@ def _leave_reason(headers) -> Optional[str]:
     return None
 
 
+# What is dropped, counted under 'registry_<why>'.
+OVER_LIMIT = 'over_limit'
+# Freed bytes (of records dropped or gone) worth returning to the system.
+_TRIM_BYTES = 16 * 1024 * 1024
+# What a held record costs, about, for that count.
+_HELD_RECORD_BYTES = 1024
+# A dict of records is rebuilt when it holds a quarter of its peak.
+_COMPACT_FROM = 1024
+
+
 def _same_publisher(old: Dict, new: Dict) -> bool:
-    # A heartbeat changes only the timestamp.
-    ignore = ('last_activity_timestamp',)
+    # A heartbeat changes only the timestamp; the same record under the
+    # new key layout is the same publisher.
+    ignore = ('last_activity_timestamp', 'legacy')
     return ({k: v for k, v in old.items() if k not in ignore}
             == {k: v for k, v in new.items() if k not in ignore})
+
+
+def _alternate(key: str, record: Dict) -> str:
+    # The other key that may hold the same publisher id during an
+    # upgrade: the old layout's for a new key, and the other way round.
+    if record.get('legacy'):
+        return records.key(record['host'], record['id'])
+    return record['id']
+
+
+class _Held:
+    """Records by key, bounded in count and per host (loop thread)."""
+
+    def __init__(self, limit: int, host_limit: int):
+        self.records: Dict[str, Dict] = {}
+        self._hosts = collections.Counter()
+        self._limit = limit
+        self._host_limit = host_limit
+        self._peak = 0
+
+    def admit(self, key: str, record: Dict) -> bool:
+        """Hold ``record`` under ``key``; False when over a limit."""
+        if key in self.records:
+            self.records[key] = record
+            return True
+        token = self._token(key)
+        if len(self.records) >= self._limit or (
+                token is not None and self._hosts[token] >= self._host_limit):
+            return False
+        self.records[key] = record
+        if token is not None:
+            self._hosts[token] += 1
+        self._peak = max(self._peak, len(self.records))
+        return True
+
+    def remove(self, key: str) -> Optional[Dict]:
+        """The record under ``key``, no longer held (None if none was)."""
+        record = self.records.pop(key, None)
+        token = self._token(key)
+        if record is not None and token is not None:
+            self._hosts[token] -= 1
+            if not self._hosts[token]:
+                del self._hosts[token]
+        return record
+
+    def compact(self) -> bool:
+        """Rebuild the dicts when they hold a quarter of their peak:
+        a dict never shrinks by deletions. True when it did.
+        """
+        if self._peak < _COMPACT_FROM or len(self.records) > self._peak // 4:
+            return False
+        self.records = dict(self.records)
+        self._hosts = collections.Counter(self._hosts)
+        self._peak = len(self.records)
+        return True
+
+    @staticmethod
+    def _token(key: str) -> Optional[str]:
+        # Legacy keys (one token) have no host to count them under.
+        token, dot, _ = key.partition('.')
+        return token if dot else None
 
 
 class PublisherWatch:
@@ -75,27 +163,39 @@ class PublisherWatch:
     thread) for every ``join``, ``change`` and ``leave``. A leave's record
     has ``left``: closed, expired, purged, removed, or gone (vanished while
     this process was disconnected).
+
+    ``stats`` is the counter the watch counts in: its own, or one given
+    (the subscriber's, whose counters the df-nats service shows).
     """
 
     def __init__(self, conn, role: Optional[str] = None,
                  on_change: Optional[Callable[[str, Dict], None]] = None,
-                 create: bool = True):
+                 create: bool = True,
+                 stats: Optional[collections.Counter] = None):
         self.conn = conn
         self.role = role
-        self.stats = collections.Counter()
+        self.stats = collections.Counter() if stats is None else stats
         self._on_change = on_change
         self._create = create
-        self._bucket = conn.conf.registry_bucket
+        conf = conn.conf
+        self._bucket = conf.registry_bucket
         self._prefix = '$KV.%s.' % self._bucket
+        self._max_size = conf.registry_max_record_size
+        self._max_records = conf.registry_max_records
         # Loop thread only, from here on.
-        self._known: Dict[str, Dict] = {}
+        self._known = self._held()
         self._seen: Dict[str, float] = {}
-        self._snapshot: Optional[Dict[str, Dict]] = None
+        self._snapshot: Optional[_Held] = None
         self._loaded: Optional[asyncio.Future] = None
         self._sub = None
         self._ttl = None
         self._tasks: List[asyncio.Task] = []
-        self._malformed_warning = log.Throttled(LOG)
+        self._released = 0
+        self._dropped_warning = log.Throttled(LOG)
+        self._legacy_warning = log.Throttled(LOG, interval=3600.0)
+
+    def _held(self) -> _Held:
+        return _Held(self._max_records, options.MAX_HOST_RECORDS)
 
     # -- caller's world ---------------------------------------------------
 
@@ -118,7 +218,14 @@ class PublisherWatch:
     # -- loop thread ----------------------------------------------------------
 
     async def _list(self):
-        return sorted(self._known.values(), key=lambda r: r['id'])
+        # One record per id: the new layout's when the old one holds it
+        # too (an upgrade in progress).
+        by_id = {}
+        for record in self._known.records.values():
+            held = by_id.get(record['id'])
+            if held is None or held.get('legacy'):
+                by_id[record['id']] = record
+        return sorted(by_id.values(), key=lambda r: r['id'])
 
     async def _start(self):
         kv = await registry_bucket.open_bucket(
@@ -135,7 +242,7 @@ class PublisherWatch:
         return self.conn.jetstream(timeout=timeouts.JETSTREAM_REQUEST)
 
     async def _subscribe(self):
-        self._snapshot = {}
+        self._snapshot = self._held()
         self._loaded = asyncio.get_running_loop().create_future()
         self._sub = await self._js().subscribe(
             self._prefix + '>', stream='KV_' + self._bucket,
@@ -151,72 +258,109 @@ class PublisherWatch:
         if self._loaded is not None and not self._loaded.done():
             self._loaded.set_result(None)
 
-    def _snapshot_done(self) -> Dict[str, Dict]:
+    def _snapshot_done(self) -> _Held:
         snapshot, self._snapshot = self._snapshot, None
         now = time.monotonic()
-        self._seen = dict.fromkeys(snapshot, now)
+        self._seen = dict.fromkeys(snapshot.records, now)
         return snapshot
 
     async def _on_message(self, msg):
         key = msg.subject[len(self._prefix):]
-        reason = _leave_reason(msg.headers or {})
+        headers = msg.headers or {}
+        reason = _leave_reason(headers)
         record = None
         if reason is None:
-            record = registration.decode_record(msg.data)
+            record, why = records.parse(key, msg.data, headers,
+                                        self._max_size)
             if record is None:
-                self._malformed(key)
-            elif self.role and record.get('role') != self.role:
+                self._drop(key, why, len(msg.data))
+            elif self.role and record['role'] != self.role:
                 record, reason = None, 'role'
+            elif record.get('legacy'):
+                self._legacy(record)
         if self._snapshot is not None:
-            if record is not None:
-                self._snapshot[key] = record
-            else:
-                self._snapshot.pop(key, None)
+            if record is None:
+                self._snapshot.remove(key)
+            elif not self._snapshot.admit(key, record):
+                self._drop(key, OVER_LIMIT, len(msg.data))
             if msg.metadata.num_pending == 0:
                 self._finish_loading()
         elif record is not None or reason is not None:
-            self._apply(key, record, reason)
+            self._apply(key, record, reason, len(msg.data))
 
-    def _apply(self, key, record, reason):
-        old = self._known.get(key)
+    def _apply(self, key, record, reason, size=0):
+        old = self._known.records.get(key)
         if record is not None:
+            if not self._known.admit(key, record):
+                self._drop(key, OVER_LIMIT, size)
+                return
             self._seen[key] = time.monotonic()
-            self._known[key] = record
-            if old is None:
+            if old is not None:
+                if not _same_publisher(old, record):
+                    self._emit(CHANGE, record)
+                return
+            other = self._known.records.get(_alternate(key, record))
+            if other is None:
                 self._emit(JOIN, record)
-            elif not _same_publisher(old, record):
+            elif not _same_publisher(other, record):
                 self._emit(CHANGE, record)
         elif old is not None:
-            del self._known[key]
+            self._known.remove(key)
             self._seen.pop(key, None)
-            self._emit(LEAVE, dict(old, left=reason))
+            self._released += _HELD_RECORD_BYTES
+            other = self._known.records.get(_alternate(key, old))
+            if other is None:
+                self._emit(LEAVE, dict(old, left=reason))
+            elif not _same_publisher(old, other):
+                self._emit(CHANGE, other)
+            if self._known.compact():
+                self._seen = dict(self._seen)
 
     def _emit(self, kind, record):
-        self.stats[kind] += 1
+        self.stats['registry_%ss' % kind] += 1
         on_change = self._on_change
         if on_change is not None:
             self.conn.bridge.world.post(on_change, kind, record)
 
-    def _malformed(self, key):
-        self.stats['malformed'] += 1
-        self._malformed_warning.warning(
-            'df-nats: registration key %s holds no publisher record; ignored'
-            ' (%d so far)', key, self.stats['malformed'])
+    def _drop(self, key, why, size):
+        name = 'registry_' + why
+        self.stats[name] += 1
+        self._released += size
+        self._dropped_warning.warning(
+            'df-nats: registry key %s dropped (%s): %d so far; whoever may'
+            ' write the registry bucket can write such records',
+            _shown(key), why.replace('_', ' '), self.stats[name])
+
+    def _legacy(self, record):
+        self._legacy_warning.warning(
+            'df-nats: publisher %s on %s registers under the key layout of'
+            ' an earlier df-nats: upgrade df-nats there (listed meanwhile)',
+            record['id'], _shown(record['host']))
 
     async def _expire_by_clock(self):
-        # The fallback for servers without limit markers; with markers the
-        # marker arrives first and this finds nothing to do.
+        # A record not written again within publisher_ttl has been removed
+        # by the server; in a bucket with limit markers the marker comes
+        # first and this finds nothing to do.
         if not self._ttl:
             return
         limit = self._ttl + timeouts.CLOCK_GRACE
         while True:
-            await asyncio.sleep(min(1.0, self._ttl / 4))
-            if self._snapshot is not None or not self.conn.connected:
+            await asyncio.sleep(min(0.5, self._ttl / 4))
+            if self._released >= _TRIM_BYTES:
+                self._released = 0
+                memory.trim()
+            if (self._snapshot is not None or not self.conn.connected
+                    or self._behind()):
                 continue  # nothing can be seen now; no false expiries
             now = time.monotonic()
             for key, seen in list(self._seen.items()):
                 if now - seen > limit:
                     self._apply(key, None, 'expired')
+
+    def _behind(self) -> bool:
+        # Messages wait for our callback: a refresh may be among them.
+        sub = self._sub
+        return sub is not None and sub.pending_msgs > 0
 
     def _on_reconnected(self):
         self._tasks.append(asyncio.get_running_loop().create_task(
@@ -240,9 +384,9 @@ class PublisherWatch:
         else:
             return  # disconnected again; the next reconnect retries
         fresh = self._snapshot_done()
-        for key in set(self._known) - set(fresh):
+        for key in set(self._known.records) - set(fresh.records):
             self._apply(key, None, 'gone')
-        for key, record in fresh.items():
+        for key, record in fresh.records.items():
             self._apply(key, record, None)
 
     async def _stop(self):
@@ -255,6 +399,12 @@ class PublisherWatch:
                 await sub.unsubscribe()
             except Exception:
                 pass  # already gone with the connection
+
+
+def _shown(text: str, longest: int = 80) -> str:
+    # A key or host from the wire, for a log line: bounded, printable.
+    text = text if len(text) <= longest else text[:longest] + '...'
+    return text.encode('unicode_escape').decode('ascii')
 
 
 def list_publishers(conn, role: Optional[str] = None) -> List[Dict]:
@@ -276,19 +426,21 @@ def _publisher_value(record: Dict) -> str:
 _TABLE_ACTIONS = {JOIN: 'create', CHANGE: 'set', LEAVE: 'delete'}
 
 
-def start_publisher_feed(conn, call) -> Optional[PublisherWatch]:
+def start_publisher_feed(conn, call, stats=None
+                         ) -> Optional[PublisherWatch]:
     """Feed registration changes to a Dragonflow callback as table events.
 
     ``call(table, key, action, value, topic)`` gets ``publisher`` events:
     ``create`` for every publisher alive at start and every join, ``set``
-    for a change, ``delete`` (value None) for a leave. Returns the watch to
-    stop, or None when the registration cannot be read (logged once).
+    for a change, ``delete`` (value None) for a leave. The watch counts in
+    ``stats`` when given. Returns the watch to stop, or None when the
+    registration cannot be read (logged once).
     """
     def deliver(kind, record):
         value = None if kind == LEAVE else _publisher_value(record)
         call('publisher', record['id'], _TABLE_ACTIONS[kind], value, None)
 
-    watch = PublisherWatch(conn, on_change=deliver)
+    watch = PublisherWatch(conn, on_change=deliver, stats=stats)
     try:
         present = watch.start()
     except Exception as exc:

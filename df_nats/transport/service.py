@@ -77,7 +77,10 @@ SUBSCRIBER_COUNTERS = ('received', 'duplicates', 'gaps', 'missed', 'syncs',
                        # hostile input (README "Hostile publishers")
                        'syncs_suppressed', 'syncs_delayed', 'overflow',
                        'jumps', 'rebaselines', 'late', 'bad_headers',
-                       'untracked_streams')
+                       'untracked_streams',
+                       # registry records dropped (publisher_events)
+                       'registry_malformed', 'registry_oversized',
+                       'registry_forged', 'registry_over_limit')
 
 _LAST_ERROR_CHARS = 300
 _URL_USERINFO = re.compile(r'(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@')

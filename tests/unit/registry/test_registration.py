@@ -50,17 +50,6 @@ def test_default_role(process, role):
     assert registration.default_role(process) == role
 
 
-@pytest.mark.parametrize('value', [
-    b'', b'not json', b'[]', b'{"role": "x"}', b'{"id": 7}', None])
-def test_decode_record_rejects_what_is_not_a_record(value):
-    assert registration.decode_record(value) is None
-
-
-def test_decode_record():
-    record = {'id': 'abc', 'role': 'r', 'pid': 1}
-    assert registration.decode_record(json.dumps(record).encode()) == record
-
-
 def test_pid_alive_tells_the_living_from_the_dead_and_zombies():
     assert registration._pid_alive(os.getpid())
     pid = os.fork()
