@@ -18,8 +18,9 @@ routes those of the other nodes, its TLS files the test certificates and
 its store a temp dir. Every replaced text must occur in the file, so a
 change to the sample that these tests cannot follow fails loudly instead
 of testing something else. The users' password placeholders become
-bcrypt hashes of passwords made for the run; node names reach the servers
-through the environment, as the file says.
+bcrypt hashes of passwords made for the run, the host whose registry
+records the publisher may write becomes this machine; node names reach the
+servers through the environment, as the file says.
 """
 
 import json
@@ -28,6 +29,8 @@ import secrets
 
 import bcrypt
 
+from df_nats.registry import records
+from df_nats.registry import registration
 from df_nats.testing import embedded_cluster
 from df_nats.testing import embedded_server
 
@@ -35,6 +38,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 SAMPLE = os.path.join(ROOT, 'etc', 'nats-server', 'df-nats-cluster.conf')
 ROLES = ('publisher', 'controller', 'watcher')
+# The host whose records the sample's publisher may write.
+SAMPLE_HOST_TOKEN = 'net-1=2Eexample=2Enet'
+
 _ROUTES = ['"nats-route://nats-%d.example.net:6222"' % i for i in (1, 2, 3)]
 
 
@@ -77,6 +83,9 @@ class SampleNode(embedded_server.NatsServer):
         for role in ROLES:
             text = _replace(text, q('BCRYPT_HASH_OF_THE_%s_PASSWORD'
                                     % role.upper()), q(self.hashes[role]), 1)
+        # The sample's publishing host is this machine.
+        text = _replace(text, SAMPLE_HOST_TOKEN,
+                        records.host_token(registration.host_name()), 1)
         return _replace(text, '"/var/lib/nats/jetstream"',
                         q(self.store_dir), 1)
 
