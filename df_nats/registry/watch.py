@@ -23,6 +23,9 @@ writes in a bucket that has them (one made by an earlier df-nats).
 Ordered consumers can stall after a server restart (nats.py issue 510), so
 the consumer is created anew after every reconnect, and the new snapshot is
 compared with what we knew: what disappeared meanwhile leaves as ``gone``.
+The same happens when the consumer is found gone (the bucket was deleted,
+and made again by the publishers): it is asked for when no record came
+for half a TTL, since live publishers write every heartbeat.
 
 Records are untrusted (whoever may write one key may write many): each is
 bounded and checked by ``records.parse`` (size, fields, id against key),
@@ -45,6 +48,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from nats.js import api as js_api
+from nats.js import errors as js_errors
 
 from df_nats.conf import options
 from df_nats.conf import timeouts
@@ -228,6 +232,8 @@ class PublisherWatch:
         self._sub = None
         self._ttl = None
         self._tasks: List[asyncio.Task] = []
+        self._resubscribing = False
+        self._last_message = time.monotonic()
         self._released = 0
         self._dropped_warning = log.Throttled(LOG)
         self._legacy_warning = log.Throttled(LOG, interval=3600.0)
@@ -304,6 +310,7 @@ class PublisherWatch:
         return snapshot
 
     async def _on_message(self, msg):
+        self._last_message = time.monotonic()
         key = msg.subject[len(self._prefix):]
         headers = msg.headers or {}
         reason = _leave_reason(headers)
@@ -397,9 +404,30 @@ class PublisherWatch:
                     or self._behind()):
                 continue  # nothing can be seen now; no false expiries
             now = time.monotonic()
+            if now - self._last_message > self._ttl / 2:
+                self._last_message = now
+                if not await self._consumer_alive():
+                    self._on_reconnected()
+                    continue
             for key, seen in list(self._seen.items()):
                 if now - seen > limit:
                     self._apply(key, None, 'expired')
+
+    async def _consumer_alive(self) -> bool:
+        # False only when the server says the consumer is gone.
+        sub = self._sub
+        if sub is None or self._resubscribing:
+            return True
+        try:
+            await sub.consumer_info()
+        except js_errors.NotFoundError:
+            LOG.warning('df-nats: registry watch: the consumer of bucket %s'
+                        ' is gone (was the bucket deleted?): watching it'
+                        ' again', self._bucket)
+            return False
+        except Exception:
+            pass  # no answer now: asked again later
+        return True
 
     def _behind(self) -> bool:
         # Messages wait for our callback: a refresh may be among them.
@@ -407,21 +435,36 @@ class PublisherWatch:
         return sub is not None and sub.pending_msgs > 0
 
     def _on_reconnected(self):
+        self._tasks = [task for task in self._tasks if not task.done()]
         self._tasks.append(asyncio.get_running_loop().create_task(
             self._resubscribe()))
 
     async def _resubscribe(self):
+        if self._resubscribing:
+            return
+        self._resubscribing = True
+        try:
+            await self._watch_again()
+        finally:
+            self._resubscribing = False
+
+    async def _watch_again(self):
         old, self._sub = self._sub, None
         try:
-            await old.unsubscribe()
+            if old is not None:
+                await old.unsubscribe()
         except Exception:
             pass  # the consumer died with the old server connection
+        failures = 0
         while self.conn.connected:
             try:
                 await self._subscribe()
                 break
             except Exception as exc:
-                LOG.warning(
+                # Once a warning, then every second at debug level (the
+                # bucket may be missing until a publisher makes it).
+                failures += 1
+                (LOG.warning if failures == 1 else LOG.debug)(
                     'df-nats: registration watch: resubscribing: %s: %s',
                     type(exc).__name__, exc)
                 await asyncio.sleep(1.0)
