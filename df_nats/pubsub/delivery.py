@@ -13,10 +13,12 @@
 """One subscriber's receive path, from the loop thread to the callback."""
 
 import collections
+import time
 
 from df_nats.loop import log as loop_logging
 from df_nats.wire import codec
 from df_nats.wire import resync
+from df_nats.wire import send_time
 from df_nats.wire import sequence
 
 # The subscriber's logger: the receive path's lines keep their origin.
@@ -44,6 +46,17 @@ _VERDICTS = {
 # Verdicts logged (throttled, each on its own) besides being counted.
 _LOGGED_VERDICTS = (sequence.DUPLICATE, sequence.JUMP, sequence.RESET,
                     sequence.BAD_HEADER)
+# Why a resync was asked for -> the counter of requests for that cause
+# (stats "resyncs by cause"); a sync delivered may answer several.
+SYNC_CAUSES = {
+    'reconnect': 'sync_reconnect',
+    'gap': 'sync_gap',
+    'implausible sequence number': 'sync_jump',
+    'sequence re-baseline': 'sync_rebaseline',
+    'delivery queue full': 'sync_overflow',
+    'fork': 'sync_fork',
+}
+SYNC_OTHER = 'sync_other'
 
 
 class Delivery:
@@ -95,9 +108,15 @@ class Delivery:
         self._queue_limit = 0
         self._queued_in = 0
         self._queued_out = 0
+        self._queued_in_msgs = 0      # loop thread
+        self._queued_out_msgs = 0     # caller's world
         self._overflow_loop = 0       # messages dropped (loop thread)
         self._overflow_counted = 0    # of those, in stats (caller's world)
         self._overflow_noted = False
+        # Publish to callback (``send_time``), and when the last sync was
+        # delivered (wall clock, 0: never): read by the process service.
+        self.lag = send_time.LagSummary()
+        self.last_sync = 0.0
 
     def attach(self, conn, subject_map):
         """Use ``conn`` and its configuration, before subscribing."""
@@ -128,6 +147,7 @@ class Delivery:
         """
         self._pacer.reset()
         self._queued_in = self._queued_out = 0
+        self._queued_in_msgs = self._queued_out_msgs = 0
         self._overflow_loop = self._overflow_counted = 0
         self._overflow_noted = False
 
@@ -146,6 +166,7 @@ class Delivery:
             self._overflow()
             return
         self._queued_in += size
+        self._queued_in_msgs += 1
         self._conn.bridge.world.post(self.deliver, msg.subject, headers,
                                      data, size)
 
@@ -183,8 +204,13 @@ class Delivery:
 
     def deliver(self, subject, headers, data, size=0):
         self._queued_out += size
+        if size:
+            self._queued_out_msgs += 1
         if not self._running:
             return
+        sent = send_time.sent_us(headers)
+        if sent is not None:
+            self.lag.note(sent, time.time_ns() // 1000)
         verdict, missed = self._check_sequence(subject, headers)
         sync_reason = None
         if verdict is not sequence.NEXT and verdict is not sequence.UNTRACKED:
@@ -259,6 +285,7 @@ class Delivery:
         before it is delivered. Those are counted as suppressed.
         """
         self._sync_reasons.add(reason)
+        self.stats[SYNC_CAUSES.get(reason, SYNC_OTHER)] += 1
         if self._conn is None:
             return
         delay = self._pacer.request()
@@ -283,9 +310,27 @@ class Delivery:
             return
         self._pacer.delivered()
         self.stats['syncs'] += 1
+        self.last_sync = time.time()
         LOG.warning('df-nats: events may have been missed (%s),'
                     ' asking for a resync', ', '.join(sorted(reasons)))
         self._call(None, None, 'sync', None, None)
+
+    def gauges(self):
+        """What the delivery holds and measured now (any thread).
+
+        The delivery queue's depth in messages and bytes, the lag from
+        publish to callback in microseconds (last, moving average,
+        maximum; ``send_time``), and the wall-clock time of the last
+        sync (0: none yet). Each value is read once: a moment's view.
+        """
+        lag = self.lag
+        return {'queue_messages': max(
+                    self._queued_in_msgs - self._queued_out_msgs, 0),
+                'queue_bytes': max(self._queued_in - self._queued_out, 0),
+                'lag_last_us': lag.last_us, 'lag_avg_us': lag.avg_us,
+                'lag_max_us': lag.max_us, 'lag_measured': lag.measured,
+                'lag_ignored': lag.ignored,
+                'last_sync': int(self.last_sync)}
 
     def _count_gap(self, subject, headers, missed):
         self.stats['gaps'] += 1

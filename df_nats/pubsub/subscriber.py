@@ -230,7 +230,7 @@ class NatsSubscriber(api.SubscriberApi):
             conn.release()
             raise
         conn.add_listener(self._delivery.on_reconnected)
-        conn.service.subscriber_joined(self.stats)
+        conn.service.subscriber_joined(self.stats, self._delivery.gauges)
         self._stopped.clear()
         self._running = True
         self._delivery.start()

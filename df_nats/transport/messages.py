@@ -16,10 +16,12 @@ Pure but for ``write_pending_now`` and ``write_message``, which write to
 nats-py's socket; all run on the loop thread (see ``sender``).
 """
 
+import time
 from typing import Dict, List, Tuple
 
 from df_nats.transport import outbox as df_outbox
 from df_nats.wire import codec
+from df_nats.wire import send_time
 from df_nats.wire import sequence
 
 
@@ -27,19 +29,23 @@ def message(stream, n: int, group: List) -> Tuple[bytes, Dict, int]:
     """Body, headers and outbox bytes of message ``n`` of ``stream``.
 
     ``group`` holds the outbox entries ``take`` gave: one entry, or
-    consecutive events of the stream to send as one batch.
+    consecutive events of the stream to send as one batch. ``Df-Events``
+    carries the send time (``send_time``), taken here, on the loop
+    thread, once per message; a raw body goes without either.
     """
     headers = {sequence.HEADER_SEQ: stream.header(n)}
     label = group[0][2]
     if len(group) == 1:
         body = group[0][1]
         if label is not df_outbox.RAW:
-            headers[codec.HEADER_EVENTS] = codec.events_header(1, label)
+            headers[codec.HEADER_EVENTS] = send_time.stamp(
+                codec.events_header(1, label), time.time_ns() // 1000)
         return body, headers, len(body)
     bodies = [entry[1] for entry in group]
     if any(entry[2] != label for entry in group):
         label = None  # no table shared by all
-    headers[codec.HEADER_EVENTS] = codec.events_header(len(group), label)
+    headers[codec.HEADER_EVENTS] = send_time.stamp(
+        codec.events_header(len(group), label), time.time_ns() // 1000)
     return codec.batch_body(bodies), headers, sum(map(len, bodies))
 
 

@@ -39,7 +39,7 @@ EventTooLarge = errors.EventTooLarge
 
 # Bytes of a message kept for its header block (NATS/1.0, Df-Seq with a
 # publisher id of up to 128 characters, Df-Events with a table label of up
-# to 128): an event may take max_payload less this.
+# to 128 and the send time): an event may take max_payload less this.
 HEADER_ROOM = 512
 # A batch is at most this many bytes (or max_payload, if smaller): one
 # drain step never writes more in one loop turn (see _drain).

@@ -47,6 +47,7 @@ import json
 import re
 import socket
 import threading
+import time
 from typing import Dict, Iterable, List, Mapping, Optional
 
 from nats import micro
@@ -77,7 +78,21 @@ SUBSCRIBER_COUNTERS = ('received', 'duplicates', 'gaps', 'missed', 'syncs',
                        # hostile input (README "Hostile publishers")
                        'syncs_suppressed', 'syncs_delayed', 'overflow',
                        'jumps', 'rebaselines', 'late', 'bad_headers',
-                       'untracked_streams')
+                       'untracked_streams',
+                       # resyncs asked for, by cause (delivery.SYNC_CAUSES)
+                       'sync_reconnect', 'sync_gap', 'sync_jump',
+                       'sync_rebaseline', 'sync_overflow', 'sync_fork',
+                       'sync_other')
+# The subscribers' gauges (delivery.Delivery.gauges); of these, the ones
+# combined by their maximum rather than summed.
+DELIVERY_GAUGES = ('queue_messages', 'queue_bytes', 'lag_last_us',
+                   'lag_avg_us', 'lag_max_us', 'lag_measured',
+                   'lag_ignored', 'last_sync')
+_MAX_GAUGES = frozenset(('lag_last_us', 'lag_avg_us', 'lag_max_us',
+                         'last_sync'))
+# A round trip measured longer ago than this is measured again when
+# somebody asks for the counters (seconds).
+RTT_REFRESH = 5.0
 
 _LAST_ERROR_CHARS = 300
 _URL_USERINFO = re.compile(r'(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@')
@@ -131,19 +146,32 @@ def describe_error(exc: BaseException) -> str:
 
 def counters(connection_stats: Mapping, subscriber_stats: Iterable[Mapping],
              outbox_events: int, outbox_bytes: int,
-             last_error: Optional[str]) -> Dict:
+             last_error: Optional[str], gauges: Iterable[Mapping] = (),
+             link: Optional[Mapping] = None) -> Dict:
     """The data of the ``counters`` endpoint, from copies of the counters.
 
     The subscribers' counters are summed: a process may run more than one
-    subscriber.
+    subscriber. Their ``gauges`` (``Delivery.gauges``) become the section
+    ``delivery``: queue depths and counts summed, the lags and the time
+    of the last sync their maximum. ``link`` is the section of that name:
+    the server this process is connected to and the round trip to it.
     """
     conn = dict.fromkeys(CONNECTION_COUNTERS, 0)
     conn.update(connection_stats)
     subs = collections.Counter(dict.fromkeys(SUBSCRIBER_COUNTERS, 0))
     for stats in subscriber_stats:
         subs.update(stats)
+    delivery = dict.fromkeys(DELIVERY_GAUGES, 0)
+    for values in gauges:
+        for name, value in values.items():
+            if name in _MAX_GAUGES:
+                delivery[name] = max(delivery.get(name, 0), value)
+            else:
+                delivery[name] = delivery.get(name, 0) + value
     return {'connection': conn,
             'subscriber': dict(subs),
+            'delivery': delivery,
+            'link': dict(link) if link else {'server': '', 'rtt_us': 0},
             'outbox_events': outbox_events,
             'outbox_bytes': outbox_bytes,
             'last_error': last_error or ''}
@@ -195,6 +223,12 @@ class ProcessService:
         self._lock = threading.Lock()
         self._publisher_ids = collections.Counter()
         self._subscriber_stats: List[collections.Counter] = []
+        # (stats, gauges callable) of the subscribers that gave gauges.
+        self._subscriber_gauges: List = []
+        # The round trip to the server: microseconds, and when measured.
+        self._rtt_us = 0
+        self._rtt_at = None
+        self._rtt_task = None
         self._identity = _identity(conn) if enabled else {}
         # Handed to nats-py, which answers with it: only ever updated in
         # place, on the loop thread.
@@ -226,17 +260,26 @@ class ProcessService:
             self._publisher_ids = +ids  # without ids counted down to 0
         self._changed()
 
-    def subscriber_joined(self, stats: collections.Counter):
-        """A subscriber started; its ``stats`` are summed in the data."""
+    def subscriber_joined(self, stats: collections.Counter, gauges=None):
+        """A subscriber started; its ``stats`` are summed in the data.
+
+        ``gauges()``, if given, returns its delivery's gauges (queue
+        depth, lag, last sync), read when somebody asks.
+        """
         with self._lock:
             if not any(s is stats for s in self._subscriber_stats):
                 self._subscriber_stats = self._subscriber_stats + [stats]
+                if gauges is not None:
+                    self._subscriber_gauges = self._subscriber_gauges + [
+                        (stats, gauges)]
         self._changed()
 
     def subscriber_left(self, stats: collections.Counter):
         with self._lock:
             self._subscriber_stats = [s for s in self._subscriber_stats
                                       if s is not stats]
+            self._subscriber_gauges = [g for g in self._subscriber_gauges
+                                       if g[0] is not stats]
         self._changed()
 
     def _changed(self):
@@ -255,7 +298,10 @@ class ProcessService:
         subscribers = self._subscriber_stats
         return counters(dict.copy(self._conn.stats),
                         [dict.copy(s) for s in subscribers],
-                        *self._conn.outbox_load, self._last_error)
+                        *self._conn.outbox_load, self._last_error,
+                        [gauges() for _, gauges in self._subscriber_gauges],
+                        {'server': self._conn.connected_url or '',
+                         'rtt_us': self._rtt_us})
 
     def note_error(self, exc: BaseException) -> bool:
         """Record an error of the connection; True if it was the service's.
@@ -318,8 +364,11 @@ class ProcessService:
                 name=ENDPOINT, subject=endpoint_subject(service.id),
                 handler=self._on_counters_request)
             # The server refuses subscriptions after the fact: past this
-            # round trip, a refusal has reached note_error.
+            # round trip, a refusal has reached note_error. Timed: the
+            # first round trip shown.
+            started = time.monotonic()
             await nc.flush(timeout=timeouts.CONFIRM)
+            self._note_rtt(time.monotonic() - started)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -340,11 +389,36 @@ class ProcessService:
         if service is not None:
             await _quietly_stop(service)
 
+    def _note_rtt(self, seconds):
+        self._rtt_us = int(seconds * 1e6)
+        self._rtt_at = time.monotonic()
+
+    def _refresh_rtt(self):
+        # Loop thread, when somebody asks: the answer carries the round
+        # trip measured before, and one is measured for the next asker.
+        # Nothing is measured while nobody asks.
+        nc = self._nc
+        if nc is None or (self._rtt_task is not None
+                          and not self._rtt_task.done()):
+            return
+        if (self._rtt_at is not None
+                and time.monotonic() - self._rtt_at < RTT_REFRESH):
+            return
+        self._rtt_task = self._bridge.loop.create_task(self._measure_rtt(nc))
+
+    async def _measure_rtt(self, nc):
+        try:
+            self._note_rtt(await nc.rtt(timeout=timeouts.CONFIRM))
+        except Exception:  # nosec: not connected now; shown as it was
+            self._rtt_at = time.monotonic()
+
     def _endpoint_data(self, endpoint_stats):
         # nats-py's STATS reply: the data of the endpoint.
+        self._refresh_rtt()
         return self.snapshot()
 
     async def _on_counters_request(self, request):
+        self._refresh_rtt()
         await request.respond(
             json.dumps(self.snapshot(), sort_keys=True).encode())
 
@@ -363,4 +437,9 @@ def _identity(conn) -> Dict[str, str]:
             'process': connect_args.process_name(),
             'threads': 'eventlet' if conn.bridge.green else 'native',
             'subject_prefix': conn.conf.subject_prefix,
-            'df_nats_version': version.version_string()}
+            'df_nats_version': version.version_string(),
+            # Checked by "df-nats stats" against the user the server
+            # says the connection has; the Dragonflow role of
+            # [df_nats] role, if set (its default is the process name's).
+            'user': conn.conf.user or '',
+            'registry_role': conn.conf.role or ''}

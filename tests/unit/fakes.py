@@ -71,7 +71,7 @@ class Service:
     def publisher_left(self, publisher_id):
         self.publishers.remove(publisher_id)
 
-    def subscriber_joined(self, stats):
+    def subscriber_joined(self, stats, gauges=None):
         self.subscribers.append(stats)
 
     def subscriber_left(self, stats):

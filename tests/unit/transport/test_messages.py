@@ -17,7 +17,14 @@ import pytest
 from df_nats.transport import messages
 from df_nats.transport import outbox
 from df_nats.wire import codec
+from df_nats.wire import send_time
 from df_nats.wire import sequence
+
+
+@pytest.fixture(autouse=True)
+def _no_send_time(monkeypatch):
+    # The send time varies: its field is tested in test_messages.py.
+    monkeypatch.setattr(send_time, 'stamp', lambda value, now_us: value)
 
 
 def _stream():
@@ -107,3 +114,16 @@ def test_pending_left_alone_by_another_transport():
     del nc._transport._io_writer
     messages.write_pending_now(nc)
     assert nc._pending and nc._pending_data_size == 12
+
+
+def test_the_send_time_is_the_last_field_of_df_events(monkeypatch):
+    monkeypatch.undo()
+    monkeypatch.setattr(messages.time, 'time_ns', lambda: 1733327749388783123)
+    _, headers, _ = messages.message(_stream(), 1, [
+        (None, _event('a'), 'lport'), (None, _event('b'), 'lport')])
+    assert headers['Df-Events'] == '2 lport t=1733327749388783'
+    assert send_time.sent_us(headers) == 1733327749388783
+    # Readers of the first field (the count) are unaffected.
+    assert int(headers['Df-Events'].split()[0]) == 2
+    _, raw, _ = messages.message(_stream(), 2, [(None, b'x', outbox.RAW)])
+    assert send_time.sent_us(raw) is None

@@ -23,7 +23,14 @@ from df_nats.pubsub import process_context
 from df_nats.transport import connection
 from df_nats.transport import outbox
 from df_nats.wire import codec
+from df_nats.wire import send_time
 from df_nats.wire import sequence
+
+
+@pytest.fixture(autouse=True)
+def _no_send_time(monkeypatch):
+    # The send time varies: its field is tested in test_messages.py.
+    monkeypatch.setattr(send_time, 'stamp', lambda value, now_us: value)
 
 
 class _NatsClient:

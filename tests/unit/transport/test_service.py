@@ -122,8 +122,9 @@ def _conn(enabled=True):
         call_soon=lambda fn, *args: fn(*args))
     conn = types.SimpleNamespace(
         bridge=bridge, pid=4242, stats=collections.Counter(),
-        outbox_load=(3, 900),
-        conf=types.SimpleNamespace(subject_prefix='dragonflow'),
+        outbox_load=(3, 900), connected_url='nats://10.0.0.1:4222',
+        conf=types.SimpleNamespace(subject_prefix='dragonflow', user='ctl',
+                                   role=None),
         listeners=[])
     conn.add_listener = conn.listeners.append
     return conn, service.ProcessService(conn, enabled)
@@ -166,6 +167,30 @@ def test_role_follows_publishers_and_subscribers_joining_and_leaving():
     assert svc._metadata['role'] == 'none'
     assert svc._metadata['publisher_id'] == ''
     assert svc.snapshot()['subscriber']['received'] == 0
+
+
+def test_gauges_of_the_deliveries_and_the_link_are_in_the_data():
+    conn, svc = _conn()
+    first, second = collections.Counter(), collections.Counter()
+    svc.subscriber_joined(first, lambda: {
+        'queue_messages': 2, 'queue_bytes': 300, 'lag_last_us': 40,
+        'lag_max_us': 900, 'last_sync': 1700000000})
+    svc.subscriber_joined(second, lambda: {
+        'queue_messages': 1, 'queue_bytes': 100, 'lag_last_us': 70,
+        'lag_max_us': 500, 'last_sync': 1600000000})
+    svc._note_rtt(0.00125)
+    data = svc.snapshot()
+    delivery = data['delivery']
+    # Depths add up; lags and the last sync are the worst / latest.
+    assert (delivery['queue_messages'], delivery['queue_bytes']) == (3, 400)
+    assert (delivery['lag_last_us'], delivery['lag_max_us']) == (70, 900)
+    assert delivery['last_sync'] == 1700000000
+    assert delivery['lag_avg_us'] == 0    # listed before it is measured
+    assert data['link'] == {'server': 'nats://10.0.0.1:4222',
+                            'rtt_us': 1250}
+    assert svc._metadata['user'] == 'ctl'
+    svc.subscriber_left(first)
+    assert svc.snapshot()['delivery']['queue_bytes'] == 100
 
 
 def test_metadata_updated_in_place_for_nats_py_to_answer_with():
