@@ -46,6 +46,7 @@ from df_nats.loop import log
 from df_nats.registry import bucket as registry_bucket
 from df_nats.transport import connect_args
 from df_nats import version
+from df_nats.wire import untrusted_json
 
 LOG = log.get_logger(__name__)
 
@@ -56,6 +57,10 @@ _SERVICE_ROLES = ('neutron-server', 'df-local-controller')
 
 # Where callers of this module have caught it so far.
 RegistryUnavailable = errors.RegistryUnavailable
+
+# A record df-nats writes is a few hundred bytes, one level deep.
+MAX_RECORD_BYTES = 64 * 1024
+MAX_RECORD_DEPTH = 8
 
 
 def host_name() -> str:
@@ -80,11 +85,12 @@ def publisher_uuid(process: str, host: str, slot: int = 0) -> str:
 
 
 def decode_record(value: bytes) -> Optional[Dict]:
-    """A registry record, or None when ``value`` is not one."""
-    try:
-        record = json.loads(value)
-    except (TypeError, ValueError):
-        return None
+    """A registry record, or None when ``value`` is not one.
+
+    Bounded in size and depth (anyone who may write the bucket wrote it).
+    """
+    record, _ = untrusted_json.loads(value, MAX_RECORD_BYTES,
+                                     MAX_RECORD_DEPTH)
     if not isinstance(record, dict) or not isinstance(record.get('id'), str):
         return None
     return record

@@ -251,21 +251,27 @@ class Connection:
     # -- requests ------------------------------------------------------------
 
     def gather(self, subject: str, wait: float, max_replies: int,
-               max_bytes: int) -> List[bytes]:
-        """Publish an empty request; the replies that come within ``wait``.
+               max_bytes: int, payload: bytes = b'',
+               until_quiet: Optional[float] = None) -> List[bytes]:
+        """Publish a request; the replies that come within ``wait``.
 
         For requests every instance of a service answers (the NATS micro
-        protocol's PING, INFO and STATS): stops early at ``max_replies``
-        replies or ``max_bytes`` bytes of them.
+        protocol's PING, INFO and STATS, the server's ``$SYS`` requests):
+        stops early at ``max_replies`` replies or ``max_bytes`` bytes of
+        them, and with ``until_quiet``, once that many seconds pass
+        without a reply after the first (a few servers answer at once).
         """
         return self.bridge.run(
-            self._gather(subject, wait, max_replies, max_bytes),
+            self._gather(subject, wait, max_replies, max_bytes, payload,
+                         until_quiet),
             timeout=wait + timeouts.CONTROL)
 
-    async def _gather(self, subject, wait, max_replies, max_bytes):
+    async def _gather(self, subject, wait, max_replies, max_bytes,
+                      payload=b'', until_quiet=None):
         replies = []
         size = 0
         enough = asyncio.Event()
+        arrived = asyncio.Event()
 
         async def on_reply(msg):
             nonlocal size
@@ -273,19 +279,35 @@ class Connection:
                 return
             replies.append(msg.data)
             size += len(msg.data)
+            arrived.set()
             if len(replies) >= max_replies or size >= max_bytes:
                 enough.set()
+
+        async def quiet():
+            # Once replies came, until none came for until_quiet.
+            await arrived.wait()
+            while True:
+                arrived.clear()
+                try:
+                    await asyncio.wait_for(arrived.wait(), until_quiet)
+                except asyncio.TimeoutError:
+                    enough.set()
+                    return
 
         nc = self._nc
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox, cb=on_reply)
+        watcher = (asyncio.get_running_loop().create_task(quiet())
+                   if until_quiet else None)
         try:
-            await nc.publish(subject, b'', reply=inbox)
+            await nc.publish(subject, payload, reply=inbox)
             try:
                 await asyncio.wait_for(enough.wait(), wait)
             except asyncio.TimeoutError:
                 pass
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await sub.unsubscribe()
         return replies
 
