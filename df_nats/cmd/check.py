@@ -285,20 +285,35 @@ class _Run:
             return await asyncio.wait_for(coro, timeout)
         return self.conn.bridge.run(bounded(), timeout=timeout + 1)
 
+    def registry_needed(self) -> bool:
+        """Whether this role needs JetStream (the registry)."""
+        role = self.role()
+        if role == CONTROLLER:
+            return bool(self.conf.publisher_events)
+        if role == TOOLS:
+            return True   # df-nats publishers
+        return bool(self.conf.publisher_registry)
+
+    def role(self):
+        return self.args.role or self.conf.role
+
     def jetstream(self):
-        needed = self.conf.publisher_registry or self.conf.publisher_events
+        needed = self.registry_needed()
         js = self.conn.jetstream(timeout=self.left())
         try:
             info = self.run_loop(registry_bucket.fail_on_permission_denied(
                 self.conn, js.account_info()))
         except errors.RegistryPermissionDenied as exc:
-            self.add('jetstream', WARN if needed else INFO, str(exc))
+            self.add('jetstream', WARN if needed else INFO, str(exc)
+                     if needed else 'not allowed to this user (not needed'
+                     ' by this role and configuration)')
             return False
         except Exception as exc:
             status = WARN if needed else INFO
             self.add('jetstream', status, 'not available (%s): %s' % (
                 type(exc).__name__, 'the publisher registry cannot work'
-                if needed else 'not needed with this configuration'))
+                if needed else 'not needed by this role and'
+                ' configuration'))
             return False
         self.add('jetstream', OK, 'enabled: %d stream(s), %d consumer(s),'
                  ' %d bytes stored' % (info.streams, info.consumers,
@@ -307,9 +322,9 @@ class _Run:
 
     def registry(self):
         conf = self.conf
-        if not (conf.publisher_registry or conf.publisher_events):
-            self.add('registry', INFO, 'off ([df_nats] publisher_registry'
-                     ' = False)')
+        if not self.registry_needed():
+            self.add('registry', INFO, 'not needed by this role and'
+                     ' configuration')
             return
         js = self.conn.jetstream(timeout=self.left())
         try:
@@ -322,7 +337,9 @@ class _Run:
             return
         except errors.RegistryUnavailable as exc:
             absent = 'does not exist' in str(exc)
-            self.add('registry', INFO if absent else WARN, str(exc))
+            self.add('registry', INFO if absent else WARN, str(exc)
+                     + (' (created by the first publisher)' if absent
+                        else ''))
             return
         except Exception as exc:
             self.add('registry', WARN, 'not readable: %s'
@@ -336,15 +353,19 @@ class _Run:
                      replicas, conf.kv_replicas))
 
     def capture(self):
-        subject = subjects.all_topics_subject(self.conf.subject_prefix)
+        subject = '%s.topic.>' % self.conf.subject_prefix
         js = self.conn.jetstream(timeout=self.left())
         try:
-            name = self.run_loop(js.find_stream_name_by_subject(subject))
+            name = self.run_loop(registry_bucket.fail_on_permission_denied(
+                self.conn, js.find_stream_name_by_subject(subject)))
             info = self.run_loop(js.stream_info(name))
         except Exception as exc:
             if type(exc).__name__ == 'NotFoundError':
                 self.add('capture', INFO, 'no stream captures %s (absent:'
                          ' not needed)' % subject)
+            elif isinstance(exc, errors.RegistryPermissionDenied):
+                self.add('capture', INFO, 'not looked up: this user may'
+                         ' not ask JetStream')
             else:
                 self.add('capture', INFO, 'not looked up (%s)'
                          % type(exc).__name__)
@@ -354,16 +375,35 @@ class _Run:
                                 info.state.bytes))
 
     def user_info(self):
+        """The server's statement of this user's permissions, or None.
+
+        A refused request ends at the server's refusal, not a timeout.
+        """
+        nc = self.conn.nc
+
+        def refused(kind, subject):
+            return subject.lower() == USER_INFO.lower()
+
+        async def ask():
+            denied = self.conn.permission_denied(refused)
+            request = asyncio.ensure_future(nc.request(
+                USER_INFO, b'', timeout=max(self.left(1.0), 0.1)))
+            try:
+                await asyncio.wait({request, denied},
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                denied.cancel()
+            if not request.done():
+                request.cancel()
+                return None
+            return request.result().data
         try:
-            replies = self.conn.gather(USER_INFO, self.left(), 1, 1 << 20)
+            body = self.run_loop(ask(), most=1.0)
         except Exception:
             return None
-        for body in replies:
-            reply, _ = untrusted_json.loads(body, 1 << 20, 16)
-            data = reply.get('data') if isinstance(reply, dict) else None
-            if isinstance(data, dict):
-                return data
-        return None
+        reply, _ = untrusted_json.loads(body, 1 << 20, 16)
+        data = reply.get('data') if isinstance(reply, dict) else None
+        return data if isinstance(data, dict) else None
 
     def probe_subscribe(self, subject):
         async def noop(msg):
@@ -372,7 +412,7 @@ class _Run:
         self.conn.unsubscribe(sub)
 
     def permissions(self):
-        role = self.args.role or self.conf.role
+        role = self.role()
         if role not in ROLES:
             self.add('permissions', INFO, 'no role to check: give --role'
                      ' (%s)' % ', '.join(ROLES))
@@ -424,8 +464,10 @@ class _Run:
         if not self.config(err) or not self.connect():
             return
         try:
-            for step in (self.jetstream, self.registry, self.capture,
-                         self.permissions):
+            # Permissions first: the JetStream lookups may wait for
+            # answers that a refusal never sends.
+            for step in (self.permissions, self.jetstream, self.registry,
+                         self.capture):
                 if self.left() <= 0:
                     self.add(step.__name__, WARN, 'not checked: --timeout'
                              ' reached')
