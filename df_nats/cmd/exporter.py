@@ -43,16 +43,16 @@ from df_nats.transport import service
 
 LABELS = ('host', 'role', 'pid')
 _PREFIX = 'dfnats_'
-# Gauges of the delivery section: (metric, key, scale to the unit).
+# Gauges of the delivery section: (metric, key, divisor to the unit).
 _DELIVERY = (('delivery_queue_messages', 'queue_messages', 1,
               'Messages waiting for the subscriber callback'),
              ('delivery_queue_bytes', 'queue_bytes', 1,
               'Bytes waiting for the subscriber callback'),
-             ('lag_last_seconds', 'lag_last_us', 1e-6,
+             ('lag_last_seconds', 'lag_last_us', 1e6,
               'Publish to callback, the last message'),
-             ('lag_avg_seconds', 'lag_avg_us', 1e-6,
+             ('lag_avg_seconds', 'lag_avg_us', 1e6,
               'Publish to callback, moving average (1/16 per message)'),
-             ('lag_max_seconds', 'lag_max_us', 1e-6,
+             ('lag_max_seconds', 'lag_max_us', 1e6,
               'Publish to callback, the largest since the start'),
              ('last_sync_timestamp_seconds', 'last_sync', 1,
               'When the last resync was delivered (0: never)'))
@@ -140,9 +140,9 @@ class ProcessCollector:
                     '%s%s_%s' % (_PREFIX, section, name),
                     'df-nats %s counter %s' % (section, name),
                     labels=LABELS)
-        gauges = [(key, scale, core.GaugeMetricFamily(
+        gauges = [(key, divisor, core.GaugeMetricFamily(
             _PREFIX + metric, doc, labels=LABELS))
-            for metric, key, scale, doc in _DELIVERY]
+            for metric, key, divisor, doc in _DELIVERY]
         delivery_counters = [(key, core.CounterMetricFamily(
             _PREFIX + key, doc, labels=LABELS))
             for key, doc in _DELIVERY_COUNTERS]
@@ -167,12 +167,12 @@ class ProcessCollector:
                 'verified_user', 'trust')], 1)
             for (section, name), family in counters.items():
                 family.add_metric(labels, record[section].get(name, 0))
-            for key, scale, family in gauges:
+            for key, divisor, family in gauges:
                 family.add_metric(labels,
-                                  record['delivery'].get(key, 0) * scale)
+                                  record['delivery'].get(key, 0) / divisor)
             for key, family in delivery_counters:
                 family.add_metric(labels, record['delivery'].get(key, 0))
-            rtt.add_metric(labels, record['rtt_us'] * 1e-6)
+            rtt.add_metric(labels, record['rtt_us'] / 1e6)
             outbox.add_metric(labels, record['outbox_events'])
         if forged:
             skipped.add_metric([processes.FORGED], forged)
