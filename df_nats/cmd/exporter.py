@@ -20,6 +20,10 @@ of the NATS service ``df-nats`` (``processes.collect``, ``--wait``
 seconds) and turns the replies into metrics, labelled by ``host``,
 ``role`` (the Dragonflow role) and ``pid``.
 
+Each scrape also reads the publisher registry (when this user may): a
+process that publishes gets ``dfnats_publisher_registered`` 1 when its
+publisher ids are all in the registry, 0 when one is missing.
+
 Only the counters df-nats defines become metrics
 (``service.CONNECTION_COUNTERS``, ``SUBSCRIBER_COUNTERS``,
 ``DELIVERY_GAUGES``): a reply cannot add metric names. Replies the
@@ -39,6 +43,7 @@ from prometheus_client import registry as prometheus_registry
 from df_nats.cmd import common
 from df_nats.cmd import processes
 from df_nats.cmd import text
+from df_nats.registry import watch as registry_watch
 from df_nats.transport import service
 
 LABELS = ('host', 'role', 'pid')
@@ -107,12 +112,46 @@ class ProcessCollector:
         result = processes.collect(self._conn, self._wait, self._role,
                                    self._kind)
         families.extend(self._process_families(result))
+        families.extend(self._registry_families(result))
         duration = core.GaugeMetricFamily(
             _PREFIX + 'scrape_duration_seconds',
             'How long this scrape took to ask the processes')
         duration.add_metric([], time.monotonic() - started)
         families.append(duration)
         return families
+
+    def _registered_ids(self):
+        """The publisher ids in the registry now, or None if unreadable."""
+        try:
+            return {record['id'] for record in
+                    registry_watch.list_publishers(self._conn)}
+        except Exception:
+            return None
+
+    def _registry_families(self, result):
+        readable = core.GaugeMetricFamily(
+            _PREFIX + 'registry_up', 'Whether the publisher registry could'
+            ' be read at this scrape')
+        publishing = [r for r in result.records
+                      if r['kind'] in ('publisher', 'both')
+                      and r['trust'] != processes.FORGED]
+        ids = self._registered_ids() if publishing else set()
+        readable.add_metric([], 0 if ids is None else 1)
+        if ids is None:
+            return [readable]
+        registered = core.GaugeMetricFamily(
+            _PREFIX + 'publisher_registered', 'Whether every publisher of'
+            ' this process is in the registry', labels=LABELS)
+        seen = set()
+        for record in publishing:
+            labels = tuple(_label(record[name]) for name in LABELS)
+            if labels in seen:
+                continue
+            seen.add(labels)
+            own = {i for i in record['publisher_id'].split(',') if i}
+            registered.add_metric(list(labels), 1 if own and own <= ids
+                                  else 0)
+        return [readable, registered]
 
     def _process_families(self, result):
         skipped = core.GaugeMetricFamily(

@@ -124,6 +124,11 @@ def test_scrapes_show_a_controllers_counters_growing(fresh_nats_server,
                       reason='too deep') == 1
         assert _value(first, 'dfnats_connection_published',
                       pid=str(pub.proc.pid)) > 0
+        # The publisher is in the registry; a subscriber is not asked.
+        assert _value(second, 'dfnats_registry_up') == 1
+        assert [(s.labels['pid'], s.value) for s in
+                second['dfnats_publisher_registered'].samples] == [
+            (str(pub.proc.pid), 1)]
         for worker in workers:
             worker.finish()
     finally:

@@ -88,3 +88,35 @@ def test_disconnected_says_so_and_asks_nothing():
     body = exposition.generate_latest(metrics).decode()
     assert 'dfnats_up 0.0' in body and conn.asked == []
     assert families['dfnats_up'].samples[0].value == 1
+
+
+def test_the_sample_alerts_use_metrics_the_exporter_serves():
+    import os
+    import re
+
+    import yaml
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))))
+    with open(os.path.join(root, 'etc', 'prometheus',
+                           'df-nats-alerts.yml')) as f:
+        rules = yaml.safe_load(f)['groups'][0]['rules']
+    with open(os.path.join(root, 'etc', 'prometheus',
+                           'prometheus.yml')) as f:
+        assert yaml.safe_load(f)['rule_files'] == ['df-nats-alerts.yml']
+    data = {'subscriber': {'syncs': 1}, 'delivery': {}}
+    conn = _Conn([_reply(pid=7, data=data, role='publisher')])
+    conn.connected = True
+    metrics = registry.CollectorRegistry(auto_describe=False)
+    metrics.register(exporter.ProcessCollector(conn, 0.1))
+    body = exposition.generate_latest(metrics).decode()
+    served = set(re.findall(r'^(?:# TYPE )?(dfnats_\w+)', body, re.M))
+    # Served only when the registry can be read.
+    served |= {'dfnats_publisher_registered'}
+    used = set()
+    for rule in rules:
+        used |= set(re.findall(r'\b(dfnats_\w+)', rule['expr']))
+    assert used and used <= served, used - served
+    assert {r['alert'] for r in rules} >= {
+        'DfNatsControllerNotConnected', 'DfNatsPublisherNotRegistered',
+        'DfNatsResyncsRising', 'DfNatsLagHigh'}
