@@ -20,6 +20,8 @@ on a real server is in tests/functional/test_stats.py.
 import asyncio
 import time
 
+import pytest
+
 from df_nats.pubsub import delivery
 from df_nats.wire import codec
 from df_nats.wire import send_time
@@ -28,6 +30,12 @@ from tests.unit.pubsub.test_subscriber import _message
 from tests.unit.pubsub.test_subscriber import _numbered
 from tests.unit.pubsub.test_subscriber import _running
 from tests.unit.pubsub.test_subscriber import fake_conn  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def _every_message(monkeypatch):
+    # Every message measured here; the sampling has a test of its own.
+    monkeypatch.setattr(send_time, 'SAMPLE_NS', 0)
 
 
 def _stamped(n, sent_us):
@@ -73,6 +81,16 @@ def test_absurd_or_hostile_send_times_are_ignored(fake_conn):  # noqa
               _event('skewed'))
     assert d.gauges()['lag_last_us'] == 0
     assert d.gauges()['lag_measured'] == 1
+
+
+def test_a_burst_is_sampled(fake_conn, monkeypatch):  # noqa
+    monkeypatch.setattr(send_time, 'SAMPLE_NS', 3600 * 10 ** 9)
+    _, sub, got = _running(fake_conn)
+    now = time.time_ns() // 1000
+    for n in range(1, 101):
+        sub._delivery.deliver('p.topic.D', _stamped(n, now - n), _event('a'))
+    assert sub._delivery.gauges()['lag_measured'] == 1
+    assert len(got.calls) == 100
 
 
 def test_messages_of_older_publishers_have_no_lag(fake_conn):  # noqa
