@@ -24,3 +24,14 @@ master_doc = 'index'
 exclude_patterns = ['_build']
 html_theme = 'alabaster'
 html_static_path = []
+
+
+def _notes_are_read_anew(app, env, added, changed, removed):
+    # reno's directive does not tell Sphinx which note files it read: read
+    # every page that shows notes again at each build, so a note added
+    # since the last build is shown.
+    return [name for name in env.found_docs if name != 'index']
+
+
+def setup(app):
+    app.connect('env-get-outdated', _notes_are_read_anew)
