@@ -143,6 +143,58 @@ def test_the_check_needs_no_history_in_a_fresh_clone(repo, tmp_path):
         'options df_nats.new_option removed']
 
 
+def _branch_with_option(repo, branch, option, note):
+    _git(repo, 'checkout', '-q', '-b', branch, 'main')
+    current = copy.deepcopy(_INTERFACE)
+    current['options'][option] = {'kind': 'IntOpt', 'default': 1,
+                                  'secret': False}
+    _note(repo, note)
+    crn.update(repo, current, 'main')
+    _git(repo, 'add', '-A')
+    _git(repo, 'commit', '-q', '-m', option)
+    return current
+
+
+def test_a_conflicting_record_is_resolved_by_updating_after_the_merge(repo):
+    """Two branches each add an option, a note and the record: merged,
+    the record conflicts; --update before the merge is committed counts
+    the note the merge brings in, and the check passes on the result.
+    """
+    one = _branch_with_option(repo, 'one', 'df_nats.one',
+                              'one-1111111111111111.yaml')
+    two = _branch_with_option(repo, 'two', 'df_nats.two',
+                              'two-2222222222222222.yaml')
+    _git(repo, 'checkout', '-q', 'main')
+    _git(repo, 'merge', '-q', 'one')
+    merge = subprocess.run(['git', 'merge', '-q', 'two'], cwd=repo,
+                           capture_output=True, text=True)
+    assert merge.returncode != 0   # the record conflicts
+    both = copy.deepcopy(one)
+    both['options'].update(two['options'])
+    assert crn.update(repo, both, 'main') == [
+        'two-2222222222222222.yaml']
+    _git(repo, 'add', '-A')
+    _git(repo, 'commit', '-q', '-m', 'merge two')
+    assert crn.check(repo, both) == []
+
+
+def test_after_a_merge_orig_head_is_the_base(repo):
+    """A merge committed, its record wrong (here: the old one): on main,
+    the notes the merge brought in (base ORIG_HEAD) allow the update.
+    """
+    two = _branch_with_option(repo, 'two', 'df_nats.two',
+                              'two-2222222222222222.yaml')
+    _git(repo, 'checkout', '-q', 'main')
+    _git(repo, 'merge', '-q', '--no-ff', '-m', 'merge two', 'two')
+    (repo / crn.RECORD).write_text(json.dumps(_INTERFACE))
+    assert crn.check(repo, two) != []
+    with pytest.raises(SystemExit):
+        crn.update(repo, two, 'main')
+    assert crn.update(repo, two, 'ORIG_HEAD') == [
+        'two-2222222222222222.yaml']
+    assert crn.check(repo, two) == []
+
+
 def test_every_option_is_in_the_interface():
     found = crn.options_interface(options.list_opts())
     names = {'%s.%s' % (group, opt.dest)
