@@ -21,7 +21,7 @@ must occur in the file, so a change to the sample that these tests cannot
 follow fails loudly instead of testing something else. The users'
 password placeholders become bcrypt hashes of passwords made for the run;
 node names and advertised addresses reach the servers through the
-environment, as the file says.
+environment, from the shipped nats-server.env.
 
 Certificates name hosts only, no IP address, as production ones do, and
 the nodes announce themselves by name (``client_advertise``), so that a
@@ -53,6 +53,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 SAMPLE_DIR = os.path.join(ROOT, 'etc', 'nats-server')
 SAMPLE = os.path.join(SAMPLE_DIR, 'df-nats-cluster.conf')
+ENV = os.path.join(SAMPLE_DIR, 'nats-server.env')
 # The users of the sample: role -> [df_nats] section shipped for it
 # (None: no df-nats process uses it).
 CLIENTS = {'publisher': 'neutron-server.conf',
@@ -125,11 +126,24 @@ class SampleNode(embedded_server.NatsServer):
         self.hashes = hashes
         self.host_name = host
         super().__init__(name='nats-%d' % index, jetstream=True, **kwargs)
-        self.env = {'NATS_SERVER_NAME': self.name,
-                    'NATS_CLIENT_ADVERTISE': '%s:%d' % (host,
-                                                        self.client_port),
-                    'NATS_CLUSTER_ADVERTISE': '%s:%d' % (
-                        host, self.cluster_port)}
+        self.env = self._environment()
+
+    def _environment(self):
+        """The shipped nats-server.env, for this node."""
+        with open(ENV) as shipped:
+            text = shipped.read()
+        text = _replace(text, '=nats-1.example.net:4222', '=%s:%d' % (
+            self.host_name, self.client_port), 1, ENV)
+        text = _replace(text, '=nats-1.example.net:6222', '=%s:%d' % (
+            self.host_name, self.cluster_port), 1, ENV)
+        text = _replace(text, 'NATS_SERVER_NAME=nats-1\n',
+                        'NATS_SERVER_NAME=%s\n' % self.name, 1, ENV)
+        env = {}
+        for line in text.splitlines():
+            if line.strip() and not line.startswith('#'):
+                name, _, value = line.partition('=')
+                env[name] = value
+        return env
 
     @property
     def tls_url(self):

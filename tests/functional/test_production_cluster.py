@@ -107,11 +107,11 @@ def _cli(hosts, config, command, *args, timeout=60):
     """``df-nats COMMAND ARGS --config-file CONFIG``: its stdout, once it
     exited 0 and wrote nothing about a permission.
     """
-    proc = subprocess.run(
-        hosts.wrapper + [sys.executable, '-m', 'df_nats.cmd.main', command,
-         '--config-file', config] + list(args), cwd=ROOT,
-        env=child_env([ROOT]), capture_output=True, text=True,
-        timeout=timeout)
+    argv = [sys.executable, '-m', 'df_nats.cmd.main', command,
+            '--config-file', config] + list(args)
+    proc = subprocess.run(hosts.wrapper + argv, cwd=ROOT,
+                          env=child_env([ROOT]), capture_output=True,
+                          text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert 'permission' not in proc.stderr.lower(), proc.stderr[-3000:]
     return proc.stdout
@@ -120,11 +120,11 @@ def _cli(hosts, config, command, *args, timeout=60):
 def _tail(hosts, config, count, log_path):
     """``df-nats tail --json --count COUNT``, once it listens."""
     log = open(log_path, 'w+')
-    proc = subprocess.Popen(
-        hosts.wrapper + [sys.executable, '-m', 'df_nats.cmd.main', 'tail', '--json',
-         '--count', str(count), '--config-file', config], cwd=ROOT,
-        env=child_env([ROOT]), text=True, stdout=subprocess.PIPE,
-        stderr=log)
+    argv = [sys.executable, '-m', 'df_nats.cmd.main', 'tail', '--json',
+            '--count', str(count), '--config-file', config]
+    proc = subprocess.Popen(hosts.wrapper + argv, cwd=ROOT,
+                            env=child_env([ROOT]), text=True,
+                            stdout=subprocess.PIPE, stderr=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         log.seek(0)
@@ -229,8 +229,8 @@ def test_every_role_at_work_and_failover(cluster, hosts, start, tmp_path):
     try:
         topology, port_status = _round(0, neutron, combined, controllers)
 
-        records = json.loads(_cli(hosts, configs['inspector'], 'stats', '--json',
-                                  '--wait', '2'))
+        records = json.loads(_cli(hosts, configs['inspector'], 'stats',
+                                  '--json', '--wait', '2'))
         by_pid = {int(r['pid']): r for r in records}
         assert set(by_pid) == {p.pid for p in workers}, records
         for node in controllers:
@@ -278,8 +278,9 @@ def test_every_role_at_work_and_failover(cluster, hosts, start, tmp_path):
         assert 'permission' not in tail_err.lower(), tail_err
 
         survivor = cluster.nodes[1].tls_url
-        records = json.loads(_cli(hosts, configs['inspector'], 'stats', '--json',
-                                  '--wait', '2', '--servers', survivor))
+        records = json.loads(_cli(hosts, configs['inspector'], 'stats',
+                                  '--json', '--wait', '2', '--servers',
+                                  survivor))
         assert {int(r['pid']) for r in records} == {p.pid for p in workers}
         registered = json.loads(_cli(hosts, configs['inspector'], 'publishers',
                                      '--json', '--servers', survivor))
