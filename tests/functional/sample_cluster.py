@@ -218,10 +218,11 @@ class SampleCluster(embedded_cluster.NatsCluster):
         return [node.tls_url for node in self.nodes]
 
     def options(self, role):
-        """[df_nats] credentials and TLS of a process logging in as
-        ``role`` (the rest of the shipped section left out).
+        """[df_nats] credentials, TLS and registry replicas of a process
+        logging in as ``role`` (the rest of the shipped section left
+        out).
         """
-        return {'tls_ca_file': self.tls_files['ca'],
+        return {'tls_ca_file': self.tls_files['ca'], 'kv_replicas': 3,
                 'user': 'df-' + role, 'password': self.passwords[role]}
 
     def client_config(self, role, servers):
