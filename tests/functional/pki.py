@@ -76,17 +76,14 @@ def _issue(subject, key, issuer, issuer_key, ca=False, usages=(),
 
 
 def make_pki(directory, dns_names=('localhost',),
-             ip_addresses=('127.0.0.1',), nodes=()):
+             ip_addresses=('127.0.0.1',)):
     """Write ca.pem, server.pem/-key.pem and client.pem/-key.pem there.
 
     The server certificate names ``dns_names`` and ``ip_addresses``
     (``ip_addresses=()``: host names only, as a production certificate
-    whose clients must be told names, not addresses). Each host name of
-    ``nodes`` gets a certificate of its own that names that host only
-    (``<host>.pem``, ``<host>-key.pem``), as each node of a production
-    cluster has. Returns a dict of those paths by name (ca, server_cert,
-    server_key, client_cert, client_key; ``cert:<host>`` and
-    ``key:<host>`` for the nodes).
+    whose clients must be told names, not addresses). Returns a dict of
+    those paths by name (ca, server_cert, server_key, client_cert,
+    client_key).
     """
     os.makedirs(directory, exist_ok=True)
     paths = {name: os.path.join(directory, file) for name, file in (
@@ -96,29 +93,20 @@ def make_pki(directory, dns_names=('localhost',),
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _issue('df-nats test CA', ca_key, 'df-nats test CA', ca_key,
                 ca=True)
-    _write_cert(paths['ca'], ca)
-    servers = [('server_cert', 'server_key', 'df-nats test server',
-                [x509.DNSName(name) for name in dns_names]
-                + [x509.IPAddress(ipaddress.ip_address(address))
-                   for address in ip_addresses])]
-    for host in nodes:
-        paths['cert:' + host] = os.path.join(directory, host + '.pem')
-        paths['key:' + host] = os.path.join(directory, host + '-key.pem')
-        servers.append(('cert:' + host, 'key:' + host, host,
-                        [x509.DNSName(host)]))
-    for cert_name, key_name, subject, names in servers:
-        # Server and client auth: the same certificate serves the
-        # cluster routes, where each node is also a client.
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _issue(subject, key, 'df-nats test CA', ca_key,
-                      usages=(ExtendedKeyUsageOID.SERVER_AUTH,
-                              ExtendedKeyUsageOID.CLIENT_AUTH),
-                      names=names)
-        _write_cert(paths[cert_name], cert)
-        _write_key(paths[key_name], key)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _issue(
+        'df-nats test server', server_key, 'df-nats test CA', ca_key,
+        usages=(ExtendedKeyUsageOID.SERVER_AUTH,
+                ExtendedKeyUsageOID.CLIENT_AUTH),
+        names=[x509.DNSName(name) for name in dns_names]
+        + [x509.IPAddress(ipaddress.ip_address(address))
+           for address in ip_addresses])
     client_key = ec.generate_private_key(ec.SECP256R1())
     client = _issue('df-nats test client', client_key, 'df-nats test CA',
                     ca_key, usages=(ExtendedKeyUsageOID.CLIENT_AUTH,))
+    _write_cert(paths['ca'], ca)
+    _write_cert(paths['server_cert'], server)
+    _write_key(paths['server_key'], server_key)
     _write_cert(paths['client_cert'], client)
     _write_key(paths['client_key'], client_key)
     return paths

@@ -165,10 +165,11 @@ class SampleNode(embedded_server.NatsServer):
             text = _replace(text, route,
                             q('nats-route://%s:%d' % (host, port)), 1)
         # This node's own certificate when it has one.
-        files = {'server.pem': self.tls_files.get(
-            'cert:' + self.host_name, self.tls_files['server_cert']),
-            'server-key.pem': self.tls_files.get(
-                'key:' + self.host_name, self.tls_files['server_key']),
+        own = 'cert:' + self.host_name in self.tls_files
+        files = {'server.pem': self.tls_files[
+            'cert:' + self.host_name if own else 'server_cert'],
+            'server-key.pem': self.tls_files[
+                'key:' + self.host_name if own else 'server_key'],
             'ca.pem': self.tls_files['ca']}
         for name, path in files.items():
             text = _replace(text, q('/etc/nats/tls/' + name), q(path), 2)

@@ -16,7 +16,8 @@ A 3-node cluster from etc/nats-server/df-nats-cluster.conf (the sample
 cluster of tests/functional/sample_cluster.py), whose nodes have names of
 their own (``nats-1.df-nats.test``...: sample_cluster.PrivateHosts, every
 process here runs with a private /etc/hosts) and certificates of their
-own, each naming its node and no IP address; and every df-nats role under
+own made by the recipe of etc/nats-server/README.rst, each naming its
+node and no IP address; and every df-nats role under
 its user with the [df_nats] section shipped for it in
 etc/nats-server/clients/, given ONE server only, so that failing over
 means using the servers the cluster announces:
@@ -38,20 +39,25 @@ what ``nats server report``, ``nats micro`` and ``nats kv`` ask.
 
 import asyncio
 import json
+import os
+import shutil
 import ssl
 import subprocess
 import sys
 import time
 from urllib import parse
 
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 import nats
 import pytest
 
 from df_nats.testing.worker_process import child_env
 from df_nats.testing.worker_process import WorkerProcess
-from tests.functional import pki
 from tests.functional import sample_cluster as sample
 from tests.functional.test_driver import ROOT
+
+RECIPE = os.path.join(sample.SAMPLE_DIR, 'README.rst')
 
 HOSTS = {'neutron': 'net-1', 'combined': 'aio-1'}
 LISTENER_TOPICS = ['listener_%s' % HOSTS['neutron'],
@@ -71,12 +77,50 @@ def hosts(tmp_path_factory):
     return hosts
 
 
+def _recipe():
+    """The certificate recipe of etc/nats-server/README.rst (its first
+    literal block that makes a CA), as a shell script.
+    """
+    with open(RECIPE) as readme:
+        lines = readme.read().splitlines()
+    start = lines.index('    domain=example.net')
+    block = []
+    for line in lines[start:]:
+        if line and not line.startswith('    '):
+            break
+        block.append(line[4:])
+    assert any('openssl req -x509' in line for line in block), block
+    return '\n'.join(block) + '\n'
+
+
 @pytest.fixture(scope='module')
-def cluster(tmp_path_factory, hosts):
-    """The shipped cluster, each node named and certified on its own."""
-    files = pki.make_pki(str(tmp_path_factory.mktemp('pki')), dns_names=(),
-                         ip_addresses=(), nodes=hosts.names)
-    with sample.SampleCluster(files, hosts) as cluster:
+def recipe_files(tmp_path_factory, hosts):
+    """Certificates made by the shipped recipe, for the nodes' names."""
+    if not shutil.which('openssl'):
+        pytest.skip('openssl is not installed: the certificate recipe'
+                    ' needs it')
+    directory = str(tmp_path_factory.mktemp('recipe'))
+    domain = {name.split('.', 1)[1] for name in hosts.names}
+    nodes = [name.split('.', 1)[0] for name in hosts.names]
+    assert len(domain) == 1 and nodes == ['nats-1', 'nats-2', 'nats-3']
+    script = _recipe().replace('domain=example.net\n',
+                               'domain=%s\n' % domain.pop(), 1)
+    proc = subprocess.run(['sh', '-e', '-c', script], cwd=directory,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    files = {'ca': os.path.join(directory, 'ca.pem')}
+    for node, name in zip(nodes, hosts.names):
+        files['cert:' + name] = os.path.join(directory, node + '.pem')
+        files['key:' + name] = os.path.join(directory, node + '-key.pem')
+    return files
+
+
+@pytest.fixture(scope='module')
+def cluster(recipe_files, hosts):
+    """The shipped cluster, each node named and certified on its own by
+    the shipped recipe.
+    """
+    with sample.SampleCluster(recipe_files, hosts) as cluster:
         yield cluster
 
 
@@ -312,6 +356,17 @@ def test_names_are_verified(cluster, hosts):
     announced server verified it by its announced name.
     """
     node = cluster.nodes[1]
+    # The recipe's certificates: the node's name only, server and client.
+    for name in hosts.names:
+        with open(cluster.tls_files['cert:' + name], 'rb') as pem:
+            cert = x509.load_pem_x509_certificate(pem.read())
+        sans = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+        assert list(sans) == [x509.DNSName(name)]
+        usages = cert.extensions.get_extension_for_class(
+            x509.ExtendedKeyUsage).value
+        assert set(usages) == {ExtendedKeyUsageOID.SERVER_AUTH,
+                               ExtendedKeyUsageOID.CLIENT_AUTH}
     context = ssl.create_default_context(cafile=cluster.tls_files['ca'])
 
     async def connect(name):
