@@ -14,7 +14,10 @@
 configuration (etc/nats-server/df-nats-cluster.conf, a 3-node TLS cluster)
 in both worlds. Each role does its job with no refusal, and a role used
 for what it may not do fails loudly: an ERROR naming the subject and
-saying "permission", and a refused subscription fails the call.
+saying "permission", and a refused subscription fails the call. Only
+neutron-server joins the listeners' queue group; every role's process
+answers its df-nats service without allow_responses; the inspector and
+the system account's monitor get what the NATS CLI asks, and no more.
 """
 
 import asyncio
@@ -116,8 +119,9 @@ def test_subscribe_refused_fails_register_topic(
 
 @pytest.mark.parametrize('world', WORLDS)
 def test_publish_refused_is_an_error(world, sample_cluster, tmp_path):
-    """The controller's user may not publish: an ERROR names the subject
-    (in its own letter case), however many events are refused.
+    """The controller's user may not publish topics (port status only):
+    an ERROR names the subject (in its own letter case), however many
+    events are refused.
     """
     options = dict(sample_cluster.options('controller'),
                    publisher_registry=False)

@@ -199,6 +199,18 @@ def _stats(process):
     return process.call('stats', 'stats')['stats']
 
 
+def _interest(node, subject):
+    """Whether ``node`` has a subscriber to ``subject`` (account
+    DRAGONFLOW), its own client's or known through a route.
+    """
+    local = node.get_json('/subsz?acc=DRAGONFLOW&subs=1&test=' + subject)
+    if (local or {}).get('subscriptions_list'):
+        return True
+    routes = (node.get_json('/routez?subs=1') or {}).get('routes') or ()
+    return any(subject in (route.get('subscriptions_list') or ())
+               for route in routes)
+
+
 def _port(url):
     return parse.urlsplit(url).port
 
@@ -304,8 +316,11 @@ def test_every_role_at_work_and_failover(cluster, hosts, start, tmp_path):
             assert server.hostname == hosts.names[
                 cluster.nodes.index(cluster.node_for(server.geturl()))]
         # The queue group's members subscribed again on their new
-        # servers; give the routes a moment to carry the interest.
-        time.sleep(1)
+        # servers: wait until the routes carried that interest to both,
+        # or port status sent meanwhile would find no member.
+        _wait(lambda: all(_interest(node, 'dragonflow.listeners')
+                          for node in cluster.nodes[1:]),
+              'the queue group\'s interest on the surviving nodes')
         more_topology, more_port_status = _round(
             TOPOLOGY, neutron, combined, controllers)
 
