@@ -380,6 +380,7 @@ class _Run:
         A refused request ends at the server's refusal, not a timeout.
         """
         nc = self.conn.nc
+        self.conn.refusals.optional_subjects.add(USER_INFO.lower())
 
         def refused(kind, subject):
             return subject.lower() == USER_INFO.lower()

@@ -85,6 +85,9 @@ class Refusals:
                                          asyncio.Future]] = []
         self._denied_logged: Dict[str, float] = {}
         self._sent_subjects: Dict[str, str] = {}
+        # Subjects (lower case) of optional requests whose refusal is an
+        # answer, not a fault: logged at DEBUG only.
+        self.optional_subjects = set()
 
     def note(self, kind: str, subject: str):
         """Count, log (paced) and hand out a refusal (loop thread)."""
@@ -111,7 +114,9 @@ class Refusals:
         if len(self._denied_logged) > _MAX_SENT_SUBJECTS:
             self._denied_logged.clear()
         self._denied_logged[key] = now
-        LOG.error(
+        log = (LOG.debug if subject.lower() in self.optional_subjects
+               else LOG.error)
+        log(
             'df-nats: permission denied: the NATS server refused to let'
             ' this user %s to %s%s (%d refusals so far; see the user\'s'
             ' permissions in the server configuration)',

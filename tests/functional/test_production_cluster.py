@@ -296,6 +296,16 @@ def test_every_role_at_work_and_failover(cluster, hosts, start, tmp_path):
                                   '--json', '--wait', '2'))
         by_pid = {int(r['pid']): r for r in records}
         assert set(by_pid) == {p.pid for p in workers}, records
+        # Each reply verified against its connection, as the servers
+        # see it (the inspector may ask for the account's connections).
+        assert {r['trust'] for r in records} == {'verified'}, records
+        assert {r['verified_user'] for r in records} <= {
+            'df-publisher', 'df-controller', 'df-combined'}, records
+        # And df-nats check, under the inspector: all well.
+        report = json.loads(_cli(hosts, configs['inspector'], 'check',
+                                 '--role', 'tools', '--json',
+                                 '--timeout', '20'))
+        assert report['exit'] == 0, report
         for node in controllers:
             record = by_pid[node.pid]
             assert record['subscriber']['received'] >= topology_n, record
