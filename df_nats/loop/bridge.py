@@ -125,7 +125,7 @@ class _HubDoorbell(_Doorbell):
         import greenlet
         self._current = greenlet.getcurrent
         self._hub = hubs.get_hub()
-        self._pending = False
+        self._rung = False
         self._waiter = None
         self._listener = self._hub.add(self._hub.READ, self._rfd,
                                        self._on_readable, self._on_error,
@@ -133,13 +133,13 @@ class _HubDoorbell(_Doorbell):
 
     def wait(self) -> bool:
         """Wait until rung, for good (the dispatcher's wait: no timeout)."""
-        while not self._pending:
+        while not self._rung:
             self._waiter = self._current()
             try:
                 self._hub.switch()
             finally:
                 self._waiter = None
-        self._pending = False
+        self._rung = False
         return True
 
     def _on_readable(self, fileno):
@@ -151,7 +151,7 @@ class _HubDoorbell(_Doorbell):
             # Nothing to read: woken through an epoll shared with a
             # forked process; or closed.
             return
-        self._pending = True
+        self._rung = True
         if self._waiter is not None:
             self._waiter.switch()
 

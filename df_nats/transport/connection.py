@@ -34,6 +34,7 @@ from df_nats import errors
 from df_nats.loop import log
 from df_nats.transport import client as nats_client
 from df_nats.transport import connect_args
+from df_nats.transport import nats_compat
 from df_nats.transport import outbox
 from df_nats.transport import refusals as df_refusals
 from df_nats.transport import sender as df_sender
@@ -332,13 +333,11 @@ class Connection:
 
     async def _confirm(self):
         # A PING/PONG round trip: the server has seen what we sent before.
-        # nats-py writes PING straight to the socket but leaves SUB/UNSUB
-        # in its pending list for its flusher task: written first here,
-        # or the PONG could come back before the server saw (or refused)
-        # the subscription.
+        # nats-py's queued SUB/UNSUB are written first, or the PONG could
+        # come back before the server saw (or refused) the subscription.
         if self._nc.is_connected:
             try:
-                await self._nc._flush_pending(force_flush=True)
+                await nats_compat.flush_pending(self._nc)
                 await self._nc.flush(timeout=timeouts.CONFIRM)
             except Exception as exc:
                 LOG.warning('df-nats: no PONG: %s', exc)

@@ -28,7 +28,8 @@ from nats import errors as nats_errors
 from df_nats.conf import timeouts
 from df_nats import errors
 from df_nats.loop import log
-from df_nats.transport import messages as outgoing
+from df_nats.transport import messages
+from df_nats.transport import nats_compat
 from df_nats.transport import outbox as df_outbox
 from df_nats.wire import codec
 
@@ -143,7 +144,7 @@ class Sender:
         """
         nc = self._conn.nc
         writer = (None if nc is None or self._marks
-                  else outgoing.idle_writer(nc))
+                  else nats_compat.idle_writer(nc))
         if writer is None:
             return False
         outbox = self._outbox
@@ -154,9 +155,9 @@ class Sender:
         n = stream.next_number()
         self._refusals.remember_subject(stream.subject)
         count = len(group)
-        body, headers, size = outgoing.message(stream, n, group)
+        body, headers, size = messages.message(stream, n, group)
         try:
-            outgoing.write_message(nc, writer, stream.subject, body,
+            nats_compat.write_hpub(nc, writer, stream.subject, body,
                                    headers)
         except Exception as exc:
             # As in _drain: the number is used, subscribers see the gap.
@@ -191,7 +192,7 @@ class Sender:
             n = stream.next_number()
             self._refusals.remember_subject(stream.subject)
             count = len(group)
-            body, headers, size = outgoing.message(stream, n, group)
+            body, headers, size = messages.message(stream, n, group)
             try:
                 await nc.publish(stream.subject, body, headers=headers)
             except (nats_errors.ConnectionReconnectingError,
@@ -211,7 +212,7 @@ class Sender:
             if not outbox:
                 # Nothing to batch with: on the wire now rather than on
                 # the loop's next turn.
-                outgoing.write_pending_now(nc)
+                nats_compat.write_pending_now(nc)
             # Let the loop write this batch and read what came in before
             # the next one: a drain that wrote megabytes in one turn got
             # its own subscriptions cut off as slow consumers.

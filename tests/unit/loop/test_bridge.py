@@ -149,7 +149,7 @@ wait_for(lambda: woken == ['parked'])
 # Rung while nobody waits: the hub empties the pipe (it would spin on
 # it otherwise) and the next wait returns at once.
 bell.ring()
-wait_for(lambda: bell._pending)
+wait_for(lambda: bell._rung)
 try:
     natives.os.read(bell._rfd, 16)
     raise AssertionError('the pipe was left full')

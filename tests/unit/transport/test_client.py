@@ -18,7 +18,9 @@ from nats.aio import client as nats_client_module
 from nats import errors as nats_errors
 import pytest
 
+from df_nats import errors
 from df_nats.transport import client as nats_client
+from df_nats.transport import nats_compat
 
 
 @pytest.mark.parametrize('text, expected', [
@@ -93,3 +95,12 @@ def test_connect_sent_otherwise(require_tls, tls, monkeypatch):
     client = _client(require_tls, tls)
     assert client._connect_command().startswith(b'CONNECT ')
     assert not client._transport.closed
+
+
+def test_no_guard_no_start_when_nats_py_lacks_the_hook(monkeypatch):
+    # A nats-py without the hook would never run the check: refused at
+    # once rather than CONNECT in clear.
+    monkeypatch.setattr(nats_compat, 'CONNECT_HOOK', False)
+    with pytest.raises(errors.ConnectError, match='install a nats-py'):
+        nats_client.GuardedClient(require_tls=True)
+    nats_client.GuardedClient(require_tls=False)
