@@ -21,7 +21,7 @@ connection is down events stay in the outbox, in order, up to
 
 import asyncio
 import time
-from typing import Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from nats import errors as nats_errors
 
@@ -45,6 +45,17 @@ HEADER_ROOM = 512
 # A batch is at most this many bytes (or max_payload, if smaller): one
 # drain step never writes more in one loop turn (see _drain).
 BATCH_BYTES = 256 * 1024
+
+
+class _Message(NamedTuple):
+    """A group of outbox entries numbered as one message of ``stream``."""
+
+    stream: object
+    n: int
+    group: List
+    body: bytes
+    headers: Dict[str, str]
+    size: int  # outbox bytes (see messages.message)
 
 
 class Sender:
@@ -147,30 +158,17 @@ class Sender:
                   else nats_compat.idle_writer(nc))
         if writer is None:
             return False
-        outbox = self._outbox
-        group = outbox.take(self._batch_limit - 3, codec.MAX_BATCH_EVENTS)
-        if group is None:
+        msg = self._next_message()
+        if msg is None:
             return True
-        stream = group[0][0]
-        n = stream.next_number()
-        self._refusals.remember_subject(stream.subject)
-        count = len(group)
-        body, headers, size = messages.message(stream, n, group)
         try:
-            nats_compat.write_hpub(nc, writer, stream.subject, body,
-                                   headers)
+            nats_compat.write_hpub(nc, writer, msg.stream.subject, msg.body,
+                                   msg.headers)
         except Exception as exc:
-            # As in _drain: the number is used, subscribers see the gap.
-            self.stats['publish_errors'] += count
-            self._conn.service.note_error(exc)
-            LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
-                      count, stream.subject, type(exc).__name__, exc)
+            self._done(msg, exc)
         else:
-            self.stats['published'] += count
-            self.stats['messages'] += 1
-        stream.n = n
-        outbox.release(size)
-        return not outbox
+            self._done(msg)
+        return not self._outbox
 
     async def _drain(self):
         # Loop thread: everything queued since the last turn goes out,
@@ -183,32 +181,20 @@ class Sender:
                 return  # _on_reconnected drains again
             if self._marks and not await self._send_marks(nc):
                 return
-            # Less 3 bytes: the array header of a batch.
-            group = outbox.take(self._batch_limit - 3,
-                                codec.MAX_BATCH_EVENTS)
-            if group is None:
+            msg = self._next_message()
+            if msg is None:
                 return
-            stream = group[0][0]
-            n = stream.next_number()
-            self._refusals.remember_subject(stream.subject)
-            count = len(group)
-            body, headers, size = messages.message(stream, n, group)
             try:
-                await nc.publish(stream.subject, body, headers=headers)
+                await nc.publish(msg.stream.subject, msg.body,
+                                 headers=msg.headers)
             except (nats_errors.ConnectionReconnectingError,
                     nats_errors.OutboundBufferLimitError):
-                outbox.put_back(group)
+                outbox.put_back(msg.group)
                 return
             except Exception as exc:
-                # The number is used: subscribers see the gap and resync.
-                self.stats['publish_errors'] += count
-                self._conn.service.note_error(exc)
-                LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
-                          count, stream.subject, type(exc).__name__, exc)
-            stream.n = n
-            outbox.release(size)
-            self.stats['published'] += count
-            self.stats['messages'] += 1
+                self._done(msg, exc)
+            else:
+                self._done(msg)
             if not outbox:
                 # Nothing to batch with: on the wire now rather than on
                 # the loop's next turn.
@@ -217,6 +203,42 @@ class Sender:
             # the next one: a drain that wrote megabytes in one turn got
             # its own subscriptions cut off as slow consumers.
             await asyncio.sleep(0)
+
+    def _next_message(self) -> Optional['_Message']:
+        """The next group of the outbox as a numbered message (loop
+        thread), or None when the outbox is empty.
+
+        The number is taken, not used: a message put back into the
+        outbox is numbered again when taken again.
+        """
+        # Less 3 bytes: the array header of a batch.
+        group = self._outbox.take(self._batch_limit - 3,
+                                  codec.MAX_BATCH_EVENTS)
+        if group is None:
+            return None
+        stream = group[0][0]
+        n = stream.next_number()
+        self._refusals.remember_subject(stream.subject)
+        body, headers, size = messages.message(stream, n, group)
+        return _Message(stream, n, group, body, headers, size)
+
+    def _done(self, msg: '_Message', exc: Optional[Exception] = None):
+        """Count ``msg`` as written, or as dropped by ``exc`` (loop thread).
+
+        Its number is used either way: after a failed write subscribers
+        see the gap and resync.
+        """
+        count = len(msg.group)
+        if exc is None:
+            self.stats['published'] += count
+            self.stats['messages'] += 1
+        else:
+            self.stats['publish_errors'] += count
+            self._conn.service.note_error(exc)
+            LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
+                      count, msg.stream.subject, type(exc).__name__, exc)
+        msg.stream.n = msg.n
+        self._outbox.release(msg.size)
 
     async def _send_marks(self, nc) -> bool:
         marks, self._marks = self._marks, {}

@@ -172,6 +172,8 @@ def test_failed_publish_uses_its_number(conf):
     _drain(conn)
     assert [h['Df-Seq'] for _, _, h in nc.sent] == ['p i.2']
     assert conn.stats['publish_errors'] == 1
+    # Counted as the direct write counts it: dropped, not published.
+    assert conn.stats['published'] == 1 and conn.stats['messages'] == 1
     assert conn.sender._outbox.waiting_bytes == 0
 
 
