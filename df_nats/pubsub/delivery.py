@@ -51,7 +51,7 @@ class Delivery:
 
     The byte-bounded hand-off from the loop thread to the caller's world,
     sequence checks, decoding, the callback, paced resyncs and counters.
-    ``on_message`` and ``on_reconnected`` run on the loop thread; the rest
+    ``on_message`` and ``reconnected_on_loop`` run on the loop thread; the rest
     runs in the caller's world (a greenthread under eventlet, a native
     thread otherwise), one call at a time, so the tracker needs no lock.
 
@@ -143,15 +143,16 @@ class Delivery:
                 size += len(name) + len(value)
         queued = self._queued_in - self._queued_out
         if queued and queued + size > self._queue_limit:
-            self._overflow()
+            self._overflow_on_loop()
             return
         self._queued_in += size
         self._conn.bridge.world.post(self.deliver, msg.subject, headers,
                                      data, size)
 
-    def _overflow(self):
+    def _overflow_on_loop(self):
         # Loop thread: count, and have the caller's world note it once
         # for all the drops until it does.
+        assert self._conn.bridge.on_loop_thread()
         self._overflow_loop += 1
         if not self._overflow_noted:
             self._overflow_noted = True
@@ -171,8 +172,9 @@ class Delivery:
             self.stats['overflow'])
         self.request_sync('delivery queue full')
 
-    def on_reconnected(self):
+    def reconnected_on_loop(self):
         # Loop thread: the sync itself is decided in the caller's world.
+        assert self._conn.bridge.on_loop_thread()
         self._conn.bridge.world.post(self.request_sync, 'reconnect')
 
     def on_publisher_event(self, table, key, action, value, topic):

@@ -229,7 +229,7 @@ class NatsSubscriber(api.SubscriberApi):
             self._delivery.stop()
             conn.release()
             raise
-        conn.add_listener(self._delivery.on_reconnected)
+        conn.add_listener(self._delivery.reconnected_on_loop)
         conn.service.subscriber_joined(self.stats)
         self._stopped.clear()
         self._running = True
@@ -279,7 +279,7 @@ class NatsSubscriber(api.SubscriberApi):
         self._running = False
         conn, self._conn = self._conn, None
         self._delivery.stop()
-        conn.remove_listener(self._delivery.on_reconnected)
+        conn.remove_listener(self._delivery.reconnected_on_loop)
         conn.service.subscriber_left(self.stats)
         feed, self._publisher_feed = self._publisher_feed, None
         if feed is not None:

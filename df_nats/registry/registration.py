@@ -172,11 +172,11 @@ class Registration:
             raise
         except Exception as exc:
             # Retried by _keep; publishing does not depend on it.
-            self._complain(exc)
+            self._complain_on_loop(exc)
         self._task = asyncio.get_running_loop().create_task(self._keep())
 
     async def _register(self):
-        js = self.conn.jetstream(timeout=timeouts.JETSTREAM_REQUEST)
+        js = self.conn.jetstream_on_loop(timeout=timeouts.JETSTREAM_REQUEST)
         kv = await registry_bucket.open_bucket(js, self.conf)
         self.publisher_id = await self._claim(kv)
         self._kv = kv
@@ -185,8 +185,9 @@ class Registration:
         LOG.info('df-nats: registered publisher %s (role %s) in bucket %s',
                  self.publisher_id, self.role, self.conf.registry_bucket)
 
-    def _complain(self, exc):
+    def _complain_on_loop(self, exc):
         # One error per process, one warning per outage; the rest is debug.
+        assert self.conn.bridge.on_loop_thread()
         if not isinstance(exc, errors.RegistryUnavailable):
             exc = '%s: %s' % (type(exc).__name__, exc or 'no answer')
         if not self._complained:
@@ -204,7 +205,8 @@ class Registration:
         else:
             LOG.debug('df-nats: registry still unavailable: %s', exc)
 
-    def _new_record(self, publisher_id, slot):
+    def _new_record_on_loop(self, publisher_id, slot):
+        assert self.conn.bridge.on_loop_thread()
         now = time.time()
         return {
             'id': publisher_id,
@@ -232,7 +234,7 @@ class Registration:
         slot = 0
         while slot < _MAX_SLOTS:
             publisher_id = publisher_uuid(self.process, self.host, slot)
-            self._record = self._new_record(publisher_id, slot)
+            self._record = self._new_record_on_loop(publisher_id, slot)
             value = json.dumps(self._record).encode()
             try:
                 await kv.create(publisher_id, value)
@@ -281,7 +283,7 @@ class Registration:
                 # Open the bucket and claim again next time: it may have
                 # been deleted, or our record expired during an outage.
                 self._kv = None
-                self._complain(exc)
+                self._complain_on_loop(exc)
 
     async def _refresh(self):
         self._record['last_activity_timestamp'] = time.time()

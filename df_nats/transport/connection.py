@@ -114,7 +114,7 @@ class Connection:
             nc, self._nc = self._nc, None
             self._closing = True
         # Before the close, in the loop's order of calls.
-        self.bridge.call_soon(self.service.stop)
+        self.bridge.call_soon(self.service.stop_on_loop)
         try:
             self.bridge.run(nc.close(), timeout=self.conf.close_timeout)
         except Exception as exc:
@@ -168,18 +168,18 @@ class Connection:
         self._pacer.last_netloc = nc.connected_url.netloc
         LOG.info('df-nats: connected to %s',
                  options.redact_url(nc.connected_url.geturl()))
-        self.bridge.call_soon(self.service.start, nc)
+        self.bridge.call_soon(self.service.start_on_loop, nc)
 
     # -- callbacks (loop thread) -------------------------------------------
 
     async def _on_error(self, exc):
-        if self.service.note_error(exc):
+        if self.service.note_error_on_loop(exc):
             return  # the service's own, logged once there
         self._last_error = exc
         self.stats['errors'] += 1
         denied = nats_client.permission_violation(exc)
         if denied is not None:
-            self.refusals.note(*denied)
+            self.refusals.note_on_loop(*denied)
             return
         if isinstance(exc, PlaintextRefused) or (
                 nats_client.is_authorization_error(exc)):
@@ -189,10 +189,11 @@ class Connection:
             return
         LOG.warning('df-nats: NATS error: %s: %s', type(exc).__name__, exc)
 
-    def permission_denied(self, predicate: Callable[[str, str], bool]
-                          ) -> asyncio.Future:
+    def permission_denied_on_loop(
+            self, predicate: Callable[[str, str], bool]) -> asyncio.Future:
         """A future for the next refusal: ``Refusals.permission_denied``."""
-        return self.refusals.permission_denied(predicate)
+        assert self.bridge.on_loop_thread()
+        return self.refusals.permission_denied_on_loop(predicate)
 
     async def _on_disconnected(self):
         if self._closing:
@@ -211,7 +212,7 @@ class Connection:
                     options.redact_url(url.geturl()) if url else '?')
         for listener in list(self._listeners):
             listener()
-        self.sender.request_drain()
+        self.sender.request_drain_on_loop()
 
     async def _on_closed(self):
         LOG.info('df-nats: NATS connection closed')
@@ -220,8 +221,8 @@ class Connection:
     def add_listener(self, listener: Callable[[], None]):
         """Call ``listener()`` on the loop thread after each reconnect.
 
-        A listener may ``queue_mark`` there: marks go out before the
-        events still queued.
+        A listener may ``queue_mark_on_loop`` there: marks go out before
+        the events still queued.
         """
         self._listeners.append(listener)
 
@@ -231,8 +232,9 @@ class Connection:
         except ValueError:
             pass
 
-    def jetstream(self, timeout: float):
+    def jetstream_on_loop(self, timeout: float):
         """A JetStream context on this connection (use on the loop)."""
+        assert self.bridge.on_loop_thread()
         return self._nc.jetstream(timeout=timeout)
 
     # -- publishing (see sender.Sender) -------------------------------------
@@ -241,9 +243,10 @@ class Connection:
         """Queue one event of ``stream``: ``Sender.send``."""
         self.sender.send(stream, body, label)
 
-    def queue_mark(self, stream):
+    def queue_mark_on_loop(self, stream):
         """Send a mark for ``stream`` before further events (loop thread)."""
-        self.sender.queue_mark(stream)
+        assert self.bridge.on_loop_thread()
+        self.sender.queue_mark_on_loop(stream)
 
     def flush(self, timeout: float) -> bool:
         """Wait until queued events reached the server; False on timeout."""
@@ -308,7 +311,7 @@ class Connection:
         lower = subject.lower()
         refused = self.refusals.refused_subscriptions
         refused.discard(lower)
-        self.refusals.remember_subject(subject)
+        self.refusals.remember_subject_on_loop(subject)
         sub = await self._nc.subscribe(subject, queue=queue, cb=handler)
         await self._confirm()
         if lower in refused:

@@ -86,8 +86,9 @@ class Refusals:
         self._denied_logged: Dict[str, float] = {}
         self._sent_subjects: Dict[str, str] = {}
 
-    def note(self, kind: str, subject: str):
+    def note_on_loop(self, kind: str, subject: str):
         """Count, log (paced) and hand out a refusal (loop thread)."""
+        assert self._bridge.on_loop_thread()
         # nats-py lower-cases the server's error line: name the subject
         # as we know it when we can.
         if kind == 'subscribe':
@@ -119,21 +120,23 @@ class Refusals:
             ': what was sent there is lost' if kind == 'publish' else '',
             self.stats['permission_denied'])
 
-    def permission_denied(self, predicate: Callable[[str, str], bool]
-                          ) -> asyncio.Future:
+    def permission_denied_on_loop(
+            self, predicate: Callable[[str, str], bool]) -> asyncio.Future:
         """A future for the next refusal ``predicate(kind, subject)`` takes.
 
         Loop thread. Its result is ``(kind, subject)``, kind 'publish' or
         'subscribe'; the subject may be lower-cased. Cancel it when done.
         """
+        assert self._bridge.on_loop_thread()
         future = self._bridge.loop.create_future()
         entry = (predicate, future)
         self._denied_waiters.append(entry)
         future.add_done_callback(lambda _: self._denied_waiters.remove(entry))
         return future
 
-    def remember_subject(self, subject: str):
+    def remember_subject_on_loop(self, subject: str):
         """Note a subject as sent, before it may be refused (loop thread)."""
+        assert self._bridge.on_loop_thread()
         # To name a refused subject in its own letter case.
         lower = subject.lower()
         if lower not in self._sent_subjects:

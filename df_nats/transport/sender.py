@@ -74,7 +74,8 @@ class Sender:
         # Read once, not an oslo.config lookup on every publish.
         self._outbox = df_outbox.Outbox(conn.conf.reconnect_buffer_size,
                                         self._bridge.doorbell(),
-                                        lambda: conn.connected)
+                                        lambda: conn.connected,
+                                        self._bridge.on_loop_thread)
         # Set from the server's max_payload after each (re)connect.
         self.max_event_size = 0
         self._batch_limit = 0
@@ -119,30 +120,34 @@ class Sender:
             self.stats['rejected'] += 1
             stream.skip()
             # Marked once the link is back, even if nothing else is sent.
-            self._bridge.loop.call_soon_threadsafe(self.queue_mark, stream)
+            self._bridge.loop.call_soon_threadsafe(self.queue_mark_on_loop,
+                                                   stream)
             raise
         if not self._drain_requested:
             self._drain_requested = True
-            self._bridge.loop.call_soon_threadsafe(self.request_drain)
+            self._bridge.loop.call_soon_threadsafe(self.request_drain_on_loop)
 
-    def queue_mark(self, stream):
+    def queue_mark_on_loop(self, stream):
         """Send a mark for ``stream`` before further events (loop thread)."""
+        assert self._bridge.on_loop_thread()
         self._marks[stream] = None
-        self.request_drain()
+        self.request_drain_on_loop()
 
-    def request_drain(self):
+    def request_drain_on_loop(self):
         """Send what is queued, now or by a drain task (loop thread)."""
+        assert self._bridge.on_loop_thread()
         # One drain task at a time keeps the outbox order.
         self._drain_requested = False
         if self._drain_task is None or self._drain_task.done():
-            if not self._send_now():
+            if not self._send_now_on_loop():
                 self._drain_task = self._bridge.loop.create_task(
                     self._drain())
 
-    def _draining(self) -> bool:
+    def _draining_on_loop(self) -> bool:
+        assert self._bridge.on_loop_thread()
         return self._drain_task is not None and not self._drain_task.done()
 
-    def _send_now(self) -> bool:
+    def _send_now_on_loop(self) -> bool:
         """Write the next message to the socket in this turn (loop thread).
 
         At low rates the loop wakes up to one event: a drain task would
@@ -153,21 +158,22 @@ class Sender:
         when the outbox is empty after it, False when a drain task is
         needed.
         """
+        assert self._bridge.on_loop_thread()
         nc = self._conn.nc
         writer = (None if nc is None or self._marks
                   else nats_compat.idle_writer(nc))
         if writer is None:
             return False
-        msg = self._next_message()
+        msg = self._next_message_on_loop()
         if msg is None:
             return True
         try:
             nats_compat.write_hpub(nc, writer, msg.stream.subject, msg.body,
                                    msg.headers)
         except Exception as exc:
-            self._done(msg, exc)
+            self._done_on_loop(msg, exc)
         else:
-            self._done(msg)
+            self._done_on_loop(msg)
         return not self._outbox
 
     async def _drain(self):
@@ -181,7 +187,7 @@ class Sender:
                 return  # _on_reconnected drains again
             if self._marks and not await self._send_marks(nc):
                 return
-            msg = self._next_message()
+            msg = self._next_message_on_loop()
             if msg is None:
                 return
             try:
@@ -189,12 +195,12 @@ class Sender:
                                  headers=msg.headers)
             except (nats_errors.ConnectionReconnectingError,
                     nats_errors.OutboundBufferLimitError):
-                outbox.put_back(msg.group)
+                outbox.put_back_on_loop(msg.group)
                 return
             except Exception as exc:
-                self._done(msg, exc)
+                self._done_on_loop(msg, exc)
             else:
-                self._done(msg)
+                self._done_on_loop(msg)
             if not outbox:
                 # Nothing to batch with: on the wire now rather than on
                 # the loop's next turn.
@@ -204,41 +210,43 @@ class Sender:
             # its own subscriptions cut off as slow consumers.
             await asyncio.sleep(0)
 
-    def _next_message(self) -> Optional['_Message']:
+    def _next_message_on_loop(self) -> Optional['_Message']:
         """The next group of the outbox as a numbered message (loop
         thread), or None when the outbox is empty.
 
         The number is taken, not used: a message put back into the
         outbox is numbered again when taken again.
         """
+        assert self._bridge.on_loop_thread()
         # Less 3 bytes: the array header of a batch.
-        group = self._outbox.take(self._batch_limit - 3,
-                                  codec.MAX_BATCH_EVENTS)
+        group = self._outbox.take_on_loop(self._batch_limit - 3,
+                                          codec.MAX_BATCH_EVENTS)
         if group is None:
             return None
         stream = group[0][0]
         n = stream.next_number()
-        self._refusals.remember_subject(stream.subject)
+        self._refusals.remember_subject_on_loop(stream.subject)
         body, headers, size = messages.message(stream, n, group)
         return _Message(stream, n, group, body, headers, size)
 
-    def _done(self, msg: '_Message', exc: Optional[Exception] = None):
+    def _done_on_loop(self, msg: '_Message', exc: Optional[Exception] = None):
         """Count ``msg`` as written, or as dropped by ``exc`` (loop thread).
 
         Its number is used either way: after a failed write subscribers
         see the gap and resync.
         """
+        assert self._bridge.on_loop_thread()
         count = len(msg.group)
         if exc is None:
             self.stats['published'] += count
             self.stats['messages'] += 1
         else:
             self.stats['publish_errors'] += count
-            self._conn.service.note_error(exc)
+            self._conn.service.note_error_on_loop(exc)
             LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
                       count, msg.stream.subject, type(exc).__name__, exc)
         msg.stream.n = msg.n
-        self._outbox.release(msg.size)
+        self._outbox.release_on_loop(msg.size)
 
     async def _send_marks(self, nc) -> bool:
         marks, self._marks = self._marks, {}
@@ -269,15 +277,15 @@ class Sender:
 
     async def _flush(self, timeout):
         deadline = time.monotonic() + timeout
-        self.request_drain()
-        while self._outbox or self._draining():
+        self.request_drain_on_loop()
+        while self._outbox or self._draining_on_loop():
             if time.monotonic() > deadline:
                 raise TimeoutError('events still queued')
-            if self._draining():
+            if self._draining_on_loop():
                 await self._drain_task
             if self._outbox:
                 await self._wait_connected(deadline)
-                self.request_drain()
+                self.request_drain_on_loop()
         await self._conn.nc.flush(
             timeout=max(deadline - time.monotonic(), 0.1))
 

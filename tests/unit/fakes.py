@@ -83,9 +83,11 @@ class Connection:
 
     def __init__(self, conf):
         self.conf = conf
-        # call_soon runs on the spot what would run on the loop thread.
+        # call_soon runs on the spot what would run on the loop thread:
+        # the test's thread stands for it.
         self.bridge = types.SimpleNamespace(
-            world=World(), loop=Loop(), call_soon=lambda fn, *a: fn(*a))
+            world=World(), loop=Loop(), call_soon=lambda fn, *a: fn(*a),
+            on_loop_thread=lambda: True)
         self.service = Service()
         self.connected = True
         self.subscribed = []    # (subject, queue) of every SUB
@@ -118,7 +120,7 @@ class Connection:
     def send(self, stream, body, label=outbox.RAW):
         self.queued.append((stream, body, label))
 
-    def queue_mark(self, stream):
+    def queue_mark_on_loop(self, stream):
         self.marks.append(stream)
 
     def flush(self, timeout):

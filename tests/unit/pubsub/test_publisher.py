@@ -104,7 +104,7 @@ def test_reconnect_marks_the_subjects_used_or_refused():
     t.n = 1             # sent
     u.skip()            # refused, never sent
     pub._send_event(b'', 'V')   # queued, never sent: nothing to mark
-    pub._on_reconnected()
+    pub._reconnected_on_loop()
     assert pub._conn.marks == [t, u]
 
 
@@ -122,7 +122,7 @@ def test_listener_topics_go_to_the_shared_subject_without_marks():
     for stream in streams:
         stream.n = 1
     # After a reconnect: a mark on D, none on the queue group's subject.
-    pub._on_reconnected()
+    pub._reconnected_on_loop()
     assert [s.subject for s in pub._conn.marks] == ['p.topic.D']
 
 
@@ -144,7 +144,7 @@ def test_initialize_joins_the_context_once_and_close_leaves_it():
     conn, registration = context.connection, context.registration
     assert (conn.users, registration.users) == (1, 1)
     assert pub.publisher_id == 'pub-1'
-    assert conn.listeners == [pub._on_reconnected]
+    assert conn.listeners == [pub._reconnected_on_loop]
     assert conn.service.publishers == ['pub-1']   # the role it shows
     pub.close()
     pub.close()

@@ -207,7 +207,7 @@ def test_refused_while_disconnected_skips_and_marks(conf):
 
 
 class _SocketWriter:
-    """nats-py's stream writer, as far as ``_send_now`` uses it."""
+    """nats-py's stream writer, as far as ``_send_now_on_loop`` uses it."""
 
     def __init__(self):
         self.transport = self
@@ -225,7 +225,7 @@ class _SocketWriter:
 
 
 class _WritableClient(_NatsClient):
-    """A client whose socket ``_send_now`` may write to directly."""
+    """A client whose socket ``_send_now_on_loop`` may write to directly."""
 
     def __init__(self):
         super().__init__()
@@ -251,8 +251,8 @@ def _writable_connection(conf):
 def _request_drain(conn):
     # As send() does: on the loop thread, then let a drain task finish.
     async def request():
-        conn.sender.request_drain()
-        if conn.sender._draining():
+        conn.sender.request_drain_on_loop()
+        if conn.sender._draining_on_loop():
             await conn.sender._drain_task
     conn.bridge.run(request(), timeout=10)
 
