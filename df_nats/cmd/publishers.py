@@ -18,7 +18,7 @@ import threading
 import time
 
 from df_nats.cmd import common
-from df_nats.registry import registration
+from df_nats import errors
 from df_nats.registry import watch as registry_watch
 
 _COLUMNS = ('ID', 'ROLE', 'HOST', 'PID', 'PROCESS', 'UP', 'SEEN')
@@ -70,7 +70,7 @@ def run(args, out=sys.stdout) -> int:
         if not args.watch:
             try:
                 records = registry_watch.list_publishers(conn, args.role)
-            except registration.RegistryUnavailable as exc:
+            except errors.RegistryUnavailable as exc:
                 sys.stderr.write('df-nats publishers: %s\n' % exc)
                 return 1
             if args.json:

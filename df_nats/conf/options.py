@@ -218,11 +218,6 @@ ALL_OPTS = connection_opts + auth_opts + tls_opts + registry_opts
 cfg.CONF.register_opts(ALL_OPTS, group=GROUP)
 
 
-# A [df_nats] option df-nats cannot use; the callers of this module have
-# caught it here so far.
-ConfigError = errors.ConfigError
-
-
 def list_opts():
     """Options for oslo-config-generator (entry point oslo.config.opts)."""
     return [(GROUP, ALL_OPTS)]
@@ -241,27 +236,27 @@ def redact_url(url: str) -> str:
 
 def _check_servers(servers):
     if not servers:
-        raise ConfigError('servers', 'at least one NATS URL is needed')
+        raise errors.ConfigError('servers', 'at least one NATS URL is needed')
     for url in servers:
         shown = redact_url(url)
         try:
             parts = parse.urlsplit(url)
             port = parts.port
         except ValueError:
-            raise ConfigError('servers',
-                              '%r is not a valid URL' % shown) from None
+            raise errors.ConfigError(
+                'servers', '%r is not a valid URL' % shown) from None
         if parts.scheme not in _URL_SCHEMES:
-            raise ConfigError(
+            raise errors.ConfigError(
                 'servers', '%r: the scheme must be one of %s' % (
                     shown, ', '.join(s + '://' for s in _URL_SCHEMES)))
         if not parts.hostname:
-            raise ConfigError('servers', '%r has no host' % shown)
+            raise errors.ConfigError('servers', '%r has no host' % shown)
         if port is None:
-            raise ConfigError('servers', '%r has no port' % shown)
+            raise errors.ConfigError('servers', '%r has no port' % shown)
         if parts.username is not None or parts.password is not None:
             # Logged at DEBUG by log_opt_values and shown by ps when given
             # on a command line: credentials have options of their own.
-            raise ConfigError(
+            raise errors.ConfigError(
                 'servers', '%r holds credentials: set them with [%s] user'
                 ' and password, or token, not in the URL' % (shown, GROUP))
 
@@ -275,7 +270,7 @@ def tls_wanted(conf) -> bool:
 def _check_prefix(prefix):
     tokens = (prefix or '').split('.')
     if not all(_PREFIX_TOKEN.match(t) for t in tokens):
-        raise ConfigError(
+        raise errors.ConfigError(
             'subject_prefix',
             '%r must be dot-separated tokens of letters, digits, "_", "-"'
             ' or "="' % prefix)
@@ -283,14 +278,15 @@ def _check_prefix(prefix):
 
 def _check_registry(conf):
     if not _BUCKET.match(conf.registry_bucket or ''):
-        raise ConfigError('registry_bucket',
-                          '%r must be letters, digits, "_" or "-"'
-                          % conf.registry_bucket)
+        raise errors.ConfigError(
+            'registry_bucket', '%r must be letters, digits, "_" or "-"'
+            % conf.registry_bucket)
     if conf.role is not None and not _ROLE.match(conf.role):
-        raise ConfigError('role', '%r must be 1 to 64 printable characters'
-                          ' without spaces' % conf.role)
+        raise errors.ConfigError(
+            'role', '%r must be 1 to 64 printable characters without'
+            ' spaces' % conf.role)
     if conf.heartbeat_interval > conf.publisher_ttl / 2:
-        raise ConfigError(
+        raise errors.ConfigError(
             'heartbeat_interval',
             '%s s is more than half of publisher_ttl (%s s): one late'
             ' refresh would make a live publisher expire'
@@ -299,7 +295,7 @@ def _check_registry(conf):
 
 def _check_reconnect(conf):
     if conf.reconnect_time_wait_max < conf.reconnect_time_wait:
-        raise ConfigError(
+        raise errors.ConfigError(
             'reconnect_time_wait_max',
             '%s is less than reconnect_time_wait (%s)' % (
                 conf.reconnect_time_wait_max, conf.reconnect_time_wait))
@@ -308,11 +304,11 @@ def _check_reconnect(conf):
 def _check_subscriber(conf):
     interval = conf.resync_interval
     if not 0 <= interval <= MAX_RESYNC_INTERVAL:
-        raise ConfigError(
+        raise errors.ConfigError(
             'resync_interval', '%s s: must be from 0 to %d s (0: no limit)'
             % (interval, MAX_RESYNC_INTERVAL))
     if conf.delivery_queue_size < MIN_DELIVERY_QUEUE_SIZE:
-        raise ConfigError(
+        raise errors.ConfigError(
             'delivery_queue_size', '%d bytes: must be at least %d'
             % (conf.delivery_queue_size, MIN_DELIVERY_QUEUE_SIZE))
 
@@ -325,9 +321,9 @@ def validate(conf=None):
         prefix = conf.subject_prefix
     except (cfg.ConfigFileValueError, ValueError) as exc:
         # oslo.config's own message may quote the value; keep it out.
-        raise ConfigError('servers/subject_prefix',
-                          'cannot be parsed (%s)' % type(exc).__name__
-                          ) from None
+        raise errors.ConfigError(
+            'servers/subject_prefix',
+            'cannot be parsed (%s)' % type(exc).__name__) from None
     _check_servers(servers)
     _check_prefix(prefix)
     credential_files.check(conf, GROUP)

@@ -46,7 +46,6 @@ LOG = loop_logging.get_logger(__name__)
 # Kept under their former names, for the callers that use them.
 is_green = df_natives.is_green
 _original = df_natives.original
-BridgeTimeout = errors.BridgeTimeout
 
 
 class _Doorbell:
@@ -276,10 +275,10 @@ class Bridge:
         self.loop.call_soon_threadsafe(call.start)
         if not call.bell.wait(timeout):
             self.loop.call_soon_threadsafe(call.abandon)
-            raise BridgeTimeout('gave up after %s s' % timeout)
+            raise errors.BridgeTimeout('gave up after %s s' % timeout)
         call.bell.close()
         if call.task.cancelled():
-            raise BridgeTimeout('cancelled')
+            raise errors.BridgeTimeout('cancelled')
         return call.task.result()
 
 

@@ -54,9 +54,6 @@ _MAX_SLOTS = 256
 
 _SERVICE_ROLES = ('neutron-server', 'df-local-controller')
 
-# Where callers of this module have caught it so far.
-RegistryUnavailable = errors.RegistryUnavailable
-
 
 def host_name() -> str:
     """The host part of publisher ids, as Dragonflow computes it."""

@@ -42,14 +42,6 @@ from df_nats.transport import service as df_service
 
 LOG = log.get_logger(__name__)
 
-# Where callers of this module have caught them so far.
-ConnectError = errors.ConnectError
-PublishBufferFull = errors.PublishBufferFull
-EventTooLarge = errors.EventTooLarge
-
-SubscribePermissionDenied = errors.SubscribePermissionDenied
-PlaintextRefused = nats_client.PlaintextRefused
-
 
 class Connection:
     """Caller-side handle to this process's NATS connection.
@@ -158,7 +150,7 @@ class Connection:
                 **connect_args.connect_options(self.conf)), timeout=wait)
         except Exception as exc:
             cause = self._connect_cause or self._last_error or exc
-            raise ConnectError(
+            raise errors.ConnectError(
                 'cannot connect to NATS at %s within %s s'
                 ' ([df_nats] initial_connect_wait): %s' % (
                     servers, wait, df_refusals.explain(self.conf, cause))
@@ -181,7 +173,7 @@ class Connection:
         if denied is not None:
             self.refusals.note_on_loop(*denied)
             return
-        if isinstance(exc, PlaintextRefused) or (
+        if isinstance(exc, nats_client.PlaintextRefused) or (
                 nats_client.is_authorization_error(exc)):
             if self._connect_cause is None:
                 self._connect_cause = exc
@@ -320,7 +312,7 @@ class Connection:
                 await sub.unsubscribe()
             except nats_errors.Error:
                 pass
-            raise SubscribePermissionDenied(subject)
+            raise errors.SubscribePermissionDenied(subject)
         return sub
 
     def unsubscribe(self, sub):

@@ -51,10 +51,6 @@ RAW = object()
 _RECHECK_SECONDS = 0.05
 
 
-# Where callers of this module have caught it so far.
-PublishBufferFull = errors.PublishBufferFull
-
-
 class Outbox:
     """A FIFO of ``(stream, body, label)`` entries bounded in bytes.
 
@@ -118,7 +114,7 @@ class Outbox:
                     break
                 if not self._is_connected():
                     self._waiting = False
-                    raise PublishBufferFull(
+                    raise errors.PublishBufferFull(
                         'NATS is unreachable and %d bytes of events are'
                         ' waiting ([df_nats] reconnect_buffer_size = %d)'
                         % (self.waiting_bytes, self.limit))

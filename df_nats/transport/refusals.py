@@ -36,12 +36,10 @@ _DENIED_LOG_INTERVAL = 10.0
 # (nats-py lower-cases the server's error lines).
 _MAX_SENT_SUBJECTS = 4096
 
-PlaintextRefused = client.PlaintextRefused
-
 
 def explain(conf, exc) -> str:
     """Why a connect failed, in words an operator can act on."""
-    if isinstance(exc, PlaintextRefused):
+    if isinstance(exc, client.PlaintextRefused):
         return str(exc)
     if client.is_authorization_error(exc):
         return ('the server refused the credentials (Authorization'

@@ -35,9 +35,6 @@ from df_nats.wire import codec
 
 LOG = log.get_logger(__name__)
 
-PublishBufferFull = errors.PublishBufferFull
-EventTooLarge = errors.EventTooLarge
-
 # Bytes of a message kept for its header block (NATS/1.0, Df-Seq with a
 # publisher id of up to 128 characters, Df-Events with a table label of up
 # to 128): an event may take max_payload less this.
@@ -108,7 +105,7 @@ class Sender:
         ``EventTooLarge``.
         """
         if len(body) > self.max_event_size:
-            raise EventTooLarge(
+            raise errors.EventTooLarge(
                 'an event of %d bytes is larger than NATS accepts: the'
                 ' server\'s max_payload is %d bytes, %d of which df-nats'
                 ' keeps for headers' % (len(body),
@@ -116,7 +113,7 @@ class Sender:
                                         HEADER_ROOM))
         try:
             self._outbox.put(stream, body, label)
-        except PublishBufferFull:
+        except errors.PublishBufferFull:
             self.stats['rejected'] += 1
             stream.skip()
             # Marked once the link is back, even if nothing else is sent.

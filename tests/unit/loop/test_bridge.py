@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from df_nats.loop import bridge as df_bridge
+from df_nats import errors
 from df_nats.pubsub import process_context
 
 
@@ -63,7 +63,7 @@ def test_run_times_out_and_cancels(bridge):
             cancelled.set()
             raise
     start = time.monotonic()
-    with pytest.raises(df_bridge.BridgeTimeout):
+    with pytest.raises(errors.BridgeTimeout):
         bridge.run(slow(), timeout=0.2)
     assert time.monotonic() - start < 2
     assert cancelled.wait(5)

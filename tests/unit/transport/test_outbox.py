@@ -16,6 +16,7 @@ import threading
 
 import pytest
 
+from df_nats import errors
 from df_nats.pubsub import process_context
 from df_nats.transport import outbox as df_outbox
 
@@ -112,7 +113,7 @@ def test_full_while_disconnected_raises_naming_the_option():
     box, state = _outbox(limit=100, connected=False)
     s = object()
     box.put(s, b'x' * 80, 't')
-    with pytest.raises(df_outbox.PublishBufferFull,
+    with pytest.raises(errors.PublishBufferFull,
                        match=r'80 bytes .*reconnect_buffer_size = 100'):
         box.put(s, b'x' * 30, 't')
     assert len(box) == 1 and box.waiting_bytes == 80
@@ -156,7 +157,7 @@ def test_waiting_caller_refused_when_the_link_drops(monkeypatch):
     def caller():
         try:
             box.put(s, b'y' * 30, 't')
-        except df_outbox.PublishBufferFull as exc:
+        except errors.PublishBufferFull as exc:
             result.append(exc)
     thread = threading.Thread(target=caller, daemon=True)
     thread.start()

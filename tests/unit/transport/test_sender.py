@@ -19,6 +19,7 @@ client that records what would be published.
 from nats import errors as nats_errors
 import pytest
 
+from df_nats import errors
 from df_nats.pubsub import process_context
 from df_nats.transport import connection
 from df_nats.transport import outbox
@@ -140,7 +141,7 @@ def test_batches_stay_within_max_payload(conf):
 def test_event_above_max_payload_refused_naming_both(conf):
     conn, nc = _connection(conf, max_payload=2048)
     s = sequence.Stream('s', 'p', 'i')
-    with pytest.raises(connection.EventTooLarge,
+    with pytest.raises(errors.EventTooLarge,
                        match=r'event of 3000 bytes .*max_payload is 2048'):
         conn.send(s, b'x' * 3000, 'lport')
     assert not conn.sender._outbox and s.n == 0
@@ -195,7 +196,7 @@ def test_refused_while_disconnected_skips_and_marks(conf):
     s = sequence.Stream('s', 'p', 'i')
     conn.sender._outbox.put(s, b'x' * 90, outbox.RAW)
     nc.is_connected = False
-    with pytest.raises(connection.PublishBufferFull):
+    with pytest.raises(errors.PublishBufferFull):
         conn.send(s, b'y' * 20, 'lport')
     assert conn.stats['rejected'] == 1
     nc.is_connected = True
