@@ -19,7 +19,7 @@ import time
 
 from df_nats.cmd import common
 from df_nats import errors
-from df_nats.registry import watch as registry_watch
+from df_nats.registry import watch
 
 _COLUMNS = ('ID', 'ROLE', 'HOST', 'PID', 'PROCESS', 'UP', 'SEEN')
 
@@ -69,7 +69,7 @@ def run(args, out=sys.stdout) -> int:
     try:
         if not args.watch:
             try:
-                records = registry_watch.list_publishers(conn, args.role)
+                records = watch.list_publishers(conn, args.role)
             except errors.RegistryUnavailable as exc:
                 sys.stderr.write('df-nats publishers: %s\n' % exc)
                 return 1
@@ -91,9 +91,8 @@ def _watch(conn, args, out):
         with lock:
             _print_event(kind, record, args.json, out)
 
-    watch = registry_watch.PublisherWatch(conn, role=args.role,
-                                          on_change=show)
-    for record in watch.start():
+    watcher = watch.PublisherWatch(conn, role=args.role, on_change=show)
+    for record in watcher.start():
         show('present', record)
     try:
         while True:
@@ -101,4 +100,4 @@ def _watch(conn, args, out):
     except KeyboardInterrupt:
         return 0
     finally:
-        watch.stop()
+        watcher.stop()

@@ -38,14 +38,10 @@ import time
 from typing import Any, Callable, Coroutine, Optional
 
 from df_nats import errors
-from df_nats.loop import log as loop_logging
-from df_nats.loop import natives as df_natives
+from df_nats.loop import log
+from df_nats.loop import natives
 
-LOG = loop_logging.get_logger(__name__)
-
-# Kept under their former names, for the callers that use them.
-is_green = df_natives.is_green
-_original = df_natives.original
+LOG = log.get_logger(__name__)
 
 
 class _Doorbell:
@@ -57,9 +53,9 @@ class _Doorbell:
     original ``select`` otherwise.
     """
 
-    def __init__(self, natives: df_natives.Natives, green: bool):
-        self._os = natives.os
-        self._select = natives.select
+    def __init__(self, originals: natives.Natives, green: bool):
+        self._os = originals.os
+        self._select = originals.select
         self._green = green
         self._rfd, self._wfd = self._os.pipe()
         self._os.set_blocking(self._rfd, False)
@@ -118,8 +114,8 @@ class _HubDoorbell(_Doorbell):
     ``wait``, or leaves it a flag.
     """
 
-    def __init__(self, natives: df_natives.Natives):
-        super().__init__(natives, True)
+    def __init__(self, originals: natives.Natives):
+        super().__init__(originals, True)
         from eventlet import hubs
         import greenlet
         self._current = greenlet.getcurrent
@@ -171,10 +167,10 @@ class _CallerWorld:
     posted calls; a function that raises is logged and the next one runs.
     """
 
-    def __init__(self, natives: df_natives.Natives, green: bool):
+    def __init__(self, originals: natives.Natives, green: bool):
         self._calls = collections.deque()
-        self._bell = (_HubDoorbell(natives) if green
-                      else _Doorbell(natives, green))
+        self._bell = (_HubDoorbell(originals) if green
+                      else _Doorbell(originals, green))
         self._rung = False
         if green:
             import eventlet
@@ -219,17 +215,17 @@ class Bridge:
 
     def __init__(self):
         self.pid = os.getpid()
-        self.green = is_green()
-        self._natives = df_natives.Natives()
+        self.green = natives.is_green()
+        self._natives = natives.Natives()
         self.world = _CallerWorld(self._natives, self.green)
         # Built here rather than on the loop thread, so that asyncio's own
         # set-up logging happens in the caller's world.
-        self.loop = df_natives.NativeLoop(self._natives)
+        self.loop = natives.NativeLoop(self._natives)
         self.loop.set_exception_handler(self._on_loop_exception)
         self._loop_ident = None
         # From here on, what the loop thread logs is moved to the caller's
         # world under eventlet (df-nats' loggers, asyncio's and nats-py's).
-        loop_logging.divert_loop_records(self)
+        log.divert_loop_records(self)
         started = self._natives.thread.allocate_lock()
         started.acquire()
         self._natives.thread.start_new_thread(self._run_loop, (started,))

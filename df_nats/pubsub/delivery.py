@@ -14,13 +14,13 @@
 
 import collections
 
-from df_nats.loop import log as loop_logging
+from df_nats.loop import log
 from df_nats.wire import codec
 from df_nats.wire import resync
 from df_nats.wire import sequence
 
 # The subscriber's logger: the receive path's lines keep their origin.
-LOG = loop_logging.get_logger('df_nats.pubsub.subscriber')
+LOG = log.get_logger('df_nats.pubsub.subscriber')
 
 # Characters of an untrusted header value quoted in a log line.
 _SHOWN = 64
@@ -81,14 +81,14 @@ class Delivery:
         self._running = False
         # Malformed messages and gaps are all counted, and logged at most
         # once a second each.
-        self._malformed_warning = loop_logging.Throttled(LOG)
-        self._gap_warning = loop_logging.Throttled(LOG)
+        self._malformed_warning = log.Throttled(LOG)
+        self._gap_warning = log.Throttled(LOG)
         self._tracker = sequence.SequenceTracker()
         self._pacer = resync.ResyncPacer(0.0)
         self._sync_reasons = set()
         # Duplicates, unbelievable numbers, unreadable headers and a full
         # delivery queue: each kind logged at most once a second.
-        self._odd_warnings = {kind: loop_logging.Throttled(LOG)
+        self._odd_warnings = {kind: log.Throttled(LOG)
                               for kind in _LOGGED_VERDICTS + ('overflow',)}
         # The delivery queue's bytes: added on the loop thread, taken off
         # in the caller's world; each counter has one writer.

@@ -130,7 +130,7 @@ class NatsPublisher(api.PublisherApi):
             if self._subjects.is_shared(stream.subject):
                 continue  # a queue group: nobody checks numbers there
             if stream.n or stream.refused:
-                conn.queue_mark_on_loop(stream)
+                conn.sender.queue_mark_on_loop(stream)
 
     # -- publishing -------------------------------------------------------
 
@@ -152,7 +152,7 @@ class NatsPublisher(api.PublisherApi):
             stream = self._streams[topic]
         except KeyError:
             stream = self._new_stream(topic)
-        conn.send(stream, codec.pack_update(update), update.table)
+        conn.sender.send(stream, codec.pack_update(update), update.table)
 
     def _send_event(self, data, topic):
         """Publish an already packed body to ``topic``, as a message alone.
@@ -164,11 +164,11 @@ class NatsPublisher(api.PublisherApi):
             stream = self._streams[topic]
         except KeyError:
             stream = self._new_stream(topic)
-        conn.send(stream, data, outbox.RAW)
+        conn.sender.send(stream, data, outbox.RAW)
 
     def flush(self, timeout=5.0):
         """Wait until events sent so far reached the server."""
-        return self._connection().flush(timeout)
+        return self._connection().sender.flush(timeout)
 
     def close(self):
         """Flush what is queued (bounded) and leave the connection."""
@@ -180,6 +180,6 @@ class NatsPublisher(api.PublisherApi):
             return
         conn.remove_listener(self._reconnected_on_loop)
         conn.service.publisher_left(self.publisher_id)
-        conn.flush(conn.conf.close_timeout)
+        conn.sender.flush(conn.conf.close_timeout)
         context.registration.release()
         conn.release()

@@ -43,7 +43,7 @@ from nats.js import errors as js_errors
 from df_nats.conf import timeouts
 from df_nats import errors
 from df_nats.loop import log
-from df_nats.registry import bucket as registry_bucket
+from df_nats.registry import bucket
 from df_nats.transport import connect_args
 from df_nats import version
 
@@ -162,7 +162,7 @@ class Registration:
         self._wake = asyncio.Event()
         self.conn.add_listener(self._wake.set)
         try:
-            await asyncio.wait_for(registry_bucket.fail_on_permission_denied(
+            await asyncio.wait_for(bucket.fail_on_permission_denied(
                 self.conn, self._register()), timeouts.REGISTER_WAIT)
         except errors.ConfigError:
             self.conn.remove_listener(self._wake.set)
@@ -174,7 +174,7 @@ class Registration:
 
     async def _register(self):
         js = self.conn.jetstream_on_loop(timeout=timeouts.JETSTREAM_REQUEST)
-        kv = await registry_bucket.open_bucket(js, self.conf)
+        kv = await bucket.open_bucket(js, self.conf)
         self.publisher_id = await self._claim(kv)
         self._kv = kv
         self._failing = False
@@ -268,7 +268,7 @@ class Registration:
             if spare > 0:
                 await asyncio.sleep(spare)
             try:
-                await registry_bucket.fail_on_permission_denied(
+                await bucket.fail_on_permission_denied(
                     self.conn, self._register() if self._kv is None
                     else self._refresh())
             except asyncio.CancelledError:

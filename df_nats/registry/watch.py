@@ -34,7 +34,7 @@ from nats.js import api as js_api
 
 from df_nats.conf import timeouts
 from df_nats.loop import log
-from df_nats.registry import bucket as registry_bucket
+from df_nats.registry import bucket
 from df_nats.registry import registration
 
 LOG = log.get_logger(__name__)
@@ -102,7 +102,7 @@ class PublisherWatch:
     def start(self, timeout: float = timeouts.SNAPSHOT) -> List[Dict]:
         """Start watching; the publishers registered now."""
         return self.conn.bridge.run(
-            registry_bucket.fail_on_permission_denied(
+            bucket.fail_on_permission_denied(
                 self.conn, self._start()),
             timeout=timeout + timeouts.GRACE)
 
@@ -121,7 +121,7 @@ class PublisherWatch:
         return sorted(self._known.values(), key=lambda r: r['id'])
 
     async def _start(self):
-        kv = await registry_bucket.open_bucket(
+        kv = await bucket.open_bucket(
             self._js_on_loop(), self.conn.conf, create=self._create,
             strict=False)
         self._ttl = (await kv.status()).ttl

@@ -16,14 +16,15 @@ Dragonflow loads the driver twice per process (publisher, subscriber) and
 neutron-server runs many processes; one connection per process keeps the
 server's connection count at one per worker. The connection lives on the
 bridge's loop thread; this module is the caller-side handle to it.
-Sending is the ``sender``'s (``sender.Sender``); what the server refused
-is the ``refusals``' (``refusals.Refusals``).
+Callers send through ``conn.sender`` (``sender.Sender``: ``send``,
+``flush``) and wait for refusals through ``conn.refusals``
+(``refusals.Refusals``).
 """
 
 import asyncio
 import collections
 import threading
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 import nats
 from nats import errors as nats_errors
@@ -32,13 +33,12 @@ from df_nats.conf import options
 from df_nats.conf import timeouts
 from df_nats import errors
 from df_nats.loop import log
-from df_nats.transport import client as nats_client
+from df_nats.transport import client
 from df_nats.transport import connect_args
 from df_nats.transport import nats_compat
-from df_nats.transport import outbox
-from df_nats.transport import refusals as df_refusals
-from df_nats.transport import sender as df_sender
-from df_nats.transport import service as df_service
+from df_nats.transport import refusals
+from df_nats.transport import sender
+from df_nats.transport import service
 
 LOG = log.get_logger(__name__)
 
@@ -60,8 +60,8 @@ class Connection:
         self._nc: Optional[nats.NATS] = None
         self._users = 0
         self._lock = threading.Lock()
-        self.refusals = df_refusals.Refusals(self.conf, bridge, self.stats)
-        self.sender = df_sender.Sender(self, self.refusals)
+        self.refusals = refusals.Refusals(self.conf, bridge, self.stats)
+        self.sender = sender.Sender(self, self.refusals)
         self._listeners: List[Callable[[], None]] = []
         self._last_error: Optional[BaseException] = None
         # The error that explains a failed first connect best (a refused
@@ -73,7 +73,7 @@ class Connection:
             self.conf.reconnect_jitter)
         # This process as an instance of the NATS service df-nats:
         # registered after each connect, stopped at close.
-        self.service = df_service.ProcessService(
+        self.service = service.ProcessService(
             self, self.conf.service_endpoint)
 
     # -- lifecycle (caller's world) -------------------------------------
@@ -95,7 +95,7 @@ class Connection:
             # connection that is down with nothing queued.
             unsent = self.sender.outbox_load[0]
             if ((unsent or self.connected)
-                    and not self.flush(self.conf.close_timeout)):
+                    and not self.sender.flush(self.conf.close_timeout)):
                 unsent = self.sender.outbox_load[0]
                 if unsent:
                     # Never a silent drop: say how many did not go out.
@@ -122,11 +122,6 @@ class Connection:
         return self._nc
 
     @property
-    def outbox_load(self) -> Tuple[int, int]:
-        """Events and bytes waiting to be sent (any thread; a moment's)."""
-        return self.sender.outbox_load
-
-    @property
     def connected_url(self) -> Optional[str]:
         """The server URL in use now (password redacted), or None."""
         nc = self._nc
@@ -137,7 +132,7 @@ class Connection:
         wait = self.conf.initial_connect_wait
         servers = ', '.join(options.redact_url(u) for u in self.conf.servers)
         LOG.info('df-nats: connecting to %s', servers)
-        nc = nats_client.GuardedClient(
+        nc = client.GuardedClient(
             require_tls=options.tls_wanted(self.conf))
         self._last_error = self._connect_cause = None
         try:
@@ -153,7 +148,7 @@ class Connection:
             raise errors.ConnectError(
                 'cannot connect to NATS at %s within %s s'
                 ' ([df_nats] initial_connect_wait): %s' % (
-                    servers, wait, df_refusals.explain(self.conf, cause))
+                    servers, wait, refusals.explain(self.conf, cause))
             ) from None
         self._nc = nc
         self.sender.read_max_payload(nc)
@@ -169,23 +164,17 @@ class Connection:
             return  # the service's own, logged once there
         self._last_error = exc
         self.stats['errors'] += 1
-        denied = nats_client.permission_violation(exc)
+        denied = client.permission_violation(exc)
         if denied is not None:
             self.refusals.note_on_loop(*denied)
             return
-        if isinstance(exc, nats_client.PlaintextRefused) or (
-                nats_client.is_authorization_error(exc)):
+        if isinstance(exc, client.PlaintextRefused) or (
+                client.is_authorization_error(exc)):
             if self._connect_cause is None:
                 self._connect_cause = exc
-            LOG.error('df-nats: %s', df_refusals.explain(self.conf, exc))
+            LOG.error('df-nats: %s', refusals.explain(self.conf, exc))
             return
         LOG.warning('df-nats: NATS error: %s: %s', type(exc).__name__, exc)
-
-    def permission_denied_on_loop(
-            self, predicate: Callable[[str, str], bool]) -> asyncio.Future:
-        """A future for the next refusal: ``Refusals.permission_denied``."""
-        assert self.bridge.on_loop_thread()
-        return self.refusals.permission_denied_on_loop(predicate)
 
     async def _on_disconnected(self):
         if self._closing:
@@ -228,21 +217,6 @@ class Connection:
         """A JetStream context on this connection (use on the loop)."""
         assert self.bridge.on_loop_thread()
         return self._nc.jetstream(timeout=timeout)
-
-    # -- publishing (see sender.Sender) -------------------------------------
-
-    def send(self, stream, body: bytes, label=outbox.RAW):
-        """Queue one event of ``stream``: ``Sender.send``."""
-        self.sender.send(stream, body, label)
-
-    def queue_mark_on_loop(self, stream):
-        """Send a mark for ``stream`` before further events (loop thread)."""
-        assert self.bridge.on_loop_thread()
-        self.sender.queue_mark_on_loop(stream)
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until queued events reached the server; False on timeout."""
-        return self.sender.flush(timeout)
 
     # -- requests ------------------------------------------------------------
 

@@ -17,7 +17,7 @@ Pure: the sender writes the message (``sender``, ``nats_compat``).
 
 from typing import Dict, List, Tuple
 
-from df_nats.transport import outbox as df_outbox
+from df_nats.transport import outbox
 from df_nats.wire import codec
 from df_nats.wire import sequence
 
@@ -25,14 +25,14 @@ from df_nats.wire import sequence
 def message(stream, n: int, group: List) -> Tuple[bytes, Dict, int]:
     """Body, headers and outbox bytes of message ``n`` of ``stream``.
 
-    ``group`` holds the outbox entries ``take`` gave: one entry, or
+    ``group`` holds the outbox entries ``take_on_loop`` gave: one entry, or
     consecutive events of the stream to send as one batch.
     """
     headers = {sequence.HEADER_SEQ: stream.header(n)}
     label = group[0][2]
     if len(group) == 1:
         body = group[0][1]
-        if label is not df_outbox.RAW:
+        if label is not outbox.RAW:
             headers[codec.HEADER_EVENTS] = codec.events_header(1, label)
         return body, headers, len(body)
     bodies = [entry[1] for entry in group]

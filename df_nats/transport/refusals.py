@@ -24,10 +24,10 @@ import time
 from typing import Callable, Dict, List, Tuple
 
 from df_nats.conf import options
-from df_nats.loop import log as loop_logging
+from df_nats.loop import log
 from df_nats.transport import client
 
-LOG = loop_logging.get_logger(__name__)
+LOG = log.get_logger(__name__)
 
 # A refused publish is logged as an ERROR at most this often per subject
 # (every refusal is counted in stats['permission_denied']).

@@ -30,7 +30,7 @@ from df_nats import errors
 from df_nats.loop import log
 from df_nats.transport import messages
 from df_nats.transport import nats_compat
-from df_nats.transport import outbox as df_outbox
+from df_nats.transport import outbox
 from df_nats.wire import codec
 
 LOG = log.get_logger(__name__)
@@ -69,10 +69,10 @@ class Sender:
         self._refusals = refusals
         self.stats = conn.stats
         # Read once, not an oslo.config lookup on every publish.
-        self._outbox = df_outbox.Outbox(conn.conf.reconnect_buffer_size,
-                                        self._bridge.doorbell(),
-                                        lambda: conn.connected,
-                                        self._bridge.on_loop_thread)
+        self._outbox = outbox.Outbox(conn.conf.reconnect_buffer_size,
+                                     self._bridge.doorbell(),
+                                     lambda: conn.connected,
+                                     self._bridge.on_loop_thread)
         # Set from the server's max_payload after each (re)connect.
         self.max_event_size = 0
         self._batch_limit = 0
@@ -83,8 +83,8 @@ class Sender:
     @property
     def outbox_load(self) -> Tuple[int, int]:
         """Events and bytes waiting to be sent (any thread; a moment's)."""
-        outbox = self._outbox
-        return len(outbox), outbox.waiting_bytes
+        box = self._outbox
+        return len(box), box.waiting_bytes
 
     def read_max_payload(self, nc):
         """Size events and batches to ``nc``'s server (after a connect)."""
@@ -94,7 +94,7 @@ class Sender:
         self.max_event_size = max_payload - HEADER_ROOM
         self._batch_limit = min(max_payload, BATCH_BYTES) - HEADER_ROOM
 
-    def send(self, stream, body: bytes, label=df_outbox.RAW):
+    def send(self, stream, body: bytes, label=outbox.RAW):
         """Queue one event (or raw body) of ``stream``; returns at once.
 
         ``label`` is the event's table, or ``outbox.RAW`` for a body that
@@ -177,11 +177,11 @@ class Sender:
         # Loop thread: everything queued since the last turn goes out,
         # consecutive events of one stream as one message (never waiting
         # for more). Numbers are taken here, in sending order.
-        outbox = self._outbox
+        box = self._outbox
         while True:
             nc = self._conn.nc
             if nc is None or not nc.is_connected:
-                return  # _on_reconnected drains again
+                return  # Connection._on_reconnected drains again
             if self._marks and not await self._send_marks(nc):
                 return
             msg = self._next_message_on_loop()
@@ -192,13 +192,13 @@ class Sender:
                                  headers=msg.headers)
             except (nats_errors.ConnectionReconnectingError,
                     nats_errors.OutboundBufferLimitError):
-                outbox.put_back_on_loop(msg.group)
+                box.put_back_on_loop(msg.group)
                 return
             except Exception as exc:
                 self._done_on_loop(msg, exc)
             else:
                 self._done_on_loop(msg)
-            if not outbox:
+            if not box:
                 # Nothing to batch with: on the wire now rather than on
                 # the loop's next turn.
                 nats_compat.write_pending_now(nc)

@@ -256,7 +256,7 @@ class ProcessService:
         subscribers = self._subscriber_stats
         return counters(dict.copy(self._conn.stats),
                         [dict.copy(s) for s in subscribers],
-                        *self._conn.outbox_load, self._last_error)
+                        *self._conn.sender.outbox_load, self._last_error)
 
     def note_error_on_loop(self, exc: BaseException) -> bool:
         """Record an error of the connection; True if it was the service's.

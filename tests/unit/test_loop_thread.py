@@ -24,7 +24,7 @@ import pytest
 
 import df_nats
 from df_nats.pubsub import process_context
-from df_nats.pubsub import publisher as df_publisher
+from df_nats.pubsub import publisher
 from df_nats.transport import connection
 from df_nats.wire import sequence
 from tests.unit import fakes
@@ -104,16 +104,16 @@ def test_publisher_reconnect_listener_asserts_too():
     conn.bridge.on_loop_thread = bridge.on_loop_thread
     registration = types.SimpleNamespace(publisher_id='pub-1',
                                          acquire=lambda: 'pub-1')
-    pub = df_publisher.NatsPublisher(context=process_context.ProcessContext(
+    pub = publisher.NatsPublisher(context=process_context.ProcessContext(
         bridge=bridge, connection=conn, registration=registration))
     pub.initialize()
     pub._send_event(b'x', 'T')
-    conn.queued[0][0].n = 1
+    conn.sender.queued[0][0].n = 1
     with pytest.raises(AssertionError):
         pub._reconnected_on_loop()
-    assert conn.marks == []
+    assert conn.sender.marks == []
 
     async def on_loop():
         pub._reconnected_on_loop()
     bridge.run(on_loop(), timeout=10)
-    assert [s.subject for s in conn.marks] == ['p.topic.T']
+    assert [s.subject for s in conn.sender.marks] == ['p.topic.T']

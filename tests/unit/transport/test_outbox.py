@@ -18,14 +18,14 @@ import pytest
 
 from df_nats import errors
 from df_nats.pubsub import process_context
-from df_nats.transport import outbox as df_outbox
+from df_nats.transport import outbox
 
 
 def _outbox(limit=1 << 20, connected=True):
     state = {'connected': connected}
     # The test's threads stand for the loop thread.
-    box = df_outbox.Outbox(limit, process_context.current().bridge.doorbell(),
-                           lambda: state['connected'], lambda: True)
+    box = outbox.Outbox(limit, process_context.current().bridge.doorbell(),
+                        lambda: state['connected'], lambda: True)
     return box, state
 
 
@@ -48,7 +48,7 @@ def test_raw_bodies_always_go_alone():
     box, _ = _outbox()
     s = object()
     box.put(s, b'e1', 't')
-    box.put(s, b'raw', df_outbox.RAW)
+    box.put(s, b'raw', outbox.RAW)
     box.put(s, b'e2', 't')
     box.put(s, b'e3', 't')
     assert [len(box.take_on_loop(1000, 100)) for _ in range(3)] == [1, 1, 2]
@@ -128,7 +128,7 @@ def test_one_event_larger_than_the_limit_fits_an_empty_outbox():
 def test_full_while_connected_waits_and_is_woken_by_release(monkeypatch):
     # No polling: with the recheck far away, only the doorbell the
     # releasing side rings can let the caller in.
-    monkeypatch.setattr(df_outbox, '_RECHECK_SECONDS', 60)
+    monkeypatch.setattr(outbox, '_RECHECK_SECONDS', 60)
     box, _ = _outbox(limit=100)
     s = object()
     box.put(s, b'x' * 80, 't')
@@ -148,7 +148,7 @@ def test_full_while_connected_waits_and_is_woken_by_release(monkeypatch):
 
 
 def test_waiting_caller_refused_when_the_link_drops(monkeypatch):
-    monkeypatch.setattr(df_outbox, '_RECHECK_SECONDS', 0.01)
+    monkeypatch.setattr(outbox, '_RECHECK_SECONDS', 0.01)
     box, state = _outbox(limit=100)
     s = object()
     box.put(s, b'x' * 80, 't')

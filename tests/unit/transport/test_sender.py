@@ -143,7 +143,7 @@ def test_event_above_max_payload_refused_naming_both(conf):
     s = sequence.Stream('s', 'p', 'i')
     with pytest.raises(errors.EventTooLarge,
                        match=r'event of 3000 bytes .*max_payload is 2048'):
-        conn.send(s, b'x' * 3000, 'lport')
+        conn.sender.send(s, b'x' * 3000, 'lport')
     assert not conn.sender._outbox and s.n == 0
 
 
@@ -197,7 +197,7 @@ def test_refused_while_disconnected_skips_and_marks(conf):
     conn.sender._outbox.put(s, b'x' * 90, outbox.RAW)
     nc.is_connected = False
     with pytest.raises(errors.PublishBufferFull):
-        conn.send(s, b'y' * 20, 'lport')
+        conn.sender.send(s, b'y' * 20, 'lport')
     assert conn.stats['rejected'] == 1
     nc.is_connected = True
     _drain(conn)

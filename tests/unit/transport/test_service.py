@@ -124,7 +124,7 @@ def _conn(enabled=True):
         on_loop_thread=lambda: True)
     conn = types.SimpleNamespace(
         bridge=bridge, pid=4242, stats=collections.Counter(),
-        outbox_load=(3, 900),
+        sender=types.SimpleNamespace(outbox_load=(3, 900)),
         conf=types.SimpleNamespace(subject_prefix='dragonflow'),
         listeners=[])
     conn.add_listener = conn.listeners.append
