@@ -214,3 +214,12 @@ def test_subscriber_bounds_by_default(conf):
     assert group.delivery_queue_size == 64 * 1024 * 1024
     _set(conf, resync_interval=0.0)
     assert options.validate(conf.conf).resync_interval == 0.0
+
+
+def test_help_paragraphs_are_folded_to_one_line():
+    assert options._text('''
+        Seconds between two
+        things, from 0 to %d.''', 600) == (
+            'Seconds between two things, from 0 to 600.')
+    for opt in options.ALL_OPTS:
+        assert opt.help == ' '.join(opt.help.split()), opt.name
