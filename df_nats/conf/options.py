@@ -67,7 +67,8 @@ connection_opts = [
         prefix for each Dragonflow deployment sharing one NATS cluster.''')),
     cfg.BoolOpt('listener_queue_group', default=True, help=_text('''
         Send events addressed to any neutron listener topic (listener_<host>:
-        port status from the compute nodes) to the one subject
+        port status from the compute nodes, sent only with [df]
+        enable_neutron_notifier = True, off by default) to the one subject
         <subject_prefix>.listeners, which every subscriber that registers a
         listener topic receives as a member of one NATS queue group. Each
         update is then handled by one live neutron-server, whichever listener
@@ -83,12 +84,20 @@ connection_opts = [
         NATS when it starts, trying every server, before it gives up with an
         error.''')),
     cfg.FloatOpt('reconnect_time_wait', default=1.0, min=0.0, help=_text('''
-        Seconds between reconnect attempts to the same server.''')),
+        First step of the reconnect backoff. After a connection is lost, the
+        servers that failed least are tried first, at once while one of them
+        has not failed yet (the one just lost last); once every server has
+        failed, each attempt waits this many seconds first, doubling each time
+        every server has failed once more, up to reconnect_time_wait_max; every
+        attempt also waits up to reconnect_jitter at random. During the first
+        connection of a process (initial_connect_wait), a server that failed
+        less than this long ago is tried again after this pause.''')),
     cfg.IntOpt('max_reconnect_attempts', default=-1, min=-1, help=_text('''
-        Reconnect attempts per server before the connection is given up; -1
-        retries forever.''')),
+        Failed attempts in a row after which a server is no longer tried: it is
+        tried this many times plus one. When no server is left, the connection
+        is closed for good. -1 or 0 tries forever.''')),
     # Failover: reconnect pacing and loss detection (see "Failover and
-    # loss" in README.rst).
+    # what recovery costs" in doc/source/operations.rst).
     cfg.FloatOpt('reconnect_time_wait_max', default=10.0, min=0.0,
                  help=_text('''
         Upper bound of the reconnect backoff: after every server was tried and
@@ -104,7 +113,7 @@ connection_opts = [
         this. Streams of publishers known to be registered (with
         publisher_events) are counted apart, so that others never push them
         out.''')),
-    # Hostile input (see "What the headers protect" in README.rst).
+    # Hostile input (see "Hostile input" in doc/source/design.rst).
     cfg.FloatOpt('resync_interval', default=5.0, help=_text('''
         Seconds between two resyncs a subscriber asks Dragonflow for (callback
         action "sync", after a reconnect, a sequence gap or a full delivery
@@ -115,8 +124,8 @@ connection_opts = [
     cfg.IntOpt('delivery_queue_size', default=64 * 1024 * 1024, help=_text('''
         Bytes of received messages (bodies and headers) a subscriber holds for
         its callback. A message arriving when it is full is dropped, counted
-        (stats["overflow"]) and followed by a resync. At least
-        %d.''', MIN_DELIVERY_QUEUE_SIZE)),
+        (stats["overflow"]) and followed by a
+        resync. At least %d.''', MIN_DELIVERY_QUEUE_SIZE)),
     cfg.IntOpt('ping_interval', default=20, min=1, help=_text('''
         Seconds between client PINGs that detect a dead server.''')),
     cfg.IntOpt('max_outstanding_pings', default=3, min=1, help=_text('''
@@ -154,7 +163,8 @@ auth_opts = [
 
 tls_opts = [
     cfg.StrOpt('tls_ca_file', help=_text('''
-        CA bundle that verifies the servers. Setting any tls_ option, or a
+        CA bundle that verifies the servers. Setting this or another TLS option
+        (tls_cert_file, tls_key_file, tls_hostname, tls_handshake_first), or a
         tls:// URL, turns TLS on, and then TLS is required: a server that does
         not offer it is refused before any credential is sent, on every connect
         and reconnect.''')),

@@ -122,6 +122,9 @@ def test_listener_queue_group_on_by_default(conf):
     [(_, opts)] = options.list_opts()
     [opt] = [o for o in opts if o.name == 'listener_queue_group']
     assert 'queue group' in opt.help and 'listener_<host>' in opt.help
+    # Port status is sent only with Dragonflow's neutron notifier on.
+    assert 'enable_neutron_notifier = True, off by default' in ' '.join(
+        opt.help.split())
     conf.config(group=options.GROUP, listener_queue_group=False)
     assert options.validate(conf.conf).listener_queue_group is False
 

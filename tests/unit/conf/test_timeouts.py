@@ -10,7 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The worst-case blocking time of initialize(), as the README states it."""
+"""The worst-case blocking time of initialize(), as the docs state it."""
 
 import pathlib
 import types
@@ -19,7 +19,8 @@ from df_nats.conf import options
 from df_nats.conf import timeouts
 from df_nats.registry import registration
 
-README = pathlib.Path(__file__).parents[3] / 'README.rst'
+# The page that states it ("How long a call may block").
+PAGE = pathlib.Path(__file__).parents[3] / 'doc' / 'source' / 'design.rst'
 
 
 class _RecordingBridge:
@@ -42,11 +43,11 @@ def test_registration_waits_at_most_the_named_bound(conf):
                              + timeouts.REGISTER_GRACE]
 
 
-def test_the_readme_states_the_worst_case(conf):
+def test_the_docs_state_the_worst_case(conf):
     conf_values = options.validate(conf.conf)
     register = timeouts.REGISTER_WAIT + timeouts.REGISTER_GRACE
     worst = conf_values.initial_connect_wait + register
-    text = ' '.join(README.read_text().split())
+    text = ' '.join(PAGE.read_text().split())
     assert '%g s with the defaults' % worst in text
     assert '%g s when the process is connected already' % register in (
         text)
