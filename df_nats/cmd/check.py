@@ -285,6 +285,12 @@ class _Run:
             return await asyncio.wait_for(coro, timeout)
         return self.conn.bridge.run(bounded(), timeout=timeout + 1)
 
+    def jetstream_context(self):
+        """A JetStream context of the connection, made on its loop."""
+        async def make():
+            return self.conn.jetstream_on_loop(timeout=self.left())
+        return self.run_loop(make())
+
     def registry_needed(self) -> bool:
         """Whether this role needs JetStream (the registry)."""
         role = self.role()
@@ -299,7 +305,7 @@ class _Run:
 
     def jetstream(self):
         needed = self.registry_needed()
-        js = self.conn.jetstream(timeout=self.left())
+        js = self.jetstream_context()
         try:
             info = self.run_loop(registry_bucket.fail_on_permission_denied(
                 self.conn, js.account_info()))
@@ -326,7 +332,7 @@ class _Run:
             self.add('registry', INFO, 'not needed by this role and'
                      ' configuration')
             return
-        js = self.conn.jetstream(timeout=self.left())
+        js = self.jetstream_context()
         try:
             kv = self.run_loop(registry_bucket.fail_on_permission_denied(
                 self.conn, registry_bucket.open_bucket(
@@ -354,7 +360,7 @@ class _Run:
 
     def capture(self):
         subject = '%s.topic.>' % self.conf.subject_prefix
-        js = self.conn.jetstream(timeout=self.left())
+        js = self.jetstream_context()
         try:
             name = self.run_loop(registry_bucket.fail_on_permission_denied(
                 self.conn, js.find_stream_name_by_subject(subject)))
@@ -386,7 +392,7 @@ class _Run:
             return subject.lower() == USER_INFO.lower()
 
         async def ask():
-            denied = self.conn.permission_denied(refused)
+            denied = self.conn.refusals.permission_denied_on_loop(refused)
             request = asyncio.ensure_future(nc.request(
                 USER_INFO, b'', timeout=max(self.left(1.0), 0.1)))
             try:

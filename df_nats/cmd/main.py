@@ -211,10 +211,10 @@ def parse_args(argv=None, err=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from df_nats.conf import options
+    from df_nats import errors
     try:
         return _run(args)
-    except options.ConfigError as exc:
+    except errors.ConfigError as exc:
         # Bad configuration: the option's name, no traceback.
         sys.stderr.write('df-nats %s: %s\n' % (args.command, exc))
         return 2

@@ -25,8 +25,8 @@ import time
 
 from df_nats.cmd import common
 from df_nats.cmd import text
-from df_nats.registry import registration
-from df_nats.registry import watch as registry_watch
+from df_nats import errors
+from df_nats.registry import watch
 
 _COLUMNS = ('ID', 'ROLE', 'HOST', 'PID', 'PROCESS', 'UP', 'SEEN')
 
@@ -77,8 +77,8 @@ def run(args, out=sys.stdout) -> int:
     try:
         if not args.watch:
             try:
-                records = registry_watch.list_publishers(conn, args.role)
-            except registration.RegistryUnavailable as exc:
+                records = watch.list_publishers(conn, args.role)
+            except errors.RegistryUnavailable as exc:
                 sys.stderr.write('df-nats publishers: %s\n' % exc)
                 return 1
             if args.json:
@@ -99,9 +99,8 @@ def _watch(conn, args, out):
         with lock:
             _print_event(kind, record, args.json, out)
 
-    watch = registry_watch.PublisherWatch(conn, role=args.role,
-                                          on_change=show)
-    for record in watch.start():
+    watcher = watch.PublisherWatch(conn, role=args.role, on_change=show)
+    for record in watcher.start():
         show('present', record)
     try:
         while True:
@@ -109,4 +108,4 @@ def _watch(conn, args, out):
     except KeyboardInterrupt:
         return 0
     finally:
-        watch.stop()
+        watcher.stop()

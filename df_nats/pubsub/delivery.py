@@ -15,14 +15,14 @@
 import collections
 import time
 
-from df_nats.loop import log as loop_logging
+from df_nats.loop import log
 from df_nats.wire import codec
 from df_nats.wire import resync
 from df_nats.wire import send_time
 from df_nats.wire import sequence
 
 # The subscriber's logger: the receive path's lines keep their origin.
-LOG = loop_logging.get_logger('df_nats.pubsub.subscriber')
+LOG = log.get_logger('df_nats.pubsub.subscriber')
 
 # Characters of an untrusted header value quoted in a log line.
 _SHOWN = 64
@@ -64,7 +64,7 @@ class Delivery:
 
     The byte-bounded hand-off from the loop thread to the caller's world,
     sequence checks, decoding, the callback, paced resyncs and counters.
-    ``on_message`` and ``on_reconnected`` run on the loop thread; the rest
+    ``on_message`` and ``reconnected_on_loop`` run on the loop thread; the rest
     runs in the caller's world (a greenthread under eventlet, a native
     thread otherwise), one call at a time, so the tracker needs no lock.
 
@@ -94,14 +94,14 @@ class Delivery:
         self._running = False
         # Malformed messages and gaps are all counted, and logged at most
         # once a second each.
-        self._malformed_warning = loop_logging.Throttled(LOG)
-        self._gap_warning = loop_logging.Throttled(LOG)
+        self._malformed_warning = log.Throttled(LOG)
+        self._gap_warning = log.Throttled(LOG)
         self._tracker = sequence.SequenceTracker()
         self._pacer = resync.ResyncPacer(0.0)
         self._sync_reasons = set()
         # Duplicates, unbelievable numbers, unreadable headers and a full
         # delivery queue: each kind logged at most once a second.
-        self._odd_warnings = {kind: loop_logging.Throttled(LOG)
+        self._odd_warnings = {kind: log.Throttled(LOG)
                               for kind in _LOGGED_VERDICTS + ('overflow',)}
         # The delivery queue's bytes: added on the loop thread, taken off
         # in the caller's world; each counter has one writer.
@@ -164,16 +164,17 @@ class Delivery:
                 size += len(name) + len(value)
         queued = self._queued_in - self._queued_out
         if queued and queued + size > self._queue_limit:
-            self._overflow()
+            self._overflow_on_loop()
             return
         self._queued_in += size
         self._queued_in_msgs += 1
         self._conn.bridge.world.post(self.deliver, msg.subject, headers,
                                      data, size)
 
-    def _overflow(self):
+    def _overflow_on_loop(self):
         # Loop thread: count, and have the caller's world note it once
         # for all the drops until it does.
+        assert self._conn.bridge.on_loop_thread()
         self._overflow_loop += 1
         if not self._overflow_noted:
             self._overflow_noted = True
@@ -193,8 +194,9 @@ class Delivery:
             self.stats['overflow'])
         self.request_sync('delivery queue full')
 
-    def on_reconnected(self):
+    def reconnected_on_loop(self):
         # Loop thread: the sync itself is decided in the caller's world.
+        assert self._conn.bridge.on_loop_thread()
         self._conn.bridge.world.post(self.request_sync, 'reconnect')
 
     def on_publisher_event(self, table, key, action, value, topic):

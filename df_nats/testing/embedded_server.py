@@ -36,9 +36,9 @@ import urllib.request
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from df_nats import errors
-from df_nats.loop import log as loop_logging
+from df_nats.loop import log
 
-LOG = loop_logging.get_logger(__name__)
+LOG = log.get_logger(__name__)
 
 LOOPBACK = '127.0.0.1'
 BINARY = 'nats-server'

@@ -239,7 +239,7 @@ class ProcessService:
         self._task = None
         self._refused = False
         if enabled:
-            conn.add_listener(self._on_reconnected)
+            conn.add_listener(self._reconnected_on_loop)
 
     # -- caller's world ----------------------------------------------------
     # The collections are replaced, never changed in place: the loop
@@ -284,11 +284,12 @@ class ProcessService:
 
     def _changed(self):
         if self.enabled:
-            self._bridge.call_soon(self._update_metadata)
+            self._bridge.call_soon(self._update_metadata_on_loop)
 
     # -- loop thread ---------------------------------------------------------
 
-    def _update_metadata(self):
+    def _update_metadata_on_loop(self):
+        assert self._bridge.on_loop_thread()
         self._metadata.update(metadata(
             self._identity, list(self._publisher_ids),
             len(self._subscriber_stats)))
@@ -298,12 +299,12 @@ class ProcessService:
         subscribers = self._subscriber_stats
         return counters(dict.copy(self._conn.stats),
                         [dict.copy(s) for s in subscribers],
-                        *self._conn.outbox_load, self._last_error,
+                        *self._conn.sender.outbox_load, self._last_error,
                         [gauges() for _, gauges in self._subscriber_gauges],
                         {'server': self._conn.connected_url or '',
                          'rtt_us': self._rtt_us})
 
-    def note_error(self, exc: BaseException) -> bool:
+    def note_error_on_loop(self, exc: BaseException) -> bool:
         """Record an error of the connection; True if it was the service's.
 
         Called from the connection's error callback. A refusal by the
@@ -311,6 +312,7 @@ class ProcessService:
         and unregisters the service; any other error becomes
         ``last_error``.
         """
+        assert self._bridge.on_loop_thread()
         if self.enabled and is_refusal(exc, self._service is not None):
             if not self._refused:
                 self._refused = True
@@ -326,49 +328,52 @@ class ProcessService:
         self._last_error = describe_error(exc)
         return False
 
-    def start(self, nc):
+    def start_on_loop(self, nc):
         """Register on ``nc`` in the background (loop thread)."""
+        assert self._bridge.on_loop_thread()
         self._nc = nc
         if not self.enabled or self._refused or self._service is not None:
             return
         if self._task is None or self._task.done():
             self._task = self._bridge.loop.create_task(self._register(nc))
 
-    def stop(self):
+    def stop_on_loop(self):
         """Forget the registration before the connection closes (loop).
 
         Closing the connection ends its subscriptions: unsubscribing each
         first would only cost round trips at close.
         """
+        assert self._bridge.on_loop_thread()
         self._nc = None
         self._service = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._task = None
 
-    def _on_reconnected(self):
+    def _reconnected_on_loop(self):
         # nats-py subscribes again after a reconnect; a registration that
         # failed (the link broke meanwhile) is tried again.
+        assert self._bridge.on_loop_thread()
         if self._nc is not None:
-            self.start(self._nc)
+            self.start_on_loop(self._nc)
 
     async def _register(self, nc):
-        self._update_metadata()
+        self._update_metadata_on_loop()
         service = micro.Service(nc, micro_service.ServiceConfig(
             name=NAME, version=semver(self._identity['df_nats_version']),
             description=DESCRIPTION, metadata=self._metadata,
-            stats_handler=self._endpoint_data))
+            stats_handler=self._endpoint_data_on_loop))
         try:
             await service.start()
             await service.add_endpoint(
                 name=ENDPOINT, subject=endpoint_subject(service.id),
                 handler=self._on_counters_request)
             # The server refuses subscriptions after the fact: past this
-            # round trip, a refusal has reached note_error. Timed: the
+            # round trip, a refusal has reached note_error_on_loop. Timed: the
             # first round trip shown.
             started = time.monotonic()
             await nc.flush(timeout=timeouts.CONFIRM)
-            self._note_rtt(time.monotonic() - started)
+            self._note_rtt_on_loop(time.monotonic() - started)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -389,14 +394,16 @@ class ProcessService:
         if service is not None:
             await _quietly_stop(service)
 
-    def _note_rtt(self, seconds):
+    def _note_rtt_on_loop(self, seconds):
+        assert self._bridge.on_loop_thread()
         self._rtt_us = int(seconds * 1e6)
         self._rtt_at = time.monotonic()
 
-    def _refresh_rtt(self):
-        # Loop thread, when somebody asks: the answer carries the round
-        # trip measured before, and one is measured for the next asker.
-        # Nothing is measured while nobody asks.
+    def _refresh_rtt_on_loop(self):
+        # When somebody asks: the answer carries the round trip measured
+        # before, and one is measured for the next asker. Nothing is
+        # measured while nobody asks.
+        assert self._bridge.on_loop_thread()
         nc = self._nc
         if nc is None or (self._rtt_task is not None
                           and not self._rtt_task.done()):
@@ -408,17 +415,18 @@ class ProcessService:
 
     async def _measure_rtt(self, nc):
         try:
-            self._note_rtt(await nc.rtt(timeout=timeouts.CONFIRM))
+            self._note_rtt_on_loop(await nc.rtt(timeout=timeouts.CONFIRM))
         except Exception:  # nosec: not connected now; shown as it was
             self._rtt_at = time.monotonic()
 
-    def _endpoint_data(self, endpoint_stats):
+    def _endpoint_data_on_loop(self, endpoint_stats):
         # nats-py's STATS reply: the data of the endpoint.
-        self._refresh_rtt()
+        assert self._bridge.on_loop_thread()
+        self._refresh_rtt_on_loop()
         return self.snapshot()
 
     async def _on_counters_request(self, request):
-        self._refresh_rtt()
+        self._refresh_rtt_on_loop()
         await request.respond(
             json.dumps(self.snapshot(), sort_keys=True).encode())
 

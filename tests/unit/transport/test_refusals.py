@@ -22,13 +22,13 @@ from df_nats.transport import refusals
 
 def test_optional_subjects_are_refused_quietly(caplog):
     conf = types.SimpleNamespace(registry_bucket='df_publishers')
-    bridge = types.SimpleNamespace(loop=None)
+    bridge = types.SimpleNamespace(loop=None, on_loop_thread=lambda: True)
     stats = collections.Counter()
     refused = refusals.Refusals(conf, bridge, stats)
     refused.optional_subjects.add('$sys.req.user.info')
     with caplog.at_level(logging.DEBUG, logger='df_nats'):
-        refused.note('publish', '$sys.req.user.info')
-        refused.note('publish', 'dragonflow.topic.d')
+        refused.note_on_loop('publish', '$sys.req.user.info')
+        refused.note_on_loop('publish', 'dragonflow.topic.d')
     levels = sorted((r.levelname, 'user.info' in r.getMessage())
                     for r in caplog.records
                     if 'permission denied' in r.getMessage())

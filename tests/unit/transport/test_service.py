@@ -117,12 +117,15 @@ class _Loop:
 
 
 def _conn(enabled=True):
+    # call_soon runs on the spot: the test's thread stands for the loop's.
     bridge = types.SimpleNamespace(
         green=False, loop=_Loop(),
-        call_soon=lambda fn, *args: fn(*args))
+        call_soon=lambda fn, *args: fn(*args),
+        on_loop_thread=lambda: True)
     conn = types.SimpleNamespace(
         bridge=bridge, pid=4242, stats=collections.Counter(),
-        outbox_load=(3, 900), connected_url='nats://10.0.0.1:4222',
+        sender=types.SimpleNamespace(outbox_load=(3, 900)),
+        connected_url='nats://10.0.0.1:4222',
         conf=types.SimpleNamespace(subject_prefix='dragonflow', user='ctl',
                                    role=None),
         listeners=[])
@@ -138,7 +141,7 @@ def test_identity_says_who_the_process_is():
     assert meta['subject_prefix'] == 'dragonflow'
     assert meta['host'] and meta['process'] and meta['df_nats_version']
     assert meta['role'] == 'none' and meta['publisher_id'] == ''
-    assert conn.listeners == [svc._on_reconnected]
+    assert conn.listeners == [svc._reconnected_on_loop]
 
 
 def test_role_follows_publishers_and_subscribers_joining_and_leaving():
@@ -178,7 +181,7 @@ def test_gauges_of_the_deliveries_and_the_link_are_in_the_data():
     svc.subscriber_joined(second, lambda: {
         'queue_messages': 1, 'queue_bytes': 100, 'lag_last_us': 70,
         'lag_max_us': 500, 'last_sync': 1600000000})
-    svc._note_rtt(0.00125)
+    svc._note_rtt_on_loop(0.00125)
     data = svc.snapshot()
     delivery = data['delivery']
     # Depths add up; lags and the last sync are the worst / latest.
@@ -202,7 +205,7 @@ def test_metadata_updated_in_place_for_nats_py_to_answer_with():
 
 def test_errors_become_last_error():
     _, svc = _conn()
-    assert svc.note_error(OSError('nats://u:p@h:1 down')) is False
+    assert svc.note_error_on_loop(OSError('nats://u:p@h:1 down')) is False
     assert svc.snapshot()['last_error'] == 'OSError: nats://***@h:1 down'
 
 
@@ -210,8 +213,8 @@ def test_a_refusal_is_logged_once_and_unregisters(caplog):
     conn, svc = _conn()
     refusal = Exception('nats: Permissions Violation for Subscription to'
                         ' "$SRV.PING"')
-    assert svc.note_error(refusal) is True
-    assert svc.note_error(refusal) is True
+    assert svc.note_error_on_loop(refusal) is True
+    assert svc.note_error_on_loop(refusal) is True
     warnings = [r.getMessage() for r in caplog.records
                 if r.name == 'df_nats.transport.service']
     assert len(warnings) == 1
@@ -221,21 +224,21 @@ def test_a_refusal_is_logged_once_and_unregisters(caplog):
     assert conn.bridge.loop.tasks == ['ProcessService._unregister']
     assert svc.snapshot()['last_error'] == ''
     # Not tried again after a reconnect.
-    svc.start(object())
+    svc.start_on_loop(object())
     assert conn.bridge.loop.tasks == ['ProcessService._unregister']
 
 
 def test_disabled_service_never_registers_nor_claims_errors():
     conn, svc = _conn(enabled=False)
-    svc.start(object())
+    svc.start_on_loop(object())
     svc.publisher_joined('pub-1')
     assert conn.bridge.loop.tasks == [] and conn.listeners == []
     refusal = Exception('nats: Permissions Violation for Subscription to'
                         ' "$SRV.PING"')
-    assert svc.note_error(refusal) is False
+    assert svc.note_error_on_loop(refusal) is False
 
 
 def test_start_registers_in_the_background():
     conn, svc = _conn()
-    svc.start(object())
+    svc.start_on_loop(object())
     assert conn.bridge.loop.tasks == ['ProcessService._register']
