@@ -13,14 +13,16 @@
 """One subscriber's receive path, from the loop thread to the callback."""
 
 import collections
+import time
 
-from df_nats.loop import log as loop_logging
+from df_nats.loop import log
 from df_nats.wire import codec
 from df_nats.wire import resync
+from df_nats.wire import send_time
 from df_nats.wire import sequence
 
 # The subscriber's logger: the receive path's lines keep their origin.
-LOG = loop_logging.get_logger('df_nats.pubsub.subscriber')
+LOG = log.get_logger('df_nats.pubsub.subscriber')
 
 # Characters of an untrusted header value quoted in a log line.
 _SHOWN = 64
@@ -44,6 +46,17 @@ _VERDICTS = {
 # Verdicts logged (throttled, each on its own) besides being counted.
 _LOGGED_VERDICTS = (sequence.DUPLICATE, sequence.JUMP, sequence.RESET,
                     sequence.BAD_HEADER)
+# Why a resync was asked for -> the counter of requests for that cause
+# (stats "resyncs by cause"); a sync delivered may answer several.
+SYNC_CAUSES = {
+    'reconnect': 'sync_reconnect',
+    'gap': 'sync_gap',
+    'implausible sequence number': 'sync_jump',
+    'sequence re-baseline': 'sync_rebaseline',
+    'delivery queue full': 'sync_overflow',
+    'fork': 'sync_fork',
+}
+SYNC_OTHER = 'sync_other'
 
 
 class Delivery:
@@ -51,7 +64,7 @@ class Delivery:
 
     The byte-bounded hand-off from the loop thread to the caller's world,
     sequence checks, decoding, the callback, paced resyncs and counters.
-    ``on_message`` and ``on_reconnected`` run on the loop thread; the rest
+    ``on_message`` and ``reconnected_on_loop`` run on the loop thread; the rest
     runs in the caller's world (a greenthread under eventlet, a native
     thread otherwise), one call at a time, so the tracker needs no lock.
 
@@ -81,23 +94,30 @@ class Delivery:
         self._running = False
         # Malformed messages and gaps are all counted, and logged at most
         # once a second each.
-        self._malformed_warning = loop_logging.Throttled(LOG)
-        self._gap_warning = loop_logging.Throttled(LOG)
+        self._malformed_warning = log.Throttled(LOG)
+        self._gap_warning = log.Throttled(LOG)
         self._tracker = sequence.SequenceTracker()
         self._pacer = resync.ResyncPacer(0.0)
         self._sync_reasons = set()
         # Duplicates, unbelievable numbers, unreadable headers and a full
         # delivery queue: each kind logged at most once a second.
-        self._odd_warnings = {kind: loop_logging.Throttled(LOG)
+        self._odd_warnings = {kind: log.Throttled(LOG)
                               for kind in _LOGGED_VERDICTS + ('overflow',)}
         # The delivery queue's bytes: added on the loop thread, taken off
         # in the caller's world; each counter has one writer.
         self._queue_limit = 0
         self._queued_in = 0
         self._queued_out = 0
+        self._queued_in_msgs = 0      # loop thread
+        self._queued_out_msgs = 0     # caller's world
         self._overflow_loop = 0       # messages dropped (loop thread)
         self._overflow_counted = 0    # of those, in stats (caller's world)
         self._overflow_noted = False
+        # Publish to callback (``send_time``), and when the last sync was
+        # delivered (wall clock, 0: never): read by the process service.
+        self.lag = send_time.LagSummary()
+        self._lag_due = 0   # time.time_ns() of the next lag sample
+        self.last_sync = 0.0
 
     def attach(self, conn, subject_map):
         """Use ``conn`` and its configuration, before subscribing."""
@@ -128,6 +148,7 @@ class Delivery:
         """
         self._pacer.reset()
         self._queued_in = self._queued_out = 0
+        self._queued_in_msgs = self._queued_out_msgs = 0
         self._overflow_loop = self._overflow_counted = 0
         self._overflow_noted = False
 
@@ -143,15 +164,17 @@ class Delivery:
                 size += len(name) + len(value)
         queued = self._queued_in - self._queued_out
         if queued and queued + size > self._queue_limit:
-            self._overflow()
+            self._overflow_on_loop()
             return
         self._queued_in += size
+        self._queued_in_msgs += 1
         self._conn.bridge.world.post(self.deliver, msg.subject, headers,
                                      data, size)
 
-    def _overflow(self):
+    def _overflow_on_loop(self):
         # Loop thread: count, and have the caller's world note it once
         # for all the drops until it does.
+        assert self._conn.bridge.on_loop_thread()
         self._overflow_loop += 1
         if not self._overflow_noted:
             self._overflow_noted = True
@@ -171,8 +194,9 @@ class Delivery:
             self.stats['overflow'])
         self.request_sync('delivery queue full')
 
-    def on_reconnected(self):
+    def reconnected_on_loop(self):
         # Loop thread: the sync itself is decided in the caller's world.
+        assert self._conn.bridge.on_loop_thread()
         self._conn.bridge.world.post(self.request_sync, 'reconnect')
 
     def on_publisher_event(self, table, key, action, value, topic):
@@ -186,8 +210,13 @@ class Delivery:
 
     def deliver(self, subject, headers, data, size=0):
         self._queued_out += size
+        if size:
+            self._queued_out_msgs += 1
         if not self._running:
             return
+        now = time.time_ns()
+        if now >= self._lag_due:
+            self._sample_lag(headers, now)
         verdict, missed = self._check_sequence(subject, headers)
         sync_reason = None
         if verdict is not sequence.NEXT and verdict is not sequence.UNTRACKED:
@@ -214,6 +243,14 @@ class Delivery:
                                       event['key'])
         if sync_reason:
             self.request_sync(sync_reason)
+
+    def _sample_lag(self, headers, now_ns):
+        # At most one message per send_time.SAMPLE_NS is measured: a
+        # clock read per message is all the others cost.
+        self._lag_due = now_ns + send_time.SAMPLE_NS
+        sent = send_time.sent_us(headers)
+        if sent is not None:
+            self.lag.note(sent, now_ns // 1000)
 
     def _sequence_verdict(self, verdict, missed, subject, headers):
         """What a message the tracker did not find in step comes to.
@@ -262,6 +299,7 @@ class Delivery:
         before it is delivered. Those are counted as suppressed.
         """
         self._sync_reasons.add(reason)
+        self.stats[SYNC_CAUSES.get(reason, SYNC_OTHER)] += 1
         if self._conn is None:
             return
         delay = self._pacer.request()
@@ -286,9 +324,27 @@ class Delivery:
             return
         self._pacer.delivered()
         self.stats['syncs'] += 1
+        self.last_sync = time.time()
         LOG.warning('df-nats: events may have been missed (%s),'
                     ' asking for a resync', ', '.join(sorted(reasons)))
         self._call(None, None, 'sync', None, None)
+
+    def gauges(self):
+        """What the delivery holds and measured now (any thread).
+
+        The delivery queue's depth in messages and bytes, the lag from
+        publish to callback in microseconds (last, moving average,
+        maximum; ``send_time``), and the wall-clock time of the last
+        sync (0: none yet). Each value is read once: a moment's view.
+        """
+        lag = self.lag
+        return {'queue_messages': max(
+                    self._queued_in_msgs - self._queued_out_msgs, 0),
+                'queue_bytes': max(self._queued_in - self._queued_out, 0),
+                'lag_last_us': lag.last_us, 'lag_avg_us': lag.avg_us,
+                'lag_max_us': lag.max_us, 'lag_measured': lag.measured,
+                'lag_ignored': lag.ignored,
+                'last_sync': int(self.last_sync)}
 
     def _count_gap(self, subject, headers, missed):
         self.stats['gaps'] += 1

@@ -46,7 +46,7 @@ from nats.js import errors as js_errors
 from df_nats.conf import timeouts
 from df_nats import errors
 from df_nats.loop import log
-from df_nats.registry import bucket as registry_bucket
+from df_nats.registry import bucket
 from df_nats.registry import records
 from df_nats.transport import connect_args
 from df_nats import version
@@ -57,9 +57,6 @@ LOG = log.get_logger(__name__)
 _MAX_SLOTS = records.MAX_SLOTS
 
 _SERVICE_ROLES = ('neutron-server', 'df-local-controller')
-
-# Where callers of this module have caught it so far.
-RegistryUnavailable = errors.RegistryUnavailable
 
 
 def host_name() -> str:
@@ -73,10 +70,6 @@ def default_role(process: str) -> str:
         if role in process:
             return role
     return process
-
-
-# The id of a process on a host (it moved to ``records``).
-publisher_uuid = records.publisher_uuid
 
 
 def _pid_alive(pid) -> bool:
@@ -103,7 +96,7 @@ class Registration:
         self.process = connect_args.process_name()
         self.host = host_name()
         self.role = self.conf.role or default_role(self.process)
-        self.publisher_id = publisher_uuid(self.process, self.host)
+        self.publisher_id = records.publisher_uuid(self.process, self.host)
         self._key = records.key(self.host, self.publisher_id)
         self._record: Dict = {}
         self._kv = None
@@ -155,19 +148,19 @@ class Registration:
         self._wake = asyncio.Event()
         self.conn.add_listener(self._wake.set)
         try:
-            await asyncio.wait_for(registry_bucket.fail_on_permission_denied(
+            await asyncio.wait_for(bucket.fail_on_permission_denied(
                 self.conn, self._register()), timeouts.REGISTER_WAIT)
         except errors.ConfigError:
             self.conn.remove_listener(self._wake.set)
             raise
         except Exception as exc:
             # Retried by _keep; publishing does not depend on it.
-            self._complain(exc)
+            self._complain_on_loop(exc)
         self._task = asyncio.get_running_loop().create_task(self._keep())
 
     async def _register(self):
-        js = self.conn.jetstream(timeout=timeouts.JETSTREAM_REQUEST)
-        kv = await registry_bucket.open_bucket(js, self.conf)
+        js = self.conn.jetstream_on_loop(timeout=timeouts.JETSTREAM_REQUEST)
+        kv = await bucket.open_bucket(js, self.conf)
         self.publisher_id, self._key = await self._claim(kv)
         self._kv = kv
         self._failing = False
@@ -175,8 +168,9 @@ class Registration:
         LOG.info('df-nats: registered publisher %s (role %s) in bucket %s',
                  self.publisher_id, self.role, self.conf.registry_bucket)
 
-    def _complain(self, exc):
+    def _complain_on_loop(self, exc):
         # One error per process, one warning per outage; the rest is debug.
+        assert self.conn.bridge.on_loop_thread()
         if not isinstance(exc, errors.RegistryUnavailable):
             exc = '%s: %s' % (type(exc).__name__, exc or 'no answer')
         if not self._complained:
@@ -194,7 +188,8 @@ class Registration:
         else:
             LOG.debug('df-nats: registry still unavailable: %s', exc)
 
-    def _new_record(self, publisher_id, slot):
+    def _new_record_on_loop(self, publisher_id, slot):
+        assert self.conn.bridge.on_loop_thread()
         now = time.time()
         return {
             'id': publisher_id,
@@ -223,9 +218,10 @@ class Registration:
     async def _claim(self, kv):
         slot = 0
         while slot < _MAX_SLOTS:
-            publisher_id = publisher_uuid(self.process, self.host, slot)
+            publisher_id = records.publisher_uuid(self.process, self.host,
+                                                  slot)
             key = records.key(self.host, publisher_id)
-            self._record = self._new_record(publisher_id, slot)
+            self._record = self._new_record_on_loop(publisher_id, slot)
             value = json.dumps(self._record).encode()
             try:
                 await kv.create(key, value)
@@ -262,7 +258,7 @@ class Registration:
             if spare > 0:
                 await asyncio.sleep(spare)
             try:
-                await registry_bucket.fail_on_permission_denied(
+                await bucket.fail_on_permission_denied(
                     self.conn, self._register() if self._kv is None
                     else self._refresh())
             except asyncio.CancelledError:
@@ -274,7 +270,7 @@ class Registration:
                 # Open the bucket and claim again next time: it may have
                 # been deleted, or our record expired during an outage.
                 self._kv = None
-                self._complain(exc)
+                self._complain_on_loop(exc)
 
     async def _refresh(self):
         self._record['last_activity_timestamp'] = time.time()

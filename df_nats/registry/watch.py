@@ -54,7 +54,7 @@ from df_nats.conf import options
 from df_nats.conf import timeouts
 from df_nats.loop import log
 from df_nats.loop import memory
-from df_nats.registry import bucket as registry_bucket
+from df_nats.registry import bucket
 from df_nats.registry import records
 
 LOG = log.get_logger(__name__)
@@ -246,7 +246,7 @@ class PublisherWatch:
     def start(self, timeout: float = timeouts.SNAPSHOT) -> List[Dict]:
         """Start watching; the publishers registered now."""
         return self.conn.bridge.run(
-            registry_bucket.fail_on_permission_denied(
+            bucket.fail_on_permission_denied(
                 self.conn, self._start()),
             timeout=timeout + timeouts.GRACE)
 
@@ -273,37 +273,43 @@ class PublisherWatch:
         return sorted(by_id.values(), key=lambda r: r['id'])
 
     async def _start(self):
-        kv = await registry_bucket.open_bucket(
-            self._js(), self.conn.conf, create=self._create, strict=False)
+        kv = await bucket.open_bucket(
+            self._js_on_loop(), self.conn.conf, create=self._create,
+            strict=False)
         self._ttl = (await kv.status()).ttl
         await self._subscribe()
-        self._known = self._snapshot_done()
-        self.conn.add_listener(self._on_reconnected)
+        self._known = self._snapshot_done_on_loop()
+        self.conn.add_listener(self._reconnected_on_loop)
         self._tasks.append(asyncio.get_running_loop().create_task(
             self._expire_by_clock()))
         return await self._list()
 
-    def _js(self):
-        return self.conn.jetstream(timeout=timeouts.JETSTREAM_REQUEST)
+    def _js_on_loop(self):
+        assert self.conn.bridge.on_loop_thread()
+        return self.conn.jetstream_on_loop(
+            timeout=timeouts.JETSTREAM_REQUEST)
 
     async def _subscribe(self):
         self._snapshot = self._held()
         self._loaded = asyncio.get_running_loop().create_future()
-        self._sub = await self._js().subscribe(
+        self._sub = await self._js_on_loop().subscribe(
             self._prefix + '>', stream='KV_' + self._bucket,
             cb=self._on_message, ordered_consumer=True,
             deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
             inactive_threshold=300.0)
         info = await self._sub.consumer_info()
         if info.num_pending == 0 and info.delivered.consumer_seq == 0:
-            self._finish_loading()  # an empty bucket: nothing will come
+            # An empty bucket: nothing will come.
+            self._finish_loading_on_loop()
         await asyncio.wait_for(self._loaded, timeouts.SNAPSHOT)
 
-    def _finish_loading(self):
+    def _finish_loading_on_loop(self):
+        assert self.conn.bridge.on_loop_thread()
         if self._loaded is not None and not self._loaded.done():
             self._loaded.set_result(None)
 
-    def _snapshot_done(self) -> _Held:
+    def _snapshot_done_on_loop(self) -> _Held:
+        assert self.conn.bridge.on_loop_thread()
         snapshot, self._snapshot = self._snapshot, None
         now = time.monotonic()
         self._seen = dict.fromkeys(snapshot.records, now)
@@ -319,39 +325,40 @@ class PublisherWatch:
             record, why = records.parse(key, msg.data, headers,
                                         self._max_size)
             if record is None:
-                self._drop(key, why, len(msg.data))
+                self._drop_on_loop(key, why, len(msg.data))
             elif self.role and record['role'] != self.role:
                 record, reason = None, 'role'
             elif record.get('legacy'):
-                self._legacy(record)
+                self._legacy_on_loop(record)
         if self._snapshot is not None:
             if record is None:
                 self._snapshot.remove(key)
             elif not self._snapshot.admit(key, record):
-                self._drop(key, OVER_LIMIT, len(msg.data))
+                self._drop_on_loop(key, OVER_LIMIT, len(msg.data))
             if msg.metadata.num_pending == 0:
-                self._finish_loading()
+                self._finish_loading_on_loop()
         elif record is not None or reason is not None:
-            self._apply(key, record, reason, len(msg.data))
+            self._apply_on_loop(key, record, reason, len(msg.data))
 
-    def _apply(self, key, record, reason, size=0):
+    def _apply_on_loop(self, key, record, reason, size=0):
+        assert self.conn.bridge.on_loop_thread()
         known = self._known
         if record is not None:
             old = known.identity(key)
             identity = _identity(record)
             if not known.admit(key, record, identity):
-                self._drop(key, OVER_LIMIT, size)
+                self._drop_on_loop(key, OVER_LIMIT, size)
                 return
             self._seen[key] = time.monotonic()
             if old is not None:
                 if old != identity:
-                    self._emit(CHANGE, record)
+                    self._emit_on_loop(CHANGE, record)
                 return
             other = known.identity(_alternate(key, record))
             if other is None:
-                self._emit(JOIN, record)
+                self._emit_on_loop(JOIN, record)
             elif other != identity:
-                self._emit(CHANGE, record)
+                self._emit_on_loop(CHANGE, record)
             return
         old = known.remove(key)
         if old is None:
@@ -361,19 +368,21 @@ class PublisherWatch:
         other_key = _alternate(key, old)
         other = known.identity(other_key)
         if other is None:
-            self._emit(LEAVE, dict(old, left=reason))
+            self._emit_on_loop(LEAVE, dict(old, left=reason))
         elif other != _identity(old):
-            self._emit(CHANGE, known.get(other_key))
+            self._emit_on_loop(CHANGE, known.get(other_key))
         if known.compact():
             self._seen = dict(self._seen)
 
-    def _emit(self, kind, record):
+    def _emit_on_loop(self, kind, record):
+        assert self.conn.bridge.on_loop_thread()
         self.stats['registry_%ss' % kind] += 1
         on_change = self._on_change
         if on_change is not None:
             self.conn.bridge.world.post(on_change, kind, record)
 
-    def _drop(self, key, why, size):
+    def _drop_on_loop(self, key, why, size):
+        assert self.conn.bridge.on_loop_thread()
         name = 'registry_' + why
         self.stats[name] += 1
         self._released += size
@@ -382,7 +391,8 @@ class PublisherWatch:
             ' write the registry bucket can write such records',
             _shown(key), why.replace('_', ' '), self.stats[name])
 
-    def _legacy(self, record):
+    def _legacy_on_loop(self, record):
+        assert self.conn.bridge.on_loop_thread()
         self._legacy_warning.warning(
             'df-nats: publisher %s on %s registers under the key layout of'
             ' an earlier df-nats: upgrade df-nats there (listed meanwhile)',
@@ -401,17 +411,17 @@ class PublisherWatch:
                 self._released = 0
                 memory.trim()
             if (self._snapshot is not None or not self.conn.connected
-                    or self._behind()):
+                    or self._behind_on_loop()):
                 continue  # nothing can be seen now; no false expiries
             now = time.monotonic()
             if now - self._last_message > self._ttl / 2:
                 self._last_message = now
                 if not await self._consumer_alive():
-                    self._on_reconnected()
+                    self._reconnected_on_loop()
                     continue
             for key, seen in list(self._seen.items()):
                 if now - seen > limit:
-                    self._apply(key, None, 'expired')
+                    self._apply_on_loop(key, None, 'expired')
 
     async def _consumer_alive(self) -> bool:
         # False only when the server says the consumer is gone.
@@ -429,12 +439,14 @@ class PublisherWatch:
             pass  # no answer now: asked again later
         return True
 
-    def _behind(self) -> bool:
+    def _behind_on_loop(self) -> bool:
         # Messages wait for our callback: a refresh may be among them.
+        assert self.conn.bridge.on_loop_thread()
         sub = self._sub
         return sub is not None and sub.pending_msgs > 0
 
-    def _on_reconnected(self):
+    def _reconnected_on_loop(self):
+        assert self.conn.bridge.on_loop_thread()
         self._tasks = [task for task in self._tasks if not task.done()]
         self._tasks.append(asyncio.get_running_loop().create_task(
             self._resubscribe()))
@@ -470,14 +482,14 @@ class PublisherWatch:
                 await asyncio.sleep(1.0)
         else:
             return  # disconnected again; the next reconnect retries
-        fresh = self._snapshot_done()
+        fresh = self._snapshot_done_on_loop()
         for key in set(self._known.records) - set(fresh.records):
-            self._apply(key, None, 'gone')
+            self._apply_on_loop(key, None, 'gone')
         for key in list(fresh.records):
-            self._apply(key, fresh.get(key), None)
+            self._apply_on_loop(key, fresh.get(key), None)
 
     async def _stop(self):
-        self.conn.remove_listener(self._on_reconnected)
+        self.conn.remove_listener(self._reconnected_on_loop)
         for task in self._tasks:
             task.cancel()
         sub, self._sub = self._sub, None

@@ -21,7 +21,6 @@ import json
 import time
 import uuid
 
-from df_nats.registry import registration
 from df_nats.wire import sequence
 from tests.functional.hostile_scenarios import _body
 from tests.functional.hostile_scenarios import _send
@@ -38,7 +37,8 @@ def _forged_records(bucket, count):
     items, ids = [], []
     for i in range(count):
         host = 'forged-%d.example.net' % i
-        publisher_id = registration.publisher_uuid('neutron-server', host)
+        publisher_id = str(uuid.uuid5(uuid.NAMESPACE_DNS,
+                                      'neutron-server.%s' % host))
         record = {'id': publisher_id, 'role': 'neutron-server',
                   'host': host, 'pid': 1, 'process': 'neutron-server',
                   'slot': 0, 'last_activity_timestamp': time.time()}

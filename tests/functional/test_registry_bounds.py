@@ -31,7 +31,6 @@ import uuid
 import nats
 import pytest
 
-from df_nats.registry import registration
 from df_nats.testing.worker_process import WorkerProcess
 
 from tests.functional.test_driver import ROOT
@@ -86,7 +85,8 @@ def disk_mib(path):
 
 def forged_record(host, process='neutron-server', slot=0, pad=0):
     """A record as a df-nats publisher writes it, ``pad`` bytes longer."""
-    publisher_id = registration.publisher_uuid(process, host, slot)
+    name = '%s.%s' % (process, host) + ('.%d' % slot if slot else '')
+    publisher_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
     record = {'id': publisher_id, 'role': 'neutron-server', 'host': host,
               'pid': 1, 'process': process, 'slot': slot,
               'uri': 'df-nats:dragonflow/%s' % publisher_id,

@@ -19,25 +19,26 @@ import uuid
 
 import pytest
 
+from df_nats.registry import records
 from df_nats.registry import registration
-from df_nats.registry import watch as registry_watch
+from df_nats.registry import watch
 
 
 def test_slot_zero_is_dragonflows_publisher_uuid():
     # dragonflow.db.pub_sub_api.generate_publisher_uuid()
     expected = str(uuid.uuid5(uuid.NAMESPACE_DNS,
                               'neutron-server.node1.example.org'))
-    assert registration.publisher_uuid('neutron-server',
-                                       'node1.example.org') == expected
+    assert records.publisher_uuid('neutron-server',
+                                  'node1.example.org') == expected
 
 
 def test_slots_and_hosts_give_distinct_stable_ids():
-    ids = {registration.publisher_uuid(p, h, s)
+    ids = {records.publisher_uuid(p, h, s)
            for p in ('neutron-server', 'df-local-controller')
            for h in ('a.example.org', 'b.example.org') for s in range(3)}
     assert len(ids) == 12
-    assert (registration.publisher_uuid('x', 'h', 2)
-            == registration.publisher_uuid('x', 'h', 2))
+    assert (records.publisher_uuid('x', 'h', 2)
+            == records.publisher_uuid('x', 'h', 2))
 
 
 @pytest.mark.parametrize('process, role', [
@@ -76,19 +77,19 @@ def test_pid_alive_tells_the_living_from_the_dead_and_zombies():
     ({'Nats-Marker-Reason': 'Future'}, None),
 ])
 def test_leave_reasons(headers, reason):
-    assert registry_watch._leave_reason(headers) == reason
+    assert watch._leave_reason(headers) == reason
 
 
 def test_a_heartbeat_is_not_a_change():
     old = {'id': 'a', 'pid': 1, 'last_activity_timestamp': 1.0}
-    assert registry_watch._same_publisher(
+    assert watch._same_publisher(
         old, dict(old, last_activity_timestamp=9.0))
-    assert not registry_watch._same_publisher(old, dict(old, pid=2))
+    assert not watch._same_publisher(old, dict(old, pid=2))
 
 
 def test_publisher_value_has_dragonflows_publisher_shape():
     record = {'id': 'a', 'uri': 'df-nats:dragonflow/a', 'role': 'r',
               'last_activity_timestamp': 5.0, 'pid': 3}
-    value = json.loads(registry_watch._publisher_value(record))
+    value = json.loads(watch._publisher_value(record))
     assert value == {'id': 'a', 'uri': 'df-nats:dragonflow/a',
                      'last_activity_timestamp': 5.0}

@@ -28,7 +28,7 @@ def _conn(max_records=100):
                                  registry_max_records=max_records)
     world = types.SimpleNamespace(post=lambda fn, *args: fn(*args))
     return types.SimpleNamespace(conf=conf, bridge=types.SimpleNamespace(
-        world=world))
+        world=world, on_loop_thread=lambda: True))
 
 
 def _watch(max_records=100):
