@@ -13,7 +13,9 @@
 """One subscriber's receive path, from the loop thread to the callback."""
 
 import collections
+import time
 
+from df_nats.conf import timeouts
 from df_nats.loop import log as loop_logging
 from df_nats.wire import codec
 from df_nats.wire import resync
@@ -24,8 +26,15 @@ LOG = loop_logging.get_logger('df_nats.pubsub.subscriber')
 
 # Characters of an untrusted header value quoted in a log line.
 _SHOWN = 64
-# Bytes counted for a message besides its body and header values.
-_MESSAGE_OVERHEAD = 64
+# What a queued message costs in memory besides its body, its subject's
+# and its headers' characters (CPython 3.11, 64 bits; measured with
+# tracemalloc in tests/unit/pubsub/test_delivery.py): the posted call
+# (two tuples, a deque slot), the bytes, subject str and size int
+# objects; a headers dict; each header's two str objects and its slot.
+# A header value that is not ASCII may take 4 bytes a character.
+_MESSAGE_OVERHEAD = 256
+_HEADERS_OVERHEAD = 192
+_HEADER_OVERHEAD = 128
 
 # Verdicts of the sequence tracker (besides NEXT and UNTRACKED, the
 # common ones) -> (whether the message is delivered, the resync reason
@@ -39,11 +48,12 @@ _VERDICTS = {
     sequence.BAD_HEADER: (True, None, 'bad_headers'),
     sequence.REFUSED: (True, None, 'untracked_streams'),
     sequence.DUPLICATE: (False, None, 'duplicates'),
+    sequence.CONFLICT: (True, 'conflicting message', 'conflicts'),
     sequence.MARK: (False, None, None),
 }
 # Verdicts logged (throttled, each on its own) besides being counted.
-_LOGGED_VERDICTS = (sequence.DUPLICATE, sequence.JUMP, sequence.RESET,
-                    sequence.BAD_HEADER)
+_LOGGED_VERDICTS = (sequence.DUPLICATE, sequence.CONFLICT, sequence.JUMP,
+                    sequence.RESET, sequence.BAD_HEADER)
 
 
 class Delivery:
@@ -60,13 +70,21 @@ class Delivery:
     publisher's sequence numbers, it is called with
     ``(None, None, 'sync', None, None)``. Syncs asked for while one is
     still queued are delivered once, and at most one per
-    ``resync_interval`` (``resync.ResyncPacer``). Duplicates are dropped.
+    ``resync_interval`` (``resync.ResyncPacer``). Duplicates (the very
+    same message again) are dropped; another message under a number
+    delivered already is delivered, counted as a conflict and followed
+    by a resync.
 
     Everything received is untrusted: events of the wrong types, control
     actions and forged sequence headers are counted and dropped or
     tracked harmlessly (``codec``, ``sequence``), and messages wait for
-    the callback in a queue of at most ``delivery_queue_size`` bytes;
-    what overflows it is dropped, counted and followed by a resync.
+    the callback in a queue of at most ``delivery_queue_size`` bytes of
+    memory (what each message really costs, objects included); what
+    overflows it is dropped, counted and followed by a resync. The
+    receive path's own work (sequence check and decoding, not the
+    callback) has a time budget per slice of the queue: a flood of
+    messages expensive to decode costs at most that much delay before
+    what is queued is dropped as an overflow and one resync asked for.
     Messages on a queue group's shared subject are not sequence-checked.
 
     ``callback`` may be replaced at any time (newest wins); ``stats`` is
@@ -89,7 +107,8 @@ class Delivery:
         # Duplicates, unbelievable numbers, unreadable headers and a full
         # delivery queue: each kind logged at most once a second.
         self._odd_warnings = {kind: loop_logging.Throttled(LOG)
-                              for kind in _LOGGED_VERDICTS + ('overflow',)}
+                              for kind in _LOGGED_VERDICTS + (
+                                  'overflow', 'over_budget')}
         # The delivery queue's bytes: added on the loop thread, taken off
         # in the caller's world; each counter has one writer.
         self._queue_limit = 0
@@ -98,6 +117,15 @@ class Delivery:
         self._overflow_loop = 0       # messages dropped (loop thread)
         self._overflow_counted = 0    # of those, in stats (caller's world)
         self._overflow_noted = False
+        # The receive path's time budget (caller's world): its work in
+        # the slice of the queue being delivered, since the slice began,
+        # and what is dropped once it ran over (messages queued before
+        # _queued_out passes this many bytes).
+        self._slice_work = 0.0
+        self._slice_start = None
+        self._drop_through = -1
+        # Posted once per message: one bound method, not one each time.
+        self._deliver = self.deliver
 
     def attach(self, conn, subject_map):
         """Use ``conn`` and its configuration, before subscribing."""
@@ -130,24 +158,29 @@ class Delivery:
         self._queued_in = self._queued_out = 0
         self._overflow_loop = self._overflow_counted = 0
         self._overflow_noted = False
+        self._slice_work = 0.0
+        self._slice_start = None
+        self._drop_through = -1
 
     async def on_message(self, msg):
         # Loop thread: hand the message over, check and decode it in the
         # caller's world (one dispatcher: the tracker needs no lock). The
         # queue is bounded in bytes: what does not fit is dropped and a
         # resync follows (_note_overflow).
-        data, headers = msg.data, msg.headers
-        size = len(data) + _MESSAGE_OVERHEAD
+        data, headers, subject = msg.data, msg.headers, msg.subject
+        size = len(data) + len(subject) + _MESSAGE_OVERHEAD
         if headers:
+            size += _HEADERS_OVERHEAD
             for name, value in headers.items():
-                size += len(name) + len(value)
+                size += _HEADER_OVERHEAD + len(name) + (
+                    len(value) if value.isascii() else 4 * len(value))
         queued = self._queued_in - self._queued_out
         if queued and queued + size > self._queue_limit:
             self._overflow()
             return
         self._queued_in += size
-        self._conn.bridge.world.post(self.deliver, msg.subject, headers,
-                                     data, size)
+        self._conn.bridge.world.post(self._deliver, subject, headers, data,
+                                     size)
 
     def _overflow(self):
         # Loop thread: count, and have the caller's world note it once
@@ -185,12 +218,18 @@ class Delivery:
         self._queued_out += size
         if not self._running:
             return
-        verdict, missed = self._check_sequence(subject, headers)
+        if self._queued_out <= self._drop_through:
+            # Queued before the receive path ran over its time budget.
+            self.stats['overflow'] += 1
+            return
+        started = _clock()
+        verdict, missed = self._check_sequence(subject, headers, data)
         sync_reason = None
         if verdict is not sequence.NEXT and verdict is not sequence.UNTRACKED:
             deliver, sync_reason = self._sequence_verdict(
                 verdict, missed, subject, headers)
             if not deliver:
+                self._charge(started)
                 if sync_reason:
                     self.request_sync(sync_reason)
                 return
@@ -199,6 +238,7 @@ class Delivery:
         events, dropped, problem = codec.unpack_events(data)
         if dropped:
             self._count_malformed(data, problem, dropped)
+        self._charge(started)
         self.stats['received'] += len(events)
         callback = self.callback
         for event in events:
@@ -211,6 +251,43 @@ class Delivery:
                                       event['key'])
         if sync_reason:
             self.request_sync(sync_reason)
+
+    def _charge(self, started):
+        """Add the receive path's work on one message to its slice.
+
+        A slice of the queue lasts until the queue is empty. When the
+        work in it passed ``timeouts.DELIVERY_WORK_BUDGET`` and more than
+        half of the slice's time (a slow callback is Dragonflow's time,
+        bounded by the queue's bytes, not this budget), everything queued
+        now is dropped as an overflow and a resync asked for (paced).
+        """
+        now = _clock()
+        if self._slice_start is None:
+            self._slice_start = started
+        work = self._slice_work + now - started
+        if (work > timeouts.DELIVERY_WORK_BUDGET
+                and 2 * work > now - self._slice_start):
+            self._over_budget(work, now - self._slice_start)
+            work = 0.0
+        if self._queued_out >= self._queued_in:
+            # Nothing queued after this message: the slice ends.
+            self._slice_start = None
+            work = 0.0
+        self._slice_work = work
+
+    def _over_budget(self, work, seconds):
+        self._slice_start = None
+        # What is queued now goes; what the loop thread posts from now on
+        # is a new slice.
+        self._drop_through = self._queued_in
+        self.stats['over_budget'] += 1
+        self._odd_warnings['over_budget'].warning(
+            'df-nats: decoding and checking received messages took %.1f s'
+            ' of the last %.1f s (over its budget of %.1f s): dropping what'
+            ' is queued (%d bytes) and asking for a resync; %d time(s) so'
+            ' far', work, seconds, timeouts.DELIVERY_WORK_BUDGET,
+            self._queued_in - self._queued_out, self.stats['over_budget'])
+        self.request_sync('receive path over its time budget')
 
     def _sequence_verdict(self, verdict, missed, subject, headers):
         """What a message the tracker did not find in step comes to.
@@ -236,7 +313,7 @@ class Delivery:
             return False, reason
         return deliver, reason
 
-    def _check_sequence(self, subject, headers):
+    def _check_sequence(self, subject, headers, data):
         """The tracker's verdict on a message, as ``deliver`` wants it.
 
         On a queue group's subject each member gets only its share of a
@@ -244,7 +321,7 @@ class Delivery:
         checked there, and a mark there is just dropped (as ``MARK``).
         """
         if not self._subjects.is_shared(subject):
-            return self._tracker.check(subject, headers)
+            return self._tracker.check(subject, headers, data)
         if self._tracker.is_mark(headers):
             return sequence.MARK, 0
         return sequence.UNTRACKED, 0
@@ -313,6 +390,9 @@ class Delivery:
             'df-nats: dropped %d malformed event(s) of a message of %d bytes'
             ' (%s); %d dropped so far', dropped, len(data), problem,
             self.stats['malformed'])
+
+
+_clock = time.perf_counter
 
 
 def _shown(value):

@@ -1,0 +1,205 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""The receive path's bounds: memory per queued message, time per slice.
+
+On a fake connection; the same on a real server, in both worlds, is in
+tests/functional/hostile_scenarios.py.
+"""
+
+import collections
+import tracemalloc
+import types
+
+import pytest
+
+from df_nats.conf import options
+from df_nats.conf import timeouts
+from df_nats.pubsub import delivery
+from df_nats.wire import codec
+from df_nats.wire import subjects
+from tests.unit import fakes
+
+SYNC = (None, None, 'sync', None, None)
+
+
+class _Collector:
+    def __init__(self, clock=None, seconds=0.0):
+        self.calls = []
+        self._clock = clock
+        self._seconds = seconds
+
+    def __call__(self, *event):
+        if self._clock is not None:
+            self._clock.now += self._seconds   # a slow callback
+        self.calls.append(event)
+
+
+def _delivery(conf, callback, **values):
+    conf.config(group=options.GROUP, subject_prefix='p', **values)
+    conn = fakes.Connection(options.validate(conf.conf))
+    conn.bridge.world.deferred = True
+    path = delivery.Delivery()
+    path.callback = callback
+    path.attach(conn, subjects.SubjectMap('p', True))
+    path.start()
+    return conn, path
+
+
+def _message(data, headers=None, subject='p.topic.D'):
+    return types.SimpleNamespace(subject=subject, data=data, headers=headers)
+
+
+def _event(key, **fields):
+    event = {'table': 'lport', 'key': key, 'action': 'set', 'value': '{}',
+             'topic': 'D'}
+    event.update(fields)
+    return codec.pack_event(event)
+
+
+# -- memory: the bytes bound counts what a message costs (issue 19, 5) ------
+
+def _nats_py_message(i, body, headers):
+    """A message as nats-py hands it over: fresh objects each time."""
+    subject = b'dragonflow.topic.D'.decode()
+    data = bytes(bytearray(body))
+    if headers:
+        headers = {name.encode().decode(): value.replace('{i}', str(i))
+                   for name, value in headers.items()}
+    return _message(data, headers or None, subject)
+
+
+@pytest.mark.parametrize('body, headers', [
+    (b'\x80' * 41, {}),                                 # tiny, bare
+    (b'\x80' * 41, {'Df-Seq': 'compute-1-5d1e4ac0-8a52-4b8c-a6d5-'
+                              '6b0f3c1a2e77 1f2e3d4c.{i}'}),
+    (b'\x80' * 41, {'Df-Seq': 'compute-1 1f2e3d4c.{i}',
+                    'Df-Events': '1 lport'}),
+    (b'\x80' * 41, {'X-%d' % h: 'v{i}' for h in range(20)}),
+    (b'\x80' * 41, {'Df-Seq': '\U0001f600' * 30 + ' a.{i}'}),  # 4 B/char
+    (b'\x80' * 4000, {'Df-Seq': 'compute-1 1f2e3d4c.{i}'}),
+])
+def test_queued_bytes_count_what_messages_cost_in_memory(
+        conf, body, headers):
+    # What the queue holds, measured: the posted calls and what they
+    # keep alive. Counted at least that, and not much more.
+    _, path = _delivery(conf, _Collector(), delivery_queue_size=2 ** 30)
+    world = path._conn.bridge.world
+    count = 5000
+    # The caller's world's queue is a deque of (fn, args).
+    world.posted = collections.deque()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            _run(path.on_message(_nats_py_message(i, body, headers)))
+        cost = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    counted = path._queued_in
+    assert len(world.posted) == count
+    assert counted >= cost, (counted / count, cost / count)
+    assert counted <= 1.3 * cost, (counted / count, cost / count)
+    print('counted %.0f B, costs %.0f B a message' % (counted / count,
+                                                      cost / count))
+
+
+def _run(coro):
+    # on_message awaits nothing: one step runs it to its end.
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    raise AssertionError('on_message awaited')
+
+
+def test_a_bound_method_is_posted_not_made_per_message(conf):
+    _, path = _delivery(conf, _Collector())
+    for _ in range(3):
+        _run(path.on_message(_message(_event('k'))))
+    fns = [fn for fn, _ in path._conn.bridge.world.posted]
+    assert fns[0] is fns[1] is fns[2]
+
+
+# -- time: a budget per slice of the queue (issue 19, 4) ---------------------
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(delivery, '_clock', clock)
+    return clock
+
+
+def _expensive_decoding(monkeypatch, clock, seconds):
+    unpack = codec.unpack_events
+
+    def slow(data):
+        clock.now += seconds
+        return unpack(data)
+    monkeypatch.setattr(codec, 'unpack_events', slow)
+
+
+def test_a_flood_expensive_to_decode_ends_in_an_overflow_and_one_sync(
+        conf, clock, monkeypatch):
+    got = _Collector()
+    conn, path = _delivery(conf, got)
+    _expensive_decoding(monkeypatch, clock, 0.3)
+    for i in range(20):
+        _run(path.on_message(_message(_event('flood-%d' % i))))
+    conn.bridge.world.run()
+    # Over the budget after the fourth (1.2 s of work): the other 16 go.
+    keys = [call[1] for call in got.calls if call[2] == 'set']
+    assert keys == ['flood-%d' % i for i in range(4)]
+    assert path.stats['over_budget'] == 1
+    assert path.stats['overflow'] == 16
+    assert got.calls.count(SYNC) == 1
+    assert path._queued_in == path._queued_out
+    # What comes next is a new slice, delivered.
+    _run(path.on_message(_message(_event('after'))))
+    conn.bridge.world.run()
+    assert got.calls[-1][1] == 'after'
+    assert timeouts.DELIVERY_WORK_BUDGET == 1.0
+
+
+def test_the_budget_restarts_when_the_queue_empties(conf, clock,
+                                                    monkeypatch):
+    got = _Collector()
+    conn, path = _delivery(conf, got)
+    _expensive_decoding(monkeypatch, clock, 0.3)
+    for i in range(20):
+        # Taken as they come: the queue is empty after each.
+        _run(path.on_message(_message(_event('k%d' % i))))
+        conn.bridge.world.run()
+    assert len(got.calls) == 20
+    assert path.stats['over_budget'] == path.stats['overflow'] == 0
+
+
+def test_a_slow_callback_is_not_charged_to_the_budget(conf, clock,
+                                                      monkeypatch):
+    # Dragonflow's own time is bounded by the queue's bytes: a backlog
+    # behind a slow callback is delivered, however long it lasts.
+    got = _Collector(clock, seconds=0.5)
+    conn, path = _delivery(conf, got)
+    _expensive_decoding(monkeypatch, clock, 0.1)
+    for i in range(50):
+        _run(path.on_message(_message(_event('k%d' % i))))
+    conn.bridge.world.run()
+    assert len(got.calls) == 50
+    assert path.stats['over_budget'] == path.stats['overflow'] == 0
