@@ -121,8 +121,10 @@ connection_opts = [
                       ' as one at its end, never lost. 0 delivers each at'
                       ' once. From 0 to %d.' % MAX_RESYNC_INTERVAL),
     cfg.IntOpt('delivery_queue_size', default=64 * 1024 * 1024,
-               help='Bytes of received messages (bodies and headers) a'
-                    ' subscriber holds for its callback. A message'
+               help='Bytes of memory the received messages a subscriber'
+                    ' holds for its callback may take: bodies, headers'
+                    ' and the Python objects holding them (about 270'
+                    ' bytes a message and 130 a header). A message'
                     ' arriving when it is full is dropped, counted'
                     ' (stats["overflow"]) and followed by a resync. At'
                     ' least %d.' % MIN_DELIVERY_QUEUE_SIZE),
