@@ -80,11 +80,11 @@ class Delivery:
     tracked harmlessly (``codec``, ``sequence``), and messages wait for
     the callback in a queue of at most ``delivery_queue_size`` bytes of
     memory (what each message really costs, objects included); what
-    overflows it is dropped, counted and followed by a resync. The
-    receive path's own work (sequence check and decoding, not the
-    callback) has a time budget per slice of the queue: a flood of
-    messages expensive to decode costs at most that much delay before
-    what is queued is dropped as an overflow and one resync asked for.
+    overflows it is dropped, counted and followed by a resync. The work
+    spent on messages that deliver nothing or hold malformed events has a
+    time budget per slice of the queue: a flood of messages expensive to
+    decode costs at most about that much delay before what is queued is
+    dropped as an overflow and one resync asked for (``_charge``).
     Messages on a queue group's shared subject are not sequence-checked.
 
     ``callback`` may be replaced at any time (newest wins); ``stats`` is
@@ -238,7 +238,11 @@ class Delivery:
         events, dropped, problem = codec.unpack_events(data)
         if dropped:
             self._count_malformed(data, problem, dropped)
-        self._charge(started)
+            self._charge(started)
+        elif self._queued_out >= self._queued_in:
+            # Nothing queued after this message: the slice ends.
+            self._slice_start = None
+            self._slice_work = 0.0
         self.stats['received'] += len(events)
         callback = self.callback
         for event in events:
@@ -253,13 +257,16 @@ class Delivery:
             self.request_sync(sync_reason)
 
     def _charge(self, started):
-        """Add the receive path's work on one message to its slice.
+        """Add the work on a wasted message to its slice of the queue.
 
-        A slice of the queue lasts until the queue is empty. When the
+        Wasted: nothing delivered (a duplicate, a mark, an unreadable
+        body) or malformed elements dropped; messages fully delivered
+        are Dragonflow's load, bounded by the queue's bytes, and charge
+        nothing. A slice lasts until the queue is empty. When the wasted
         work in it passed ``timeouts.DELIVERY_WORK_BUDGET`` and more than
-        half of the slice's time (a slow callback is Dragonflow's time,
-        bounded by the queue's bytes, not this budget), everything queued
-        now is dropped as an overflow and a resync asked for (paced).
+        half of the slice's time (since its first wasted message),
+        everything queued now is dropped as an overflow and a resync
+        asked for (paced).
         """
         now = _clock()
         if self._slice_start is None:

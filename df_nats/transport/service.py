@@ -382,11 +382,11 @@ class ProcessService:
 
     async def _register(self, nc):
         self._update_metadata()
-        service = micro.Service(_InboxOnly(nc, self._answers),
-                                micro_service.ServiceConfig(
+        config = micro_service.ServiceConfig(
             name=NAME, version=semver(self._identity['df_nats_version']),
             description=DESCRIPTION, metadata=self._metadata,
-            stats_handler=self._endpoint_data))
+            stats_handler=self._endpoint_data)
+        service = micro.Service(_InboxOnly(nc, self._answers), config)
         try:
             await service.start()
             await service.add_endpoint(

@@ -636,8 +636,9 @@ def scenario_fuzz(ctx):
         roll = rng.random()
         if roll < 0.15:
             # Forged copies of the live stream: marks or bodies, any n.
-            # Never a number the real publisher is about to use: that
-            # one would rightly be dropped as a duplicate (README).
+            # Never a number the real publisher is about to use: its
+            # real message would be a conflict (delivered, and a resync
+            # the sync bound below does not count on).
             header = {SEQ: '%s.%d' % (live, rng.choice([
                 rng.randint(0, 10 ** 18), rng.randint(1000, 10 ** 5), 0]))}
             if rng.random() < 0.5:

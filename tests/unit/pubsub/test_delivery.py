@@ -156,20 +156,26 @@ def _expensive_decoding(monkeypatch, clock, seconds):
     monkeypatch.setattr(codec, 'unpack_events', slow)
 
 
+def _malformed(key):
+    # An event with a table that is not UTF-8: dropped as malformed.
+    return _event(key).replace(b'\xa5lport', b'\xa5l\xffort')
+
+
 def test_a_flood_expensive_to_decode_ends_in_an_overflow_and_one_sync(
         conf, clock, monkeypatch):
     got = _Collector()
     conn, path = _delivery(conf, got)
     _expensive_decoding(monkeypatch, clock, 0.3)
     for i in range(20):
-        _run(path.on_message(_message(_event('flood-%d' % i))))
+        _run(path.on_message(_message(_malformed('flood-%d' % i))))
+    _run(path.on_message(_message(_event('real'))))
     conn.bridge.world.run()
-    # Over the budget after the fourth (1.2 s of work): the other 16 go.
-    keys = [call[1] for call in got.calls if call[2] == 'set']
-    assert keys == ['flood-%d' % i for i in range(4)]
+    # Over the budget after the fourth (1.2 s of work): the other 16 and
+    # the real event queued behind them go, and a resync covers them.
+    assert path.stats['malformed'] == 4
     assert path.stats['over_budget'] == 1
-    assert path.stats['overflow'] == 16
-    assert got.calls.count(SYNC) == 1
+    assert path.stats['overflow'] == 17
+    assert got.calls == [SYNC]
     assert path._queued_in == path._queued_out
     # What comes next is a new slice, delivered.
     _run(path.on_message(_message(_event('after'))))
@@ -185,20 +191,35 @@ def test_the_budget_restarts_when_the_queue_empties(conf, clock,
     _expensive_decoding(monkeypatch, clock, 0.3)
     for i in range(20):
         # Taken as they come: the queue is empty after each.
+        _run(path.on_message(_message(_malformed('k%d' % i))))
+        conn.bridge.world.run()
         _run(path.on_message(_message(_event('k%d' % i))))
         conn.bridge.world.run()
-    assert len(got.calls) == 20
+    assert len(got.calls) == 20 and path.stats['malformed'] == 20
     assert path.stats['over_budget'] == path.stats['overflow'] == 0
 
 
-def test_a_slow_callback_is_not_charged_to_the_budget(conf, clock,
-                                                      monkeypatch):
-    # Dragonflow's own time is bounded by the queue's bytes: a backlog
-    # behind a slow callback is delivered, however long it lasts.
+def test_delivered_events_are_not_charged_to_the_budget(conf, clock,
+                                                        monkeypatch):
+    # A backlog of good events, however long it takes to decode and
+    # deliver, is Dragonflow's load: bounded by the queue's bytes.
+    got = _Collector(clock, seconds=0.01)
+    conn, path = _delivery(conf, got)
+    _expensive_decoding(monkeypatch, clock, 0.3)
+    for i in range(50):
+        _run(path.on_message(_message(_event('k%d' % i))))
+    conn.bridge.world.run()
+    assert len(got.calls) == 50
+    assert path.stats['over_budget'] == path.stats['overflow'] == 0
+
+
+def test_a_slow_callback_between_wasted_messages_is_not_charged(
+        conf, clock, monkeypatch):
     got = _Collector(clock, seconds=0.5)
     conn, path = _delivery(conf, got)
     _expensive_decoding(monkeypatch, clock, 0.1)
     for i in range(50):
+        _run(path.on_message(_message(_malformed('bad-%d' % i))))
         _run(path.on_message(_message(_event('k%d' % i))))
     conn.bridge.world.run()
     assert len(got.calls) == 50
