@@ -87,7 +87,6 @@ _STRICT = dict(raw=False, strict_map_key=True,
 _LENIENT = dict(_STRICT, unicode_errors='surrogateescape')
 _ESCAPED = re.compile('[\udc80-\udcff]')
 _TEXT_FIELDS = ('table', 'key', 'value', 'topic')
-_ABSENT = object()
 
 # A Packer per native thread: reusing one is cheaper than msgpack.packb(),
 # which builds one for each call. Under eventlet the original
@@ -161,19 +160,20 @@ def is_event(item) -> bool:
 
     ``table`` a str; ``action`` one of ``WIRE_ACTIONS``; ``key`` a str,
     bytes or None; ``value`` and ``topic`` str, bytes or None. Other keys
-    are ignored. Raises nothing: an exception per element of a hostile
-    batch would cost more than the element's decoding.
+    are ignored.
     """
     if type(item) is not dict:
+        # Subscripting a string would raise, at several times the cost.
         return False
-    get = item.get
-    action = get('action')
-    # A missing field is _ABSENT, of no type accepted.
-    return (type(action) is str and action in WIRE_ACTIONS
-            and type(get('table')) is str
-            and type(get('key', _ABSENT)) in _KEY_TYPES
-            and type(get('value', _ABSENT)) in _DATA_TYPES
-            and type(get('topic', _ABSENT)) in _DATA_TYPES)
+    try:
+        return (item['action'] in WIRE_ACTIONS
+                and type(item['table']) is str
+                and type(item['key']) in _KEY_TYPES
+                and type(item['value']) in _DATA_TYPES
+                and type(item['topic']) in _DATA_TYPES)
+    except (KeyError, TypeError):
+        # A missing field, or an unhashable action.
+        return False
 
 
 def _problem(item) -> str:
@@ -242,7 +242,9 @@ def unpack_events(data: bytes
             'a batch of %d elements in %d bytes: too small for events'
             ' (%d bytes each)' % (count, len(data), MIN_EVENT_BYTES))
     try:
-        items = msgpack.unpackb(data, **_STRICT)
+        # _STRICT, spelled out: a ** call builds a dict each time.
+        items = msgpack.unpackb(data, raw=False, strict_map_key=True,
+                                max_array_len=MAX_BATCH_EVENTS)
     except Exception:
         try:
             items = msgpack.unpackb(data, **_LENIENT)
@@ -273,24 +275,22 @@ def _sort(items, escaped: bool):
     """
     if not items:
         return [], 1, 'empty batch'
-    events = []
-    dropped, problem = 0, None
+    if escaped:
+        events = [item for item in items
+                  if is_event(item) and _escaped_field(item) is None]
+    else:
+        events = [item for item in items if is_event(item)]
+    dropped = len(items) - len(events)
+    if not dropped:
+        return events, 0, None
     for item in items:
-        if is_event(item):
-            if not escaped:
-                events.append(item)
-                continue
-            field = _escaped_field(item)
-            if field is None:
-                events.append(item)
-                continue
-            why = '%s is not valid UTF-8' % field
-        else:
-            why = None
-        dropped += 1
-        if problem is None:
-            problem = 'batch element: ' + (why or _problem(item))
-    return events, dropped, problem
+        # The first one dropped says what was wrong.
+        if not is_event(item):
+            return events, dropped, 'batch element: ' + _problem(item)
+        field = escaped and _escaped_field(item)
+        if field:
+            return events, dropped, (
+                'batch element: %s is not valid UTF-8' % field)
 
 
 def _escaped_field(event) -> Optional[str]:
