@@ -239,7 +239,8 @@ class Delivery:
         if dropped:
             self._count_malformed(data, problem, dropped)
             self._charge(started)
-        elif self._queued_out >= self._queued_in:
+        elif (self._slice_start is not None
+              and self._queued_out >= self._queued_in):
             # Nothing queued after this message: the slice ends.
             self._slice_start = None
             self._slice_work = 0.0
