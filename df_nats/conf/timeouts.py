@@ -27,7 +27,8 @@ How long ``initialize()`` may block a Dragonflow process, at worst:
   registry snapshot with ``[df_nats] publisher_events`` (+ ``SNAPSHOT``
   to stop the watch when that failed).
 
-The README ("How long a call may block") states the same; change both.
+doc/source/design.rst ("How long a call may block") states the same;
+change both (tests/unit/conf/test_timeouts.py checks it).
 """
 
 # A subscribe or unsubscribe, confirmed by a PING/PONG round trip.

@@ -97,10 +97,6 @@ _packers = natives.original('_thread')._local()
 _table_labels: Dict[Any, str] = {}
 
 
-# Where callers of this module have caught it so far.
-MalformedEvent = errors.MalformedEvent
-
-
 def _packer() -> msgpack.Packer:
     try:
         return _packers.packer
@@ -149,10 +145,10 @@ def unpack_event(data: bytes) -> Dict[str, Any]:
     try:
         event = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:
-        raise MalformedEvent('not msgpack: %s' % exc) from None
+        raise errors.MalformedEvent('not msgpack: %s' % exc) from None
     if is_event(event):
         return event
-    raise MalformedEvent(_problem(event))
+    raise errors.MalformedEvent(_problem(event))
 
 
 def is_event(item) -> bool:
@@ -227,7 +223,7 @@ def unpack_events(data: bytes
     if _is_map(first):
         try:
             return [unpack_event(data)], 0, None
-        except MalformedEvent as exc:
+        except errors.MalformedEvent as exc:
             return [], 1, str(exc)
     if not _is_array(first):
         return [], 1, 'not msgpack: neither a map nor an array'

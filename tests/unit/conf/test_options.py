@@ -15,6 +15,7 @@
 import pytest
 
 from df_nats.conf import options
+from df_nats import errors
 
 
 def _set(conf, **values):
@@ -37,7 +38,7 @@ def test_defaults_are_valid(conf):
 ])
 def test_bad_servers_name_the_option(conf, servers, problem):
     _set(conf, servers=servers)
-    with pytest.raises(options.ConfigError, match=problem) as err:
+    with pytest.raises(errors.ConfigError, match=problem) as err:
         options.validate(conf.conf)
     assert err.value.option == 'servers'
     assert str(err.value).startswith('[df_nats] servers:')
@@ -45,7 +46,7 @@ def test_bad_servers_name_the_option(conf, servers, problem):
 
 def test_password_in_url_never_shown(conf):
     _set(conf, servers=['http://admin:s3cret@127.0.0.1:4222'])
-    with pytest.raises(options.ConfigError) as err:
+    with pytest.raises(errors.ConfigError) as err:
         options.validate(conf.conf)
     assert 's3cret' not in str(err.value) and 'admin' not in str(err.value)
     assert options.redact_url('nats://u:p@h:1') == 'nats://***@h:1'
@@ -54,13 +55,13 @@ def test_password_in_url_never_shown(conf):
 @pytest.mark.parametrize('prefix', ['', 'a..b', 'a.*', 'a b', 'x.>'])
 def test_bad_prefix(conf, prefix):
     _set(conf, subject_prefix=prefix)
-    with pytest.raises(options.ConfigError, match='subject_prefix'):
+    with pytest.raises(errors.ConfigError, match='subject_prefix'):
         options.validate(conf.conf)
 
 
 def test_unreadable_files(conf, tmp_path):
     _set(conf, creds_file=str(tmp_path / 'missing.creds'))
-    with pytest.raises(options.ConfigError, match='creds_file'):
+    with pytest.raises(errors.ConfigError, match='creds_file'):
         options.validate(conf.conf)
 
 
@@ -68,14 +69,14 @@ def test_one_auth_method(conf, tmp_path):
     seed = tmp_path / 'seed'
     seed.write_text('SU...')
     _set(conf, token='t0ken', nkey_seed_file=str(seed))
-    with pytest.raises(options.ConfigError, match='only one') as err:
+    with pytest.raises(errors.ConfigError, match='only one') as err:
         options.validate(conf.conf)
     assert 't0ken' not in str(err.value)
 
 
 def test_password_needs_user(conf):
     _set(conf, password='pw')
-    with pytest.raises(options.ConfigError, match='user'):
+    with pytest.raises(errors.ConfigError, match='user'):
         options.validate(conf.conf)
 
 
@@ -83,7 +84,7 @@ def test_cert_needs_key(conf, tmp_path):
     cert = tmp_path / 'c.pem'
     cert.write_text('x')
     _set(conf, tls_cert_file=str(cert))
-    with pytest.raises(options.ConfigError, match='tls_key_file'):
+    with pytest.raises(errors.ConfigError, match='tls_key_file'):
         options.validate(conf.conf)
 
 
@@ -118,7 +119,7 @@ def test_logged_option_values_hold_no_password_of_a_servers_url(conf):
     assert 'hunter2' not in '\n'.join(lines.lines)
     assert line.endswith('****'), line
     # The refusal at start names the URL without its credentials.
-    with pytest.raises(options.ConfigError) as err:
+    with pytest.raises(errors.ConfigError) as err:
         options.validate(conf.conf)
     assert 'hunter2' not in str(err.value) and 'admin' not in str(err.value)
     assert '***@127.0.0.1:4222' in str(err.value)
@@ -130,7 +131,7 @@ def test_logged_option_values_hold_no_password_of_a_servers_url(conf):
 ])
 def test_service_inbox_prefix_is_inboxes_only(conf, prefix):
     _set(conf, service_inbox_prefix=prefix)
-    with pytest.raises(options.ConfigError) as err:
+    with pytest.raises(errors.ConfigError) as err:
         options.validate(conf.conf)
     assert err.value.option == 'service_inbox_prefix'
 
@@ -150,7 +151,7 @@ def test_service_inbox_prefix_accepted(conf, prefix):
 ])
 def test_bad_registry_options_are_named(conf, values, option):
     _set(conf, **values)
-    with pytest.raises(options.ConfigError) as err:
+    with pytest.raises(errors.ConfigError) as err:
         options.validate(conf.conf)
     assert err.value.option == option
     assert str(err.value).startswith('[df_nats] %s: ' % option)
@@ -169,6 +170,9 @@ def test_listener_queue_group_on_by_default(conf):
     [(_, opts)] = options.list_opts()
     [opt] = [o for o in opts if o.name == 'listener_queue_group']
     assert 'queue group' in opt.help and 'listener_<host>' in opt.help
+    # Port status is sent only with Dragonflow's neutron notifier on.
+    assert 'enable_neutron_notifier = True, off by default' in ' '.join(
+        opt.help.split())
     conf.config(group=options.GROUP, listener_queue_group=False)
     assert options.validate(conf.conf).listener_queue_group is False
 
@@ -178,7 +182,7 @@ def test_listener_queue_group_on_by_default(conf):
                                  'nats://df:@127.0.0.1:4222'])
 def test_credentials_in_servers_refused(conf, url):
     _set(conf, servers=['nats://127.0.0.1:4223', url])
-    with pytest.raises(options.ConfigError, match='user and password, or'
+    with pytest.raises(errors.ConfigError, match='user and password, or'
                        ' token, not in the URL') as err:
         options.validate(conf.conf)
     assert err.value.option == 'servers'
@@ -219,7 +223,7 @@ def _secret(tmp_path, name, text, mode=0o600):
 def test_credential_file_of_the_wrong_kind(conf, tmp_path, option, text,
                                            problem):
     _set(conf, **{option: _secret(tmp_path, 'secret', text)})
-    with pytest.raises(options.ConfigError, match=problem) as err:
+    with pytest.raises(errors.ConfigError, match=problem) as err:
         options.validate(conf.conf)
     assert err.value.option == option
     assert _SEED not in str(err.value)
@@ -249,7 +253,7 @@ def test_group_readable_secret_warned(conf, tmp_path, caplog):
 ])
 def test_bad_subscriber_bounds_are_named(conf, values, option):
     _set(conf, **values)
-    with pytest.raises(options.ConfigError) as err:
+    with pytest.raises(errors.ConfigError) as err:
         options.validate(conf.conf)
     assert err.value.option == option
     assert str(err.value).startswith('[df_nats] %s: ' % option)
@@ -261,3 +265,12 @@ def test_subscriber_bounds_by_default(conf):
     assert group.delivery_queue_size == 64 * 1024 * 1024
     _set(conf, resync_interval=0.0)
     assert options.validate(conf.conf).resync_interval == 0.0
+
+
+def test_help_paragraphs_are_folded_to_one_line():
+    assert options._text('''
+        Seconds between two
+        things, from 0 to %d.''', 600) == (
+            'Seconds between two things, from 0 to 600.')
+    for opt in options.ALL_OPTS:
+        assert opt.help == ' '.join(opt.help.split()), opt.name

@@ -25,7 +25,7 @@ import pytest
 from df_nats.conf import options
 from df_nats import errors
 from df_nats.pubsub import process_context
-from df_nats.pubsub import subscriber as df_subscriber
+from df_nats.pubsub import subscriber
 from df_nats.wire import codec
 from df_nats.wire import sequence
 from tests.unit import fakes
@@ -54,7 +54,7 @@ class _Collector:
 
 
 def _subscriber(topics=()):
-    sub = df_subscriber.NatsSubscriber()
+    sub = subscriber.NatsSubscriber()
     got = _Collector()
     sub.initialize(got)
     for topic in topics:
@@ -342,7 +342,7 @@ def test_nothing_is_delivered_after_close_not_even_a_queued_sync(
 
 def test_daemonize_before_initialize_names_the_mistake(fake_conn):
     fake_conn()
-    sub = df_subscriber.NatsSubscriber()
+    sub = subscriber.NatsSubscriber()
     with pytest.raises(errors.UsageError, match='initialize'):
         sub.daemonize()
 
@@ -357,7 +357,7 @@ def test_an_inherited_subscriber_moves_and_asks_for_a_sync(
     child = process_context.ProcessContext(bridge=child_conn.bridge,
                                            connection=child_conn)
     contexts = [parent]
-    sub = df_subscriber.NatsSubscriber()
+    sub = subscriber.NatsSubscriber()
     got = _Collector()
     sub.initialize(got)
     sub.register_topic('D')

@@ -12,13 +12,18 @@
 
 """Reconnect pacing: server choice, backoff and jitter."""
 
+import asyncio
 import random
+import socket
 from urllib import parse
 
+import nats
 from nats.aio import client as nats_client
+from nats import errors as nats_errors
 import pytest
 
 from df_nats.conf import options
+from df_nats import errors
 from df_nats.transport import connect_args
 
 
@@ -87,6 +92,70 @@ def test_reconnect_defaults(conf):
 def test_backoff_cap_below_base_is_named(conf):
     conf.config(group=options.GROUP, reconnect_time_wait=5.0,
                 reconnect_time_wait_max=1.0)
-    with pytest.raises(options.ConfigError) as exc:
+    with pytest.raises(errors.ConfigError) as exc:
         options.validate(conf.conf)
     assert str(exc.value).startswith('[df_nats] reconnect_time_wait_max:')
+
+
+def _help(name):
+    return next(opt.help for opt in options.ALL_OPTS if opt.dest == name)
+
+
+def test_reconnect_time_wait_help_states_the_pacers_backoff():
+    """The help says what ReconnectPacer does: at once while a server has
+    not failed, then this wait, doubling up to the cap, plus jitter.
+    """
+    text = ' '.join(_help('reconnect_time_wait').split())
+    assert 'at once while one of them has not failed yet' in text
+    assert 'doubling' in text and 'reconnect_time_wait_max' in text
+    assert 'reconnect_jitter' in text
+    pacer = _pacer(wait=1.0, wait_max=10.0)
+    assert [pacer.delay(n) for n in (0, 1, 2, 3)] == [0.0, 1.0, 2.0, 4.0]
+
+
+def _refused_url():
+    """A loopback URL nothing listens on (connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    return 'nats://127.0.0.1:%d' % port
+
+
+def _attempts(conf, attempts, seconds):
+    """Failed connects nats-py made with df-nats' arguments; gave up?"""
+    conf.config(group=options.GROUP, servers=[_refused_url()],
+                max_reconnect_attempts=attempts, reconnect_time_wait=0.01,
+                connect_timeout=0.5)
+    kwargs = connect_args.connect_options(options.validate(conf.conf))
+    errors = []
+
+    async def error_cb(exc):
+        errors.append(exc)
+
+    async def connect():
+        try:
+            nc = await asyncio.wait_for(
+                nats.connect(error_cb=error_cb, **kwargs), seconds)
+        except nats_errors.NoServersError:
+            return True
+        except asyncio.TimeoutError:
+            return False
+        await nc.close()
+        raise AssertionError('connected to %s' % kwargs['servers'])
+
+    return asyncio.run(connect()), len(errors)
+
+
+def test_max_reconnect_attempts_tries_a_server_that_many_times_plus_one(
+        conf):
+    gave_up, failed = _attempts(conf, 2, 10.0)
+    assert gave_up and failed == 3
+    assert 'tried this many times plus one' in _help(
+        'max_reconnect_attempts')
+
+
+@pytest.mark.parametrize('attempts', [0, -1])
+def test_max_reconnect_attempts_0_and_minus_1_try_forever(conf, attempts):
+    gave_up, failed = _attempts(conf, attempts, 0.5)
+    assert not gave_up and failed > 3
+    assert '-1 or 0 tries forever' in _help('max_reconnect_attempts')

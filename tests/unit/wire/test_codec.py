@@ -15,6 +15,7 @@
 import msgpack
 import pytest
 
+from df_nats import errors
 from df_nats.wire import codec
 
 
@@ -44,7 +45,7 @@ def test_body_is_what_dragonflow_nodes_decode():
     (msgpack.packb({1: 2}), 'not msgpack'),   # non-str map key
 ])
 def test_malformed_bodies_say_what_is_wrong(data, problem):
-    with pytest.raises(codec.MalformedEvent, match=problem):
+    with pytest.raises(errors.MalformedEvent, match=problem):
         codec.unpack_event(data)
 
 
