@@ -241,11 +241,14 @@ class _Run:
                      % type(exc).__name__)
             return
         replicas = status.stream_info.config.num_replicas or 1
-        level = OK if replicas >= conf.kv_replicas else WARN
+        problems = registry_bucket.limit_problems(status.stream_info.config,
+                                                  conf)
+        level = OK if replicas >= conf.kv_replicas and not problems else WARN
         self.add('registry', level, 'bucket %s: %d record(s), max age %s s,'
-                 ' %d replica(s) ([df_nats] kv_replicas = %d)' % (
+                 ' %d replica(s) ([df_nats] kv_replicas = %d)%s' % (
                      conf.registry_bucket, status.values, status.ttl,
-                     replicas, conf.kv_replicas))
+                     replicas, conf.kv_replicas,
+                     ''.join('; ' + problem for problem in problems)))
 
     def capture(self):
         subject = '%s.topic.>' % self.conf.subject_prefix

@@ -19,6 +19,8 @@ Pure: NATS subject matching (``covers``), nats-server's permission rules
 check`` probes or judges them.
 """
 
+from df_nats.registry import records
+from df_nats.registry import registration
 from df_nats.transport import service
 from df_nats.wire import subjects
 
@@ -108,8 +110,10 @@ def needs(role: str, conf):
                          subjects.LISTENER_QUEUE_GROUP,
                          'port status (the listeners\' queue group)'))
         if conf.publisher_registry:
-            need += js + [('publish', '$KV.%s.%s' % (bucket, PROBE), '',
-                           'its registry record'),
+            # Its records are under its host's token (records.key).
+            key = records.key(registration.host_name(), PROBE)
+            need += js + [('publish', '$KV.%s.%s' % (bucket, key), '',
+                           'its registry records'),
                           ('subscribe', inbox, '', 'JetStream replies')]
     elif role == CONTROLLER:
         need.append(('subscribe', topic, '', 'events of its topics'))

@@ -46,6 +46,17 @@ _TLS_OPTIONS = ('tls_ca_file', 'tls_cert_file', 'tls_key_file',
 MAX_RESYNC_INTERVAL = 600
 MIN_DELIVERY_QUEUE_SIZE = 1024 * 1024
 
+# Bounds of the registry's limits.
+MIN_REGISTRY_BYTES = 1024 * 1024
+MAX_REGISTRY_BYTES = 1024 * 1024 * 1024
+MIN_RECORD_SIZE = 1024
+MAX_RECORD_SIZE = 1024 * 1024
+MIN_RECORDS = 16
+MAX_RECORDS = 1000000
+# Records of one host a watcher holds at most: 4 services of the 256
+# slots each a service may take on one host.
+MAX_HOST_RECORDS = 1024
+
 
 def _text(paragraph: str, *values) -> str:
     """A help text written as an indented paragraph, on one line, with
@@ -117,8 +128,9 @@ connection_opts = [
         Publisher streams (publisher, incarnation, topic) a subscriber tracks
         for gaps and duplicates; the least recently seen is forgotten beyond
         this. Streams of publishers known to be registered (with
-        publisher_events) are counted apart, so that others never push them
-        out.''')),
+        publisher_events) are counted apart, up to as many again, and never
+        pushed out: not by others, nor by publishers registered after them;
+        beyond, new ones are tracked with the others.''')),
     # Hostile input (see "Hostile input" in doc/source/design.rst).
     cfg.FloatOpt('resync_interval', default=5.0, help=_text('''
         Seconds between two resyncs a subscriber asks Dragonflow for (callback
@@ -218,6 +230,30 @@ registry_opts = [
     cfg.IntOpt('kv_replicas', default=1, min=1, max=5, help=_text('''
         Replicas of the registry bucket when df-nats creates it: 1 on a single
         server, 3 in a cluster.''')),
+    # Bounds of the registry (see the registry page of the docs): 5,000
+    # hosts x 4 processes = 20,000 records of about 340 bytes, 450 with
+    # the key and the store's overhead: 9 MiB. The limits leave 7x room
+    # for that, and hold 15,000 records even at the largest size.
+    cfg.IntOpt('registry_max_bytes', default=64 * 1024 * 1024, help=_text('''
+        Bytes the registry bucket may hold (its max_bytes, set when df-nats
+        creates it): a full bucket refuses new records, never a refresh. A
+        record takes about 450 bytes with its key, so the default 64 MiB holds
+        100,000 publishers, and 15,000 even of the largest records. A bucket
+        found without this limit, or with a larger one, is used with a
+        warning. From %d to %d.''', MIN_REGISTRY_BYTES, MAX_REGISTRY_BYTES)),
+    cfg.IntOpt('registry_max_record_size', default=4096, help=_text('''
+        Bytes of one registry record at most (the bucket's max_value_size, set
+        when df-nats creates it). A record df-nats writes takes about 340
+        bytes, 1,000 with the longest host names; a watcher drops (and counts)
+        a larger one even from a bucket without this limit. From %d to
+        %d.''', MIN_RECORD_SIZE, MAX_RECORD_SIZE)),
+    cfg.IntOpt('registry_max_records', default=32768, help=_text('''
+        Registry records a watcher (publisher_events, "df-nats publishers")
+        holds at most, and at most %d of one host: records beyond are dropped
+        and counted, never held. Sized for 20,000 publishers (5,000 hosts with
+        4 processes each) and room to spare; a record held takes about 1 KiB
+        of memory.
+        From %d to %d.''', MAX_HOST_RECORDS, MIN_RECORDS, MAX_RECORDS)),
     cfg.BoolOpt('publisher_events', default=False, help=_text('''
         Also deliver publishers joining, changing and leaving the registry to
         the subscriber callback, as "publisher" table events shaped like
@@ -323,6 +359,18 @@ def _check_registry(conf):
         raise errors.ConfigError(
             'role', '%r must be 1 to 64 printable characters without'
             ' spaces' % conf.role)
+    for name, low, high in (
+            ('registry_max_bytes', MIN_REGISTRY_BYTES, MAX_REGISTRY_BYTES),
+            ('registry_max_record_size', MIN_RECORD_SIZE, MAX_RECORD_SIZE),
+            ('registry_max_records', MIN_RECORDS, MAX_RECORDS)):
+        if not low <= conf[name] <= high:
+            raise errors.ConfigError(name, '%d: must be from %d to %d'
+                                     % (conf[name], low, high))
+    if conf.registry_max_record_size > conf.registry_max_bytes:
+        raise errors.ConfigError(
+            'registry_max_record_size', '%d bytes is more than'
+            ' registry_max_bytes (%d)' % (conf.registry_max_record_size,
+                                          conf.registry_max_bytes))
     if conf.heartbeat_interval > conf.publisher_ttl / 2:
         raise errors.ConfigError(
             'heartbeat_interval',

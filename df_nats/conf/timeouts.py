@@ -55,8 +55,10 @@ REGISTER_GRACE = 5.0
 
 # The registry watch: its snapshot of the bucket, and its other calls.
 SNAPSHOT = 10.0
-# Without limit markers, a record unrefreshed for its TTL + this is expired.
-CLOCK_GRACE = 2.0
+# A record unrefreshed for its TTL + this is expired by the watchers'
+# clocks (the bucket has no limit markers). The server removed it at the
+# TTL after its last write, which a watcher sees no earlier than that.
+CLOCK_GRACE = 1.0
 
 # A subscriber's work on received messages that deliver nothing or hold
 # malformed events (sequence check and decoding), in one slice of its

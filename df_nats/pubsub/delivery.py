@@ -238,8 +238,11 @@ class Delivery:
 
     def on_publisher_event(self, table, key, action, value, topic):
         # A publisher joined or left the registry: its streams are
-        # protected from eviction while it is registered.
+        # protected from eviction while it is registered. A change means
+        # another process took the id: its old streams are let go.
         self._tracker.set_known(key, action != 'delete')
+        if action == 'set':
+            self._tracker.publisher_changed(key)
         self._call(table, key, action, value, topic)
 
     def deliver(self, subject, headers, data, size=0):

@@ -236,7 +236,8 @@ class NatsSubscriber(api.SubscriberApi):
         self._delivery.start()
         if conn.conf.publisher_events:
             self._publisher_feed = watch.start_publisher_feed(
-                conn, self._delivery.on_publisher_event)
+                conn, self._delivery.on_publisher_event,
+                stats=self._delivery.stats)
 
     def run(self):
         """Receive until ``close()``: ``daemonize`` and wait."""

@@ -15,11 +15,27 @@
 The bucket's max age is ``publisher_ttl``; every process that registers
 must agree on it, so a bucket made with another value is a configuration
 error that names the option.
+
+The bucket is bounded, since whoever may write one key may write many:
+``registry_max_bytes`` in all, ``registry_max_record_size`` per record,
+one record per key (history 1). A full bucket refuses new keys but never
+the refresh of a key it holds (nats-server replaces a message at its
+subject's limit even then), so live publishers stay listed.
+
+It is created without the two features that would let one writer undo
+everybody else's records: rollup headers (``Nats-Rollup: all`` on any
+key purges the whole bucket) and per-message TTLs (``Nats-TTL: never``
+keeps a record past the max age). nats-server turns both on for a bucket
+with limit markers, so there are none: watchers notice an expiry by
+their own clock (``watch``). A bucket found with other limits (one made
+by an earlier df-nats, or by hand) is used, with one warning naming the
+options and saying how to have it made again; it is never changed or
+made again silently.
 """
 
 import asyncio
 import time
-from typing import Optional
+from typing import List, Optional
 
 from nats import errors as nats_errors
 from nats.js import api as js_api
@@ -31,6 +47,13 @@ from df_nats.loop import log
 from df_nats.transport import client
 
 LOG = log.get_logger(__name__)
+
+# JetStream's error code for a stream created with another configuration.
+_STREAM_NAME_IN_USE = 10058
+
+
+# Bucket settings already warned about, per bucket: once per process.
+_warned = {}
 
 
 def _bucket_problem(status, conf) -> Optional[errors.ConfigError]:
@@ -81,31 +104,89 @@ async def open_bucket(js, conf, create: bool = True, strict: bool = True):
     problem = _bucket_problem(status, conf)
     if problem and strict:
         raise problem
-    if status.marker_ttl is None:
-        LOG.warning('df-nats: bucket %s has no limit markers (nats-server'
-                    ' < 2.11 or created by hand): watchers notice expiries'
-                    ' by their own clock', bucket)
+    _warn_limits(status.stream_info.config, conf)
     return kv
 
 
-async def _create_bucket(js, conf):
-    config = js_api.KeyValueConfig(
-        bucket=conf.registry_bucket,
+def limit_problems(config, conf) -> List[str]:
+    """What in the bucket's stream ``config`` is less safe than df-nats
+    makes it, each naming the option or the feature; empty when nothing.
+    """
+    problems = []
+    for name, have, want in (
+            ('registry_max_bytes', config.max_bytes, conf.registry_max_bytes),
+            ('registry_max_record_size', config.max_msg_size,
+             conf.registry_max_record_size)):
+        if not have or have < 0:
+            problems.append('no size limit ([df_nats] %s = %d)'
+                            % (name, want))
+        elif have > want:
+            problems.append('a limit of %d bytes, more than [df_nats] %s'
+                            ' = %d' % (have, name, want))
+    if (config.max_msgs_per_subject or 0) != 1:
+        problems.append('a history of %s records per key, not 1'
+                        % config.max_msgs_per_subject)
+    if config.allow_rollup_hdrs:
+        problems.append('rollup headers allowed (a writer of any key may'
+                        ' purge every record)')
+    if config.allow_msg_ttl:
+        problems.append('per-message TTLs allowed (a writer may keep a'
+                        ' record past publisher_ttl; watchers drop such'
+                        ' records)')
+    return problems
+
+
+def _warn_limits(config, conf):
+    problems = limit_problems(config, conf)
+    bucket = conf.registry_bucket
+    if not problems or _warned.get(bucket) == problems:
+        return
+    _warned[bucket] = problems
+    LOG.warning('df-nats: registry bucket %s has %s. df-nats uses it, but'
+                ' any process allowed to write one record can fill it or'
+                ' undo the others\'. Once every process runs this'
+                ' df-nats version, delete it ("nats kv del %s"): the'
+                ' publishers create it again with the limits at their'
+                ' next heartbeat', bucket, '; '.join(problems), bucket)
+
+
+def stream_config(conf) -> js_api.StreamConfig:
+    """The stream of the registry bucket, as df-nats creates it."""
+    ttl = conf.publisher_ttl
+    return js_api.StreamConfig(
+        name='KV_%s' % conf.registry_bucket,
         description='df-nats publisher registry',
-        history=1, ttl=conf.publisher_ttl, replicas=conf.kv_replicas,
-        limit_marker_ttl=max(1.0, conf.heartbeat_interval))
+        subjects=['$KV.%s.>' % conf.registry_bucket],
+        max_age=ttl, max_msgs_per_subject=1, max_msgs=-1,
+        max_bytes=conf.registry_max_bytes,
+        max_msg_size=conf.registry_max_record_size,
+        max_consumers=-1, num_replicas=conf.kv_replicas,
+        storage=js_api.StorageType.FILE,
+        discard=js_api.DiscardPolicy.NEW,
+        # As a KV bucket: duplicates detected for at most 2 minutes.
+        duplicate_window=min(ttl, 120.0),
+        deny_delete=True, allow_rollup_hdrs=False, allow_msg_ttl=False)
+
+
+async def _create_bucket(js, conf):
+    # Not create_key_value(): it turns rollups and message TTLs on.
+    config = stream_config(conf)
     deadline = time.monotonic() + timeouts.BUCKET_PLACEMENT
     while True:
         try:
-            return await js.create_key_value(config=config)
-        except js_errors.KeyValueLimitMarkerTTLNotSupportedError:
-            config.limit_marker_ttl = None
+            await js.add_stream(config)
+            break
+        except js_errors.BadRequestError as exc:
+            if exc.err_code == _STREAM_NAME_IN_USE:
+                break  # created meanwhile by another process: check it
+            raise
         except js_errors.APIError as exc:
             # "insufficient resources" / "no suitable peers" while a
             # fresh cluster still gathers its peers' statistics.
             if exc.code not in (500, 503) or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.25)
+    return await js.key_value(conf.registry_bucket)
 
 
 def _registry_subject(kind: str, subject: str) -> bool:

@@ -28,6 +28,10 @@ workers of one service share that name, so each process claims the first
 slot whose record is free, expired, or held by a dead process of this host
 (the claim is a compare-and-set on the key's revision). A restarted process
 therefore takes its old id back, and workers get distinct ones.
+
+The record's key is ``<host token>.<id>`` (``records``): the server's
+permissions can then let each host write its own records only, so that
+no other host can overwrite, delete or hold its slots.
 """
 
 import asyncio
@@ -35,7 +39,6 @@ import json
 import socket
 import threading
 import time
-import uuid
 from typing import Dict, Optional
 
 from nats.js import errors as js_errors
@@ -44,20 +47,16 @@ from df_nats.conf import timeouts
 from df_nats import errors
 from df_nats.loop import log
 from df_nats.registry import bucket
+from df_nats.registry import records
 from df_nats.transport import connect_args
 from df_nats import version
-from df_nats.wire import untrusted_json
 
 LOG = log.get_logger(__name__)
 
 # Workers of one service on one host; a claim beyond this is a bug.
-_MAX_SLOTS = 256
+_MAX_SLOTS = records.MAX_SLOTS
 
 _SERVICE_ROLES = ('neutron-server', 'df-local-controller')
-
-# A record df-nats writes is a few hundred bytes, one level deep.
-MAX_RECORD_BYTES = 64 * 1024
-MAX_RECORD_DEPTH = 8
 
 
 def host_name() -> str:
@@ -71,26 +70,6 @@ def default_role(process: str) -> str:
         if role in process:
             return role
     return process
-
-
-def publisher_uuid(process: str, host: str, slot: int = 0) -> str:
-    """The id of ``process`` on ``host``; slot 0 is Dragonflow's own."""
-    name = '%s.%s' % (process, host)
-    if slot:
-        name = '%s.%d' % (name, slot)
-    return str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
-
-
-def decode_record(value: bytes) -> Optional[Dict]:
-    """A registry record, or None when ``value`` is not one.
-
-    Bounded in size and depth (anyone who may write the bucket wrote it).
-    """
-    record, _ = untrusted_json.loads(value, MAX_RECORD_BYTES,
-                                     MAX_RECORD_DEPTH)
-    if not isinstance(record, dict) or not isinstance(record.get('id'), str):
-        return None
-    return record
 
 
 def _pid_alive(pid) -> bool:
@@ -117,7 +96,8 @@ class Registration:
         self.process = connect_args.process_name()
         self.host = host_name()
         self.role = self.conf.role or default_role(self.process)
-        self.publisher_id = publisher_uuid(self.process, self.host)
+        self.publisher_id = records.publisher_uuid(self.process, self.host)
+        self._key = records.key(self.host, self.publisher_id)
         self._record: Dict = {}
         self._kv = None
         self._users = 0
@@ -181,7 +161,7 @@ class Registration:
     async def _register(self):
         js = self.conn.jetstream_on_loop(timeout=timeouts.JETSTREAM_REQUEST)
         kv = await bucket.open_bucket(js, self.conf)
-        self.publisher_id = await self._claim(kv)
+        self.publisher_id, self._key = await self._claim(kv)
         self._kv = kv
         self._failing = False
         self._last_write = time.monotonic()
@@ -225,35 +205,39 @@ class Registration:
             'version': version.version_string(),
         }
 
-    def _held_elsewhere(self, record) -> bool:
-        # True when another live process owns this record.
-        if record is None or record.get('pid') == self.pid:
+    def _held_elsewhere(self, key, entry) -> bool:
+        # True when another live process of this host owns the record.
+        # One that is not a record of this key (its id, host and slot
+        # disagree) holds nothing: it is taken over.
+        record, _ = records.parse(key, entry.value or b'', None,
+                                  self.conf.registry_max_record_size)
+        if record is None or record['pid'] == self.pid:
             return False
-        if record.get('host') != self.host:
-            return True
-        return _pid_alive(record.get('pid'))
+        return _pid_alive(record['pid'])
 
-    async def _claim(self, kv) -> str:
+    async def _claim(self, kv):
         slot = 0
         while slot < _MAX_SLOTS:
-            publisher_id = publisher_uuid(self.process, self.host, slot)
+            publisher_id = records.publisher_uuid(self.process, self.host,
+                                                  slot)
+            key = records.key(self.host, publisher_id)
             self._record = self._new_record_on_loop(publisher_id, slot)
             value = json.dumps(self._record).encode()
             try:
-                await kv.create(publisher_id, value)
-                return publisher_id
+                await kv.create(key, value)
+                return publisher_id, key
             except js_errors.KeyWrongLastSequenceError:
                 pass
             try:
-                entry = await kv.get(publisher_id)
+                entry = await kv.get(key)
             except js_errors.KeyNotFoundError:
                 continue  # expired meanwhile: create again
-            if self._held_elsewhere(decode_record(entry.value)):
+            if self._held_elsewhere(key, entry):
                 slot += 1
                 continue
             try:
-                await kv.update(publisher_id, value, last=entry.revision)
-                return publisher_id
+                await kv.update(key, value, last=entry.revision)
+                return publisher_id, key
             except js_errors.KeyWrongLastSequenceError:
                 continue  # somebody else claimed it first: look again
         raise errors.RegistryUnavailable(
@@ -291,8 +275,7 @@ class Registration:
     async def _refresh(self):
         self._record['last_activity_timestamp'] = time.time()
         self._last_write = time.monotonic()
-        await self._kv.put(self.publisher_id,
-                           json.dumps(self._record).encode())
+        await self._kv.put(self._key, json.dumps(self._record).encode())
 
     async def _stop(self):
         self.conn.remove_listener(self._wake.set)
@@ -301,5 +284,5 @@ class Registration:
         if self._kv is None or not self.conn.connected:
             return
         kv, self._kv = self._kv, None
-        await kv.delete(self.publisher_id)
+        await kv.delete(self._key)
         LOG.info('df-nats: unregistered publisher %s', self.publisher_id)

@@ -16,12 +16,29 @@ A watch is an ordered JetStream consumer on the registration bucket that first
 delivers the last record of every key (the snapshot), then every write.
 Heartbeats only move ``last_activity_timestamp`` and are not reported as
 changes. A publisher leaves when its record is deleted (``close()``) or
-expires; the expiry is seen through the limit marker the server writes, or,
-on a server without limit markers, by our own clock.
+expires; the expiry is seen by our own clock (``publisher_ttl`` after the
+record's last write was seen), or through the limit marker the server
+writes in a bucket that has them (one made by an earlier df-nats).
 
 Ordered consumers can stall after a server restart (nats.py issue 510), so
 the consumer is created anew after every reconnect, and the new snapshot is
 compared with what we knew: what disappeared meanwhile leaves as ``gone``.
+The same happens when the consumer is found gone (the bucket was deleted,
+and made again by the publishers): it is asked for when no record came
+for half a TTL, since live publishers write every heartbeat.
+
+Records are untrusted (whoever may write one key may write many): each is
+bounded and checked by ``records.parse`` (size, fields, id against key),
+and the watch holds at most ``registry_max_records`` of them, at most
+``MAX_HOST_RECORDS`` of one host. What it drops is counted in ``stats``
+(``registry_malformed``, ``registry_oversized``, ``registry_forged``,
+``registry_over_limit``) and logged, at most once a second. Memory goes
+back when records go: the dicts are rebuilt when they shrink, and freed
+heap memory is returned to the system (``loop.memory``).
+
+During a rolling upgrade a publisher's id may be held by two keys at
+once, its old layout's and the new one's; it joins once and leaves when
+neither holds it.
 """
 
 import asyncio
@@ -31,11 +48,14 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from nats.js import api as js_api
+from nats.js import errors as js_errors
 
+from df_nats.conf import options
 from df_nats.conf import timeouts
 from df_nats.loop import log
+from df_nats.loop import memory
 from df_nats.registry import bucket
-from df_nats.registry import registration
+from df_nats.registry import records
 
 LOG = log.get_logger(__name__)
 
@@ -60,11 +80,121 @@ def _leave_reason(headers) -> Optional[str]:
     return None
 
 
+# What is dropped, counted under 'registry_<why>'.
+OVER_LIMIT = 'over_limit'
+# Freed bytes (of records dropped or gone) worth returning to the system.
+_TRIM_BYTES = 4 * 1024 * 1024
+# What a held record costs, about, for that count.
+_HELD_RECORD_BYTES = 1024
+# A dict of records is rebuilt when it holds a quarter of its peak.
+_COMPACT_FROM = 1024
+
+
+_STAMP = 'last_activity_timestamp'
+
+
+def _identity(record: Dict) -> str:
+    # A record without what a heartbeat changes (the timestamp) and what
+    # its key says (legacy): one string, as records are held.
+    return json.dumps({k: v for k, v in record.items()
+                       if k != _STAMP and k != 'legacy'},
+                      sort_keys=True, separators=(',', ':'))
+
+
 def _same_publisher(old: Dict, new: Dict) -> bool:
-    # A heartbeat changes only the timestamp.
-    ignore = ('last_activity_timestamp',)
-    return ({k: v for k, v in old.items() if k not in ignore}
-            == {k: v for k, v in new.items() if k not in ignore})
+    # A heartbeat changes only the timestamp; the same record under the
+    # new key layout is the same publisher.
+    return _identity(old) == _identity(new)
+
+
+def _alternate(key: str, record: Dict) -> str:
+    # The other key that may hold the same publisher id during an
+    # upgrade: the old layout's for a new key, and the other way round.
+    if record.get('legacy'):
+        return records.key(record['host'], record['id'])
+    return record['id']
+
+
+class _Held:
+    """Records by key, bounded in count and per host (loop thread).
+
+    A record is held as its identity string and its timestamp: two
+    objects rather than a dict of ten, so that thousands of them cost
+    less and leave fewer pinned blocks in the allocator when they go.
+    """
+
+    def __init__(self, limit: int, host_limit: int):
+        self.records: Dict[str, tuple] = {}
+        self._hosts = collections.Counter()
+        self._limit = limit
+        self._host_limit = host_limit
+        self._peak = 0
+
+    def __len__(self):
+        return len(self.records)
+
+    def get(self, key: str) -> Optional[Dict]:
+        """The record held under ``key``, or None."""
+        packed = self.records.get(key)
+        if packed is None:
+            return None
+        record = json.loads(packed[0])
+        if packed[1] is not None:
+            record[_STAMP] = packed[1]
+        if '.' not in key:
+            record['legacy'] = True
+        return record
+
+    def identity(self, key: str) -> Optional[str]:
+        """What the record under ``key`` says but for its timestamp."""
+        packed = self.records.get(key)
+        return None if packed is None else packed[0]
+
+    def admit(self, key: str, record: Dict, identity: str = None) -> bool:
+        """Hold ``record`` under ``key``; False when over a limit."""
+        packed = (identity or _identity(record), record.get(_STAMP))
+        if key in self.records:
+            self.records[key] = packed
+            return True
+        token = self._token(key)
+        if len(self.records) >= self._limit or (
+                token is not None and self._hosts[token] >= self._host_limit):
+            return False
+        self.records[key] = packed
+        if token is not None:
+            self._hosts[token] += 1
+        self._peak = max(self._peak, len(self.records))
+        return True
+
+    def remove(self, key: str) -> Optional[Dict]:
+        """The record under ``key``, no longer held (None if none was)."""
+        record = self.get(key)
+        if record is None:
+            return None
+        del self.records[key]
+        token = self._token(key)
+        if token is not None:
+            self._hosts[token] -= 1
+            if not self._hosts[token]:
+                del self._hosts[token]
+        return record
+
+    def compact(self) -> bool:
+        """Rebuild the dicts when they hold a quarter of their peak:
+        a dict never shrinks by deletions. True when it did.
+        """
+        if self._peak < _COMPACT_FROM or len(self.records) > self._peak // 4:
+            return False
+        self.records = dict(self.records)
+        self._hosts = collections.Counter(self._hosts)
+        self._peak = len(self.records)
+        return True
+
+    @staticmethod
+    def _token(key: str) -> Optional[str]:
+        # Legacy keys (one token) have no host to count them under.
+        token, dot, _ = key.partition('.')
+        return token if dot else None
 
 
 class PublisherWatch:
@@ -75,27 +205,41 @@ class PublisherWatch:
     thread) for every ``join``, ``change`` and ``leave``. A leave's record
     has ``left``: closed, expired, purged, removed, or gone (vanished while
     this process was disconnected).
+
+    ``stats`` is the counter the watch counts in: its own, or one given
+    (the subscriber's, whose counters the df-nats service shows).
     """
 
     def __init__(self, conn, role: Optional[str] = None,
                  on_change: Optional[Callable[[str, Dict], None]] = None,
-                 create: bool = True):
+                 create: bool = True,
+                 stats: Optional[collections.Counter] = None):
         self.conn = conn
         self.role = role
-        self.stats = collections.Counter()
+        self.stats = collections.Counter() if stats is None else stats
         self._on_change = on_change
         self._create = create
-        self._bucket = conn.conf.registry_bucket
+        conf = conn.conf
+        self._bucket = conf.registry_bucket
         self._prefix = '$KV.%s.' % self._bucket
+        self._max_size = conf.registry_max_record_size
+        self._max_records = conf.registry_max_records
         # Loop thread only, from here on.
-        self._known: Dict[str, Dict] = {}
+        self._known = self._held()
         self._seen: Dict[str, float] = {}
-        self._snapshot: Optional[Dict[str, Dict]] = None
+        self._snapshot: Optional[_Held] = None
         self._loaded: Optional[asyncio.Future] = None
         self._sub = None
         self._ttl = None
         self._tasks: List[asyncio.Task] = []
-        self._malformed_warning = log.Throttled(LOG)
+        self._resubscribing = False
+        self._last_message = time.monotonic()
+        self._released = 0
+        self._dropped_warning = log.Throttled(LOG)
+        self._legacy_warning = log.Throttled(LOG, interval=3600.0)
+
+    def _held(self) -> _Held:
+        return _Held(self._max_records, options.MAX_HOST_RECORDS)
 
     # -- caller's world ---------------------------------------------------
 
@@ -118,7 +262,15 @@ class PublisherWatch:
     # -- loop thread ----------------------------------------------------------
 
     async def _list(self):
-        return sorted(self._known.values(), key=lambda r: r['id'])
+        # One record per id: the new layout's when the old one holds it
+        # too (an upgrade in progress).
+        by_id = {}
+        for key in self._known.records:
+            record = self._known.get(key)
+            held = by_id.get(record['id'])
+            if held is None or held.get('legacy'):
+                by_id[record['id']] = record
+        return sorted(by_id.values(), key=lambda r: r['id'])
 
     async def _start(self):
         kv = await bucket.open_bucket(
@@ -138,7 +290,7 @@ class PublisherWatch:
             timeout=timeouts.JETSTREAM_REQUEST)
 
     async def _subscribe(self):
-        self._snapshot = {}
+        self._snapshot = self._held()
         self._loaded = asyncio.get_running_loop().create_future()
         self._sub = await self._js_on_loop().subscribe(
             self._prefix + '>', stream='KV_' + self._bucket,
@@ -156,104 +308,185 @@ class PublisherWatch:
         if self._loaded is not None and not self._loaded.done():
             self._loaded.set_result(None)
 
-    def _snapshot_done_on_loop(self) -> Dict[str, Dict]:
+    def _snapshot_done_on_loop(self) -> _Held:
         assert self.conn.bridge.on_loop_thread()
         snapshot, self._snapshot = self._snapshot, None
         now = time.monotonic()
-        self._seen = dict.fromkeys(snapshot, now)
+        self._seen = dict.fromkeys(snapshot.records, now)
         return snapshot
 
     async def _on_message(self, msg):
+        self._last_message = time.monotonic()
         key = msg.subject[len(self._prefix):]
-        reason = _leave_reason(msg.headers or {})
+        headers = msg.headers or {}
+        reason = _leave_reason(headers)
         record = None
         if reason is None:
-            record = registration.decode_record(msg.data)
+            record, why = records.parse(key, msg.data, headers,
+                                        self._max_size)
             if record is None:
-                self._malformed_on_loop(key)
-            elif self.role and record.get('role') != self.role:
+                self._drop_on_loop(key, why, len(msg.data))
+            elif self.role and record['role'] != self.role:
                 record, reason = None, 'role'
+            elif record.get('legacy'):
+                self._legacy_on_loop(record)
         if self._snapshot is not None:
-            if record is not None:
-                self._snapshot[key] = record
-            else:
-                self._snapshot.pop(key, None)
+            if record is None:
+                self._snapshot.remove(key)
+            elif not self._snapshot.admit(key, record):
+                self._drop_on_loop(key, OVER_LIMIT, len(msg.data))
             if msg.metadata.num_pending == 0:
                 self._finish_loading_on_loop()
         elif record is not None or reason is not None:
-            self._apply_on_loop(key, record, reason)
+            self._apply_on_loop(key, record, reason, len(msg.data))
 
-    def _apply_on_loop(self, key, record, reason):
+    def _apply_on_loop(self, key, record, reason, size=0):
         assert self.conn.bridge.on_loop_thread()
-        old = self._known.get(key)
+        known = self._known
         if record is not None:
+            old = known.identity(key)
+            identity = _identity(record)
+            if not known.admit(key, record, identity):
+                self._drop_on_loop(key, OVER_LIMIT, size)
+                return
             self._seen[key] = time.monotonic()
-            self._known[key] = record
-            if old is None:
+            if old is not None:
+                if old != identity:
+                    self._emit_on_loop(CHANGE, record)
+                return
+            other = known.identity(_alternate(key, record))
+            if other is None:
                 self._emit_on_loop(JOIN, record)
-            elif not _same_publisher(old, record):
+            elif other != identity:
                 self._emit_on_loop(CHANGE, record)
-        elif old is not None:
-            del self._known[key]
-            self._seen.pop(key, None)
+            return
+        old = known.remove(key)
+        if old is None:
+            return
+        self._seen.pop(key, None)
+        self._released += _HELD_RECORD_BYTES
+        other_key = _alternate(key, old)
+        other = known.identity(other_key)
+        if other is None:
             self._emit_on_loop(LEAVE, dict(old, left=reason))
+        elif other != _identity(old):
+            self._emit_on_loop(CHANGE, known.get(other_key))
+        if known.compact():
+            self._seen = dict(self._seen)
 
     def _emit_on_loop(self, kind, record):
         assert self.conn.bridge.on_loop_thread()
-        self.stats[kind] += 1
+        self.stats['registry_%ss' % kind] += 1
         on_change = self._on_change
         if on_change is not None:
             self.conn.bridge.world.post(on_change, kind, record)
 
-    def _malformed_on_loop(self, key):
+    def _drop_on_loop(self, key, why, size):
         assert self.conn.bridge.on_loop_thread()
-        self.stats['malformed'] += 1
-        self._malformed_warning.warning(
-            'df-nats: registration key %s holds no publisher record; ignored'
-            ' (%d so far)', key, self.stats['malformed'])
+        name = 'registry_' + why
+        self.stats[name] += 1
+        self._released += size
+        self._dropped_warning.warning(
+            'df-nats: registry key %s dropped (%s): %d so far; whoever may'
+            ' write the registry bucket can write such records',
+            _shown(key), why.replace('_', ' '), self.stats[name])
+
+    def _legacy_on_loop(self, record):
+        assert self.conn.bridge.on_loop_thread()
+        self._legacy_warning.warning(
+            'df-nats: publisher %s on %s registers under the key layout of'
+            ' an earlier df-nats: upgrade df-nats there (listed meanwhile)',
+            record['id'], _shown(record['host']))
 
     async def _expire_by_clock(self):
-        # The fallback for servers without limit markers; with markers the
-        # marker arrives first and this finds nothing to do.
+        # A record not written again within publisher_ttl has been removed
+        # by the server; in a bucket with limit markers the marker comes
+        # first and this finds nothing to do.
         if not self._ttl:
             return
         limit = self._ttl + timeouts.CLOCK_GRACE
         while True:
-            await asyncio.sleep(min(1.0, self._ttl / 4))
-            if self._snapshot is not None or not self.conn.connected:
+            await asyncio.sleep(min(0.5, self._ttl / 4))
+            if self._released >= _TRIM_BYTES:
+                self._released = 0
+                memory.trim()
+            if (self._snapshot is not None or not self.conn.connected
+                    or self._behind_on_loop()):
                 continue  # nothing can be seen now; no false expiries
             now = time.monotonic()
+            if now - self._last_message > self._ttl / 2:
+                self._last_message = now
+                if not await self._consumer_alive():
+                    self._reconnected_on_loop()
+                    continue
             for key, seen in list(self._seen.items()):
                 if now - seen > limit:
                     self._apply_on_loop(key, None, 'expired')
 
+    async def _consumer_alive(self) -> bool:
+        # False only when the server says the consumer is gone.
+        sub = self._sub
+        if sub is None or self._resubscribing:
+            return True
+        try:
+            await sub.consumer_info()
+        except js_errors.NotFoundError:
+            LOG.warning('df-nats: registry watch: the consumer of bucket %s'
+                        ' is gone (was the bucket deleted?): watching it'
+                        ' again', self._bucket)
+            return False
+        except Exception:
+            pass  # no answer now: asked again later
+        return True
+
+    def _behind_on_loop(self) -> bool:
+        # Messages wait for our callback: a refresh may be among them.
+        assert self.conn.bridge.on_loop_thread()
+        sub = self._sub
+        return sub is not None and sub.pending_msgs > 0
+
     def _reconnected_on_loop(self):
         assert self.conn.bridge.on_loop_thread()
+        self._tasks = [task for task in self._tasks if not task.done()]
         self._tasks.append(asyncio.get_running_loop().create_task(
             self._resubscribe()))
 
     async def _resubscribe(self):
+        if self._resubscribing:
+            return
+        self._resubscribing = True
+        try:
+            await self._watch_again()
+        finally:
+            self._resubscribing = False
+
+    async def _watch_again(self):
         old, self._sub = self._sub, None
         try:
-            await old.unsubscribe()
+            if old is not None:
+                await old.unsubscribe()
         except Exception:
             pass  # the consumer died with the old server connection
+        failures = 0
         while self.conn.connected:
             try:
                 await self._subscribe()
                 break
             except Exception as exc:
-                LOG.warning(
+                # Once a warning, then every second at debug level (the
+                # bucket may be missing until a publisher makes it).
+                failures += 1
+                (LOG.warning if failures == 1 else LOG.debug)(
                     'df-nats: registration watch: resubscribing: %s: %s',
                     type(exc).__name__, exc)
                 await asyncio.sleep(1.0)
         else:
             return  # disconnected again; the next reconnect retries
         fresh = self._snapshot_done_on_loop()
-        for key in set(self._known) - set(fresh):
+        for key in set(self._known.records) - set(fresh.records):
             self._apply_on_loop(key, None, 'gone')
-        for key, record in fresh.items():
-            self._apply_on_loop(key, record, None)
+        for key in list(fresh.records):
+            self._apply_on_loop(key, fresh.get(key), None)
 
     async def _stop(self):
         self.conn.remove_listener(self._reconnected_on_loop)
@@ -265,6 +498,12 @@ class PublisherWatch:
                 await sub.unsubscribe()
             except Exception:
                 pass  # already gone with the connection
+
+
+def _shown(text: str, longest: int = 80) -> str:
+    # A key or host from the wire, for a log line: bounded, printable.
+    text = text if len(text) <= longest else text[:longest] + '...'
+    return text.encode('unicode_escape').decode('ascii')
 
 
 def list_publishers(conn, role: Optional[str] = None) -> List[Dict]:
@@ -286,19 +525,21 @@ def _publisher_value(record: Dict) -> str:
 _TABLE_ACTIONS = {JOIN: 'create', CHANGE: 'set', LEAVE: 'delete'}
 
 
-def start_publisher_feed(conn, call) -> Optional[PublisherWatch]:
+def start_publisher_feed(conn, call, stats=None
+                         ) -> Optional[PublisherWatch]:
     """Feed registration changes to a Dragonflow callback as table events.
 
     ``call(table, key, action, value, topic)`` gets ``publisher`` events:
     ``create`` for every publisher alive at start and every join, ``set``
-    for a change, ``delete`` (value None) for a leave. Returns the watch to
-    stop, or None when the registration cannot be read (logged once).
+    for a change, ``delete`` (value None) for a leave. The watch counts in
+    ``stats`` when given. Returns the watch to stop, or None when the
+    registration cannot be read (logged once).
     """
     def deliver(kind, record):
         value = None if kind == LEAVE else _publisher_value(record)
         call('publisher', record['id'], _TABLE_ACTIONS[kind], value, None)
 
-    watch = PublisherWatch(conn, on_change=deliver)
+    watch = PublisherWatch(conn, on_change=deliver, stats=stats)
     try:
         present = watch.start()
     except Exception as exc:

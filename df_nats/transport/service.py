@@ -99,7 +99,10 @@ SUBSCRIBER_COUNTERS = ('received', 'duplicates', 'gaps', 'missed', 'syncs',
                        # resyncs asked for, by cause (delivery.SYNC_CAUSES)
                        'sync_reconnect', 'sync_gap', 'sync_jump',
                        'sync_rebaseline', 'sync_overflow', 'sync_fork',
-                       'sync_conflict', 'sync_over_budget', 'sync_other')
+                       'sync_conflict', 'sync_over_budget', 'sync_other',
+                       # registry records dropped (publisher_events)
+                       'registry_malformed', 'registry_oversized',
+                       'registry_forged', 'registry_over_limit')
 # The subscribers' gauges (delivery.Delivery.gauges); of these, the ones
 # combined by their maximum rather than summed.
 DELIVERY_GAUGES = ('queue_messages', 'queue_bytes', 'lag_last_us',

@@ -210,9 +210,18 @@ class SequenceTracker:
     the publisher's later events.
 
     Streams of publishers known to be registered (``set_known``) are kept
-    apart from the others: at most ``max_streams`` of each, the least
-    recently seen forgotten beyond it, so unknown streams never push a
-    known one out. New unknown streams are admitted at most
+    apart from the others, at most ``max_streams`` of each. A known
+    stream is never pushed out: not by unknown streams, and not by other
+    known ones, since the registry is writable by publishers too (a
+    flood of registered ids must not evict the streams of publishers
+    registered before it). When the known streams are full, a new one is
+    tracked with the unknown ones. Known streams leave that pool when
+    their publisher leaves the registry or its record changes (another
+    process took the id): they join the unknown ones, and come back on
+    their next message while their publisher is registered.
+
+    Unknown streams: the least recently seen is forgotten beyond
+    ``max_streams``, and new ones are admitted at most
     ``UNKNOWN_STREAM_RATE`` per second (``REFUSED`` beyond, delivered
     untracked). A forgotten stream's next message is a new baseline
     (``FIRST``), never a false gap. ``clock`` is only read to admit an
@@ -224,12 +233,15 @@ class SequenceTracker:
             raise ValueError('max_streams must be >= 1')
         self.max_streams = max_streams
         self._clock = clock
-        self._known_streams = collections.OrderedDict()
+        self._known_streams = {}
         self._unknown_streams = collections.OrderedDict()
         self._known_publishers = set()
+        # The keys of each known publisher's streams in _known_streams.
+        self._streams_of = {}
         self._tokens = 2 * UNKNOWN_STREAM_RATE
         self._refilled = None
         self.evicted = 0
+        self.known_full = 0   # known streams tracked as unknown ones
 
     def __len__(self) -> int:
         return len(self._known_streams) + len(self._unknown_streams)
@@ -240,13 +252,28 @@ class SequenceTracker:
         """Say whether ``publisher`` is in the registry now.
 
         Ids no ``Df-Seq`` can carry, and ids beyond ``MAX_KNOWN``, are
-        ignored: the registry is writable by publishers too.
+        ignored: the registry is writable by publishers too. A publisher
+        that leaves takes its streams out of the known ones.
         """
         if not known:
             self._known_publishers.discard(publisher)
+            self._demote(publisher)
         elif (isinstance(publisher, str) and len(publisher) < MAX_SEQ_HEADER
               and len(self._known_publishers) < MAX_KNOWN):
             self._known_publishers.add(publisher)
+
+    def publisher_changed(self, publisher: str) -> None:
+        """Another process took ``publisher``'s id: its streams leave the
+        known ones (the live one comes back with its next message), so
+        that dead incarnations do not hold places there.
+        """
+        self._demote(publisher)
+
+    def _demote(self, publisher):
+        for key in self._streams_of.pop(publisher, ()):
+            state = self._known_streams.pop(key, None)
+            if state is not None:
+                self._store(self._unknown_streams, key, state)
 
     def known_count(self) -> int:
         """Streams of registered publishers tracked now."""
@@ -275,17 +302,15 @@ class SequenceTracker:
         mark = HEADER_MARK in headers
         message_digest = hash((body, tuple(headers.items())))  # digest()
         state = self._known_streams.get(key)
-        if state is not None:
-            self._known_streams.move_to_end(key)
-        else:
+        if state is None:
             state = self._unknown_streams.get(key)
             if state is None:
                 return self._new_stream(key, publisher, n, message_digest,
                                         mark)
-            if publisher in self._known_publishers:
+            if (publisher in self._known_publishers
+                    and self._store_known(key, state)):
                 # Registered since its stream began: protect it now.
                 del self._unknown_streams[key]
-                self._store(self._known_streams, key, state)
             else:
                 self._unknown_streams.move_to_end(key)
         # A mark repeats the number of the last message sent before it.
@@ -301,14 +326,22 @@ class SequenceTracker:
 
     def _new_stream(self, key, publisher, n, message_digest, mark):
         if publisher in self._known_publishers:
-            self._store(self._known_streams, key,
-                        _StreamState(n, message_digest, mark))
-            return FIRST, 0
+            if self._store_known(key, _StreamState(n, message_digest, mark)):
+                return FIRST, 0
+            self.known_full += 1
         if not self._admit_unknown():
             return REFUSED, 0
         self._store(self._unknown_streams, key,
                     _StreamState(n, message_digest, mark))
         return FIRST, 0
+
+    def _store_known(self, key, state) -> bool:
+        # Never evicts: False when the known streams are full.
+        if len(self._known_streams) >= self.max_streams:
+            return False
+        self._known_streams[key] = state
+        self._streams_of.setdefault(key[0], set()).add(key)
+        return True
 
     def _store(self, streams, key, state):
         streams[key] = state

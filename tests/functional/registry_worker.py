@@ -18,9 +18,11 @@ the driver as Dragonflow does, initializes a publisher (and, with
 ``--subscribe``, a subscriber on the send-all topic), says ``ready``
 (``ready``: the publisher id, ``pid``) and obeys its parent's commands:
 ``close`` closes the publisher, ``send`` (``n``) publishes n events,
-``exit`` ends. With ``--fork N`` it first forks N workers that each do all
-of this, as neutron-server forks its API workers before they create their
-publishers.
+``stats`` says the subscriber's counters, ``exit`` ends. With ``--fork N``
+it first forks N workers that each do all of this, as neutron-server forks
+its API workers before they create their publishers. ``--host NAME``
+makes it register as a process of host NAME (a second machine, for the
+tests of records owned by their host).
 """
 
 import argparse
@@ -30,6 +32,7 @@ import time
 from df_nats.cmd import common
 from df_nats.loop import natives
 from df_nats.pubsub import api
+from df_nats.registry import registration
 from df_nats.testing import worker
 
 
@@ -65,6 +68,9 @@ def _serve(args):
                     'lport', 'key-%d' % seq, 'create', '{}', topic='D'))
             publisher.flush()
             worker.say('sent', sent=command['n'])
+        elif command['type'] == 'stats':
+            worker.say('stats', stats=dict(subscriber.stats)
+                       if subscriber is not None else {})
     if subscriber is not None:
         subscriber.close()
     return 0
@@ -75,7 +81,10 @@ def main(argv):
     parser.add_argument('--config', required=True)
     parser.add_argument('--fork', type=int, default=0)
     parser.add_argument('--subscribe', action='store_true')
+    parser.add_argument('--host')
     args = parser.parse_args(argv)
+    if args.host:
+        registration.host_name = lambda: args.host
     common.setup_process(config_files=[args.config])
     if not args.fork:
         return _serve(args)

@@ -19,8 +19,9 @@ routes those of the other nodes (by the name ``localhost``), its TLS
 files the test certificates and its store a temp dir. Every replaced text
 must occur in the file, so a change to the sample that these tests cannot
 follow fails loudly instead of testing something else. The users'
-password placeholders become bcrypt hashes of passwords made for the run;
-node names and advertised addresses reach the servers through the
+password placeholders become bcrypt hashes of passwords made for the run,
+and the host whose registry records the writers may write becomes this
+machine; node names and advertised addresses reach the servers through the
 environment, from the shipped nats-server.env.
 
 Certificates name hosts only, no IP address, as production ones do, and
@@ -46,6 +47,8 @@ import subprocess
 
 import bcrypt
 
+from df_nats.registry import records
+from df_nats.registry import registration
 from df_nats.testing import embedded_cluster
 from df_nats.testing import embedded_server
 
@@ -65,6 +68,8 @@ CLIENTS = {'publisher': 'neutron-server.conf',
 ROLES = tuple(CLIENTS)
 # The one host name of the test certificates.
 HOST = 'localhost'
+# The host whose registry records the sample's writers may write.
+SAMPLE_HOST_TOKEN = 'net-1=2Eexample=2Enet'
 _ROUTES = ['"nats-route://nats-%d.example.net:6222"' % i for i in (1, 2, 3)]
 _SHIPPED_SERVERS = ','.join('tls://nats-%d.example.net:4222' % i
                             for i in (1, 2, 3))
@@ -176,6 +181,9 @@ class SampleNode(embedded_server.NatsServer):
         for role in ROLES:
             text = _replace(text, q('BCRYPT_HASH_OF_THE_%s_PASSWORD'
                                     % role.upper()), q(self.hashes[role]), 1)
+        # The host whose registry records the writers may write: this one.
+        text = _replace(text, SAMPLE_HOST_TOKEN,
+                        records.host_token(registration.host_name()))
         return _replace(text, '"/var/lib/nats/jetstream"',
                         q(self.store_dir), 1)
 

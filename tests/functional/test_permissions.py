@@ -30,6 +30,7 @@ import time
 import nats
 import pytest
 
+from df_nats.registry import records
 from df_nats.testing.worker_process import WorkerProcess
 from tests.functional.test_driver import _start
 from tests.functional.test_driver import ROOT
@@ -332,7 +333,9 @@ def test_every_role_answers_monitoring_as_shipped(sample_cluster, tmp_path):
         assert 'KV_df_publishers' in names['streams'], names
         # kv_replicas = 3 in the shipped sections.
         assert status.stream_info.config.num_replicas == 3
-        assert record['id'] in keys and first is not None
+        # Keys are <host token>.<id> (df_nats.registry.records).
+        assert records.key(record['host'], record['id']) in keys
+        assert first is not None
         assert put_refused
 
         async def monitor():

@@ -18,6 +18,8 @@ import types
 import pytest
 
 from df_nats.cmd import role_needs
+from df_nats.registry import records
+from df_nats.registry import registration
 
 
 @pytest.mark.parametrize('pattern, subject, expected', [
@@ -65,7 +67,8 @@ def test_what_each_role_needs():
     neutron = of('neutron-server')
     assert ('publish', 'dragonflow.topic.df-nats-check', '') in neutron
     assert ('subscribe', 'dragonflow.listeners', 'df-listeners') in neutron
-    assert ('publish', '$KV.df_publishers.df-nats-check', '') in neutron
+    key = records.key(registration.host_name(), 'df-nats-check')
+    assert ('publish', '$KV.df_publishers.' + key, '') in neutron
     controller = of('df-local-controller')
     assert ('subscribe', 'dragonflow.topic.df-nats-check', '') in controller
     assert ('publish', 'dragonflow.listeners', '') in controller

@@ -148,13 +148,33 @@ def test_service_inbox_prefix_accepted(conf, prefix):
     (dict(registry_bucket=''), 'registry_bucket'),
     (dict(role='two words'), 'role'),
     (dict(heartbeat_interval=6.0, publisher_ttl=10.0), 'heartbeat_interval'),
+    (dict(registry_max_bytes=1000), 'registry_max_bytes'),
+    (dict(registry_max_bytes=2 ** 31), 'registry_max_bytes'),
+    (dict(registry_max_record_size=100), 'registry_max_record_size'),
+    (dict(registry_max_record_size=2 ** 21), 'registry_max_record_size'),
+    (dict(registry_max_records=1), 'registry_max_records'),
+    (dict(registry_max_bytes=1 << 20, registry_max_record_size=1 << 20),
+     None),
 ])
 def test_bad_registry_options_are_named(conf, values, option):
     _set(conf, **values)
+    if option is None:
+        options.validate(conf.conf)   # at the bounds: fine
+        return
     with pytest.raises(errors.ConfigError) as err:
         options.validate(conf.conf)
     assert err.value.option == option
     assert str(err.value).startswith('[df_nats] %s: ' % option)
+
+
+def test_registry_limits_default_to_thousands_of_hosts(conf):
+    group = options.validate(conf.conf)
+    # 20,000 records (5,000 hosts, 4 processes each) of 450 bytes with
+    # their keys fit 7 times; 15,000 of the largest records fit.
+    assert 20000 * 450 * 7 <= group.registry_max_bytes
+    assert group.registry_max_bytes // (group.registry_max_record_size
+                                        + 100) >= 15000
+    assert group.registry_max_records >= 1.5 * 20000
 
 
 def test_default_registry_notices_a_death_within_15_s(conf):

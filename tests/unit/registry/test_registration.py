@@ -19,6 +19,7 @@ import uuid
 
 import pytest
 
+from df_nats.registry import records
 from df_nats.registry import registration
 from df_nats.registry import watch
 
@@ -27,17 +28,17 @@ def test_slot_zero_is_dragonflows_publisher_uuid():
     # dragonflow.db.pub_sub_api.generate_publisher_uuid()
     expected = str(uuid.uuid5(uuid.NAMESPACE_DNS,
                               'neutron-server.node1.example.org'))
-    assert registration.publisher_uuid('neutron-server',
-                                       'node1.example.org') == expected
+    assert records.publisher_uuid('neutron-server',
+                                  'node1.example.org') == expected
 
 
 def test_slots_and_hosts_give_distinct_stable_ids():
-    ids = {registration.publisher_uuid(p, h, s)
+    ids = {records.publisher_uuid(p, h, s)
            for p in ('neutron-server', 'df-local-controller')
            for h in ('a.example.org', 'b.example.org') for s in range(3)}
     assert len(ids) == 12
-    assert (registration.publisher_uuid('x', 'h', 2)
-            == registration.publisher_uuid('x', 'h', 2))
+    assert (records.publisher_uuid('x', 'h', 2)
+            == records.publisher_uuid('x', 'h', 2))
 
 
 @pytest.mark.parametrize('process, role', [
@@ -48,17 +49,6 @@ def test_slots_and_hosts_give_distinct_stable_ids():
 ])
 def test_default_role(process, role):
     assert registration.default_role(process) == role
-
-
-@pytest.mark.parametrize('value', [
-    b'', b'not json', b'[]', b'{"role": "x"}', b'{"id": 7}', None])
-def test_decode_record_rejects_what_is_not_a_record(value):
-    assert registration.decode_record(value) is None
-
-
-def test_decode_record():
-    record = {'id': 'abc', 'role': 'r', 'pid': 1}
-    assert registration.decode_record(json.dumps(record).encode()) == record
 
 
 def test_pid_alive_tells_the_living_from_the_dead_and_zombies():

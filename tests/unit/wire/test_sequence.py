@@ -358,10 +358,49 @@ def test_registered_later_moves_a_stream_to_the_protected_table():
     tracker.set_known('real')
     assert tracker.check('s', _h(2, 'real')) == (sequence.NEXT, 0)
     assert tracker.known_count() == 1
-    tracker.set_known('real', False)
     for i in range(10):
         tracker.check('s', _h(1, 'other-%d' % i))
     assert tracker.check('s', _h(3, 'real')) == (sequence.NEXT, 0)
+
+
+def test_a_publisher_leaving_takes_its_streams_out_of_the_known_ones():
+    tracker = sequence.SequenceTracker(max_streams=2)
+    tracker.set_known('real')
+    tracker.check('s', _h(1, 'real'))
+    tracker.set_known('real', False)
+    assert tracker.known_count() == 0 and len(tracker) == 1
+    # Kept with the unknown streams, state and all ...
+    assert tracker.check('s', _h(3, 'real')) == (sequence.GAP, 1)
+    # ... and protected again once registered again.
+    tracker.set_known('real')
+    assert tracker.check('s', _h(4, 'real')) == (sequence.NEXT, 0)
+    assert tracker.known_count() == 1
+
+
+def test_known_streams_are_never_evicted_by_known_ones():
+    # Issue 19: 4,200 forged registry records, then 4,200 streams under
+    # those ids, pushed the real registered stream out.
+    tracker = sequence.SequenceTracker(max_streams=4096)
+    tracker.set_known('real')
+    assert tracker.check('s', _h(1, 'real')) == (sequence.FIRST, 0)
+    for i in range(4200):
+        tracker.set_known('forged-%d' % i)
+        tracker.check('s', _h(1, 'forged-%d' % i))
+    assert tracker.known_count() == 4096
+    assert tracker.known_full == 4200 - 4095
+    assert tracker.check('s', _h(3, 'real')) == (sequence.GAP, 1)
+
+
+def test_a_changed_publisher_leaves_the_known_streams_until_it_sends():
+    tracker = sequence.SequenceTracker(max_streams=4)
+    tracker.set_known('p')
+    tracker.check('s', _h(1, 'p', 'dead'))
+    tracker.check('s', _h(1, 'p', 'live'))
+    assert tracker.known_count() == 2
+    tracker.publisher_changed('p')   # another process took the id
+    assert tracker.known_count() == 0 and len(tracker) == 2
+    assert tracker.check('s', _h(2, 'p', 'live')) == (sequence.NEXT, 0)
+    assert tracker.known_count() == 1
 
 
 def test_overlong_header_is_not_tracked():
