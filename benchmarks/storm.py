@@ -86,6 +86,9 @@ SERVER_MIB = 300
 # native dispatcher; and a few besides.
 CHILD_TASKS = 4
 _STEPDOWN_TRIES = 8
+# The longest a subscriber waits for what is still on its way after the
+# settle time (storm_worker's drain).
+DRAIN = 60.0
 
 
 class StormError(RuntimeError):
@@ -442,7 +445,8 @@ def run_case(case, args, timing):
         forker = _worker('forker', args, cluster.urls, workdir, common + [
             '--subscribers', str(n), '--placement', args.placement,
             '--workdir', workdir, '--t0', repr(t0),
-            '--close-timeout', str(timing['close_timeout'])])
+            '--close-timeout', str(timing['close_timeout']),
+            '--drain', str(DRAIN)])
         procs.append(forker)
         started = time.monotonic()
         children = _wait_children(forker, n, timing['start_timeout'])
@@ -489,7 +493,7 @@ def run_case(case, args, timing):
         published = pub.expect('result', 120)
         time.sleep(args.settle)
         rss_after = server_rss(cluster)
-        forker.send('done')
+        forker.send('done', published=len(published['sent']))
         finished = forker.expect('finished', timing['close_timeout'] + 60)
         records = []
         for index in sorted(children):
@@ -546,7 +550,8 @@ def timing_of(args):
     n = args.subscribers
     span = args.warmup + args.down + args.after + args.settle
     start = 60 + n * 0.5
-    close = 60 + n * 0.2
+    # Children drain (up to DRAIN s) before they close.
+    close = 60 + n * 0.2 + DRAIN
     return {
         'start_timeout': start,
         'close_timeout': close,
@@ -639,9 +644,11 @@ def parser():
                    help='seconds of events before the kill (default 5)')
     p.add_argument('--after', type=_positive(float), default=15.0,
                    help='seconds of events after the restart (default 15)')
-    p.add_argument('--settle', type=_positive(float), default=3.0,
-                   help='seconds to wait for deliveries after the last'
-                        ' event (default 3)')
+    p.add_argument('--settle', type=_positive(float), default=2.0,
+                   help='seconds between the last event and the end;'
+                        ' then each subscriber still waits until it got'
+                        ' the last event, or 5 s without any (60 s at'
+                        ' most), before it closes (default 2)')
     p.add_argument('--world', choices=('native', 'eventlet'),
                    default='native',
                    help='the processes\' world: native threads, or'

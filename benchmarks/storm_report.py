@@ -63,6 +63,10 @@ STEADY_MARGIN = 1.0
 # Subscriber counters shown as columns when the driver has them.
 REPLAYED_COUNTERS = ('replayed',)
 DUPLICATE_COUNTERS = ('duplicates',)
+# The subscriber counters the table shows (when not 0): those about
+# recovery, whatever names the driver gives them.
+COUNTER_WORDS = ('sync', 'gap', 'missed', 'overflow', 'replay', 'duplicate',
+                 'late', 'conflict')
 # What every case's report holds (besides the parent's notes: node roles,
 # timings, server memory), and each subscriber's line in it.
 REPORT_FIELDS = (
@@ -327,16 +331,22 @@ def _reasons_text(reasons):
     return ', '.join('%s %d' % (k, v) for k, v in reasons.items())
 
 
+def _counters_text(counters):
+    shown = ['%s %d' % (name, value) for name, value in counters.items()
+             if value and any(word in name for word in COUNTER_WORDS)]
+    return ', '.join(shown) or '-'
+
+
 def _rss_text(report):
     before = report.get('rss_before') or {}
     after = report.get('rss_after') or {}
-    parts = []
-    for node in sorted(set(before) | set(after)):
-        b, a = before.get(node), after.get(node)
-        parts.append('%s %s>%s' % (
-            node, '-' if b is None else '%.0f' % (b / 2 ** 20),
-            '-' if a is None else '%.0f' % (a / 2 ** 20)))
-    return ' '.join(parts) + ' MiB' if parts else '-'
+    nodes = sorted(set(before) | set(after))
+
+    def mib(values):
+        return '/'.join('-' if values.get(node) is None
+                        else '%.0f' % (values[node] / 2 ** 20)
+                        for node in nodes)
+    return '%s > %s' % (mib(before), mib(after)) if nodes else '-'
 
 
 ROWS = (
@@ -365,21 +375,22 @@ ROWS = (
         r['latency_before_kill'], _ms)),
     ('events published (refused)', lambda r: '%d (%d)' % (
         r['published'], r['refused'])),
-    ('nats-server RSS before>after', _rss_text),
+    ('server RSS MiB n1/n2/n3 before > after', _rss_text),
 )
 
 
 def table(payload):
     """The printed table: one column per case."""
     cases = payload['cases']
-    names = list(cases)
+    config = payload['config']
+    names = [name for name in config.get('cases') or () if name in cases]
+    names += [name for name in cases if name not in names]
     cells = [[label] + [fn(cases[name]) for name in names]
              for label, fn in ROWS]
     header = ['case'] + names
     widths = [max(len(row[i]) for row in cells + [header])
               for i in range(len(header))]
     lines = []
-    config = payload['config']
     lines.append('storm: %d subscriber processes (%s world, %s placement),'
                  ' %g events/s, node down %g s; commit %s' % (
                      config['subscribers'], config['world'],
@@ -388,7 +399,12 @@ def table(payload):
     for row in [header] + cells:
         lines.append('  '.join(cell.ljust(width)
                                for cell, width in zip(row, widths)).rstrip())
-    memory = payload.get('children_memory')
+    lines.append('subscriber counters, summed:')
+    for name in names:
+        lines.append('  %s: %s' % (name, _counters_text(
+            cases[name]['subscriber_counters'])))
+    memory = next((cases[name]['children_memory'] for name in names
+                   if cases[name].get('children_memory')), None)
     if memory:
         lines.append('subscriber processes: %.0f MiB PSS in all (%.1f MiB'
                      ' each), %.0f MiB RSS summed' % (

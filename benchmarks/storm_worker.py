@@ -30,9 +30,11 @@ A worker of df_nats/testing/worker.py, in either world::
     df-nats subscriber (one connection) after the fork, on the server list
     it is given (``--placement``), and says ``connected``. Every child
     notes what its callback gets, with the wall-clock time. On the
-    ``done`` command the forker closes a pipe every child watches; each
-    child then closes its subscriber, writes its record to
-    ``WORKDIR/sub-<index>.json`` and exits; the forker says ``finished``.
+    ``done`` command (with the number of events published) the forker
+    closes a pipe every child watches; each child then waits for what is
+    still on its way (``_drain``), closes its subscriber, writes its
+    record to ``WORKDIR/sub-<index>.json`` and exits; the forker says
+    ``finished``.
     A child that hears nothing within ``--timeout`` seconds, or whose
     forker died, ends the same way.
 
@@ -66,8 +68,14 @@ SYNC_LOG_PREFIX = 'df-nats: events may have been missed'
 SUBSCRIBER_LOGGER = 'df_nats.pubsub.subscriber'
 # How often an eventlet child looks at the done pipe.
 _GREEN_POLL = 0.25
-# Placements of the children's connections (see _servers).
+# Placements of the children's connections (see servers_for).
 PLACEMENTS = ('listed', 'pinned')
+# The forker's note of how many events were published, in WORKDIR.
+PUBLISHED_FILE = 'published'
+# A child's drain before it closes: done once the last event came and the
+# callback was quiet this long, or quiet the longer time at all.
+DRAIN_QUIET = 0.5
+DRAIN_IDLE = 5.0
 
 
 def servers_for(index, urls, placement):
@@ -159,9 +167,12 @@ class Recorder:
         self.times = []
         self.syncs = []
         self.unknown = 0
+        self.top = -1           # the highest event number delivered
+        self.last = time.monotonic()  # when the callback last ran
 
     def __call__(self, table, key, action, value, topic):
         now = time.time()
+        self.last = time.monotonic()
         if action == 'sync':
             self.syncs.append(now)
             return
@@ -171,6 +182,8 @@ class Recorder:
             return
         self.seqs.append(seq)
         self.times.append(now)
+        if seq > self.top:
+            self.top = seq
 
 
 class SyncReasons(logging.Handler):
@@ -214,6 +227,33 @@ def _wait_done(fd, timeout, green):
             return True
 
 
+def _published(workdir):
+    """How many events the publisher sent (the forker's note), or None."""
+    try:
+        with open(os.path.join(workdir, PUBLISHED_FILE)) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _drain(recorder, published, timeout):
+    """Let what is on its way arrive before the subscriber closes.
+
+    Until the last event published was delivered and the callback was
+    quiet for a moment, or it was quiet for ``DRAIN_IDLE`` seconds (the
+    last event may be lost), or ``timeout``: on a loaded machine the
+    deliveries may lag the publisher by seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        quiet = time.monotonic() - recorder.last
+        if quiet >= DRAIN_IDLE or (
+                published and recorder.top >= published - 1
+                and quiet >= DRAIN_QUIET):
+            return
+        time.sleep(0.1)
+
+
 def _child(args, index, done_fd, keys, t0):
     """One compute node: a subscriber of its own, made after the fork."""
     green = worker.world() == 'eventlet'
@@ -238,6 +278,8 @@ def _child(args, index, done_fd, keys, t0):
     first_url = conn.connected_url
     worker.say('connected', index=index, pid=os.getpid(), url=first_url)
     ended = _wait_done(done_fd, args.timeout, green)
+    if ended:
+        _drain(recorder, _published(args.workdir), args.drain)
     last_url = conn.connected_url
     stats = dict(sub.stats)
     conn_stats = dict(conn.stats)
@@ -277,6 +319,9 @@ def _forker(args):
     done_r, done_w = os.pipe()
     children = {}
     t0 = args.t0
+    published = os.path.join(args.workdir, PUBLISHED_FILE)
+    if os.path.exists(published):
+        os.unlink(published)
     for index in range(args.first, args.first + args.subscribers):
         pid = os.fork()
         if pid == 0:
@@ -299,6 +344,11 @@ def _forker(args):
     while time.monotonic() < deadline:
         command = worker.next_command(max(deadline - time.monotonic(), 0))
         if command is None or command['type'] in ('done', 'quit'):
+            if command is not None and 'published' in command:
+                # For the children's drain: written before they look.
+                with open(published + '.tmp', 'w') as f:
+                    f.write(str(int(command['published'])))
+                os.rename(published + '.tmp', published)
             break
     os.close(done_w)
     statuses = _reap(children, args.close_timeout)
@@ -342,6 +392,7 @@ def main(argv):
     parser.add_argument('--t0', type=float, default=0.0)
     parser.add_argument('--timeout', type=float, default=600.0)
     parser.add_argument('--close-timeout', type=float, default=60.0)
+    parser.add_argument('--drain', type=float, default=60.0)
     parser.add_argument('--option', action='append', metavar='NAME=VALUE')
     parser.add_argument('role', choices=('publisher', 'forker'))
     parser.add_argument('urls', nargs='+')
