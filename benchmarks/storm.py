@@ -598,7 +598,7 @@ def run(args):
         report['seconds'] = round(time.monotonic() - started, 1)
         payload['cases'][case] = report
         with open(base + '.json', 'w') as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
+            f.write(storm_report.to_json(payload))
         print('  %s done in %.0f s: %d full syncs, %d events lost silently'
               % (case, report['seconds'], report['full_syncs'],
                  report['silent_loss']), flush=True)

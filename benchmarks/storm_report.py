@@ -52,6 +52,7 @@ dropped come from the subscribers' own counters (``replayed``,
 """
 
 import bisect
+import json
 import math
 
 # Events published this long before the kill count for the time to
@@ -305,6 +306,21 @@ def case_report(run, records):
         if key not in ('sent', 'refused', 'node_of') and key not in report:
             report[key] = value
     return report
+
+
+def to_json(payload):
+    """``payload`` as indented JSON, one line per subscriber (short)."""
+    lines = {}
+    cases = {}
+    for name, report in payload['cases'].items():
+        token = '@@per-subscriber-%d@@' % len(lines)
+        lines[token] = report.get('per_subscriber') or []
+        cases[name] = dict(report, per_subscriber=token)
+    text = json.dumps(dict(payload, cases=cases), indent=1, sort_keys=True)
+    for token, rows in lines.items():
+        text = text.replace(json.dumps(token), '[%s]' % ','.join(
+            '\n  ' + json.dumps(row, sort_keys=True) for row in rows))
+    return text + '\n'
 
 
 # -- the table ---------------------------------------------------------------

@@ -14,6 +14,8 @@
 made-up records, and its helpers: subject matching, server lists,
 options."""
 
+import json
+
 import pytest
 
 from benchmarks import storm
@@ -158,6 +160,11 @@ def test_case_report_sums_subscribers_and_names_sync_reasons():
     for label, _ in storm_report.ROWS:
         assert label in text
     assert 'gap 1, reconnect 2, unknown 1' in text
+    payload = {'cases': {'publisher-node': report, 'other-node': report}}
+    written = storm_report.to_json(payload)
+    assert json.loads(written) == json.loads(json.dumps(payload))
+    # One line a subscriber.
+    assert written.count('\n  {"caught_up"') == 4
 
 
 @pytest.mark.parametrize('pattern,subject,expected', [
