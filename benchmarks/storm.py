@@ -365,9 +365,10 @@ def _wait_children(forker, n, timeout):
         except worker_process.WorkerError as exc:
             raise StormError(str(exc)) from None
         if message['type'] == 'error':
-            raise StormError('subscriber %s failed: %s (log %s)' % (
+            raise StormError('subscriber %s failed: %s (its log: %s)' % (
                 message.get('index'), message.get('reason'),
-                forker.log_path))
+                os.path.join(os.path.dirname(forker.log_path),
+                             'sub-%05d.log' % (message.get('index') or 0))))
         children[message['index']] = message
     return children
 

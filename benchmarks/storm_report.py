@@ -44,6 +44,12 @@ included), with ``sent[n]`` the wall-clock time event n entered
     subscriber that lost an event of that span silently never caught up:
     it is counted apart, not in the percentiles.
 
+*callback silent at the end*
+    subscribers whose callback had not run for ``STALLED`` seconds when
+    the run ended while events still flowed: stalled (their log holds
+    every thread's stack). On an overloaded machine that is the harness
+    starving, not the driver losing; their "lost" events say so.
+
 Full syncs are the ``sync`` callbacks each subscriber delivered; their
 reasons come from the warning each one is logged with (``reconnect``,
 ``gap``, ``delivery queue full``...). Events replayed and duplicates
@@ -61,6 +67,9 @@ WINDOW_BEFORE = 1.0
 # Latency before the kill: events published from this long after the
 # start to this long before the kill.
 STEADY_MARGIN = 1.0
+# A subscriber whose callback was silent this long when the run ended
+# (while events flowed) was stalled: counted, its log has its stacks.
+STALLED = 8.0
 # Subscriber counters shown as columns when the driver has them.
 REPLAYED_COUNTERS = ('replayed',)
 DUPLICATE_COUNTERS = ('duplicates',)
@@ -79,6 +88,7 @@ REPORT_FIELDS = (
     'unpublished_deliveries', 'order_regressions',
     'subscribers_with_regressions', 'caught_up', 'caught_up_affected',
     'never_caught_up', 'reconnect_after_kill', 'latency_before_kill',
+    'stalled_at_end',
     'subscriber_counters', 'connection_counters', 'per_subscriber')
 SUBSCRIBER_FIELDS = (
     'index', 'node', 'last_node', 'reconnects', 'published', 'delivered',
@@ -225,6 +235,7 @@ def case_report(run, records):
                             'unpublished_deliveries', 'syncs',
                             'syncs_after_kill'), 0)
     lost_node = reconnected = missed = with_syncs = with_loss = 0
+    stalled = 0
     regressed = 0
     catch_up, catch_up_affected, never = [], [], 0
     reconnect_delays = []
@@ -248,6 +259,7 @@ def case_report(run, records):
         with_syncs += acc['syncs'] > 0
         with_loss += acc['lost'] > 0
         regressed += acc['order_regressions'] > 0
+        stalled += (record.get('silent_at_end') or 0) > STALLED
         for key in totals:
             totals[key] += acc[key]
         if acc['caught_up'] is None:
@@ -298,6 +310,7 @@ def case_report(run, records):
         'never_caught_up': never,
         'reconnect_after_kill': _spread(reconnect_delays),
         'latency_before_kill': _spread(steady_latencies),
+        'stalled_at_end': stalled,
         'subscriber_counters': counters,
         'connection_counters': _sum_counters(records, 'conn_stats'),
         'per_subscriber': per_sub,
@@ -385,6 +398,8 @@ ROWS = (
     ('  subscribers affected', lambda r: _spread_text(
         r['caught_up_affected'])),
     ('  never caught up', lambda r: str(r['never_caught_up'])),
+    ('callback silent > 8 s at the end', lambda r: str(
+        r['stalled_at_end'])),
     ('reconnect after kill p50/p99/max', lambda r: _spread_text(
         r['reconnect_after_kill'])),
     ('latency before kill p50/p99/max', lambda r: _spread_text(

@@ -34,7 +34,7 @@ A worker of df_nats/testing/worker.py, in either world::
     closes a pipe every child watches; each child then waits for what is
     still on its way (``_drain``), closes its subscriber, writes its
     record to ``WORKDIR/sub-<index>.json`` and exits; the forker says
-    ``finished``.
+    ``finished``. Each child logs to ``WORKDIR/sub-<index>.log``.
     A child that hears nothing within ``--timeout`` seconds, or whose
     forker died, ends the same way.
 
@@ -44,6 +44,7 @@ delivery times and its own kill time.
 """
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -76,6 +77,8 @@ PUBLISHED_FILE = 'published'
 # callback was quiet this long, or quiet the longer time at all.
 DRAIN_QUIET = 0.5
 DRAIN_IDLE = 5.0
+# A child whose callback was silent this long at the end logs its stacks.
+SILENT_DUMP = 8.0
 
 
 def servers_for(index, urls, placement):
@@ -244,9 +247,12 @@ def _drain(recorder, published, timeout):
     last event may be lost), or ``timeout``: on a loaded machine the
     deliveries may lag the publisher by seconds.
     """
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     while time.monotonic() < deadline:
-        quiet = time.monotonic() - recorder.last
+        # From the drain's start at least: a callback stalled until now
+        # (a thread blocked) gets its time too.
+        quiet = time.monotonic() - max(recorder.last, start)
         if quiet >= DRAIN_IDLE or (
                 published and recorder.top >= published - 1
                 and quiet >= DRAIN_QUIET):
@@ -256,6 +262,13 @@ def _drain(recorder, published, timeout):
 
 def _child(args, index, done_fd, keys, t0):
     """One compute node: a subscriber of its own, made after the fork."""
+    # A log file of its own, as a compute node has: hundreds of processes
+    # appending to one file under a loaded CPU stalled writers (and so
+    # the subscriber's dispatcher, which logs) for tens of seconds.
+    log_fd = os.open(os.path.join(args.workdir, 'sub-%05d.log' % index),
+                     os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
     green = worker.world() == 'eventlet'
     if green:
         # As oslo.service does in a forked worker: a hub of its own, not
@@ -278,6 +291,14 @@ def _child(args, index, done_fd, keys, t0):
     first_url = conn.connected_url
     worker.say('connected', index=index, pid=os.getpid(), url=first_url)
     ended = _wait_done(done_fd, args.timeout, green)
+    # A callback silent that long while events flowed: say where every
+    # thread is (in the log), for whoever looks into it.
+    silent = time.monotonic() - recorder.last
+    if silent > SILENT_DUMP:
+        sys.stderr.write('storm subscriber %d (pid %d): callback silent for'
+                         ' %.0f s; threads:\n' % (index, os.getpid(), silent))
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
     if ended:
         _drain(recorder, _published(args.workdir), args.drain)
     last_url = conn.connected_url
@@ -294,6 +315,7 @@ def _child(args, index, done_fd, keys, t0):
         'dt_ms': _deltas([int(t * 1000) - base for t in recorder.times]),
         'syncs': recorder.syncs, 'sync_reasons': reasons.reasons,
         'reconnect_times': reconnects, 'unknown': recorder.unknown,
+        'silent_at_end': round(silent, 3),
         'stats': stats, 'conn_stats': conn_stats,
     }
     path = os.path.join(args.workdir, 'sub-%05d.json' % index)
@@ -322,6 +344,8 @@ def _forker(args):
     published = os.path.join(args.workdir, PUBLISHED_FILE)
     if os.path.exists(published):
         os.unlink(published)
+    sys.stdout.flush()
+    sys.stderr.flush()  # nothing buffered is written by every child
     for index in range(args.first, args.first + args.subscribers):
         pid = os.fork()
         if pid == 0:

@@ -125,6 +125,8 @@ def test_case_report_sums_subscribers_and_names_sync_reasons():
     other = _record([(n, SENT[n] + .02) for n in range(10)],
                     syncs=[T0 + 9.9], index=1, url='nats://b',
                     stats={'replayed': 3, 'duplicates': 2})
+    other['silent_at_end'] = storm_report.STALLED + 1
+    on_killed['silent_at_end'] = 0.1
     report = storm_report.case_report(_run(), [other, on_killed])
     for field in storm_report.REPORT_FIELDS:
         assert field in report, field
@@ -146,6 +148,7 @@ def test_case_report_sums_subscribers_and_names_sync_reasons():
     assert report['caught_up_affected']['max'] == pytest.approx(3.5,
                                                                 abs=1e-3)
     assert report['killed_roles'] == ["publisher's node"]
+    assert report['stalled_at_end'] == 1
     assert 'node_of' not in report and 'sent' not in report
     lines = report['per_subscriber']
     assert [line['index'] for line in lines] == [0, 1]
