@@ -209,3 +209,62 @@ def test_options_and_bounds():
 def test_bad_options_are_refused(argv):
     with pytest.raises(SystemExit):
         storm.parser().parse_args(argv)
+
+
+class _Node:
+    """A running node whose monitoring endpoint answers ``jsz``."""
+
+    def __init__(self, name, jsz):
+        self.name = name
+        self.jsz = jsz
+
+    def is_running(self):
+        return True
+
+    def get_json(self, path):
+        return self.jsz
+
+
+class _Cluster:
+    def __init__(self, streams, meta='n2'):
+        detail = [{'name': name, 'cluster': {'leader': leader},
+                   'config': {'subjects': subjects}}
+                  for name, (leader, subjects) in streams.items()]
+        jsz = {'meta_cluster': {'leader': meta},
+               'account_details': [{'stream_detail': detail}]}
+        self.nodes = [_Node('n%d' % i, jsz) for i in (1, 2, 3)]
+
+
+TOPIC_SUBJECT = 'dragonflow.topic.t1'
+
+
+def test_the_capture_stream_is_the_stream_of_interest():
+    cluster = _Cluster({'KV_df_publishers': ('n1', ['$KV.df_publishers.>']),
+                        'DF_CAPTURE': ('n3', ['dragonflow.topic.>']),
+                        'OTHER': ('n2', ['elsewhere.>'])})
+    assert storm.meta_leader(cluster) == 'n2'
+    assert storm.stream_of_interest(
+        cluster, TOPIC_SUBJECT, 'df_publishers') == 'DF_CAPTURE'
+    assert storm.find_stream(cluster, TOPIC_SUBJECT, 'df_publishers',
+                             timeout=5, grace=5) == 'DF_CAPTURE'
+    assert storm.roles_of(cluster, cluster.nodes[2], None) == [
+        'leader of DF_CAPTURE']
+    assert storm.roles_of(cluster, cluster.nodes[1], cluster.nodes[1]) == [
+        "publisher's node", 'meta leader', 'leader of OTHER']
+
+
+def test_without_a_capture_stream_the_registry_bucket_after_a_grace():
+    cluster = _Cluster({'KV_df_publishers': ('n1', ['$KV.df_publishers.>'])})
+    assert storm.find_stream(cluster, TOPIC_SUBJECT, 'df_publishers',
+                             timeout=5, grace=0.3) == 'KV_df_publishers'
+    assert storm.find_stream(_Cluster({}), TOPIC_SUBJECT, 'df_publishers',
+                             timeout=0.3, grace=0.1) is None
+
+
+def test_other_node_is_neither_the_publishers_nor_the_meta_leader():
+    cluster = _Cluster({})
+    n1, n2, n3 = cluster.nodes
+    assert storm._pick(cluster, 'other-node', 'n2', n1) is n3
+    assert storm._pick(cluster, 'other-node', 'n3', n1) is n2
+    assert storm._pick(cluster, 'publisher-node', 'n3', n1) is n1
+    assert storm._pick(cluster, 'meta-leader', 'n3', n1) is n3
