@@ -32,7 +32,7 @@ from oslo_config import cfg
 
 from df_nats.cmd import common
 from df_nats.pubsub import process_context
-from df_nats.registry import watch as registry_watch
+from df_nats.registry import watch
 from df_nats.testing import embedded_server
 from df_nats.testing import worker
 from df_nats.testing import worker_process
@@ -89,9 +89,9 @@ def main():
         conn = process_context.current().connection
         conn.acquire()
         events = queue.Queue()
-        watch = registry_watch.PublisherWatch(
+        watcher = watch.PublisherWatch(
             conn, on_change=lambda kind, record: events.put((kind, record)))
-        watch.start()
+        watcher.start()
         results = {True: [], False: []}
         for run in range(args.runs):
             for kill in (True, False):
@@ -100,7 +100,7 @@ def main():
                 print('run %d: %-8s -> leave (%s) seen after %.3f s'
                       % (run + 1, 'kill -9' if kill else 'close()', left,
                          took), flush=True)
-        watch.stop()
+        watcher.stop()
         conn.release()
     for kill, label in ((True, 'kill -9'), (False, 'close()')):
         times = results[kill]

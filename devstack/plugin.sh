@@ -66,7 +66,10 @@ function _check_df_nats_settings {
     fi
     if is_service_enabled $DF_NATS_SERVICE \
             && [[ -n "$DF_NATS_CLUSTER_HOSTS" ]]; then
-        case ",$DF_NATS_CLUSTER_HOSTS," in
+        # "a, b, c" as "a,b,c": the loops over the list split on spaces
+        # too.
+        local hosts=${DF_NATS_CLUSTER_HOSTS//[[:space:]]/}
+        case ",$hosts," in
             *,$DF_NATS_LISTEN_HOST,*) ;;
             *) die $LINENO "DF_NATS_LISTEN_HOST=$DF_NATS_LISTEN_HOST is not" \
                 "one of DF_NATS_CLUSTER_HOSTS=$DF_NATS_CLUSTER_HOSTS" ;;
@@ -122,20 +125,54 @@ ${routes}    ]
 EOC
 }
 
-# Wait until the local server's client port accepts connections; fail at
-# once if the service died.
-function _wait_for_df_nats_server {
+# The address to reach the local server at (its listen address, a
+# wildcard one as loopback).
+function _df_nats_local_host {
     local host=${DF_NATS_LISTEN_HOST#[}
     host=${host%]}
     case "$host" in
         0.0.0.0) host=127.0.0.1 ;;
         ::) host=::1 ;;
     esac
+    echo "$host"
+}
+
+# _df_nats_answers HOST PORT: something accepts connections there.
+function _df_nats_answers {
+    (exec 3<>/dev/tcp/$1/$2) 2>/dev/null
+}
+
+# Before starting: no other process may hold our ports. A server left
+# running by an earlier stack.sh (unit still active) is stopped first; a
+# port that answers after that belongs to somebody else, whom df-controller
+# and neutron-server would otherwise talk to in our server's place.
+function _check_df_nats_ports_free {
+    local unit=devstack@$DF_NATS_SERVICE.service host port
+    if $SYSTEMCTL is-active --quiet $unit; then
+        $SYSTEMCTL stop $unit
+    fi
+    host=$(_df_nats_local_host)
+    for port in $DF_NATS_PORT \
+            ${DF_NATS_CLUSTER_HOSTS:+$DF_NATS_CLUSTER_PORT}; do
+        if _df_nats_answers $host $port; then
+            die $LINENO "port $port on $host is already in use by a" \
+                "process that is not devstack@$DF_NATS_SERVICE: stop it" \
+                "or choose another port (DF_NATS_PORT," \
+                "DF_NATS_CLUSTER_PORT)"
+        fi
+    done
+}
+
+# Wait until the local server's client port accepts connections, and the
+# unit is still active then (else something else answers there); fail at
+# once if the service died.
+function _wait_for_df_nats_server {
+    local unit=devstack@$DF_NATS_SERVICE.service host deadline
+    host=$(_df_nats_local_host)
     echo "Waiting for nats-server on $host port $DF_NATS_PORT"
-    local deadline
     deadline=$((SECONDS + DF_NATS_START_TIMEOUT))
-    until (exec 3<>/dev/tcp/$host/$DF_NATS_PORT) 2>/dev/null; do
-        if $SYSTEMCTL is-failed --quiet devstack@$DF_NATS_SERVICE.service; then
+    until _df_nats_answers $host $DF_NATS_PORT; do
+        if $SYSTEMCTL is-failed --quiet $unit; then
             die $LINENO "nats-server (devstack@$DF_NATS_SERVICE) failed;" \
                 "see: journalctl -u devstack@$DF_NATS_SERVICE"
         fi
@@ -145,12 +182,18 @@ function _wait_for_df_nats_server {
         fi
         sleep 1
     done
+    if ! $SYSTEMCTL is-active --quiet $unit; then
+        die $LINENO "port $DF_NATS_PORT on $host answers, but nats-server" \
+            "(devstack@$DF_NATS_SERVICE) is not running: another process" \
+            "holds the port; see: journalctl -u devstack@$DF_NATS_SERVICE"
+    fi
 }
 
 function start_df_nats_server {
     local nats_bin
     nats_bin=$(_df_nats_server_bin)
 
+    _check_df_nats_ports_free
     _write_df_nats_server_conf
     run_process $DF_NATS_SERVICE "$nats_bin -c $DF_NATS_SERVER_CONF"
     _wait_for_df_nats_server

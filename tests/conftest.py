@@ -69,14 +69,28 @@ def tls_files(tmp_path_factory):
     return pki.make_pki(str(tmp_path_factory.mktemp('pki')))
 
 
+@pytest.fixture(scope='session')
+def host_tls_files(tmp_path_factory):
+    """Like ``tls_files``, but the server certificate names the host
+    ``localhost`` only, no IP address, as production certificates do.
+    """
+    from tests.functional import pki
+    return pki.make_pki(str(tmp_path_factory.mktemp('host-pki')),
+                        ip_addresses=())
+
+
 @pytest.fixture(scope='module')
-def sample_cluster(tls_files):
+def sample_cluster(host_tls_files):
     """A 3-node TLS cluster from etc/nats-server/df-nats-cluster.conf, as
-    shipped but for ports and paths; ``options(role)`` are the [df_nats]
-    options of its users (publisher, controller, watcher).
+    shipped but for ports and paths, its certificates naming the host
+    ``localhost`` only; ``urls`` are tls://localhost:<port>;
+    ``options(role)`` are the [df_nats] credentials of its users and
+    ``client_config(role, servers)`` the shipped [df_nats] section of each
+    (roles: publisher, controller, watcher, combined, inspector; monitor
+    is in the system account).
     """
     from tests.functional import sample_cluster as sample
-    with sample.SampleCluster(tls_files) as cluster:
+    with sample.SampleCluster(host_tls_files) as cluster:
         yield cluster
 
 

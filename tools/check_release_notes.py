@@ -91,6 +91,7 @@ def options_interface(groups):
 def wire_interface():
     """What a df-nats of another version must agree with, from the code."""
     from df_nats.wire import codec
+    from df_nats.wire import send_time
     from df_nats.wire import sequence
     from df_nats.wire import subjects
 
@@ -113,6 +114,9 @@ def wire_interface():
         'events_values': [codec.events_header(1, 'lport'),
                           codec.events_header(40, 'lport'),
                           codec.events_header(3, None)],
+        # As a message carries it: with the send time (send_time).
+        'events_value_sent': send_time.stamp(
+            codec.events_header(40, 'lport'), 1733327749388783),
         'subjects': {repr(t): [shared.subject(t), apart.subject(t)]
                      for t in _SAMPLE_TOPICS},
         'listener_queue_group': shared.queue_group(

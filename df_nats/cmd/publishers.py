@@ -10,7 +10,13 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""``df-nats publishers``: list or watch the publisher registration."""
+"""``df-nats publishers``: list or watch the publisher registration.
+
+Records are written by every publisher's credentials: whatever their
+fields hold (a role of 7, a list, escape sequences), every cell is typed
+and escaped before it is printed (``text``); JSON output is escaped by
+``json.dumps``.
+"""
 
 import json
 import sys
@@ -18,64 +24,66 @@ import threading
 import time
 
 from df_nats.cmd import common
-from df_nats.registry import registration
-from df_nats.registry import watch as registry_watch
+from df_nats.cmd import text
+from df_nats import errors
+from df_nats.registry import watch
 
 _COLUMNS = ('ID', 'ROLE', 'HOST', 'PID', 'PROCESS', 'UP', 'SEEN')
 
 
 def _ago(timestamp, now):
+    if isinstance(timestamp, bool) or not isinstance(timestamp,
+                                                     (int, float, str)):
+        return '?'
     try:
         return '%ds' % max(0, round(now - float(timestamp)))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return '?'
 
 
 def _row(record, now):
-    return (record.get('id', '?'), record.get('role', '?'),
-            record.get('host', '?'), str(record.get('pid', '?')),
-            record.get('process', '?'), _ago(record.get('started_at'), now),
-            _ago(record.get('last_activity_timestamp'), now))
+    return tuple(text.cell(value, empty='?') for value in (
+        record.get('id'), record.get('role'), record.get('host'),
+        record.get('pid'), record.get('process'),
+        _ago(record.get('started_at'), now),
+        _ago(record.get('last_activity_timestamp'), now)))
 
 
 def _print_table(records, out):
     now = time.time()
-    rows = [_COLUMNS] + [_row(r, now) for r in records]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    for row in rows:
-        out.write('  '.join(cell.ljust(w) for cell, w in
-                            zip(row, widths)).rstrip() + '\n')
+    out.write(text.table(_COLUMNS, (_row(r, now) for r in records)))
     out.flush()
 
 
 def _print_event(kind, record, as_json, out):
     if as_json:
         out.write(json.dumps({'event': kind, 'publisher': record},
-                             sort_keys=True) + '\n')
+                             sort_keys=True, default=repr) + '\n')
     else:
-        extra = ' (%s)' % record['left'] if kind == 'leave' else ''
+        extra = (' (%s)' % text.cell(record.get('left'))
+                 if kind == 'leave' else '')
         out.write('%s %-6s %s role=%s host=%s pid=%s%s\n' % (
-            time.strftime('%H:%M:%S'), kind, record.get('id'),
-            record.get('role'), record.get('host'), record.get('pid'),
-            extra))
+            time.strftime('%H:%M:%S'), kind,
+            *(text.cell(record.get(name), empty='?')
+              for name in ('id', 'role', 'host', 'pid')), extra))
     out.flush()
 
 
 def run(args, out=sys.stdout) -> int:
     """List the live publishers, or watch them until interrupted."""
-    conn = common.connect(args, 'publishers')
+    conn = common.connect(args, 'publishers', service_endpoint=False)
     if conn is None:
         return 1
     try:
         if not args.watch:
             try:
-                records = registry_watch.list_publishers(conn, args.role)
-            except registration.RegistryUnavailable as exc:
+                records = watch.list_publishers(conn, args.role)
+            except errors.RegistryUnavailable as exc:
                 sys.stderr.write('df-nats publishers: %s\n' % exc)
                 return 1
             if args.json:
-                out.write(json.dumps(records, indent=2, sort_keys=True)
-                          + '\n')
+                out.write(json.dumps(records, indent=2, sort_keys=True,
+                                     default=repr) + '\n')
             else:
                 _print_table(records, out)
             return 0
@@ -91,9 +99,8 @@ def _watch(conn, args, out):
         with lock:
             _print_event(kind, record, args.json, out)
 
-    watch = registry_watch.PublisherWatch(conn, role=args.role,
-                                          on_change=show)
-    for record in watch.start():
+    watcher = watch.PublisherWatch(conn, role=args.role, on_change=show)
+    for record in watcher.start():
         show('present', record)
     try:
         while True:
@@ -101,4 +108,4 @@ def _watch(conn, args, out):
     except KeyboardInterrupt:
         return 0
     finally:
-        watch.stop()
+        watcher.stop()

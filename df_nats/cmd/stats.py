@@ -12,146 +12,139 @@
 
 """``df-nats stats``: every df-nats process and its counters.
 
-What ``nats micro stats df-nats`` shows, without the NATS CLI: one STATS
-request of the NATS micro protocol to every instance of the service
-``df-nats`` (``$SRV.STATS.df-nats``), and the replies that come within
-``--wait`` seconds. Replies are input from anyone allowed to publish to
-our inbox: whatever does not look like a df-nats STATS reply is skipped
-and counted, and strings are shortened.
+What ``nats micro stats df-nats`` shows, and more, without the NATS CLI:
+the replies of every instance of the service ``df-nats`` within
+``--wait`` seconds (``processes.collect``), checked against what the
+server says about their connections. One line per process: who it is,
+the NATS server it is connected to and the round trip to it, the user
+the server authenticated and whether the reply could be trusted, its
+counters, resyncs by cause and the last one, its delivery queue and the
+lag from publish to callback. Every cell is escaped (``text``).
+
+Exit status: 0 when at least one process answered, 1 when none did (or
+the connection failed), 2 on bad configuration.
 """
 
 import json
 import sys
+import time
+from urllib import parse
 
 from df_nats.cmd import common
-from df_nats.transport import service
+from df_nats.cmd import processes
+from df_nats.cmd import text
 
-# Bounds on what is gathered: thousands of compute nodes answer.
-MAX_REPLIES = 100000
-MAX_REPLY_BYTES = 256 * 1024 * 1024
-_MAX_TEXT = 300
-
-_IDENTITY = ('role', 'host', 'pid', 'process', 'threads', 'publisher_id',
-             'subject_prefix')
 # (column, section, counter): the counters the table shows.
 _COUNTER_COLUMNS = (('SENT', 'connection', 'published'),
                     ('BATCHES', 'connection', 'messages'),
                     ('RECEIVED', 'subscriber', 'received'),
                     ('GAPS', 'subscriber', 'gaps'),
-                    ('SYNCS', 'subscriber', 'syncs'),
                     ('DUPS', 'subscriber', 'duplicates'),
                     ('MALFORMED', 'subscriber', 'malformed'),
                     ('REJECTED', 'connection', 'rejected'),
-                    ('RECONNECTS', 'connection', 'reconnects'))
+                    ('RECONNECTS', 'connection', 'reconnects'),
+                    ('SYNCS', 'subscriber', 'syncs'))
+_HEADER = (('ROLE', 'KIND', 'HOST', 'PID', 'PROCESS', 'THREADS', 'PUBLISHER',
+            'VERSION', 'SERVER', 'RTT', 'USER', 'TRUST')
+           + tuple(c[0] for c in _COUNTER_COLUMNS)
+           + ('SYNC CAUSES', 'LAST SYNC', 'QUEUE', 'LAG AVG', 'LAG MAX',
+              'OUTBOX', 'LAST ERROR'))
+# The resync counters and how the table names them.
+_CAUSES = (('sync_reconnect', 'reconnect'), ('sync_gap', 'gap'),
+           ('sync_overflow', 'overflow'), ('sync_jump', 'jump'),
+           ('sync_rebaseline', 'rebaseline'), ('sync_fork', 'fork'),
+           ('sync_other', 'other'))
 
 
-def _text(value) -> str:
-    return str(value)[:_MAX_TEXT] if value is not None else ''
+def _ms(microseconds) -> str:
+    if not microseconds:
+        return '-'
+    return '%.1fms' % (microseconds / 1000.0)
 
 
-def _count(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return 0
-    return value
+def _ago(timestamp, now) -> str:
+    if not timestamp:
+        return '-'
+    return '%ds ago' % max(0, round(now - timestamp))
 
 
-def _counter_section(data, name):
-    section = data.get(name)
-    if not isinstance(section, dict):
-        return {}
-    return {_text(key): _count(value) for key, value in section.items()}
+def _size(count) -> str:
+    for unit in ('B', 'KiB', 'MiB'):
+        if count < 1024 or unit == 'MiB':
+            return '%d%s' % (count, unit) if unit == 'B' else (
+                '%.1f%s' % (count, unit))
+        count /= 1024.0
+    return '?'
 
 
-def parse_reply(body: bytes):
-    """A process's record from a STATS reply; None if it is not one."""
+def _server(record) -> str:
+    if record['server']:
+        return record['server']
     try:
-        reply = json.loads(body)
+        return parse.urlsplit(record['server_url']).netloc or '-'
     except ValueError:
-        return None
-    if (not isinstance(reply, dict) or reply.get('name') != service.NAME
-            or reply.get('type') != service.STATS_RESPONSE_TYPE):
-        return None
-    meta = reply.get('metadata')
-    endpoints = reply.get('endpoints')
-    if not isinstance(meta, dict) or not isinstance(endpoints, list):
-        return None
-    data = next((e.get('data') for e in endpoints if isinstance(e, dict)
-                 and e.get('name') == service.ENDPOINT), None)
-    if not isinstance(data, dict):
-        return None
-    record = {key: _text(meta.get(key)) for key in _IDENTITY}
-    if record['pid'].isdigit():
-        record['pid'] = int(record['pid'])
-    record.update(id=_text(reply.get('id')),
-                  version=_text(meta.get('df_nats_version')),
-                  started=_text(reply.get('started')),
-                  connection=_counter_section(data, 'connection'),
-                  subscriber=_counter_section(data, 'subscriber'),
-                  outbox_events=_count(data.get('outbox_events')),
-                  outbox_bytes=_count(data.get('outbox_bytes')),
-                  last_error=_text(data.get('last_error')))
-    return record
+        return '-'
 
 
-def matches(record, role) -> bool:
-    """``--role``: publisher and subscriber include ``both``."""
-    if not role:
-        return True
-    return record['role'] == role or (
-        record['role'] == 'both' and role in ('publisher', 'subscriber'))
+def _causes(record) -> str:
+    subscriber = record['subscriber']
+    causes = ['%s:%d' % (name, subscriber[key]) for key, name in _CAUSES
+              if subscriber.get(key)]
+    return ','.join(causes) or '-'
 
 
-def collect(conn, wait: float, role=None):
-    """The records of the processes answering within ``wait`` seconds.
-
-    Returns ``(records, skipped)``: records sorted by host and pid, and
-    the number of replies that were not df-nats STATS replies.
-    """
-    subject = '%s.STATS.%s' % (service.SUBJECT_PREFIX, service.NAME)
-    replies = conn.gather(subject, wait, MAX_REPLIES, MAX_REPLY_BYTES)
-    records = [parse_reply(body) for body in replies]
-    skipped = sum(1 for r in records if r is None)
-    records = [r for r in records if r is not None and matches(r, role)]
-    records.sort(key=lambda r: (r['host'], str(r['pid']), r['id']))
-    return records, skipped
-
-
-def format_table(records) -> str:
-    """One line per process: who it is, then its counters."""
-    header = (('ROLE', 'HOST', 'PID', 'PROCESS', 'THREADS', 'PUBLISHER',
-               'VERSION') + tuple(c[0] for c in _COUNTER_COLUMNS)
-              + ('OUTBOX', 'LAST ERROR'))
-    rows = [header]
-    for r in records:
-        rows.append(
-            (r['role'], r['host'], str(r['pid']), r['process'],
-             r['threads'], r['publisher_id'][:8] or '-', r['version'])
-            + tuple(str(r[section].get(name, 0))
-                    for _, section, name in _COUNTER_COLUMNS)
-            + ('%dB' % r['outbox_bytes'], r['last_error'] or '-'))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return ''.join('  '.join(cell.ljust(w) for cell, w in zip(row, widths))
-                   .rstrip() + '\n' for row in rows)
+def _row(record, now):
+    delivery = record['delivery']
+    queue = '%d/%s' % (delivery.get('queue_messages', 0),
+                       _size(delivery.get('queue_bytes', 0)))
+    cells = ((record['role'], record['kind'], record['host'], record['pid'],
+              record['process'], record['threads'],
+              record['publisher_id'][:8], record['version'],
+              _server(record), _ms(record['rtt_us']),
+              record['verified_user'], record['trust'])
+             + tuple(record[section].get(name, 0)
+                     for _, section, name in _COUNTER_COLUMNS)
+             + (_causes(record), _ago(delivery.get('last_sync'), now), queue,
+                _ms(delivery.get('lag_avg_us')),
+                _ms(delivery.get('lag_max_us')),
+                _size(record['outbox_bytes']), record['last_error']))
+    return tuple(text.cell(c) for c in cells)
 
 
-def run(args, out=sys.stdout) -> int:
+def format_table(records, now=None) -> str:
+    """One line per process: who it is, where, then its counters."""
+    now = time.time() if now is None else now
+    return text.table(_HEADER, (_row(r, now) for r in records))
+
+
+def run(args, out=sys.stdout, err=sys.stderr) -> int:
     """Print every df-nats process answering within ``--wait`` seconds."""
     # This command is no Dragonflow process: it does not list itself.
-    conn = common.connect(args, 'stats', service_endpoint=False)
+    conn = common.connect(args, 'stats', err, service_endpoint=False)
     if conn is None:
         return 1
     try:
-        records, skipped = collect(conn, args.wait, args.role)
+        result = processes.collect(conn, args.wait, args.role, args.kind)
     finally:
         conn.release()
+    skipped = result.skipped_line('stats')
     if skipped:
-        sys.stderr.write('df-nats stats: skipped %d replies that are not'
-                         ' df-nats STATS replies\n' % skipped)
+        err.write(skipped + '\n')
+    if result.note:
+        err.write('df-nats stats: %s\n' % result.note)
+    untrusted = sum(1 for r in result.records
+                    if r['trust'] not in (processes.VERIFIED,
+                                          processes.UNVERIFIED))
+    if untrusted:
+        err.write('df-nats stats: %d record(s) could not be trusted (see'
+                  ' TRUST)\n' % untrusted)
+    err.flush()
     if args.json:
-        out.write(json.dumps(records, indent=2, sort_keys=True) + '\n')
+        out.write(json.dumps(result.records, indent=2, sort_keys=True)
+                  + '\n')
     else:
-        out.write(format_table(records))
+        out.write(format_table(result.records))
         out.write('%d process(es) answered within %s s\n'
-                  % (len(records), args.wait))
+                  % (len(result.records), args.wait))
     out.flush()
-    return 0
+    return 0 if result.records else 1

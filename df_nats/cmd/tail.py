@@ -16,6 +16,11 @@ It subscribes as a controller does (every topic through the wildcard
 subject, or the topics named) and decodes single events and batches, so
 that a batch of 40 events is 40 lines. Marks are shown as such; malformed
 messages are reported on stderr and skipped.
+
+Events come from anyone allowed to publish on the topics: in the text
+output every field is escaped (``text``), so that no escape sequence
+from the wire reaches the terminal; ``--json`` is escaped by
+``json.dumps``.
 """
 
 import json
@@ -24,11 +29,14 @@ import threading
 import time
 
 from df_nats.cmd import common
+from df_nats.cmd import text
 from df_nats.wire import codec
 from df_nats.wire import sequence
 from df_nats.wire import subjects
 
 _COLUMNS = ('TIME', 'PUBLISHER', 'SEQ', 'TABLE', 'ACTION', 'KEY', 'TOPIC')
+# Characters of a value shown with --values.
+_MAX_VALUE = 64 * 1024
 
 
 class _Printer:
@@ -59,7 +67,8 @@ class _Printer:
         if dropped:
             self._err.write('df-nats tail: %s: %d malformed event(s) of a'
                             ' message of %d bytes skipped (%s)\n'
-                            % (subject, dropped, len(data), problem))
+                            % (text.cell(subject), dropped, len(data),
+                               text.cell(problem)))
             self._err.flush()
         if subject == self._shared and self._args.topics:
             events = [e for e in events if isinstance(e.get('topic'),
@@ -97,18 +106,19 @@ class _Printer:
         if count > 1:
             seq += '[%d/%d]' % (index, count)
         stamp = time.strftime('%H:%M:%S', time.localtime(now))
-        cells = [stamp + '.%03d' % (now % 1 * 1000), publisher or '-', seq,
+        cells = [stamp + '.%03d' % (now % 1 * 1000), publisher, seq,
                  event.get('table'), event.get('action'), event.get('key'),
                  topic]
-        line = '  '.join('-' if c is None else str(c) for c in cells)
+        line = '  '.join(text.cell(c) for c in cells)
         if self._args.values:
-            line += '  ' + str(event.get('value'))
+            line += '  ' + text.cell(event.get('value'), _MAX_VALUE,
+                                     empty='None')
         self._out.write(line + '\n')
 
 
 def run(args, out=sys.stdout, err=sys.stderr) -> int:
     """Print events until interrupted (or ``--count`` events)."""
-    conn = common.connect(args, 'tail', err)
+    conn = common.connect(args, 'tail', err, service_endpoint=False)
     if conn is None:
         return 1
     prefix = conn.conf.subject_prefix

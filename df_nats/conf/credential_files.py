@@ -27,8 +27,6 @@ from df_nats.loop import log
 
 LOG = log.get_logger(__name__)
 
-ConfigError = errors.ConfigError
-
 # What a NATS credentials file holds, and an NKey user seed.
 _CREDS_JWT = '-----BEGIN NATS USER JWT-----'
 _CREDS_SEED = '-----BEGIN USER NKEY SEED-----'
@@ -44,18 +42,19 @@ def check(conf, group):
                  'tls_cert_file', 'tls_key_file'):
         path = conf[name]
         if path and not os.access(path, os.R_OK):
-            raise ConfigError(name, '%s is not a readable file' % path)
+            raise errors.ConfigError(name, '%s is not a readable file' % path)
     if bool(conf.tls_cert_file) != bool(conf.tls_key_file):
-        raise ConfigError('tls_key_file' if conf.tls_cert_file
-                          else 'tls_cert_file',
-                          'tls_cert_file and tls_key_file go together')
+        raise errors.ConfigError('tls_key_file' if conf.tls_cert_file
+                                 else 'tls_cert_file',
+                                 'tls_cert_file and tls_key_file go together')
     if conf.password and not conf.user:
-        raise ConfigError('user', 'a password is set but no user')
+        raise errors.ConfigError('user', 'a password is set but no user')
     methods = [n for n in ('token', 'nkey_seed_file', 'creds_file')
                if conf[n]] + (['user'] if conf.user else [])
     if len(methods) > 1:
-        raise ConfigError(methods[1], 'only one authentication method may'
-                          ' be set, found: %s' % ', '.join(methods))
+        raise errors.ConfigError(
+            methods[1], 'only one authentication method may be set,'
+            ' found: %s' % ', '.join(methods))
     _check_credential_files(conf, group)
 
 
@@ -64,7 +63,7 @@ def _read_secret_file(name, path) -> str:
         with open(path, 'rb') as secret:
             return secret.read(64 * 1024).decode('ascii', 'replace')
     except OSError as exc:
-        raise ConfigError(name, '%s cannot be read (%s)' % (
+        raise errors.ConfigError(name, '%s cannot be read (%s)' % (
             path, exc.strerror)) from None
 
 
@@ -92,7 +91,7 @@ def _check_credential_files(conf, group):
             hint = (' it holds an NKey seed: that goes in'
                     ' [%s] nkey_seed_file' % group
                     if _USER_SEED.search(text) else '')
-            raise ConfigError(
+            raise errors.ConfigError(
                 'creds_file', '%s is not a NATS credentials file (a user'
                 ' JWT and an NKey seed between -----BEGIN ...----- lines);'
                 '%s' % (conf.creds_file, hint or ' see "nsc generate'
@@ -101,12 +100,12 @@ def _check_credential_files(conf, group):
     if conf.nkey_seed_file:
         text = _read_secret_file('nkey_seed_file', conf.nkey_seed_file)
         if _CREDS_JWT in text:
-            raise ConfigError(
+            raise errors.ConfigError(
                 'nkey_seed_file', '%s is a credentials file (JWT and seed):'
                 ' that goes in [%s] creds_file' % (conf.nkey_seed_file,
                                                    group))
         if not _USER_SEED.search(text):
-            raise ConfigError(
+            raise errors.ConfigError(
                 'nkey_seed_file', '%s holds no NKey user seed (a line of 58'
                 ' characters starting with SU)' % conf.nkey_seed_file)
         _warn_if_readable_by_others(group, 'nkey_seed_file',

@@ -36,6 +36,8 @@ _URL_SCHEMES = ('nats', 'tls')
 # A subject token: anything NATS allows except wildcards and white space.
 _PREFIX_TOKEN = re.compile(r'^[A-Za-z0-9_=-]+$')
 _BUCKET = re.compile(r'^[A-Za-z0-9_-]+$')
+# An inbox prefix token: printable, no wildcard, dot or white space.
+_INBOX_TOKEN = re.compile(r'^[!-)+-=?-~]+$')
 _ROLE = re.compile(r'^[!-~]{1,64}$')
 _TLS_OPTIONS = ('tls_ca_file', 'tls_cert_file', 'tls_key_file',
                 'tls_hostname', 'tls_handshake_first')
@@ -44,121 +46,123 @@ _TLS_OPTIONS = ('tls_ca_file', 'tls_cert_file', 'tls_key_file',
 MAX_RESYNC_INTERVAL = 600
 MIN_DELIVERY_QUEUE_SIZE = 1024 * 1024
 
+
+def _text(paragraph: str, *values) -> str:
+    """A help text written as an indented paragraph, on one line, with
+    ``values`` in its %-fields.
+    """
+    text = ' '.join(paragraph.split())
+    return text % values if values else text
+
+
 connection_opts = [
-    cfg.ListOpt('servers', default=['nats://127.0.0.1:4222'],
-                help='NATS server URLs (nats://host:port or tls://host:port),'
-                     ' comma separated. Give every node of the cluster: the'
-                     ' client connects to one and fails over to the others'
-                     ' and to the servers the cluster announces.'
-                     ' Credentials do not go here (user, password and token'
-                     ' do): a URL with user:password@ or token@ is'
-                     ' refused.'),
-    cfg.StrOpt('subject_prefix', default='dragonflow',
-               help='First tokens of every NATS subject df-nats uses. Topics'
-                    ' become <subject_prefix>.topic.<topic> (neutron'
-                    ' listener topics <subject_prefix>.listeners, see'
-                    ' listener_queue_group). Use a different prefix for each'
-                    ' Dragonflow deployment sharing one NATS cluster.'),
-    cfg.BoolOpt('listener_queue_group', default=True,
-                help='Send events addressed to any neutron listener topic'
-                     ' (listener_<host>: port status from the compute'
-                     ' nodes, sent only with [df] enable_neutron_notifier'
-                     ' = True, off by default) to the one subject'
-                     ' <subject_prefix>.listeners, which every subscriber'
-                     ' that registers a listener topic receives as a'
-                     ' member of one NATS queue group. Each update is then'
-                     ' handled by one live neutron-server, whichever'
-                     ' listener the compute node picked, instead of being'
-                     ' lost when the picked one is dead; at most once:'
-                     ' updates in flight to a neutron-server that dies are'
-                     ' lost, and sequence numbers are not checked on that'
-                     ' subject. False sends each listener topic to its own'
-                     ' subject, as other topics. Every process of a'
-                     ' deployment must use the same value.'),
+    # Secret: oslo.config logs every other option's value at start
+    # (log_opt_values), and a URL refused for holding a password would be
+    # logged with it.
+    cfg.ListOpt('servers', default=['nats://127.0.0.1:4222'], secret=True,
+                help=_text('''
+        NATS server URLs (nats://host:port or tls://host:port), comma
+        separated. Give every node of the cluster: the client connects to one
+        and fails over to the others and to the servers the cluster announces.
+        Credentials do not go here (user, password and token do): a URL with
+        user:password@ or token@ is refused.''')),
+    cfg.StrOpt('subject_prefix', default='dragonflow', help=_text('''
+        First tokens of every NATS subject df-nats uses. Topics become
+        <subject_prefix>.topic.<topic> (neutron listener topics
+        <subject_prefix>.listeners, see listener_queue_group). Use a different
+        prefix for each Dragonflow deployment sharing one NATS cluster.''')),
+    cfg.BoolOpt('listener_queue_group', default=True, help=_text('''
+        Send events addressed to any neutron listener topic (listener_<host>:
+        port status from the compute nodes, sent only with [df]
+        enable_neutron_notifier = True, off by default) to the one subject
+        <subject_prefix>.listeners, which every subscriber that registers a
+        listener topic receives as a member of one NATS queue group. Each
+        update is then handled by one live neutron-server, whichever listener
+        the compute node picked, instead of being lost when the picked one is
+        dead; at most once: updates in flight to a neutron-server that dies are
+        lost, and sequence numbers are not checked on that subject. False sends
+        each listener topic to its own subject, as other topics. Every process
+        of a deployment must use the same value.''')),
     cfg.FloatOpt('connect_timeout', default=2.0, min=0.1,
                  help='Seconds to wait for a single connection attempt.'),
-    cfg.FloatOpt('initial_connect_wait', default=30.0, min=0.0,
-                 help='Seconds a publisher or subscriber waits for the first'
-                      ' connection to NATS when it starts, trying every'
-                      ' server, before it gives up with an error.'),
-    cfg.FloatOpt('reconnect_time_wait', default=1.0, min=0.0,
-                 help='First step of the reconnect backoff. After a'
-                      ' connection is lost, the servers that failed least'
-                      ' are tried first, at once while one of them has'
-                      ' not failed yet (the one just lost last); once'
-                      ' every server has failed, each attempt waits this'
-                      ' many seconds first, doubling each time every'
-                      ' server has failed once more, up to'
-                      ' reconnect_time_wait_max; every attempt also waits'
-                      ' up to reconnect_jitter at random. During the first'
-                      ' connection of a process (initial_connect_wait), a'
-                      ' server that failed less than this long ago is'
-                      ' tried again after this pause.'),
-    cfg.IntOpt('max_reconnect_attempts', default=-1, min=-1,
-               help='Failed attempts in a row after which a server is no'
-                    ' longer tried: it is tried this many times plus one.'
-                    ' When no server is left, the connection is closed for'
-                    ' good. -1 or 0 tries forever.'),
+    cfg.FloatOpt('initial_connect_wait', default=30.0, min=0.0, help=_text('''
+        Seconds a publisher or subscriber waits for the first connection to
+        NATS when it starts, trying every server, before it gives up with an
+        error.''')),
+    cfg.FloatOpt('reconnect_time_wait', default=1.0, min=0.0, help=_text('''
+        First step of the reconnect backoff. After a connection is lost, the
+        servers that failed least are tried first, at once while one of them
+        has not failed yet (the one just lost last); once every server has
+        failed, each attempt waits this many seconds first, doubling each time
+        every server has failed once more, up to reconnect_time_wait_max; every
+        attempt also waits up to reconnect_jitter at random. During the first
+        connection of a process (initial_connect_wait), a server that failed
+        less than this long ago is tried again after this pause.''')),
+    cfg.IntOpt('max_reconnect_attempts', default=-1, min=-1, help=_text('''
+        Failed attempts in a row after which a server is no longer tried: it is
+        tried this many times plus one. When no server is left, the connection
+        is closed for good. -1 or 0 tries forever.''')),
     # Failover: reconnect pacing and loss detection (see "Failover and
     # what recovery costs" in doc/source/operations.rst).
     cfg.FloatOpt('reconnect_time_wait_max', default=10.0, min=0.0,
-                 help='Upper bound of the reconnect backoff: after every'
-                      ' server was tried and failed, the wait before the'
-                      ' next attempt doubles from reconnect_time_wait up to'
-                      ' this many seconds.'),
-    cfg.FloatOpt('reconnect_jitter', default=0.1, min=0.0,
-                 help='Up to this many seconds of random delay added to'
-                      ' every reconnect attempt, so that thousands of'
-                      ' clients of a failed server do not all reconnect at'
-                      ' the same instant.'),
-    cfg.IntOpt('sequence_streams', default=4096, min=1,
-               help='Publisher streams (publisher, incarnation, topic) a'
-                    ' subscriber tracks for gaps and duplicates; the least'
-                    ' recently seen is forgotten beyond this. Streams of'
-                    ' publishers known to be registered (with'
-                    ' publisher_events) are counted apart, so that others'
-                    ' never push them out.'),
+                 help=_text('''
+        Upper bound of the reconnect backoff: after every server was tried and
+        failed, the wait before the next attempt doubles from
+        reconnect_time_wait up to this many seconds.''')),
+    cfg.FloatOpt('reconnect_jitter', default=0.1, min=0.0, help=_text('''
+        Up to this many seconds of random delay added to every reconnect
+        attempt, so that thousands of clients of a failed server do not all
+        reconnect at the same instant.''')),
+    cfg.IntOpt('sequence_streams', default=4096, min=1, help=_text('''
+        Publisher streams (publisher, incarnation, topic) a subscriber tracks
+        for gaps and duplicates; the least recently seen is forgotten beyond
+        this. Streams of publishers known to be registered (with
+        publisher_events) are counted apart, so that others never push them
+        out.''')),
     # Hostile input (see "Hostile input" in doc/source/design.rst).
-    cfg.FloatOpt('resync_interval', default=5.0,
-                 help='Seconds between two resyncs a subscriber asks'
-                      ' Dragonflow for (callback action "sync", after a'
-                      ' reconnect, a sequence gap or a full delivery'
-                      ' queue); each one makes the controller reread its'
-                      ' whole database. The first is delivered at once;'
-                      ' those asked for within the interval are delivered'
-                      ' as one at its end, never lost. 0 delivers each at'
-                      ' once. From 0 to %d.' % MAX_RESYNC_INTERVAL),
-    cfg.IntOpt('delivery_queue_size', default=64 * 1024 * 1024,
-               help='Bytes of received messages (bodies and headers) a'
-                    ' subscriber holds for its callback. A message'
-                    ' arriving when it is full is dropped, counted'
-                    ' (stats["overflow"]) and followed by a resync. At'
-                    ' least %d.' % MIN_DELIVERY_QUEUE_SIZE),
-    cfg.IntOpt('ping_interval', default=20, min=1,
-               help='Seconds between client PINGs that detect a dead'
-                    ' server.'),
-    cfg.IntOpt('max_outstanding_pings', default=3, min=1,
-               help='Unanswered PINGs after which the connection is'
-                    ' considered lost.'),
+    cfg.FloatOpt('resync_interval', default=5.0, help=_text('''
+        Seconds between two resyncs a subscriber asks Dragonflow for (callback
+        action "sync", after a reconnect, a sequence gap or a full delivery
+        queue); each one makes the controller reread its whole database. The
+        first is delivered at once; those asked for within the interval are
+        delivered as one at its end, never lost. 0 delivers each at once. From
+        0 to %d.''', MAX_RESYNC_INTERVAL)),
+    cfg.IntOpt('delivery_queue_size', default=64 * 1024 * 1024, help=_text('''
+        Bytes of memory the received messages a subscriber holds for its
+        callback may take: bodies, headers and the Python objects holding
+        them (about 270 bytes a message and 130 a header). A message arriving
+        when it is full is dropped, counted (stats["overflow"]) and followed
+        by a resync. At least %d.''', MIN_DELIVERY_QUEUE_SIZE)),
+    cfg.IntOpt('ping_interval', default=20, min=1, help=_text('''
+        Seconds between client PINGs that detect a dead server.''')),
+    cfg.IntOpt('max_outstanding_pings', default=3, min=1, help=_text('''
+        Unanswered PINGs after which the connection is considered lost.''')),
     cfg.IntOpt('reconnect_buffer_size', default=8 * 1024 * 1024, min=0,
-               help='Bytes of published events kept while disconnected and'
-                    ' sent on reconnect. Publishing fails with an error'
-                    ' when it is full.'),
-    cfg.StrOpt('client_name',
-               help='Connection name shown by "nats server report'
-                    ' connections". Defaults to "df-nats:<process name>".'),
-    cfg.FloatOpt('close_timeout', default=5.0, min=0.0,
-                 help='Seconds close() waits for pending events to be'
-                      ' flushed to the server.'),
-    cfg.BoolOpt('service_endpoint', default=True,
-                help='Register this process as an instance of the NATS'
-                     ' service "df-nats" (the NATS micro protocol), so that'
-                     ' "nats micro ls", "nats micro stats df-nats" and'
-                     ' "df-nats stats" list it with its role, host, pid,'
-                     ' publisher id, version and counters. Its user needs'
-                     ' permission to subscribe to $SRV.> and to publish to'
-                     ' _INBOX.> (the replies); without it df-nats logs one'
-                     ' warning and runs on without the service.'),
+               help=_text('''
+        Bytes of published events kept while disconnected and sent on
+        reconnect. Publishing fails with an error when it is full.''')),
+    cfg.StrOpt('client_name', help=_text('''
+        Connection name shown by "nats server report connections". Defaults to
+        "df-nats:<process name>".''')),
+    cfg.FloatOpt('close_timeout', default=5.0, min=0.0, help=_text('''
+        Seconds close() waits for pending events to be flushed to the
+        server.''')),
+    cfg.BoolOpt('service_endpoint', default=True, help=_text('''
+        Register this process as an instance of the NATS service "df-nats" (the
+        NATS micro protocol), so that "nats micro ls", "nats micro stats
+        df-nats" and "df-nats stats" list it with its role, host, pid,
+        publisher id, version and counters. Its user needs permission to
+        subscribe to $SRV.> and to publish to _INBOX.> (the replies); without
+        it df-nats logs one warning and runs on without the service.''')),
+    cfg.StrOpt('service_inbox_prefix', default='_INBOX', help=_text('''
+        The service "df-nats" answers only requests whose reply subject is
+        under <service_inbox_prefix>., the requesters' inboxes; others are
+        counted (connection.service_replies_refused) and not answered, so
+        that nobody can make it publish on a topic, registry or JetStream
+        subject. Set it to the inbox prefix of the NATS clients that run
+        "nats micro" or "df-nats stats" when they use a custom one.
+        Dot-separated tokens without wildcards, not starting with $ and apart
+        from subject_prefix.''')),
 ]
 
 auth_opts = [
@@ -166,75 +170,63 @@ auth_opts = [
     cfg.StrOpt('password', secret=True,
                help='Password for user/password authentication.'),
     cfg.StrOpt('token', secret=True, help='Authentication token.'),
-    cfg.StrOpt('nkey_seed_file',
-               help='File holding an NKey seed (SU...) for NKey'
-                    ' authentication.'),
-    cfg.StrOpt('creds_file',
-               help='NATS credentials file (user JWT and NKey seed) for'
-                    ' decentralized JWT authentication.'),
+    cfg.StrOpt('nkey_seed_file', help=_text('''
+        File holding an NKey seed (SU...) for NKey authentication.''')),
+    cfg.StrOpt('creds_file', help=_text('''
+        NATS credentials file (user JWT and NKey seed) for decentralized JWT
+        authentication.''')),
 ]
 
 tls_opts = [
-    cfg.StrOpt('tls_ca_file',
-               help='CA bundle that verifies the servers. Setting this or'
-                    ' another TLS option (tls_cert_file, tls_key_file,'
-                    ' tls_hostname, tls_handshake_first), or a tls:// URL,'
-                    ' turns TLS on, and then TLS is required: a server that'
-                    ' does not offer it is refused before any credential is'
-                    ' sent, on every connect and reconnect.'),
+    cfg.StrOpt('tls_ca_file', help=_text('''
+        CA bundle that verifies the servers. Setting this or another TLS option
+        (tls_cert_file, tls_key_file, tls_hostname, tls_handshake_first), or a
+        tls:// URL, turns TLS on, and then TLS is required: a server that does
+        not offer it is refused before any credential is sent, on every connect
+        and reconnect.''')),
     cfg.StrOpt('tls_cert_file',
                help='Client certificate for mutual TLS.'),
     cfg.StrOpt('tls_key_file', help='Private key of tls_cert_file.'),
-    cfg.StrOpt('tls_hostname',
-               help='Host name expected in the server certificate, when it'
-                    ' differs from the host in the server URL.'),
-    cfg.BoolOpt('tls_handshake_first', default=False,
-                help='Start TLS before the NATS INFO exchange (servers'
-                     ' configured with handshake_first).'),
+    cfg.StrOpt('tls_hostname', help=_text('''
+        Host name expected in the server certificate, when it differs from the
+        host in the server URL.''')),
+    cfg.BoolOpt('tls_handshake_first', default=False, help=_text('''
+        Start TLS before the NATS INFO exchange (servers configured with
+        handshake_first).''')),
 ]
 
 registry_opts = [
-    cfg.BoolOpt('publisher_registry', default=True,
-                help='Register every publisher in a JetStream key-value'
-                     ' bucket, with a heartbeat, so that live publishers'
-                     ' can be listed and watched and a dead one disappears'
-                     ' after publisher_ttl. Needs JetStream; without it'
-                     ' pub/sub works and an error is logged once.'),
-    cfg.StrOpt('registry_bucket', default='df_publishers',
-               help='Name of the JetStream key-value bucket holding the'
-                    ' publisher registry. Created when missing.'),
-    cfg.StrOpt('role',
-               help='Role this process registers its publisher with, for'
-                    ' listing and watching by role. Defaults to'
-                    ' neutron-server or df-local-controller when the'
-                    ' process is one of those, else to the process name.'),
-    cfg.FloatOpt('heartbeat_interval', default=3.0, min=0.5,
-                 help='Seconds between refreshes of a publisher\'s registry'
-                      ' record. At most publisher_ttl / 2.'),
-    cfg.FloatOpt('publisher_ttl', default=10.0, min=2.0,
-                 help='Seconds after its last refresh that a publisher\'s'
-                      ' record expires: the time in which a killed'
-                      ' publisher is noticed. It is the max age of the'
-                      ' registry bucket, so every process must use the same'
-                      ' value.'),
-    cfg.IntOpt('kv_replicas', default=1, min=1, max=5,
-               help='Replicas of the registry bucket when df-nats creates'
-                    ' it: 1 on a single server, 3 in a cluster.'),
-    cfg.BoolOpt('publisher_events', default=False,
-                help='Also deliver publishers joining, changing and leaving'
-                     ' the registry to the subscriber callback, as'
-                     ' "publisher" table events shaped like Dragonflow\'s'
-                     ' Publisher model.'),
+    cfg.BoolOpt('publisher_registry', default=True, help=_text('''
+        Register every publisher in a JetStream key-value bucket, with a
+        heartbeat, so that live publishers can be listed and watched and a dead
+        one disappears after publisher_ttl. Needs JetStream; without it pub/sub
+        works and an error is logged once.''')),
+    cfg.StrOpt('registry_bucket', default='df_publishers', help=_text('''
+        Name of the JetStream key-value bucket holding the publisher registry.
+        Created when missing.''')),
+    cfg.StrOpt('role', help=_text('''
+        Role this process registers its publisher with, for listing and
+        watching by role. Defaults to neutron-server or df-local-controller
+        when the process is one of those, else to the process name.''')),
+    cfg.FloatOpt('heartbeat_interval', default=3.0, min=0.5, help=_text('''
+        Seconds between refreshes of a publisher's registry record. At most
+        publisher_ttl / 2.''')),
+    cfg.FloatOpt('publisher_ttl', default=10.0, min=2.0, help=_text('''
+        Seconds after its last refresh that a publisher's record expires: the
+        time in which a killed publisher is noticed. It is the max age of the
+        registry bucket, so every process must use the same value.''')),
+    cfg.IntOpt('kv_replicas', default=1, min=1, max=5, help=_text('''
+        Replicas of the registry bucket when df-nats creates it: 1 on a single
+        server, 3 in a cluster.''')),
+    cfg.BoolOpt('publisher_events', default=False, help=_text('''
+        Also deliver publishers joining, changing and leaving the registry to
+        the subscriber callback, as "publisher" table events shaped like
+        Dragonflow's Publisher model.''')),
 ]
 
 ALL_OPTS = connection_opts + auth_opts + tls_opts + registry_opts
 
 cfg.CONF.register_opts(ALL_OPTS, group=GROUP)
-
-
-# A [df_nats] option df-nats cannot use; the callers of this module have
-# caught it here so far.
-ConfigError = errors.ConfigError
 
 
 def list_opts():
@@ -255,27 +247,27 @@ def redact_url(url: str) -> str:
 
 def _check_servers(servers):
     if not servers:
-        raise ConfigError('servers', 'at least one NATS URL is needed')
+        raise errors.ConfigError('servers', 'at least one NATS URL is needed')
     for url in servers:
         shown = redact_url(url)
         try:
             parts = parse.urlsplit(url)
             port = parts.port
         except ValueError:
-            raise ConfigError('servers',
-                              '%r is not a valid URL' % shown) from None
+            raise errors.ConfigError(
+                'servers', '%r is not a valid URL' % shown) from None
         if parts.scheme not in _URL_SCHEMES:
-            raise ConfigError(
+            raise errors.ConfigError(
                 'servers', '%r: the scheme must be one of %s' % (
                     shown, ', '.join(s + '://' for s in _URL_SCHEMES)))
         if not parts.hostname:
-            raise ConfigError('servers', '%r has no host' % shown)
+            raise errors.ConfigError('servers', '%r has no host' % shown)
         if port is None:
-            raise ConfigError('servers', '%r has no port' % shown)
+            raise errors.ConfigError('servers', '%r has no port' % shown)
         if parts.username is not None or parts.password is not None:
             # Logged at DEBUG by log_opt_values and shown by ps when given
             # on a command line: credentials have options of their own.
-            raise ConfigError(
+            raise errors.ConfigError(
                 'servers', '%r holds credentials: set them with [%s] user'
                 ' and password, or token, not in the URL' % (shown, GROUP))
 
@@ -289,22 +281,50 @@ def tls_wanted(conf) -> bool:
 def _check_prefix(prefix):
     tokens = (prefix or '').split('.')
     if not all(_PREFIX_TOKEN.match(t) for t in tokens):
-        raise ConfigError(
+        raise errors.ConfigError(
             'subject_prefix',
             '%r must be dot-separated tokens of letters, digits, "_", "-"'
             ' or "="' % prefix)
 
 
+def _check_inbox_prefix(conf):
+    try:
+        prefix = conf.service_inbox_prefix or ''
+    except (cfg.Error, ValueError) as exc:
+        # "$name" is oslo.config's interpolation ("$$" a dollar sign).
+        raise errors.ConfigError(
+            'service_inbox_prefix',
+            'cannot be parsed (%s)' % type(exc).__name__) from None
+    tokens = prefix.split('.')
+    if not all(_INBOX_TOKEN.match(t) for t in tokens):
+        raise errors.ConfigError(
+            'service_inbox_prefix',
+            '%r must be dot-separated tokens without wildcards or white'
+            ' space' % prefix)
+    if prefix.startswith('$'):
+        raise errors.ConfigError(
+            'service_inbox_prefix', '%r is a system subject space ($JS,'
+            ' $KV, $SRV...), not inboxes' % prefix)
+    data = conf.subject_prefix.split('.')
+    shorter = min(len(tokens), len(data))
+    if tokens[:shorter] == data[:shorter]:
+        raise errors.ConfigError(
+            'service_inbox_prefix', '%r overlaps subject_prefix %r: the'
+            ' service would answer on Dragonflow\'s own subjects'
+            % (prefix, conf.subject_prefix))
+
+
 def _check_registry(conf):
     if not _BUCKET.match(conf.registry_bucket or ''):
-        raise ConfigError('registry_bucket',
-                          '%r must be letters, digits, "_" or "-"'
-                          % conf.registry_bucket)
+        raise errors.ConfigError(
+            'registry_bucket', '%r must be letters, digits, "_" or "-"'
+            % conf.registry_bucket)
     if conf.role is not None and not _ROLE.match(conf.role):
-        raise ConfigError('role', '%r must be 1 to 64 printable characters'
-                          ' without spaces' % conf.role)
+        raise errors.ConfigError(
+            'role', '%r must be 1 to 64 printable characters without'
+            ' spaces' % conf.role)
     if conf.heartbeat_interval > conf.publisher_ttl / 2:
-        raise ConfigError(
+        raise errors.ConfigError(
             'heartbeat_interval',
             '%s s is more than half of publisher_ttl (%s s): one late'
             ' refresh would make a live publisher expire'
@@ -313,7 +333,7 @@ def _check_registry(conf):
 
 def _check_reconnect(conf):
     if conf.reconnect_time_wait_max < conf.reconnect_time_wait:
-        raise ConfigError(
+        raise errors.ConfigError(
             'reconnect_time_wait_max',
             '%s is less than reconnect_time_wait (%s)' % (
                 conf.reconnect_time_wait_max, conf.reconnect_time_wait))
@@ -322,11 +342,11 @@ def _check_reconnect(conf):
 def _check_subscriber(conf):
     interval = conf.resync_interval
     if not 0 <= interval <= MAX_RESYNC_INTERVAL:
-        raise ConfigError(
+        raise errors.ConfigError(
             'resync_interval', '%s s: must be from 0 to %d s (0: no limit)'
             % (interval, MAX_RESYNC_INTERVAL))
     if conf.delivery_queue_size < MIN_DELIVERY_QUEUE_SIZE:
-        raise ConfigError(
+        raise errors.ConfigError(
             'delivery_queue_size', '%d bytes: must be at least %d'
             % (conf.delivery_queue_size, MIN_DELIVERY_QUEUE_SIZE))
 
@@ -339,11 +359,12 @@ def validate(conf=None):
         prefix = conf.subject_prefix
     except (cfg.ConfigFileValueError, ValueError) as exc:
         # oslo.config's own message may quote the value; keep it out.
-        raise ConfigError('servers/subject_prefix',
-                          'cannot be parsed (%s)' % type(exc).__name__
-                          ) from None
+        raise errors.ConfigError(
+            'servers/subject_prefix',
+            'cannot be parsed (%s)' % type(exc).__name__) from None
     _check_servers(servers)
     _check_prefix(prefix)
+    _check_inbox_prefix(conf)
     credential_files.check(conf, GROUP)
     _check_registry(conf)
     _check_reconnect(conf)

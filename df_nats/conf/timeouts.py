@@ -58,6 +58,13 @@ SNAPSHOT = 10.0
 # Without limit markers, a record unrefreshed for its TTL + this is expired.
 CLOCK_GRACE = 2.0
 
+# A subscriber's work on received messages that deliver nothing or hold
+# malformed events (sequence check and decoding), in one slice of its
+# delivery queue: beyond it, what is queued is dropped as an overflow and
+# a resync follows, so a flood of messages expensive to decode delays
+# real events by about this much at most.
+DELIVERY_WORK_BUDGET = 1.0
+
 # At interpreter exit, queued events get at most this long (or
 # close_timeout, if shorter) to reach the server.
 EXIT_FLUSH = 2.0

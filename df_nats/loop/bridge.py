@@ -38,15 +38,10 @@ import time
 from typing import Any, Callable, Coroutine, Optional
 
 from df_nats import errors
-from df_nats.loop import log as loop_logging
-from df_nats.loop import natives as df_natives
+from df_nats.loop import log
+from df_nats.loop import natives
 
-LOG = loop_logging.get_logger(__name__)
-
-# Kept under their former names, for the callers that use them.
-is_green = df_natives.is_green
-_original = df_natives.original
-BridgeTimeout = errors.BridgeTimeout
+LOG = log.get_logger(__name__)
 
 
 class _Doorbell:
@@ -58,9 +53,9 @@ class _Doorbell:
     original ``select`` otherwise.
     """
 
-    def __init__(self, natives: df_natives.Natives, green: bool):
-        self._os = natives.os
-        self._select = natives.select
+    def __init__(self, originals: natives.Natives, green: bool):
+        self._os = originals.os
+        self._select = originals.select
         self._green = green
         self._rfd, self._wfd = self._os.pipe()
         self._os.set_blocking(self._rfd, False)
@@ -119,13 +114,13 @@ class _HubDoorbell(_Doorbell):
     ``wait``, or leaves it a flag.
     """
 
-    def __init__(self, natives: df_natives.Natives):
-        super().__init__(natives, True)
+    def __init__(self, originals: natives.Natives):
+        super().__init__(originals, True)
         from eventlet import hubs
         import greenlet
         self._current = greenlet.getcurrent
         self._hub = hubs.get_hub()
-        self._pending = False
+        self._rung = False
         self._waiter = None
         self._listener = self._hub.add(self._hub.READ, self._rfd,
                                        self._on_readable, self._on_error,
@@ -133,13 +128,13 @@ class _HubDoorbell(_Doorbell):
 
     def wait(self) -> bool:
         """Wait until rung, for good (the dispatcher's wait: no timeout)."""
-        while not self._pending:
+        while not self._rung:
             self._waiter = self._current()
             try:
                 self._hub.switch()
             finally:
                 self._waiter = None
-        self._pending = False
+        self._rung = False
         return True
 
     def _on_readable(self, fileno):
@@ -151,7 +146,7 @@ class _HubDoorbell(_Doorbell):
             # Nothing to read: woken through an epoll shared with a
             # forked process; or closed.
             return
-        self._pending = True
+        self._rung = True
         if self._waiter is not None:
             self._waiter.switch()
 
@@ -172,10 +167,10 @@ class _CallerWorld:
     posted calls; a function that raises is logged and the next one runs.
     """
 
-    def __init__(self, natives: df_natives.Natives, green: bool):
+    def __init__(self, originals: natives.Natives, green: bool):
         self._calls = collections.deque()
-        self._bell = (_HubDoorbell(natives) if green
-                      else _Doorbell(natives, green))
+        self._bell = (_HubDoorbell(originals) if green
+                      else _Doorbell(originals, green))
         self._rung = False
         if green:
             import eventlet
@@ -220,17 +215,17 @@ class Bridge:
 
     def __init__(self):
         self.pid = os.getpid()
-        self.green = is_green()
-        self._natives = df_natives.Natives()
+        self.green = natives.is_green()
+        self._natives = natives.Natives()
         self.world = _CallerWorld(self._natives, self.green)
         # Built here rather than on the loop thread, so that asyncio's own
         # set-up logging happens in the caller's world.
-        self.loop = df_natives.NativeLoop(self._natives)
+        self.loop = natives.NativeLoop(self._natives)
         self.loop.set_exception_handler(self._on_loop_exception)
         self._loop_ident = None
         # From here on, what the loop thread logs is moved to the caller's
         # world under eventlet (df-nats' loggers, asyncio's and nats-py's).
-        loop_logging.divert_loop_records(self)
+        log.divert_loop_records(self)
         started = self._natives.thread.allocate_lock()
         started.acquire()
         self._natives.thread.start_new_thread(self._run_loop, (started,))
@@ -276,10 +271,10 @@ class Bridge:
         self.loop.call_soon_threadsafe(call.start)
         if not call.bell.wait(timeout):
             self.loop.call_soon_threadsafe(call.abandon)
-            raise BridgeTimeout('gave up after %s s' % timeout)
+            raise errors.BridgeTimeout('gave up after %s s' % timeout)
         call.bell.close()
         if call.task.cancelled():
-            raise BridgeTimeout('cancelled')
+            raise errors.BridgeTimeout('cancelled')
         return call.task.result()
 
 

@@ -33,9 +33,12 @@ from typing import List, Optional
 
 from oslo_config import cfg
 
+# Three modules aliased: ProcessContext's properties are named bridge,
+# connection and registration.
 from df_nats.conf import timeouts
 from df_nats.loop import bridge as df_bridge
 from df_nats.loop import log
+from df_nats.loop import natives
 from df_nats.registry import registration as registry
 from df_nats.transport import connection as df_connection
 
@@ -139,7 +142,7 @@ def _after_fork_in_child():
         _inherited.append(_current)
         _current = None
     log.forget_bridge()
-    if df_bridge.is_green():
+    if natives.is_green():
         from eventlet import hubs
         _hub_at_fork = getattr(hubs._threadlocal, 'hub', None)
 
@@ -163,4 +166,4 @@ def _flush_at_exit():
     context = _current
     conn = context._parts['connection'] if context is not None else None
     if conn is not None and conn.connected:
-        conn.flush(min(conn.conf.close_timeout, timeouts.EXIT_FLUSH))
+        conn.sender.flush(min(conn.conf.close_timeout, timeouts.EXIT_FLUSH))

@@ -70,7 +70,7 @@ class NatsPublisher(api.PublisherApi):
         self._context = context
         self._conn = conn
         self._start_stream()
-        conn.add_listener(self._on_reconnected)
+        conn.add_listener(self._reconnected_on_loop)
         conn.service.publisher_joined(self.publisher_id)
 
     def _connection(self):
@@ -115,7 +115,7 @@ class NatsPublisher(api.PublisherApi):
         self._context = self._conn = None
         self.initialize()
 
-    def _on_reconnected(self):
+    def _reconnected_on_loop(self):
         """Mark every subject used, before the events still queued.
 
         Loop thread. Messages the old connection swallowed leave a gap
@@ -125,11 +125,12 @@ class NatsPublisher(api.PublisherApi):
         conn, context = self._conn, self._context
         if conn is None or context is None or context.inherited:
             return
+        assert conn.bridge.on_loop_thread()
         for stream in list(self._by_subject.values()):
             if self._subjects.is_shared(stream.subject):
                 continue  # a queue group: nobody checks numbers there
             if stream.n or stream.refused:
-                conn.queue_mark(stream)
+                conn.sender.queue_mark_on_loop(stream)
 
     # -- publishing -------------------------------------------------------
 
@@ -151,7 +152,7 @@ class NatsPublisher(api.PublisherApi):
             stream = self._streams[topic]
         except KeyError:
             stream = self._new_stream(topic)
-        conn.send(stream, codec.pack_update(update), update.table)
+        conn.sender.send(stream, codec.pack_update(update), update.table)
 
     def _send_event(self, data, topic):
         """Publish an already packed body to ``topic``, as a message alone.
@@ -163,11 +164,11 @@ class NatsPublisher(api.PublisherApi):
             stream = self._streams[topic]
         except KeyError:
             stream = self._new_stream(topic)
-        conn.send(stream, data, outbox.RAW)
+        conn.sender.send(stream, data, outbox.RAW)
 
     def flush(self, timeout=5.0):
         """Wait until events sent so far reached the server."""
-        return self._connection().flush(timeout)
+        return self._connection().sender.flush(timeout)
 
     def close(self):
         """Flush what is queued (bounded) and leave the connection."""
@@ -177,8 +178,8 @@ class NatsPublisher(api.PublisherApi):
             # Never initialized, closed already, or inherited from the
             # parent: the parent's connection is not ours to flush or close.
             return
-        conn.remove_listener(self._on_reconnected)
+        conn.remove_listener(self._reconnected_on_loop)
         conn.service.publisher_left(self.publisher_id)
-        conn.flush(conn.conf.close_timeout)
+        conn.sender.flush(conn.conf.close_timeout)
         context.registration.release()
         conn.release()

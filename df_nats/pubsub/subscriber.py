@@ -19,7 +19,7 @@ from df_nats.loop import log
 from df_nats.pubsub import api
 from df_nats.pubsub import delivery
 from df_nats.pubsub import process_context
-from df_nats.registry import watch as registry_watch
+from df_nats.registry import watch
 from df_nats.wire import subjects
 
 LOG = log.get_logger(__name__)
@@ -229,13 +229,13 @@ class NatsSubscriber(api.SubscriberApi):
             self._delivery.stop()
             conn.release()
             raise
-        conn.add_listener(self._delivery.on_reconnected)
-        conn.service.subscriber_joined(self.stats)
+        conn.add_listener(self._delivery.reconnected_on_loop)
+        conn.service.subscriber_joined(self.stats, self._delivery.gauges)
         self._stopped.clear()
         self._running = True
         self._delivery.start()
         if conn.conf.publisher_events:
-            self._publisher_feed = registry_watch.start_publisher_feed(
+            self._publisher_feed = watch.start_publisher_feed(
                 conn, self._delivery.on_publisher_event)
 
     def run(self):
@@ -279,7 +279,7 @@ class NatsSubscriber(api.SubscriberApi):
         self._running = False
         conn, self._conn = self._conn, None
         self._delivery.stop()
-        conn.remove_listener(self._delivery.on_reconnected)
+        conn.remove_listener(self._delivery.reconnected_on_loop)
         conn.service.subscriber_left(self.stats)
         feed, self._publisher_feed = self._publisher_feed, None
         if feed is not None:

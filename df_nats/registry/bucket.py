@@ -121,7 +121,7 @@ async def fail_on_permission_denied(conn, coro):
     (``timeouts.JETSTREAM_REQUEST``) and looks like JetStream being
     down.
     """
-    denied = conn.permission_denied(_registry_subject)
+    denied = conn.refusals.permission_denied_on_loop(_registry_subject)
     task = asyncio.ensure_future(coro)
     try:
         await asyncio.wait({task, denied},

@@ -43,9 +43,10 @@ from nats.js import errors as js_errors
 from df_nats.conf import timeouts
 from df_nats import errors
 from df_nats.loop import log
-from df_nats.registry import bucket as registry_bucket
+from df_nats.registry import bucket
 from df_nats.transport import connect_args
 from df_nats import version
+from df_nats.wire import untrusted_json
 
 LOG = log.get_logger(__name__)
 
@@ -54,8 +55,9 @@ _MAX_SLOTS = 256
 
 _SERVICE_ROLES = ('neutron-server', 'df-local-controller')
 
-# Where callers of this module have caught it so far.
-RegistryUnavailable = errors.RegistryUnavailable
+# A record df-nats writes is a few hundred bytes, one level deep.
+MAX_RECORD_BYTES = 64 * 1024
+MAX_RECORD_DEPTH = 8
 
 
 def host_name() -> str:
@@ -80,11 +82,12 @@ def publisher_uuid(process: str, host: str, slot: int = 0) -> str:
 
 
 def decode_record(value: bytes) -> Optional[Dict]:
-    """A registry record, or None when ``value`` is not one."""
-    try:
-        record = json.loads(value)
-    except (TypeError, ValueError):
-        return None
+    """A registry record, or None when ``value`` is not one.
+
+    Bounded in size and depth (anyone who may write the bucket wrote it).
+    """
+    record, _ = untrusted_json.loads(value, MAX_RECORD_BYTES,
+                                     MAX_RECORD_DEPTH)
     if not isinstance(record, dict) or not isinstance(record.get('id'), str):
         return None
     return record
@@ -165,19 +168,19 @@ class Registration:
         self._wake = asyncio.Event()
         self.conn.add_listener(self._wake.set)
         try:
-            await asyncio.wait_for(registry_bucket.fail_on_permission_denied(
+            await asyncio.wait_for(bucket.fail_on_permission_denied(
                 self.conn, self._register()), timeouts.REGISTER_WAIT)
         except errors.ConfigError:
             self.conn.remove_listener(self._wake.set)
             raise
         except Exception as exc:
             # Retried by _keep; publishing does not depend on it.
-            self._complain(exc)
+            self._complain_on_loop(exc)
         self._task = asyncio.get_running_loop().create_task(self._keep())
 
     async def _register(self):
-        js = self.conn.jetstream(timeout=timeouts.JETSTREAM_REQUEST)
-        kv = await registry_bucket.open_bucket(js, self.conf)
+        js = self.conn.jetstream_on_loop(timeout=timeouts.JETSTREAM_REQUEST)
+        kv = await bucket.open_bucket(js, self.conf)
         self.publisher_id = await self._claim(kv)
         self._kv = kv
         self._failing = False
@@ -185,8 +188,9 @@ class Registration:
         LOG.info('df-nats: registered publisher %s (role %s) in bucket %s',
                  self.publisher_id, self.role, self.conf.registry_bucket)
 
-    def _complain(self, exc):
+    def _complain_on_loop(self, exc):
         # One error per process, one warning per outage; the rest is debug.
+        assert self.conn.bridge.on_loop_thread()
         if not isinstance(exc, errors.RegistryUnavailable):
             exc = '%s: %s' % (type(exc).__name__, exc or 'no answer')
         if not self._complained:
@@ -204,7 +208,8 @@ class Registration:
         else:
             LOG.debug('df-nats: registry still unavailable: %s', exc)
 
-    def _new_record(self, publisher_id, slot):
+    def _new_record_on_loop(self, publisher_id, slot):
+        assert self.conn.bridge.on_loop_thread()
         now = time.time()
         return {
             'id': publisher_id,
@@ -232,7 +237,7 @@ class Registration:
         slot = 0
         while slot < _MAX_SLOTS:
             publisher_id = publisher_uuid(self.process, self.host, slot)
-            self._record = self._new_record(publisher_id, slot)
+            self._record = self._new_record_on_loop(publisher_id, slot)
             value = json.dumps(self._record).encode()
             try:
                 await kv.create(publisher_id, value)
@@ -269,7 +274,7 @@ class Registration:
             if spare > 0:
                 await asyncio.sleep(spare)
             try:
-                await registry_bucket.fail_on_permission_denied(
+                await bucket.fail_on_permission_denied(
                     self.conn, self._register() if self._kv is None
                     else self._refresh())
             except asyncio.CancelledError:
@@ -281,7 +286,7 @@ class Registration:
                 # Open the bucket and claim again next time: it may have
                 # been deleted, or our record expired during an outage.
                 self._kv = None
-                self._complain(exc)
+                self._complain_on_loop(exc)
 
     async def _refresh(self):
         self._record['last_activity_timestamp'] = time.time()

@@ -34,7 +34,7 @@ from nats.js import api as js_api
 
 from df_nats.conf import timeouts
 from df_nats.loop import log
-from df_nats.registry import bucket as registry_bucket
+from df_nats.registry import bucket
 from df_nats.registry import registration
 
 LOG = log.get_logger(__name__)
@@ -102,7 +102,7 @@ class PublisherWatch:
     def start(self, timeout: float = timeouts.SNAPSHOT) -> List[Dict]:
         """Start watching; the publishers registered now."""
         return self.conn.bridge.run(
-            registry_bucket.fail_on_permission_denied(
+            bucket.fail_on_permission_denied(
                 self.conn, self._start()),
             timeout=timeout + timeouts.GRACE)
 
@@ -121,37 +121,43 @@ class PublisherWatch:
         return sorted(self._known.values(), key=lambda r: r['id'])
 
     async def _start(self):
-        kv = await registry_bucket.open_bucket(
-            self._js(), self.conn.conf, create=self._create, strict=False)
+        kv = await bucket.open_bucket(
+            self._js_on_loop(), self.conn.conf, create=self._create,
+            strict=False)
         self._ttl = (await kv.status()).ttl
         await self._subscribe()
-        self._known = self._snapshot_done()
-        self.conn.add_listener(self._on_reconnected)
+        self._known = self._snapshot_done_on_loop()
+        self.conn.add_listener(self._reconnected_on_loop)
         self._tasks.append(asyncio.get_running_loop().create_task(
             self._expire_by_clock()))
         return await self._list()
 
-    def _js(self):
-        return self.conn.jetstream(timeout=timeouts.JETSTREAM_REQUEST)
+    def _js_on_loop(self):
+        assert self.conn.bridge.on_loop_thread()
+        return self.conn.jetstream_on_loop(
+            timeout=timeouts.JETSTREAM_REQUEST)
 
     async def _subscribe(self):
         self._snapshot = {}
         self._loaded = asyncio.get_running_loop().create_future()
-        self._sub = await self._js().subscribe(
+        self._sub = await self._js_on_loop().subscribe(
             self._prefix + '>', stream='KV_' + self._bucket,
             cb=self._on_message, ordered_consumer=True,
             deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
             inactive_threshold=300.0)
         info = await self._sub.consumer_info()
         if info.num_pending == 0 and info.delivered.consumer_seq == 0:
-            self._finish_loading()  # an empty bucket: nothing will come
+            # An empty bucket: nothing will come.
+            self._finish_loading_on_loop()
         await asyncio.wait_for(self._loaded, timeouts.SNAPSHOT)
 
-    def _finish_loading(self):
+    def _finish_loading_on_loop(self):
+        assert self.conn.bridge.on_loop_thread()
         if self._loaded is not None and not self._loaded.done():
             self._loaded.set_result(None)
 
-    def _snapshot_done(self) -> Dict[str, Dict]:
+    def _snapshot_done_on_loop(self) -> Dict[str, Dict]:
+        assert self.conn.bridge.on_loop_thread()
         snapshot, self._snapshot = self._snapshot, None
         now = time.monotonic()
         self._seen = dict.fromkeys(snapshot, now)
@@ -164,7 +170,7 @@ class PublisherWatch:
         if reason is None:
             record = registration.decode_record(msg.data)
             if record is None:
-                self._malformed(key)
+                self._malformed_on_loop(key)
             elif self.role and record.get('role') != self.role:
                 record, reason = None, 'role'
         if self._snapshot is not None:
@@ -173,31 +179,34 @@ class PublisherWatch:
             else:
                 self._snapshot.pop(key, None)
             if msg.metadata.num_pending == 0:
-                self._finish_loading()
+                self._finish_loading_on_loop()
         elif record is not None or reason is not None:
-            self._apply(key, record, reason)
+            self._apply_on_loop(key, record, reason)
 
-    def _apply(self, key, record, reason):
+    def _apply_on_loop(self, key, record, reason):
+        assert self.conn.bridge.on_loop_thread()
         old = self._known.get(key)
         if record is not None:
             self._seen[key] = time.monotonic()
             self._known[key] = record
             if old is None:
-                self._emit(JOIN, record)
+                self._emit_on_loop(JOIN, record)
             elif not _same_publisher(old, record):
-                self._emit(CHANGE, record)
+                self._emit_on_loop(CHANGE, record)
         elif old is not None:
             del self._known[key]
             self._seen.pop(key, None)
-            self._emit(LEAVE, dict(old, left=reason))
+            self._emit_on_loop(LEAVE, dict(old, left=reason))
 
-    def _emit(self, kind, record):
+    def _emit_on_loop(self, kind, record):
+        assert self.conn.bridge.on_loop_thread()
         self.stats[kind] += 1
         on_change = self._on_change
         if on_change is not None:
             self.conn.bridge.world.post(on_change, kind, record)
 
-    def _malformed(self, key):
+    def _malformed_on_loop(self, key):
+        assert self.conn.bridge.on_loop_thread()
         self.stats['malformed'] += 1
         self._malformed_warning.warning(
             'df-nats: registration key %s holds no publisher record; ignored'
@@ -216,9 +225,10 @@ class PublisherWatch:
             now = time.monotonic()
             for key, seen in list(self._seen.items()):
                 if now - seen > limit:
-                    self._apply(key, None, 'expired')
+                    self._apply_on_loop(key, None, 'expired')
 
-    def _on_reconnected(self):
+    def _reconnected_on_loop(self):
+        assert self.conn.bridge.on_loop_thread()
         self._tasks.append(asyncio.get_running_loop().create_task(
             self._resubscribe()))
 
@@ -239,14 +249,14 @@ class PublisherWatch:
                 await asyncio.sleep(1.0)
         else:
             return  # disconnected again; the next reconnect retries
-        fresh = self._snapshot_done()
+        fresh = self._snapshot_done_on_loop()
         for key in set(self._known) - set(fresh):
-            self._apply(key, None, 'gone')
+            self._apply_on_loop(key, None, 'gone')
         for key, record in fresh.items():
-            self._apply(key, record, None)
+            self._apply_on_loop(key, record, None)
 
     async def _stop(self):
-        self.conn.remove_listener(self._on_reconnected)
+        self.conn.remove_listener(self._reconnected_on_loop)
         for task in self._tasks:
             task.cancel()
         sub, self._sub = self._sub, None

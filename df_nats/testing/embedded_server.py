@@ -33,12 +33,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from df_nats import errors
-from df_nats.loop import log as loop_logging
+from df_nats.loop import log
 
-LOG = loop_logging.get_logger(__name__)
+LOG = log.get_logger(__name__)
 
 LOOPBACK = '127.0.0.1'
 BINARY = 'nats-server'
@@ -142,7 +142,8 @@ class NatsServer(_Managed):
                  routes: Iterable[int] = (), extra_config: str = '',
                  monitor_port: Optional[int] = None,
                  keep: bool = False,
-                 env: Optional[Dict[str, str]] = None) -> None:
+                 env: Optional[Dict[str, str]] = None,
+                 wrapper: Sequence[str] = ()) -> None:
         self.host = _loopback(host)
         self.client_port = port or free_port()
         self.monitor_port = monitor_port or free_port()
@@ -155,6 +156,9 @@ class NatsServer(_Managed):
         self.keep = keep
         # Added to the server's environment (variables its config reads).
         self.env = env
+        # A command the server runs under, which execs it (same pid): a
+        # test that gives it a private /etc/hosts.
+        self.wrapper = list(wrapper)
         self.name = name or 'df-nats-%d' % self.client_port
         self.dir = tempfile.mkdtemp(prefix='df-nats-')
         self.store_dir = store_dir or os.path.join(self.dir, 'store')
@@ -218,7 +222,8 @@ class NatsServer(_Managed):
         self._log = open(self.log_path, 'ab')
         env = dict(os.environ, **self.env) if self.env else None
         self._proc = subprocess.Popen(
-            [binary, '-c', self.config_path], stdin=subprocess.DEVNULL,
+            self.wrapper + [binary, '-c', self.config_path],
+            stdin=subprocess.DEVNULL,
             env=env,
             stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True)

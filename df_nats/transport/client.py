@@ -27,10 +27,10 @@ authorization violations (the server closes it).
 import re
 from typing import Optional, Tuple
 
-import nats
 from nats import errors as nats_errors
 
 from df_nats import errors
+from df_nats.transport import nats_compat
 
 
 class PlaintextRefused(errors.DfNatsError, nats_errors.Error):
@@ -96,38 +96,29 @@ def is_authorization_error(exc) -> bool:
             or _AUTHORIZATION in str(exc).lower())
 
 
-def server_name(client) -> str:
-    """host:port of the server ``client`` is connecting to, or '?'."""
-    server = getattr(client, '_current_server', None)
-    uri = getattr(server, 'uri', None)
-    if uri is None or not uri.hostname:
-        return '?'
-    return '%s:%s' % (uri.hostname, uri.port)
-
-
-def _is_tls(transport) -> bool:
-    writer = getattr(transport, '_io_writer', None)
-    if writer is None:
-        return False
-    return writer.get_extra_info('ssl_object') is not None
-
-
-class GuardedClient(nats.NATS):
+class GuardedClient(nats_compat.HookedClient):
     """A nats-py client that never sends CONNECT in clear when TLS is due.
 
-    The check sits where nats-py builds CONNECT (after the INFO exchange
-    and any TLS upgrade), which is the same code on the first connect and
-    on every reconnect, to configured and to discovered servers alike.
+    The check runs where nats-py builds CONNECT (``nats_compat``): after
+    the INFO exchange and any TLS upgrade, on the first connect and on
+    every reconnect, to configured and to discovered servers alike.
     """
 
     def __init__(self, require_tls: bool = False):
+        if require_tls and not nats_compat.CONNECT_HOOK:
+            # The guard would never run: refuse rather than risk CONNECT
+            # in clear.
+            raise errors.ConnectError(
+                'nats-py %s lacks the hook the check that CONNECT goes'
+                ' over TLS needs (see df_nats/transport/nats_compat.py):'
+                ' install a nats-py release that requirements.txt allows'
+                % nats_compat.version())
         super().__init__()
         self.require_tls = require_tls
 
-    def _connect_command(self) -> bytes:
-        if self.require_tls and not _is_tls(self._transport):
-            server = server_name(self)
+    def before_connect(self) -> None:
+        if self.require_tls and not nats_compat.is_tls(self):
+            server = nats_compat.server_name(self)
             # Nothing more goes out on this socket.
-            self._transport.close()
+            nats_compat.close_socket(self)
             raise PlaintextRefused(server)
-        return super()._connect_command()

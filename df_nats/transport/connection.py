@@ -16,14 +16,15 @@ Dragonflow loads the driver twice per process (publisher, subscriber) and
 neutron-server runs many processes; one connection per process keeps the
 server's connection count at one per worker. The connection lives on the
 bridge's loop thread; this module is the caller-side handle to it.
-Sending is the ``sender``'s (``sender.Sender``); what the server refused
-is the ``refusals``' (``refusals.Refusals``).
+Callers send through ``conn.sender`` (``sender.Sender``: ``send``,
+``flush``) and wait for refusals through ``conn.refusals``
+(``refusals.Refusals``).
 """
 
 import asyncio
 import collections
 import threading
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 import nats
 from nats import errors as nats_errors
@@ -32,22 +33,14 @@ from df_nats.conf import options
 from df_nats.conf import timeouts
 from df_nats import errors
 from df_nats.loop import log
-from df_nats.transport import client as nats_client
+from df_nats.transport import client
 from df_nats.transport import connect_args
-from df_nats.transport import outbox
-from df_nats.transport import refusals as df_refusals
-from df_nats.transport import sender as df_sender
-from df_nats.transport import service as df_service
+from df_nats.transport import nats_compat
+from df_nats.transport import refusals
+from df_nats.transport import sender
+from df_nats.transport import service
 
 LOG = log.get_logger(__name__)
-
-# Where callers of this module have caught them so far.
-ConnectError = errors.ConnectError
-PublishBufferFull = errors.PublishBufferFull
-EventTooLarge = errors.EventTooLarge
-
-SubscribePermissionDenied = errors.SubscribePermissionDenied
-PlaintextRefused = nats_client.PlaintextRefused
 
 
 class Connection:
@@ -67,8 +60,8 @@ class Connection:
         self._nc: Optional[nats.NATS] = None
         self._users = 0
         self._lock = threading.Lock()
-        self.refusals = df_refusals.Refusals(self.conf, bridge, self.stats)
-        self.sender = df_sender.Sender(self, self.refusals)
+        self.refusals = refusals.Refusals(self.conf, bridge, self.stats)
+        self.sender = sender.Sender(self, self.refusals)
         self._listeners: List[Callable[[], None]] = []
         self._last_error: Optional[BaseException] = None
         # The error that explains a failed first connect best (a refused
@@ -80,7 +73,7 @@ class Connection:
             self.conf.reconnect_jitter)
         # This process as an instance of the NATS service df-nats:
         # registered after each connect, stopped at close.
-        self.service = df_service.ProcessService(
+        self.service = service.ProcessService(
             self, self.conf.service_endpoint)
 
     # -- lifecycle (caller's world) -------------------------------------
@@ -102,7 +95,7 @@ class Connection:
             # connection that is down with nothing queued.
             unsent = self.sender.outbox_load[0]
             if ((unsent or self.connected)
-                    and not self.flush(self.conf.close_timeout)):
+                    and not self.sender.flush(self.conf.close_timeout)):
                 unsent = self.sender.outbox_load[0]
                 if unsent:
                     # Never a silent drop: say how many did not go out.
@@ -113,7 +106,7 @@ class Connection:
             nc, self._nc = self._nc, None
             self._closing = True
         # Before the close, in the loop's order of calls.
-        self.bridge.call_soon(self.service.stop)
+        self.bridge.call_soon(self.service.stop_on_loop)
         try:
             self.bridge.run(nc.close(), timeout=self.conf.close_timeout)
         except Exception as exc:
@@ -129,11 +122,6 @@ class Connection:
         return self._nc
 
     @property
-    def outbox_load(self) -> Tuple[int, int]:
-        """Events and bytes waiting to be sent (any thread; a moment's)."""
-        return self.sender.outbox_load
-
-    @property
     def connected_url(self) -> Optional[str]:
         """The server URL in use now (password redacted), or None."""
         nc = self._nc
@@ -144,7 +132,7 @@ class Connection:
         wait = self.conf.initial_connect_wait
         servers = ', '.join(options.redact_url(u) for u in self.conf.servers)
         LOG.info('df-nats: connecting to %s', servers)
-        nc = nats_client.GuardedClient(
+        nc = client.GuardedClient(
             require_tls=options.tls_wanted(self.conf))
         self._last_error = self._connect_cause = None
         try:
@@ -157,41 +145,36 @@ class Connection:
                 **connect_args.connect_options(self.conf)), timeout=wait)
         except Exception as exc:
             cause = self._connect_cause or self._last_error or exc
-            raise ConnectError(
+            raise errors.ConnectError(
                 'cannot connect to NATS at %s within %s s'
                 ' ([df_nats] initial_connect_wait): %s' % (
-                    servers, wait, df_refusals.explain(self.conf, cause))
+                    servers, wait, refusals.explain(self.conf, cause))
             ) from None
         self._nc = nc
         self.sender.read_max_payload(nc)
         self._pacer.last_netloc = nc.connected_url.netloc
         LOG.info('df-nats: connected to %s',
                  options.redact_url(nc.connected_url.geturl()))
-        self.bridge.call_soon(self.service.start, nc)
+        self.bridge.call_soon(self.service.start_on_loop, nc)
 
     # -- callbacks (loop thread) -------------------------------------------
 
     async def _on_error(self, exc):
-        if self.service.note_error(exc):
+        if self.service.note_error_on_loop(exc):
             return  # the service's own, logged once there
         self._last_error = exc
         self.stats['errors'] += 1
-        denied = nats_client.permission_violation(exc)
+        denied = client.permission_violation(exc)
         if denied is not None:
-            self.refusals.note(*denied)
+            self.refusals.note_on_loop(*denied)
             return
-        if isinstance(exc, PlaintextRefused) or (
-                nats_client.is_authorization_error(exc)):
+        if isinstance(exc, client.PlaintextRefused) or (
+                client.is_authorization_error(exc)):
             if self._connect_cause is None:
                 self._connect_cause = exc
-            LOG.error('df-nats: %s', df_refusals.explain(self.conf, exc))
+            LOG.error('df-nats: %s', refusals.explain(self.conf, exc))
             return
         LOG.warning('df-nats: NATS error: %s: %s', type(exc).__name__, exc)
-
-    def permission_denied(self, predicate: Callable[[str, str], bool]
-                          ) -> asyncio.Future:
-        """A future for the next refusal: ``Refusals.permission_denied``."""
-        return self.refusals.permission_denied(predicate)
 
     async def _on_disconnected(self):
         if self._closing:
@@ -210,7 +193,7 @@ class Connection:
                     options.redact_url(url.geturl()) if url else '?')
         for listener in list(self._listeners):
             listener()
-        self.sender.request_drain()
+        self.sender.request_drain_on_loop()
 
     async def _on_closed(self):
         LOG.info('df-nats: NATS connection closed')
@@ -219,8 +202,8 @@ class Connection:
     def add_listener(self, listener: Callable[[], None]):
         """Call ``listener()`` on the loop thread after each reconnect.
 
-        A listener may ``queue_mark`` there: marks go out before the
-        events still queued.
+        A listener may ``queue_mark_on_loop`` there: marks go out before
+        the events still queued.
         """
         self._listeners.append(listener)
 
@@ -230,42 +213,35 @@ class Connection:
         except ValueError:
             pass
 
-    def jetstream(self, timeout: float):
+    def jetstream_on_loop(self, timeout: float):
         """A JetStream context on this connection (use on the loop)."""
+        assert self.bridge.on_loop_thread()
         return self._nc.jetstream(timeout=timeout)
-
-    # -- publishing (see sender.Sender) -------------------------------------
-
-    def send(self, stream, body: bytes, label=outbox.RAW):
-        """Queue one event of ``stream``: ``Sender.send``."""
-        self.sender.send(stream, body, label)
-
-    def queue_mark(self, stream):
-        """Send a mark for ``stream`` before further events (loop thread)."""
-        self.sender.queue_mark(stream)
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until queued events reached the server; False on timeout."""
-        return self.sender.flush(timeout)
 
     # -- requests ------------------------------------------------------------
 
     def gather(self, subject: str, wait: float, max_replies: int,
-               max_bytes: int) -> List[bytes]:
-        """Publish an empty request; the replies that come within ``wait``.
+               max_bytes: int, payload: bytes = b'',
+               until_quiet: Optional[float] = None) -> List[bytes]:
+        """Publish a request; the replies that come within ``wait``.
 
         For requests every instance of a service answers (the NATS micro
-        protocol's PING, INFO and STATS): stops early at ``max_replies``
-        replies or ``max_bytes`` bytes of them.
+        protocol's PING, INFO and STATS, the server's ``$SYS`` requests):
+        stops early at ``max_replies`` replies or ``max_bytes`` bytes of
+        them, and with ``until_quiet``, once that many seconds pass
+        without a reply after the first (a few servers answer at once).
         """
         return self.bridge.run(
-            self._gather(subject, wait, max_replies, max_bytes),
+            self._gather(subject, wait, max_replies, max_bytes, payload,
+                         until_quiet),
             timeout=wait + timeouts.CONTROL)
 
-    async def _gather(self, subject, wait, max_replies, max_bytes):
+    async def _gather(self, subject, wait, max_replies, max_bytes,
+                      payload=b'', until_quiet=None):
         replies = []
         size = 0
         enough = asyncio.Event()
+        arrived = asyncio.Event()
 
         async def on_reply(msg):
             nonlocal size
@@ -273,19 +249,35 @@ class Connection:
                 return
             replies.append(msg.data)
             size += len(msg.data)
+            arrived.set()
             if len(replies) >= max_replies or size >= max_bytes:
                 enough.set()
+
+        async def quiet():
+            # Once replies came, until none came for until_quiet.
+            await arrived.wait()
+            while True:
+                arrived.clear()
+                try:
+                    await asyncio.wait_for(arrived.wait(), until_quiet)
+                except asyncio.TimeoutError:
+                    enough.set()
+                    return
 
         nc = self._nc
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox, cb=on_reply)
+        watcher = (asyncio.get_running_loop().create_task(quiet())
+                   if until_quiet else None)
         try:
-            await nc.publish(subject, b'', reply=inbox)
+            await nc.publish(subject, payload, reply=inbox)
             try:
                 await asyncio.wait_for(enough.wait(), wait)
             except asyncio.TimeoutError:
                 pass
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await sub.unsubscribe()
         return replies
 
@@ -307,7 +299,7 @@ class Connection:
         lower = subject.lower()
         refused = self.refusals.refused_subscriptions
         refused.discard(lower)
-        self.refusals.remember_subject(subject)
+        self.refusals.remember_subject_on_loop(subject)
         sub = await self._nc.subscribe(subject, queue=queue, cb=handler)
         await self._confirm()
         if lower in refused:
@@ -316,7 +308,7 @@ class Connection:
                 await sub.unsubscribe()
             except nats_errors.Error:
                 pass
-            raise SubscribePermissionDenied(subject)
+            raise errors.SubscribePermissionDenied(subject)
         return sub
 
     def unsubscribe(self, sub):
@@ -332,13 +324,11 @@ class Connection:
 
     async def _confirm(self):
         # A PING/PONG round trip: the server has seen what we sent before.
-        # nats-py writes PING straight to the socket but leaves SUB/UNSUB
-        # in its pending list for its flusher task: written first here,
-        # or the PONG could come back before the server saw (or refused)
-        # the subscription.
+        # nats-py's queued SUB/UNSUB are written first, or the PONG could
+        # come back before the server saw (or refused) the subscription.
         if self._nc.is_connected:
             try:
-                await self._nc._flush_pending(force_flush=True)
+                await nats_compat.flush_pending(self._nc)
                 await self._nc.flush(timeout=timeouts.CONFIRM)
             except Exception as exc:
                 LOG.warning('df-nats: no PONG: %s', exc)

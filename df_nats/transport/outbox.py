@@ -13,8 +13,9 @@
 """Events waiting for the loop thread to send them, and who may touch what.
 
 Callers (greenthreads or native threads) put entries in (``put``); the
-loop thread takes them out in order (``take``), returns what it could not
-send (``put_back``) and releases the bytes of what it sent (``release``).
+loop thread takes them out in order (``take_on_loop``), returns what it
+could not send (``put_back_on_loop``) and releases the bytes of what it
+sent (``release_on_loop``).
 The rules:
 
 * The entries are a deque: callers only append, the loop only pops and
@@ -50,18 +51,17 @@ RAW = object()
 _RECHECK_SECONDS = 0.05
 
 
-# Where callers of this module have caught it so far.
-PublishBufferFull = errors.PublishBufferFull
-
-
 class Outbox:
     """A FIFO of ``(stream, body, label)`` entries bounded in bytes.
 
     ``label`` is the event's table, or ``RAW`` for a body that must go out
-    as a message of its own.
+    as a message of its own. ``on_loop()`` says whether the caller is the
+    loop thread (``Bridge.on_loop_thread``), which the ``_on_loop``
+    methods assert.
     """
 
-    def __init__(self, limit: int, bell, is_connected: Callable[[], bool]):
+    def __init__(self, limit: int, bell, is_connected: Callable[[], bool],
+                 on_loop: Callable[[], bool]):
         self.limit = limit
         self._entries = collections.deque()
         self._put_bytes = 0        # callers, under _put_lock
@@ -71,6 +71,7 @@ class Outbox:
         self._bell = bell
         self._waiting = False
         self._is_connected = is_connected
+        self._on_loop = on_loop
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -113,7 +114,7 @@ class Outbox:
                     break
                 if not self._is_connected():
                     self._waiting = False
-                    raise PublishBufferFull(
+                    raise errors.PublishBufferFull(
                         'NATS is unreachable and %d bytes of events are'
                         ' waiting ([df_nats] reconnect_buffer_size = %d)'
                         % (self.waiting_bytes, self.limit))
@@ -122,13 +123,14 @@ class Outbox:
 
     # -- the loop thread's side --------------------------------------------
 
-    def take(self, max_bytes: int, max_count: int) -> Optional[List]:
+    def take_on_loop(self, max_bytes: int, max_count: int) -> Optional[List]:
         """Pop the next message's entries (loop thread), or None.
 
         Consecutive event entries of one stream, at most ``max_count`` of
         them and ``max_bytes`` together (a first entry larger than that
         goes alone); a ``RAW`` entry always goes alone.
         """
+        assert self._on_loop()
         entries = self._entries
         if not entries:
             return None
@@ -148,12 +150,14 @@ class Outbox:
             group.append(entries.popleft())
         return group
 
-    def put_back(self, group: List) -> None:
+    def put_back_on_loop(self, group: List) -> None:
         """Return entries taken but not sent to the front (loop thread)."""
+        assert self._on_loop()
         self._entries.extendleft(reversed(group))
 
-    def release(self, size: int) -> None:
+    def release_on_loop(self, size: int) -> None:
         """Bytes that left the outbox for good (loop thread)."""
+        assert self._on_loop()
         self._released_bytes += size
         if self._waiting:
             self._bell.ring()

@@ -24,10 +24,10 @@ import time
 from typing import Callable, Dict, List, Tuple
 
 from df_nats.conf import options
-from df_nats.loop import log as loop_logging
+from df_nats.loop import log
 from df_nats.transport import client
 
-LOG = loop_logging.get_logger(__name__)
+LOG = log.get_logger(__name__)
 
 # A refused publish is logged as an ERROR at most this often per subject
 # (every refusal is counted in stats['permission_denied']).
@@ -36,12 +36,10 @@ _DENIED_LOG_INTERVAL = 10.0
 # (nats-py lower-cases the server's error lines).
 _MAX_SENT_SUBJECTS = 4096
 
-PlaintextRefused = client.PlaintextRefused
-
 
 def explain(conf, exc) -> str:
     """Why a connect failed, in words an operator can act on."""
-    if isinstance(exc, PlaintextRefused):
+    if isinstance(exc, client.PlaintextRefused):
         return str(exc)
     if client.is_authorization_error(exc):
         return ('the server refused the credentials (Authorization'
@@ -85,9 +83,13 @@ class Refusals:
                                          asyncio.Future]] = []
         self._denied_logged: Dict[str, float] = {}
         self._sent_subjects: Dict[str, str] = {}
+        # Subjects (lower case) of optional requests whose refusal is an
+        # answer, not a fault: logged at DEBUG only.
+        self.optional_subjects = set()
 
-    def note(self, kind: str, subject: str):
+    def note_on_loop(self, kind: str, subject: str):
         """Count, log (paced) and hand out a refusal (loop thread)."""
+        assert self._bridge.on_loop_thread()
         # nats-py lower-cases the server's error line: name the subject
         # as we know it when we can.
         if kind == 'subscribe':
@@ -111,7 +113,9 @@ class Refusals:
         if len(self._denied_logged) > _MAX_SENT_SUBJECTS:
             self._denied_logged.clear()
         self._denied_logged[key] = now
-        LOG.error(
+        log = (LOG.debug if subject.lower() in self.optional_subjects
+               else LOG.error)
+        log(
             'df-nats: permission denied: the NATS server refused to let'
             ' this user %s to %s%s (%d refusals so far; see the user\'s'
             ' permissions in the server configuration)',
@@ -119,21 +123,23 @@ class Refusals:
             ': what was sent there is lost' if kind == 'publish' else '',
             self.stats['permission_denied'])
 
-    def permission_denied(self, predicate: Callable[[str, str], bool]
-                          ) -> asyncio.Future:
+    def permission_denied_on_loop(
+            self, predicate: Callable[[str, str], bool]) -> asyncio.Future:
         """A future for the next refusal ``predicate(kind, subject)`` takes.
 
         Loop thread. Its result is ``(kind, subject)``, kind 'publish' or
         'subscribe'; the subject may be lower-cased. Cancel it when done.
         """
+        assert self._bridge.on_loop_thread()
         future = self._bridge.loop.create_future()
         entry = (predicate, future)
         self._denied_waiters.append(entry)
         future.add_done_callback(lambda _: self._denied_waiters.remove(entry))
         return future
 
-    def remember_subject(self, subject: str):
+    def remember_subject_on_loop(self, subject: str):
         """Note a subject as sent, before it may be refused (loop thread)."""
+        assert self._bridge.on_loop_thread()
         # To name a refused subject in its own letter case.
         lower = subject.lower()
         if lower not in self._sent_subjects:

@@ -21,29 +21,38 @@ connection is down events stay in the outbox, in order, up to
 
 import asyncio
 import time
-from typing import Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from nats import errors as nats_errors
 
 from df_nats.conf import timeouts
 from df_nats import errors
 from df_nats.loop import log
-from df_nats.transport import messages as outgoing
-from df_nats.transport import outbox as df_outbox
+from df_nats.transport import messages
+from df_nats.transport import nats_compat
+from df_nats.transport import outbox
 from df_nats.wire import codec
 
 LOG = log.get_logger(__name__)
 
-PublishBufferFull = errors.PublishBufferFull
-EventTooLarge = errors.EventTooLarge
-
 # Bytes of a message kept for its header block (NATS/1.0, Df-Seq with a
 # publisher id of up to 128 characters, Df-Events with a table label of up
-# to 128): an event may take max_payload less this.
+# to 128 and the send time): an event may take max_payload less this.
 HEADER_ROOM = 512
 # A batch is at most this many bytes (or max_payload, if smaller): one
 # drain step never writes more in one loop turn (see _drain).
 BATCH_BYTES = 256 * 1024
+
+
+class _Message(NamedTuple):
+    """A group of outbox entries numbered as one message of ``stream``."""
+
+    stream: object
+    n: int
+    group: List
+    body: bytes
+    headers: Dict[str, str]
+    size: int  # outbox bytes (see messages.message)
 
 
 class Sender:
@@ -60,9 +69,10 @@ class Sender:
         self._refusals = refusals
         self.stats = conn.stats
         # Read once, not an oslo.config lookup on every publish.
-        self._outbox = df_outbox.Outbox(conn.conf.reconnect_buffer_size,
-                                        self._bridge.doorbell(),
-                                        lambda: conn.connected)
+        self._outbox = outbox.Outbox(conn.conf.reconnect_buffer_size,
+                                     self._bridge.doorbell(),
+                                     lambda: conn.connected,
+                                     self._bridge.on_loop_thread)
         # Set from the server's max_payload after each (re)connect.
         self.max_event_size = 0
         self._batch_limit = 0
@@ -73,8 +83,8 @@ class Sender:
     @property
     def outbox_load(self) -> Tuple[int, int]:
         """Events and bytes waiting to be sent (any thread; a moment's)."""
-        outbox = self._outbox
-        return len(outbox), outbox.waiting_bytes
+        box = self._outbox
+        return len(box), box.waiting_bytes
 
     def read_max_payload(self, nc):
         """Size events and batches to ``nc``'s server (after a connect)."""
@@ -84,7 +94,7 @@ class Sender:
         self.max_event_size = max_payload - HEADER_ROOM
         self._batch_limit = min(max_payload, BATCH_BYTES) - HEADER_ROOM
 
-    def send(self, stream, body: bytes, label=df_outbox.RAW):
+    def send(self, stream, body: bytes, label=outbox.RAW):
         """Queue one event (or raw body) of ``stream``; returns at once.
 
         ``label`` is the event's table, or ``outbox.RAW`` for a body that
@@ -95,7 +105,7 @@ class Sender:
         ``EventTooLarge``.
         """
         if len(body) > self.max_event_size:
-            raise EventTooLarge(
+            raise errors.EventTooLarge(
                 'an event of %d bytes is larger than NATS accepts: the'
                 ' server\'s max_payload is %d bytes, %d of which df-nats'
                 ' keeps for headers' % (len(body),
@@ -103,34 +113,38 @@ class Sender:
                                         HEADER_ROOM))
         try:
             self._outbox.put(stream, body, label)
-        except PublishBufferFull:
+        except errors.PublishBufferFull:
             self.stats['rejected'] += 1
             stream.skip()
             # Marked once the link is back, even if nothing else is sent.
-            self._bridge.loop.call_soon_threadsafe(self.queue_mark, stream)
+            self._bridge.loop.call_soon_threadsafe(self.queue_mark_on_loop,
+                                                   stream)
             raise
         if not self._drain_requested:
             self._drain_requested = True
-            self._bridge.loop.call_soon_threadsafe(self.request_drain)
+            self._bridge.loop.call_soon_threadsafe(self.request_drain_on_loop)
 
-    def queue_mark(self, stream):
+    def queue_mark_on_loop(self, stream):
         """Send a mark for ``stream`` before further events (loop thread)."""
+        assert self._bridge.on_loop_thread()
         self._marks[stream] = None
-        self.request_drain()
+        self.request_drain_on_loop()
 
-    def request_drain(self):
+    def request_drain_on_loop(self):
         """Send what is queued, now or by a drain task (loop thread)."""
+        assert self._bridge.on_loop_thread()
         # One drain task at a time keeps the outbox order.
         self._drain_requested = False
         if self._drain_task is None or self._drain_task.done():
-            if not self._send_now():
+            if not self._send_now_on_loop():
                 self._drain_task = self._bridge.loop.create_task(
                     self._drain())
 
-    def _draining(self) -> bool:
+    def _draining_on_loop(self) -> bool:
+        assert self._bridge.on_loop_thread()
         return self._drain_task is not None and not self._drain_task.done()
 
-    def _send_now(self) -> bool:
+    def _send_now_on_loop(self) -> bool:
         """Write the next message to the socket in this turn (loop thread).
 
         At low rates the loop wakes up to one event: a drain task would
@@ -141,81 +155,95 @@ class Sender:
         when the outbox is empty after it, False when a drain task is
         needed.
         """
+        assert self._bridge.on_loop_thread()
         nc = self._conn.nc
         writer = (None if nc is None or self._marks
-                  else outgoing.idle_writer(nc))
+                  else nats_compat.idle_writer(nc))
         if writer is None:
             return False
-        outbox = self._outbox
-        group = outbox.take(self._batch_limit - 3, codec.MAX_BATCH_EVENTS)
-        if group is None:
+        msg = self._next_message_on_loop()
+        if msg is None:
             return True
-        stream = group[0][0]
-        n = stream.next_number()
-        self._refusals.remember_subject(stream.subject)
-        count = len(group)
-        body, headers, size = outgoing.message(stream, n, group)
         try:
-            outgoing.write_message(nc, writer, stream.subject, body,
-                                   headers)
+            nats_compat.write_hpub(nc, writer, msg.stream.subject, msg.body,
+                                   msg.headers)
         except Exception as exc:
-            # As in _drain: the number is used, subscribers see the gap.
-            self.stats['publish_errors'] += count
-            self._conn.service.note_error(exc)
-            LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
-                      count, stream.subject, type(exc).__name__, exc)
+            self._done_on_loop(msg, exc)
         else:
-            self.stats['published'] += count
-            self.stats['messages'] += 1
-        stream.n = n
-        outbox.release(size)
-        return not outbox
+            self._done_on_loop(msg)
+        return not self._outbox
 
     async def _drain(self):
         # Loop thread: everything queued since the last turn goes out,
         # consecutive events of one stream as one message (never waiting
         # for more). Numbers are taken here, in sending order.
-        outbox = self._outbox
+        box = self._outbox
         while True:
             nc = self._conn.nc
             if nc is None or not nc.is_connected:
-                return  # _on_reconnected drains again
+                return  # Connection._on_reconnected drains again
             if self._marks and not await self._send_marks(nc):
                 return
-            # Less 3 bytes: the array header of a batch.
-            group = outbox.take(self._batch_limit - 3,
-                                codec.MAX_BATCH_EVENTS)
-            if group is None:
+            msg = self._next_message_on_loop()
+            if msg is None:
                 return
-            stream = group[0][0]
-            n = stream.next_number()
-            self._refusals.remember_subject(stream.subject)
-            count = len(group)
-            body, headers, size = outgoing.message(stream, n, group)
             try:
-                await nc.publish(stream.subject, body, headers=headers)
+                await nc.publish(msg.stream.subject, msg.body,
+                                 headers=msg.headers)
             except (nats_errors.ConnectionReconnectingError,
                     nats_errors.OutboundBufferLimitError):
-                outbox.put_back(group)
+                box.put_back_on_loop(msg.group)
                 return
             except Exception as exc:
-                # The number is used: subscribers see the gap and resync.
-                self.stats['publish_errors'] += count
-                self._conn.service.note_error(exc)
-                LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
-                          count, stream.subject, type(exc).__name__, exc)
-            stream.n = n
-            outbox.release(size)
-            self.stats['published'] += count
-            self.stats['messages'] += 1
-            if not outbox:
+                self._done_on_loop(msg, exc)
+            else:
+                self._done_on_loop(msg)
+            if not box:
                 # Nothing to batch with: on the wire now rather than on
                 # the loop's next turn.
-                outgoing.write_pending_now(nc)
+                nats_compat.write_pending_now(nc)
             # Let the loop write this batch and read what came in before
             # the next one: a drain that wrote megabytes in one turn got
             # its own subscriptions cut off as slow consumers.
             await asyncio.sleep(0)
+
+    def _next_message_on_loop(self) -> Optional['_Message']:
+        """The next group of the outbox as a numbered message (loop
+        thread), or None when the outbox is empty.
+
+        The number is taken, not used: a message put back into the
+        outbox is numbered again when taken again.
+        """
+        assert self._bridge.on_loop_thread()
+        # Less 3 bytes: the array header of a batch.
+        group = self._outbox.take_on_loop(self._batch_limit - 3,
+                                          codec.MAX_BATCH_EVENTS)
+        if group is None:
+            return None
+        stream = group[0][0]
+        n = stream.next_number()
+        self._refusals.remember_subject_on_loop(stream.subject)
+        body, headers, size = messages.message(stream, n, group)
+        return _Message(stream, n, group, body, headers, size)
+
+    def _done_on_loop(self, msg: '_Message', exc: Optional[Exception] = None):
+        """Count ``msg`` as written, or as dropped by ``exc`` (loop thread).
+
+        Its number is used either way: after a failed write subscribers
+        see the gap and resync.
+        """
+        assert self._bridge.on_loop_thread()
+        count = len(msg.group)
+        if exc is None:
+            self.stats['published'] += count
+            self.stats['messages'] += 1
+        else:
+            self.stats['publish_errors'] += count
+            self._conn.service.note_error_on_loop(exc)
+            LOG.error('df-nats: dropping %d event(s) for %s: %s: %s',
+                      count, msg.stream.subject, type(exc).__name__, exc)
+        msg.stream.n = msg.n
+        self._outbox.release_on_loop(msg.size)
 
     async def _send_marks(self, nc) -> bool:
         marks, self._marks = self._marks, {}
@@ -246,15 +274,15 @@ class Sender:
 
     async def _flush(self, timeout):
         deadline = time.monotonic() + timeout
-        self.request_drain()
-        while self._outbox or self._draining():
+        self.request_drain_on_loop()
+        while self._outbox or self._draining_on_loop():
             if time.monotonic() > deadline:
                 raise TimeoutError('events still queued')
-            if self._draining():
+            if self._draining_on_loop():
                 await self._drain_task
             if self._outbox:
                 await self._wait_connected(deadline)
-                self.request_drain()
+                self.request_drain_on_loop()
         await self._conn.nc.flush(
             timeout=max(deadline - time.monotonic(), 0.1))
 

@@ -15,11 +15,11 @@ function die {
     exit 1
 }
 
-# warn LINENO "message"
+# warn LINENO "message": as devstack's (functions-common), it prints its
+# second argument only, on stdout: a message given as several arguments
+# is cut short.
 function warn {
-    local line=$1
-    shift
-    echo "WARNING: [line $line] $*" >&2
+    echo "[WARNING] ${BASH_SOURCE[2]}:$1 $2"
 }
 
 function echo_summary {
@@ -140,8 +140,7 @@ function enable_service {
     local service
     for service in "$@"; do
         if [[ ",$DISABLED_SERVICES," == *,$service,* ]]; then
-            warn $LINENO "Attempt to enable_service $service when it has" \
-                "been disabled"
+            warn $LINENO "enable_service $service: it was disabled"
             continue
         fi
         if ! is_service_enabled $service; then

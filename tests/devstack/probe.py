@@ -30,6 +30,7 @@ from urllib import parse
 from oslo_config import cfg
 
 from df_nats.conf import options
+from df_nats import errors
 
 # Dragonflow's [df] options that select pub/sub (4.0.0 and master).
 _DF_OPTS = [
@@ -70,7 +71,7 @@ def probe(command):
     }
     try:
         nats = options.validate(conf)
-    except (options.ConfigError, cfg.Error) as exc:
+    except (errors.ConfigError, cfg.Error) as exc:
         result['df_nats_error'] = str(exc)
         return result
     result['df_nats'] = {'servers': list(nats.servers),

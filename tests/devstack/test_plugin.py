@@ -23,12 +23,15 @@ commit on master and of 4.0.0, in both plugin orders.
 
 import asyncio
 import os
+import signal
 import socket
+import sys
 import time
 
 import nats
 import pytest
 
+from df_nats.testing.embedded_server import NatsServer
 from tests.devstack import harness
 
 
@@ -100,7 +103,9 @@ def test_publisher_service_is_disabled(make_node, dragonflow):
     node = make_node(dragonflow=dragonflow, localrc=harness.controller_localrc(
         port, 'ENABLED_SERVICES+=,df-publisher-service'))
     proc = node.run('stack')
-    assert 'disabling df-publisher-service' in proc.stderr
+    # The whole warning: devstack's warn prints one argument only.
+    assert ('df-nats: df-publisher-service disabled (NATS needs no relay)'
+            in proc.stdout), proc.stdout[-3000:]
     assert not os.path.exists(
         node.path('systemd', 'devstack@df-publisher-service.service'))
     harness.assert_selects_nats(node.snapshot('df-controller'), dragonflow)
@@ -255,3 +260,92 @@ def test_server_that_cannot_start_fails_the_stack_at_once(make_node):
     assert 'nats-server (devstack@df-nats-server) failed' in proc.stderr
     assert time.monotonic() - started < 60
     assert not os.path.exists(node.path('snapshots', 'df-controller.json'))
+
+
+def test_foreign_server_on_the_port_fails_the_stack(make_node):
+    # Another nats-server (without JetStream) already listens on the
+    # port: stack install refuses it before starting ours, instead of
+    # letting df-controller and neutron-server talk to it.
+    with NatsServer(jetstream=False) as foreign:
+        node = make_node(localrc=harness.controller_localrc(
+            foreign.client_port))
+        proc = node.run('stack', check=False)
+        assert proc.returncode != 0
+        assert ('port %d on 127.0.0.1 is already in use by a process that'
+                ' is not devstack@df-nats-server' % foreign.client_port
+                in proc.stderr), proc.stderr[-3000:]
+        assert 'start devstack@df-nats-server.service' not in (
+            node.systemctl() if os.path.exists(node.path('systemctl.log'))
+            else [])
+        assert not os.path.exists(node.path('snapshots',
+                                            'df-controller.json'))
+        assert foreign.is_running()
+
+
+# A "nats-server" that dies at once while a process outside its unit keeps
+# its port: it listens, forks, and the parent (the unit's process) exits.
+_TAKEN_PORT = '''#!{python}
+import os
+import socket
+import sys
+
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(('127.0.0.1', {port}))
+sock.listen(16)
+if os.fork():
+    sys.exit(1)
+os.setsid()
+with open({pidfile!r}, 'w') as out:
+    out.write(str(os.getpid()))
+while True:
+    conn, _ = sock.accept()
+    conn.close()
+'''
+
+
+def test_port_answering_without_our_unit_fails_the_stack(make_node,
+                                                         tmp_path):
+    # Once the port answers, the unit must be active: here the unit's
+    # process died and another one answers on its port.
+    port = harness.free_port()
+    pidfile = str(tmp_path / 'listener.pid')
+    binary = tmp_path / 'fake-nats-server'
+    binary.write_text(_TAKEN_PORT.format(python=sys.executable, port=port,
+                                         pidfile=pidfile))
+    binary.chmod(0o755)
+    node = make_node(localrc=harness.controller_localrc(
+        port, 'DF_NATS_SERVER_BIN=%s' % binary))
+    try:
+        proc = node.run('stack', check=False)
+    finally:
+        if os.path.exists(pidfile):
+            with open(pidfile) as f:
+                os.kill(int(f.read()), signal.SIGKILL)
+    assert proc.returncode != 0
+    assert ('port %d on 127.0.0.1 answers, but nats-server'
+            ' (devstack@df-nats-server) is not running' % port
+            in proc.stderr), proc.stderr[-3000:]
+    assert not os.path.exists(node.path('snapshots', 'df-controller.json'))
+
+
+def test_cluster_hosts_with_spaces(make_node):
+    # 'a, b, c' is the list 'a,b,c' for the membership check too, as for
+    # the loops that write the routes and the servers.
+    hosts = ['127.0.0.1', '127.0.0.2', '127.0.0.3']
+    port = harness.free_port(hosts)
+    cluster_port = harness.free_port(hosts)
+    # This node is the second: after a space.
+    node = make_node(localrc=harness.controller_localrc(
+        port, 'HOST_IP=127.0.0.2',
+        "DF_NATS_CLUSTER_HOSTS='%s'" % ', '.join(hosts),
+        'DF_NATS_CLUSTER_PORT=%d' % cluster_port))
+    node.run('stack')
+    with open(node.path('data', 'nats', 'nats-server.conf')) as conf:
+        text = conf.read()
+    for host in hosts:
+        assert '"nats-route://%s:%d"' % (host, cluster_port) in text
+    snapshot = node.snapshot('df-controller')
+    assert snapshot['df_nats']['servers'] == [
+        'nats://%s:%d' % (host, port) for host in hosts]
+    assert snapshot['df_nats']['kv_replicas'] == 3

@@ -22,9 +22,9 @@ import json
 
 import nats
 
+from df_nats import errors
 from df_nats.pubsub import api
 from df_nats.pubsub import process_context
-from df_nats.transport import connection
 from df_nats.transport import sender
 from df_nats.wire import codec
 from tests.functional import scenarios
@@ -121,7 +121,7 @@ def scenario_oversized_event_refused(ctx):
     big = 'x' * (limit + 10)
     try:
         pub.send_event(scenarios.event('big', value=big))
-    except connection.EventTooLarge as exc:
+    except errors.EventTooLarge as exc:
         text = str(exc)
         assert 'of %d bytes' % len(codec.pack_event(
             {'table': 'lport', 'key': 'big', 'action': 'create',
@@ -158,7 +158,7 @@ def scenario_small_max_payload(ctx):
     pub.send_event(scenarios.event('alone', value=alone))
     try:
         pub.send_event(scenarios.event('big', value='z' * 8000))
-    except connection.EventTooLarge as exc:
+    except errors.EventTooLarge as exc:
         assert 'max_payload is 8192' in str(exc), exc
     else:
         raise AssertionError('an event above max_payload was accepted')

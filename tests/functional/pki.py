@@ -12,9 +12,9 @@
 
 """Test certificates, made at test time: a CA, a server and a client.
 
-The server certificate is valid for 127.0.0.1 and localhost, and serves
-the cluster routes too (server and client auth). Nothing is downloaded and
-no key leaves the test's temp dir.
+The server certificate is valid for localhost and, unless told
+otherwise, 127.0.0.1; it serves the cluster routes too (server and client
+auth). Nothing is downloaded and no key leaves the test's temp dir.
 """
 
 import datetime
@@ -75,11 +75,15 @@ def _issue(subject, key, issuer, issuer_key, ca=False, usages=(),
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_pki(directory):
+def make_pki(directory, dns_names=('localhost',),
+             ip_addresses=('127.0.0.1',)):
     """Write ca.pem, server.pem/-key.pem and client.pem/-key.pem there.
 
-    Returns a dict of those paths by name (ca, server_cert, server_key,
-    client_cert, client_key).
+    The server certificate names ``dns_names`` and ``ip_addresses``
+    (``ip_addresses=()``: host names only, as a production certificate
+    whose clients must be told names, not addresses). Returns a dict of
+    those paths by name (ca, server_cert, server_key, client_cert,
+    client_key).
     """
     os.makedirs(directory, exist_ok=True)
     paths = {name: os.path.join(directory, file) for name, file in (
@@ -94,8 +98,9 @@ def make_pki(directory):
         'df-nats test server', server_key, 'df-nats test CA', ca_key,
         usages=(ExtendedKeyUsageOID.SERVER_AUTH,
                 ExtendedKeyUsageOID.CLIENT_AUTH),
-        names=(x509.DNSName('localhost'),
-               x509.IPAddress(ipaddress.ip_address('127.0.0.1'))))
+        names=[x509.DNSName(name) for name in dns_names]
+        + [x509.IPAddress(ipaddress.ip_address(address))
+           for address in ip_addresses])
     client_key = ec.generate_private_key(ec.SECP256R1())
     client = _issue('df-nats test client', client_key, 'df-nats test CA',
                     ca_key, usages=(ExtendedKeyUsageOID.CLIENT_AUTH,))

@@ -28,7 +28,7 @@ import os
 import time
 
 from df_nats.cmd import common
-from df_nats.loop import bridge
+from df_nats.loop import natives
 from df_nats.pubsub import api
 from df_nats.testing import worker
 
@@ -83,7 +83,7 @@ def main(argv):
     for _ in range(args.fork):
         pid = os.fork()
         if pid == 0:
-            if bridge.is_green():
+            if natives.is_green():
                 # As oslo.service does in its workers: the parent's epoll
                 # hub is shared with every child until it is replaced.
                 import eventlet.hubs

@@ -28,7 +28,7 @@ import time
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from df_nats.conf import options
+from df_nats import errors
 from df_nats.loop import natives
 from df_nats.pubsub import api
 from df_nats.pubsub import process_context
@@ -431,9 +431,12 @@ def scenario_bad_start(ctx):
     """
     cfg.CONF.set_override('servers', ['nats://user:hunter2@127.0.0.1:1'],
                           group='df_nats')
+    # What every Dragonflow service does at start (at DEBUG): the
+    # refused URL was logged with its password (issue 19, item 7).
+    cfg.CONF.log_opt_values(LOG, std_logging.DEBUG)
     try:
         ctx.driver().get_publisher().initialize()
-    except options.ConfigError as exc:
+    except errors.ConfigError as exc:
         # Credentials belong in user/password, never in a URL.
         assert str(exc).startswith('[df_nats] servers:'), exc
         assert 'hunter2' not in str(exc) and '***@127.0.0.1:1' in str(exc)
@@ -446,7 +449,7 @@ def scenario_bad_start(ctx):
     cfg.CONF.set_override('initial_connect_wait', 1.0, group='df_nats')
     try:
         ctx.driver().get_publisher().initialize()
-    except connection.ConnectError as exc:
+    except errors.ConnectError as exc:
         assert 'initial_connect_wait' in str(exc), exc
         assert 'hunter2' not in str(exc) and '127.0.0.1:1' in str(exc)
     else:
@@ -456,7 +459,7 @@ def scenario_bad_start(ctx):
                           group='df_nats')
     try:
         ctx.driver().get_publisher().initialize()
-    except options.ConfigError as exc:
+    except errors.ConfigError as exc:
         assert str(exc).startswith('[df_nats] servers:'), exc
     else:
         raise AssertionError('a redis:// URL was accepted')

@@ -25,8 +25,9 @@ import time
 from oslo_config import cfg
 
 from df_nats.conf import options
+from df_nats import errors
 from df_nats.pubsub import process_context
-from df_nats.transport import connection
+from df_nats.transport import client
 from tests.functional import scenarios
 
 
@@ -51,7 +52,7 @@ def scenario_connect_refused_clearly(ctx):
     settings = _settings()
     try:
         ctx.driver().get_publisher().initialize()
-    except (connection.ConnectError, options.ConfigError) as exc:
+    except (errors.ConnectError, errors.ConfigError) as exc:
         print('refused: %s: %s' % (type(exc).__name__, exc))
         _check_text('%s: %s' % (type(exc).__name__, exc), settings)
     else:
@@ -69,7 +70,7 @@ def scenario_tls_kept_across_reconnects(ctx):
     conn = process_context.current().connection
     assert ctx.ask_parent('swap-to-plaintext') == 'done'
     ctx.wait_until(lambda: conn.stats['errors'] and isinstance(
-        conn._last_error, connection.PlaintextRefused), timeout=30,
+        conn._last_error, client.PlaintextRefused), timeout=30,
         what='a refused plaintext reconnect')
     assert not conn.connected
     assert ctx.ask_parent('restore-tls') == 'done'
@@ -90,7 +91,7 @@ def scenario_subscribe_refused(ctx):
     started = time.monotonic()
     try:
         sub.daemonize()
-    except connection.SubscribePermissionDenied as exc:
+    except errors.SubscribePermissionDenied as exc:
         _check_text(str(exc), settings)
     else:
         raise AssertionError('daemonize() succeeded without permission')
@@ -111,7 +112,7 @@ def scenario_register_topic_refused(ctx):
     sub.daemonize()
     try:
         sub.register_topic(settings['refused_topic'])
-    except connection.SubscribePermissionDenied as exc:
+    except errors.SubscribePermissionDenied as exc:
         _check_text(str(exc), settings)
     else:
         raise AssertionError('register_topic() succeeded without'
@@ -119,7 +120,7 @@ def scenario_register_topic_refused(ctx):
     # Not registered: asking again asks the server again.
     try:
         sub.register_topic(settings['refused_topic'])
-    except connection.SubscribePermissionDenied:
+    except errors.SubscribePermissionDenied:
         pass
     else:
         raise AssertionError('the refused topic stayed registered')

@@ -14,16 +14,25 @@
 configuration (etc/nats-server/df-nats-cluster.conf, a 3-node TLS cluster)
 in both worlds. Each role does its job with no refusal, and a role used
 for what it may not do fails loudly: an ERROR naming the subject and
-saying "permission", and a refused subscription fails the call.
+saying "permission", and a refused subscription fails the call. Only
+neutron-server joins the listeners' queue group; every role's process
+answers its df-nats service without allow_responses; the inspector and
+the system account's monitor get what the NATS CLI asks, and no more.
 """
 
+import asyncio
 import json
 import os
 import re
+import ssl
+import time
 
+import nats
 import pytest
 
+from df_nats.testing.worker_process import WorkerProcess
 from tests.functional.test_driver import _start
+from tests.functional.test_driver import ROOT
 from tests.functional.test_driver import WORLDS
 from tests.functional.test_security import answer
 from tests.functional.test_security import finish
@@ -110,8 +119,9 @@ def test_subscribe_refused_fails_register_topic(
 
 @pytest.mark.parametrize('world', WORLDS)
 def test_publish_refused_is_an_error(world, sample_cluster, tmp_path):
-    """The controller's user may not publish: an ERROR names the subject
-    (in its own letter case), however many events are refused.
+    """The controller's user may not publish topics (port status only):
+    an ERROR names the subject (in its own letter case), however many
+    events are refused.
     """
     options = dict(sample_cluster.options('controller'),
                    publisher_registry=False)
@@ -136,3 +146,235 @@ def test_registry_refused_is_named_at_once(world, sample_cluster, tmp_path):
     assert _error_lines(err, 'permission denied',
                         '$JS.API.STREAM.INFO.KV_df_publishers'), err
     assert 'did not answer' not in err
+
+
+# -- The listeners' queue group belongs to neutron-server -----------------
+
+def _context(cluster):
+    return ssl.create_default_context(cafile=cluster.tls_files['ca'])
+
+
+async def _client(cluster, role, errors):
+    async def on_error(exc):
+        errors.append(str(exc))
+    return await nats.connect(
+        cluster.urls[0], tls=_context(cluster), user='df-' + role,
+        password=cluster.passwords[role], error_cb=on_error,
+        allow_reconnect=False, connect_timeout=5)
+
+
+async def _refused(errors, needle, timeout=5.0):
+    """Whether an error holding ``needle`` came within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(needle in error for error in errors):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+# (role, queue group): may that user subscribe to the listeners' subject?
+# '' is a plain subscription. Only neutron-server (and a host running it,
+# combined) may join df-listeners, and never take a plain copy; the
+# inspector may take a copy ("df-nats tail"), never join a queue group.
+_LISTENERS_SUBSCRIPTIONS = [
+    ('publisher', 'df-listeners', True), ('publisher', '', False),
+    ('combined', 'df-listeners', True), ('combined', '', False),
+    ('controller', 'df-listeners', False), ('controller', '', False),
+    ('watcher', 'df-listeners', False), ('watcher', '', False),
+    ('inspector', 'df-listeners', False), ('inspector', 'rogue', False),
+    ('inspector', '', True),
+]
+
+
+def test_only_neutron_server_joins_the_listeners_queue_group(
+        sample_cluster):
+    """Every other user is refused the queue group (plain subscriptions
+    too, but the inspector's copy); a controller sends 1,000 port-status
+    updates and neutron-server's member gets every one: no rogue member
+    takes a share.
+    """
+    subject = 'dragonflow.listeners'
+    n = 1000
+
+    async def scenario():
+        outcome = {}
+        clients = []
+        received = {}
+        for role, queue, _ in _LISTENERS_SUBSCRIPTIONS:
+            errors = []
+            nc = await _client(sample_cluster, role, errors)
+            clients.append(nc)
+            got = received[(role, queue)] = []
+
+            async def on_message(msg, got=got):
+                got.append(msg.data)
+            await nc.subscribe(subject, queue=queue, cb=on_message)
+            await nc.flush()
+            needle = 'permissions violation for subscription to "%s"' % (
+                subject)
+            outcome[(role, queue)] = not await _refused(
+                errors, needle, timeout=1.0)
+        errors = []
+        controller = await _client(sample_cluster, 'controller', errors)
+        clients.append(controller)
+        for i in range(n):
+            await controller.publish(subject, b'port-status %d' % i)
+        # Its user may send port status, and no topology.
+        await controller.publish('dragonflow.topic.D', b'forged')
+        await controller.flush()
+        assert await _refused(
+            errors, 'permissions violation for publish to'
+            ' "dragonflow.topic.d"'), errors
+        assert not [e for e in errors if subject in e], errors
+        deadline = time.monotonic() + 20
+        while (len(received[('publisher', 'df-listeners')])
+               + len(received[('combined', 'df-listeners')]) < n
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        for nc in clients:
+            await nc.close()
+        return outcome, {key: len(got) for key, got in received.items()}
+
+    outcome, counts = asyncio.run(scenario())
+    assert outcome == {(role, queue): allowed for role, queue, allowed
+                       in _LISTENERS_SUBSCRIPTIONS}
+    members = [key for key, allowed in outcome.items()
+               if allowed and key[1]]
+    # Every update went to one member of df-listeners, none elsewhere but
+    # the inspector's copy.
+    assert sum(counts[key] for key in members) == n, counts
+    assert counts[('inspector', '')] == n, counts
+    for key, allowed in outcome.items():
+        if not allowed:
+            assert counts[key] == 0, (key, counts)
+
+
+# -- Monitoring and inspection with the NATS CLI's requests ------------------
+
+async def _collect(nc, subject, payload=b'', wait=2.0):
+    """Every reply to one request within ``wait`` seconds (as the NATS CLI
+    collects the answers of many servers or service instances).
+    """
+    inbox = nc.new_inbox()
+    replies = []
+    sub = await nc.subscribe(inbox)
+    await nc.publish(subject, payload, reply=inbox)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            msg = await sub.next_msg(timeout=deadline - time.monotonic())
+        except nats.errors.TimeoutError:
+            break
+        replies.append(json.loads(msg.data))
+    await sub.unsubscribe()
+    return replies
+
+
+def test_every_role_answers_monitoring_as_shipped(sample_cluster, tmp_path):
+    """Every role's process serves its df-nats service (replies on
+    inboxes only, no allow_responses); the inspector asks what "nats
+    micro" and "nats kv" ask, the system account's monitor what "nats
+    server report" asks, and is refused what would act on a server. No
+    permission refused but those.
+    """
+    cluster = sample_cluster
+    before = set(cluster.violations())
+    roles = [('publisher', 'neutron-server', 'eventlet'),
+             ('controller', 'df-local-controller', 'native'),
+             ('watcher', 'df-local-controller', 'eventlet'),
+             ('combined', 'combined', 'native')]
+    workers = []
+    try:
+        for role, service, world in roles:
+            config = tmp_path / ('%s.conf' % role)
+            config.write_text(cluster.client_config(role, cluster.urls[:1]))
+            workers.append(WorkerProcess(
+                'tests.functional.node_worker',
+                ['--config', str(config), service, role], world=world,
+                label=role, paths=[ROOT], cwd=ROOT, new_session=True,
+                log_path=str(tmp_path / ('%s.log' % role))))
+        pids = {w.expect('ready', timeout=90)['pid'] for w in workers}
+
+        async def inspect():
+            errors = []
+            nc = await _client(cluster, 'inspector', errors)
+            # nats micro ls / stats df-nats
+            pings = await _collect(nc, '$SRV.PING.df-nats')
+            stats = await _collect(nc, '$SRV.STATS.df-nats')
+            # nats kv ls / info / get / keys / watch
+            names = await nc.request('$JS.API.STREAM.NAMES', b'{}',
+                                     timeout=5)
+            kv = await nc.jetstream().key_value('df_publishers')
+            status = await kv.status()
+            keys = await kv.keys()
+            record = json.loads((await kv.get(keys[0])).value)
+            watcher = await kv.watchall()
+            first = await watcher.updates(timeout=5)
+            await watcher.stop()
+            # Read only: it may not write the registry.
+            try:
+                await kv.put('forged', b'{}')
+            except Exception:
+                pass
+            refused = await _refused(
+                errors, 'permissions violation for publish to'
+                ' "$kv.df_publishers.forged"')
+            await nc.close()
+            return (pings, stats, json.loads(names.data), status, keys,
+                    record, first, refused)
+
+        (pings, stats, names, status, keys, record, first,
+         put_refused) = asyncio.run(inspect())
+        assert {int(p['metadata']['pid']) for p in pings} == pids, pings
+        assert {int(s['metadata']['pid']) for s in stats} == pids
+        assert 'KV_df_publishers' in names['streams'], names
+        # kv_replicas = 3 in the shipped sections.
+        assert status.stream_info.config.num_replicas == 3
+        assert record['id'] in keys and first is not None
+        assert put_refused
+
+        async def monitor():
+            errors = []
+            nc = await _client(cluster, 'monitor', errors)
+            servers = await _collect(nc, '$SYS.REQ.SERVER.PING')
+            jsz = await _collect(nc, '$SYS.REQ.SERVER.PING.JSZ')
+            connz = await _collect(
+                nc, '$SYS.REQ.SERVER.PING.CONNZ', b'{"limit": 1024}')
+            one = servers[0]['server']['id']
+            health = await nc.request('$SYS.REQ.SERVER.%s.HEALTHZ' % one,
+                                      b'', timeout=5)
+            # Acting on a server is not monitoring.
+            acting = []
+            for verb in ('RELOAD', 'KICK', 'LDM', 'PROFILEZ'):
+                subject = '$SYS.REQ.SERVER.%s.%s' % (one, verb)
+                await nc.publish(subject, b'{}')
+                acting.append(await _refused(
+                    errors, 'permissions violation for publish to "%s"'
+                    % subject.lower()))
+            await nc.close()
+            return servers, jsz, connz, json.loads(health.data), acting
+
+        servers, jsz, connz, health, acting = asyncio.run(monitor())
+        assert sorted(s['server']['name'] for s in servers) == [
+            'nats-1', 'nats-2', 'nats-3']
+        assert len(jsz) == 3
+        assert all(r['data']['streams'] >= 1 for r in jsz), jsz
+        names = {c.get('name') for r in connz
+                 for c in r['data'].get('connections') or ()}
+        assert any(name and name.startswith('df-nats:') for name in names)
+        assert health['data']['status'] == 'ok', health
+        assert acting == [True] * 4
+    finally:
+        for worker in workers:
+            worker.stop(10)
+    for worker in workers:
+        log = worker.stderr_text(None)
+        assert 'permission' not in log.lower(), log[-3000:]
+    violations = [line for line in cluster.violations()
+                  if line not in before]
+    # Only what the test was refused on purpose.
+    assert violations and all(
+        'df-inspector' in line and '$KV.df_publishers.forged' in line
+        or 'df-monitor' in line for line in violations), violations

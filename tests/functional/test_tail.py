@@ -125,3 +125,31 @@ def test_tail_shows_listener_topics_of_the_shared_subject(nats_server):
     out, _ = _finish(everything)
     assert sorted(json.loads(line)['topic'] for line in out.splitlines()) == [
         'D', 'listener_a']
+
+
+def test_tail_writes_no_escape_sequence_from_the_wire(nats_server):
+    from tests.functional import hostile_tools
+    hostile = hostile_tools.HOSTILE_TEXT
+    proc = _tail(nats_server.url, 'ESC', '--values', '--count', '2')
+
+    async def crafted():
+        nc = await nats.connect(nats_server.url)
+        event = codec.pack_event({'table': 'lport' + hostile,
+                                  'key': hostile, 'action': 'set',
+                                  'value': hostile, 'topic': 'ESC'})
+        await nc.publish('dragonflow.topic.ESC', event, headers={
+            'Df-Seq': 'pub%s inc.1' % hostile_tools.ESCAPES[0]})
+        await nc.publish('dragonflow.topic.ESC', codec.batch_body(
+            [event, b'\x81\x01\x02']))
+        await nc.flush()
+        await nc.close()
+    asyncio.run(crafted())
+    out, err = _finish(proc)
+    assert '\x1b' not in out + err
+    assert '\x9b' not in out and '\u202e' not in out
+    lines = out.splitlines()[1:]
+    assert len(lines) == 2
+    for line in lines:
+        for escape in hostile_tools.ESCAPES:
+            assert escape.encode('unicode_escape').decode() in line
+    assert lines[0].split()[1] == 'pub\\x1b[A'

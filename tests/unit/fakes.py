@@ -71,11 +71,30 @@ class Service:
     def publisher_left(self, publisher_id):
         self.publishers.remove(publisher_id)
 
-    def subscriber_joined(self, stats):
+    def subscriber_joined(self, stats, gauges=None):
         self.subscribers.append(stats)
 
     def subscriber_left(self, stats):
         self.subscribers.remove(stats)
+
+
+class Sender:
+    """Records what publishers ask of the connection's sender."""
+
+    def __init__(self):
+        self.queued = []        # (stream, body, label) of every send
+        self.marks = []
+        self.flushed = []       # the timeout of every flush
+
+    def send(self, stream, body, label=outbox.RAW):
+        self.queued.append((stream, body, label))
+
+    def queue_mark_on_loop(self, stream):
+        self.marks.append(stream)
+
+    def flush(self, timeout):
+        self.flushed.append(timeout)
+        return True
 
 
 class Connection:
@@ -83,18 +102,18 @@ class Connection:
 
     def __init__(self, conf):
         self.conf = conf
-        # call_soon runs on the spot what would run on the loop thread.
+        # call_soon runs on the spot what would run on the loop thread:
+        # the test's thread stands for it.
         self.bridge = types.SimpleNamespace(
-            world=World(), loop=Loop(), call_soon=lambda fn, *a: fn(*a))
+            world=World(), loop=Loop(), call_soon=lambda fn, *a: fn(*a),
+            on_loop_thread=lambda: True)
         self.service = Service()
         self.connected = True
         self.subscribed = []    # (subject, queue) of every SUB
         self.unsubscribed = []  # the same, for every UNSUB
         self.users = 0
         self.listeners = []
-        self.queued = []        # (stream, body, label) of every send
-        self.marks = []
-        self.flushed = []       # the timeout of every flush
+        self.sender = Sender()
 
     def acquire(self):
         self.users += 1
@@ -114,13 +133,3 @@ class Connection:
 
     def remove_listener(self, listener):
         self.listeners.remove(listener)
-
-    def send(self, stream, body, label=outbox.RAW):
-        self.queued.append((stream, body, label))
-
-    def queue_mark(self, stream):
-        self.marks.append(stream)
-
-    def flush(self, timeout):
-        self.flushed.append(timeout)
-        return True

@@ -15,6 +15,7 @@
 import pytest
 
 from df_nats.conf import options
+from df_nats import errors
 
 
 def _set(conf, **values):
@@ -37,7 +38,7 @@ def test_defaults_are_valid(conf):
 ])
 def test_bad_servers_name_the_option(conf, servers, problem):
     _set(conf, servers=servers)
-    with pytest.raises(options.ConfigError, match=problem) as err:
+    with pytest.raises(errors.ConfigError, match=problem) as err:
         options.validate(conf.conf)
     assert err.value.option == 'servers'
     assert str(err.value).startswith('[df_nats] servers:')
@@ -45,7 +46,7 @@ def test_bad_servers_name_the_option(conf, servers, problem):
 
 def test_password_in_url_never_shown(conf):
     _set(conf, servers=['http://admin:s3cret@127.0.0.1:4222'])
-    with pytest.raises(options.ConfigError) as err:
+    with pytest.raises(errors.ConfigError) as err:
         options.validate(conf.conf)
     assert 's3cret' not in str(err.value) and 'admin' not in str(err.value)
     assert options.redact_url('nats://u:p@h:1') == 'nats://***@h:1'
@@ -54,13 +55,13 @@ def test_password_in_url_never_shown(conf):
 @pytest.mark.parametrize('prefix', ['', 'a..b', 'a.*', 'a b', 'x.>'])
 def test_bad_prefix(conf, prefix):
     _set(conf, subject_prefix=prefix)
-    with pytest.raises(options.ConfigError, match='subject_prefix'):
+    with pytest.raises(errors.ConfigError, match='subject_prefix'):
         options.validate(conf.conf)
 
 
 def test_unreadable_files(conf, tmp_path):
     _set(conf, creds_file=str(tmp_path / 'missing.creds'))
-    with pytest.raises(options.ConfigError, match='creds_file'):
+    with pytest.raises(errors.ConfigError, match='creds_file'):
         options.validate(conf.conf)
 
 
@@ -68,14 +69,14 @@ def test_one_auth_method(conf, tmp_path):
     seed = tmp_path / 'seed'
     seed.write_text('SU...')
     _set(conf, token='t0ken', nkey_seed_file=str(seed))
-    with pytest.raises(options.ConfigError, match='only one') as err:
+    with pytest.raises(errors.ConfigError, match='only one') as err:
         options.validate(conf.conf)
     assert 't0ken' not in str(err.value)
 
 
 def test_password_needs_user(conf):
     _set(conf, password='pw')
-    with pytest.raises(options.ConfigError, match='user'):
+    with pytest.raises(errors.ConfigError, match='user'):
         options.validate(conf.conf)
 
 
@@ -83,7 +84,7 @@ def test_cert_needs_key(conf, tmp_path):
     cert = tmp_path / 'c.pem'
     cert.write_text('x')
     _set(conf, tls_cert_file=str(cert))
-    with pytest.raises(options.ConfigError, match='tls_key_file'):
+    with pytest.raises(errors.ConfigError, match='tls_key_file'):
         options.validate(conf.conf)
 
 
@@ -91,7 +92,55 @@ def test_list_opts_for_the_config_generator():
     [(group, opts)] = options.list_opts()
     assert group == 'df_nats'
     assert all(opt.help for opt in opts)
-    assert {o.name for o in opts if o.secret} == {'password', 'token'}
+    # servers too: a URL refused for holding a password must not be
+    # logged with it (issue 19, item 7).
+    assert {o.name for o in opts if o.secret} == {'password', 'token',
+                                                  'servers'}
+
+
+def test_logged_option_values_hold_no_password_of_a_servers_url(conf):
+    import logging
+
+    class _Lines(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+    lines = _Lines()
+    logger = logging.getLogger('df_nats.test.log_opt_values')
+    logger.addHandler(lines)
+    logger.setLevel(logging.DEBUG)
+    conf.config(group=options.GROUP,
+                servers=['nats://admin:hunter2@127.0.0.1:4222'])
+    conf.conf.log_opt_values(logger, logging.DEBUG)
+    [line] = [text for text in lines.lines if 'df_nats.servers' in text]
+    assert 'hunter2' not in '\n'.join(lines.lines)
+    assert line.endswith('****'), line
+    # The refusal at start names the URL without its credentials.
+    with pytest.raises(errors.ConfigError) as err:
+        options.validate(conf.conf)
+    assert 'hunter2' not in str(err.value) and 'admin' not in str(err.value)
+    assert '***@127.0.0.1:4222' in str(err.value)
+
+
+@pytest.mark.parametrize('prefix', [
+    '', '_INBOX.*', '_INBOX.>', 'a..b', 'a b', '$$SRV', '$$KV.df', '$SRV',
+    'dragonflow', 'dragonflow.topic', '_INBOX.', '>',
+])
+def test_service_inbox_prefix_is_inboxes_only(conf, prefix):
+    _set(conf, service_inbox_prefix=prefix)
+    with pytest.raises(errors.ConfigError) as err:
+        options.validate(conf.conf)
+    assert err.value.option == 'service_inbox_prefix'
+
+
+@pytest.mark.parametrize('prefix', ['_INBOX', '_INBOX_ops', 'ops.inbox',
+                                    'dragonflow2'])
+def test_service_inbox_prefix_accepted(conf, prefix):
+    _set(conf, service_inbox_prefix=prefix)
+    assert options.validate(conf.conf).service_inbox_prefix == prefix
 
 
 @pytest.mark.parametrize('values, option', [
@@ -102,7 +151,7 @@ def test_list_opts_for_the_config_generator():
 ])
 def test_bad_registry_options_are_named(conf, values, option):
     _set(conf, **values)
-    with pytest.raises(options.ConfigError) as err:
+    with pytest.raises(errors.ConfigError) as err:
         options.validate(conf.conf)
     assert err.value.option == option
     assert str(err.value).startswith('[df_nats] %s: ' % option)
@@ -133,7 +182,7 @@ def test_listener_queue_group_on_by_default(conf):
                                  'nats://df:@127.0.0.1:4222'])
 def test_credentials_in_servers_refused(conf, url):
     _set(conf, servers=['nats://127.0.0.1:4223', url])
-    with pytest.raises(options.ConfigError, match='user and password, or'
+    with pytest.raises(errors.ConfigError, match='user and password, or'
                        ' token, not in the URL') as err:
         options.validate(conf.conf)
     assert err.value.option == 'servers'
@@ -174,7 +223,7 @@ def _secret(tmp_path, name, text, mode=0o600):
 def test_credential_file_of_the_wrong_kind(conf, tmp_path, option, text,
                                            problem):
     _set(conf, **{option: _secret(tmp_path, 'secret', text)})
-    with pytest.raises(options.ConfigError, match=problem) as err:
+    with pytest.raises(errors.ConfigError, match=problem) as err:
         options.validate(conf.conf)
     assert err.value.option == option
     assert _SEED not in str(err.value)
@@ -204,7 +253,7 @@ def test_group_readable_secret_warned(conf, tmp_path, caplog):
 ])
 def test_bad_subscriber_bounds_are_named(conf, values, option):
     _set(conf, **values)
-    with pytest.raises(options.ConfigError) as err:
+    with pytest.raises(errors.ConfigError) as err:
         options.validate(conf.conf)
     assert err.value.option == option
     assert str(err.value).startswith('[df_nats] %s: ' % option)
@@ -216,3 +265,12 @@ def test_subscriber_bounds_by_default(conf):
     assert group.delivery_queue_size == 64 * 1024 * 1024
     _set(conf, resync_interval=0.0)
     assert options.validate(conf.conf).resync_interval == 0.0
+
+
+def test_help_paragraphs_are_folded_to_one_line():
+    assert options._text('''
+        Seconds between two
+        things, from 0 to %d.''', 600) == (
+            'Seconds between two things, from 0 to 600.')
+    for opt in options.ALL_OPTS:
+        assert opt.help == ' '.join(opt.help.split()), opt.name

@@ -17,7 +17,7 @@ import types
 
 from df_nats.conf import options
 from df_nats.conf import timeouts
-from df_nats.registry import registration as registry
+from df_nats.registry import registration
 
 # The page that states it ("How long a call may block").
 PAGE = pathlib.Path(__file__).parents[3] / 'doc' / 'source' / 'design.rst'
@@ -38,18 +38,17 @@ def test_registration_waits_at_most_the_named_bound(conf):
     bridge = _RecordingBridge()
     conn = types.SimpleNamespace(conf=options.validate(conf.conf),
                                  bridge=bridge, pid=1)
-    registration = registry.Registration(conn)
-    registration.acquire()
+    registration.Registration(conn).acquire()
     assert bridge.bounds == [timeouts.REGISTER_WAIT
                              + timeouts.REGISTER_GRACE]
 
 
 def test_the_docs_state_the_worst_case(conf):
     conf_values = options.validate(conf.conf)
-    registration = timeouts.REGISTER_WAIT + timeouts.REGISTER_GRACE
-    worst = conf_values.initial_connect_wait + registration
+    register = timeouts.REGISTER_WAIT + timeouts.REGISTER_GRACE
+    worst = conf_values.initial_connect_wait + register
     text = ' '.join(PAGE.read_text().split())
     assert '%g s with the defaults' % worst in text
-    assert '%g s when the process is connected already' % registration in (
+    assert '%g s when the process is connected already' % register in (
         text)
-    assert 'plus %g s for the registration' % registration in text
+    assert 'plus %g s for the registration' % register in text

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from df_nats.loop import bridge as df_bridge
+from df_nats import errors
 from df_nats.pubsub import process_context
 
 
@@ -63,7 +63,7 @@ def test_run_times_out_and_cancels(bridge):
             cancelled.set()
             raise
     start = time.monotonic()
-    with pytest.raises(df_bridge.BridgeTimeout):
+    with pytest.raises(errors.BridgeTimeout):
         bridge.run(slow(), timeout=0.2)
     assert time.monotonic() - start < 2
     assert cancelled.wait(5)
@@ -116,10 +116,10 @@ eventlet.monkey_patch()
 import time
 from eventlet import hubs
 from df_nats.loop import bridge
-from df_nats.loop import natives as df_natives
+from df_nats.loop import natives
 
-natives = df_natives.Natives()
-bell = bridge._HubDoorbell(natives)
+originals = natives.Natives()
+bell = bridge._HubDoorbell(originals)
 hub = hubs.get_hub()
 woken = []
 resume = eventlet.Event()
@@ -144,14 +144,14 @@ eventlet.spawn(waiter)
 eventlet.sleep(0.01)
 assert bell._waiter is not None
 # Rung from a native thread while the greenthread is parked.
-natives.thread.start_new_thread(bell.ring, ())
+originals.thread.start_new_thread(bell.ring, ())
 wait_for(lambda: woken == ['parked'])
 # Rung while nobody waits: the hub empties the pipe (it would spin on
 # it otherwise) and the next wait returns at once.
 bell.ring()
-wait_for(lambda: bell._pending)
+wait_for(lambda: bell._rung)
 try:
-    natives.os.read(bell._rfd, 16)
+    originals.os.read(bell._rfd, 16)
     raise AssertionError('the pipe was left full')
 except BlockingIOError:
     pass

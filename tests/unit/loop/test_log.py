@@ -25,7 +25,7 @@ import re
 import pytest
 
 import df_nats
-from df_nats.loop import log as loop_logging
+from df_nats.loop import log
 from df_nats.pubsub import process_context
 
 
@@ -40,11 +40,11 @@ def test_every_df_nats_logger_diverts_loop_records():
     checked = 0
     for name in _df_nats_modules():
         module = importlib.import_module(name)
-        log = getattr(module, 'LOG', None)
-        if log is None:
+        logger = getattr(module, 'LOG', None)
+        if logger is None:
             continue
-        assert isinstance(log, loop_logging._LoopSafeLogger), name
-        assert loop_logging._diverter in log.logger.filters, name
+        assert isinstance(logger, log._LoopSafeLogger), name
+        assert log._diverter in logger.logger.filters, name
         checked += 1
     assert checked >= 10
     root = pathlib.Path(df_nats.__file__).parent
@@ -89,42 +89,42 @@ class _Records(std_logging.Handler):
 def green_bridge():
     real = process_context.current().bridge
     fake = _GreenBridge()
-    loop_logging.divert_loop_records(fake)
+    log.divert_loop_records(fake)
     try:
         yield fake
     finally:
-        loop_logging.divert_loop_records(real)
+        log.divert_loop_records(real)
 
 
 @pytest.fixture
 def records():
-    log = loop_logging.get_logger('df_nats.test_loop_logging')
+    logger = log.get_logger('df_nats.test_log')
     handler = _Records()
-    log.logger.addHandler(handler)
-    log.logger.setLevel(std_logging.DEBUG)
+    logger.logger.addHandler(handler)
+    logger.logger.setLevel(std_logging.DEBUG)
     try:
-        yield log, handler.messages
+        yield logger, handler.messages
     finally:
-        log.logger.removeHandler(handler)
+        logger.logger.removeHandler(handler)
 
 
 def test_loop_records_handled_in_the_callers_world(green_bridge, records):
-    log, seen = records
-    log.warning('from the loop %d', 1)
+    logger, seen = records
+    logger.warning('from the loop %d', 1)
     # No handler ran on the loop thread: the record was posted.
     assert seen == [] and len(green_bridge.posted) == 1
     green_bridge.on_loop = False  # the caller's world runs what was posted
     fn, args = green_bridge.posted.pop()
     fn(*args)
     assert seen == ['from the loop 1']
-    log.info('from the caller')
+    logger.info('from the caller')
     assert seen == ['from the loop 1', 'from the caller']
     assert green_bridge.posted == []
 
 
 def test_no_record_is_made_on_the_loop_thread(
         green_bridge, records, monkeypatch):
-    log, seen = records
+    logger, seen = records
     made = []
     factory = std_logging.getLogRecordFactory()
 
@@ -135,18 +135,18 @@ def test_no_record_is_made_on_the_loop_thread(
     try:
         raise KeyError('expected')
     except KeyError:
-        log.exception('failed on the loop')
+        logger.exception('failed on the loop')
     green_bridge.on_loop = False
     for fn, args in green_bridge.posted:
         fn(*args)
     assert made == [False] and seen == ['failed on the loop']
-    handler = log.logger.handlers[-1]
+    handler = logger.logger.handlers[-1]
     assert handler.records[0].exc_info[0] is KeyError
 
 
 def test_records_made_on_the_loop_thread_are_diverted(green_bridge, records):
-    log, seen = records
-    log.logger.warning('made on the loop')  # the std logger: a record
+    logger, seen = records
+    logger.logger.warning('made on the loop')  # the std logger: a record
     assert seen == [] and len(green_bridge.posted) == 1
     green_bridge.on_loop = False
     fn, args = green_bridge.posted.pop()
@@ -163,24 +163,24 @@ def test_library_loggers_are_diverted_too(green_bridge):
 def test_native_world_logs_on_the_loop_thread_directly(green_bridge,
                                                        records):
     green_bridge.green = False
-    log, seen = records
-    log.warning('direct')
+    logger, seen = records
+    logger.warning('direct')
     assert seen == ['direct'] and green_bridge.posted == []
 
 
 def test_nothing_diverted_once_the_bridge_is_forgotten(
         green_bridge, records):
-    loop_logging.forget_bridge()
-    log, seen = records
-    log.warning('after a fork')
+    log.forget_bridge()
+    logger, seen = records
+    logger.warning('after a fork')
     assert seen == ['after a fork'] and green_bridge.posted == []
 
 
 def test_throttled_warning_once_per_interval(records, monkeypatch):
-    log, seen = records
+    logger, seen = records
     now = [100.0]
-    monkeypatch.setattr(loop_logging.time, 'monotonic', lambda: now[0])
-    warning = loop_logging.Throttled(log, interval=1.0)
+    monkeypatch.setattr(log.time, 'monotonic', lambda: now[0])
+    warning = log.Throttled(logger, interval=1.0)
     assert warning.warning('w %d', 1) is True
     now[0] += 0.5
     assert warning.warning('w %d', 2) is False

@@ -19,7 +19,7 @@ import pytest
 from df_nats import errors
 from df_nats.pubsub import api
 from df_nats.pubsub import process_context
-from df_nats.pubsub import publisher as df_publisher
+from df_nats.pubsub import publisher
 from df_nats.transport import outbox
 from df_nats.wire import codec
 from tests.unit import fakes
@@ -48,7 +48,7 @@ def _context(listener_queue_group=False):
 
 
 def _publisher(**conn_options):
-    pub = df_publisher.NatsPublisher(context=_context(**conn_options))
+    pub = publisher.NatsPublisher(context=_context(**conn_options))
     pub.initialize()
     return pub
 
@@ -58,7 +58,7 @@ def test_events_queued_packed_with_their_table_no_number_yet():
     for key in ('a', 'b', 'c'):
         pub.send_event(api.DbUpdate('lport', key, 'create', '{}',
                                     topic='T'))
-    queued = pub._conn.queued
+    queued = pub._conn.sender.queued
     assert [codec.unpack_event(body)['key'] for _, body, _ in queued] == [
         'a', 'b', 'c']
     assert {label for _, _, label in queued} == {'lport'}
@@ -74,7 +74,7 @@ def test_one_stream_per_subject_whatever_the_topic_type():
     for topic in ('T', b'T', 'U'):
         pub.send_event(api.DbUpdate('lport', 'k', 'set', '{}'),
                        topic=topic)
-    streams = [stream for stream, _, _ in pub._conn.queued]
+    streams = [stream for stream, _, _ in pub._conn.sender.queued]
     assert streams[0] is streams[1] and streams[2] is not streams[0]
     assert [s.subject for s in streams] == ['p.topic.T', 'p.topic.T',
                                             'p.topic.U']
@@ -84,14 +84,14 @@ def test_topic_defaults_to_the_update_then_send_all():
     pub = _publisher()
     pub.send_event(api.DbUpdate('lport', 'k', 'set', '{}', topic='X'))
     pub.send_event(api.DbUpdate('lport', 'k', 'set', '{}'))
-    assert [s.subject for s, _, _ in pub._conn.queued] == [
+    assert [s.subject for s, _, _ in pub._conn.sender.queued] == [
         'p.topic.X', 'p.topic.D']
 
 
 def test_raw_bodies_are_labelled_raw():
     pub = _publisher()
     pub._send_event(b'\x01\x02', b'T')
-    assert pub._conn.queued[0][1:] == (b'\x01\x02', outbox.RAW)
+    assert pub._conn.sender.queued[0][1:] == (b'\x01\x02', outbox.RAW)
 
 
 def test_reconnect_marks_the_subjects_used_or_refused():
@@ -100,12 +100,12 @@ def test_reconnect_marks_the_subjects_used_or_refused():
                                 topic='T'))
     pub.send_event(api.DbUpdate('lport', 'k', 'set', '{}',
                                 topic='U'))
-    t, u = (s for s, _, _ in pub._conn.queued)
+    t, u = (s for s, _, _ in pub._conn.sender.queued)
     t.n = 1             # sent
     u.skip()            # refused, never sent
     pub._send_event(b'', 'V')   # queued, never sent: nothing to mark
-    pub._on_reconnected()
-    assert pub._conn.marks == [t, u]
+    pub._reconnected_on_loop()
+    assert pub._conn.sender.marks == [t, u]
 
 
 def test_listener_topics_go_to_the_shared_subject_without_marks():
@@ -113,43 +113,43 @@ def test_listener_topics_go_to_the_shared_subject_without_marks():
     for topic in ('listener_a', 'listener_b', 'D'):
         pub.send_event(api.DbUpdate('lport', 'k', 'update',
                                     'ACTIVE', topic=topic))
-    streams = [s for s, _, _ in pub._conn.queued]
+    streams = [s for s, _, _ in pub._conn.sender.queued]
     assert [s.subject for s in streams] == [
         'p.listeners', 'p.listeners', 'p.topic.D']
     # The body keeps the topic the publisher picked.
-    assert codec.unpack_event(pub._conn.queued[1][1])['topic'] == (
+    assert codec.unpack_event(pub._conn.sender.queued[1][1])['topic'] == (
         'listener_b')
     for stream in streams:
         stream.n = 1
     # After a reconnect: a mark on D, none on the queue group's subject.
-    pub._on_reconnected()
-    assert [s.subject for s in pub._conn.marks] == ['p.topic.D']
+    pub._reconnected_on_loop()
+    assert [s.subject for s in pub._conn.sender.marks] == ['p.topic.D']
 
 
 def test_unsafe_publisher_id_cannot_break_the_header_line():
     context = _context()
     context.registration.publisher_id = 'evil\r\nDf-Mark: 1'
-    pub = df_publisher.NatsPublisher(context=context)
+    pub = publisher.NatsPublisher(context=context)
     pub.initialize()
     pub.send_event(api.DbUpdate('lport', 'k', 'set', '{}'))
-    header = pub._conn.queued[0][0].header(1)
+    header = pub._conn.sender.queued[0][0].header(1)
     assert '\r' not in header and '\n' not in header
 
 
 def test_initialize_joins_the_context_once_and_close_leaves_it():
     context = _context()
-    pub = df_publisher.NatsPublisher(context=context)
+    pub = publisher.NatsPublisher(context=context)
     pub.initialize()
     pub.initialize()
     conn, registration = context.connection, context.registration
     assert (conn.users, registration.users) == (1, 1)
     assert pub.publisher_id == 'pub-1'
-    assert conn.listeners == [pub._on_reconnected]
+    assert conn.listeners == [pub._reconnected_on_loop]
     assert conn.service.publishers == ['pub-1']   # the role it shows
     pub.close()
     pub.close()
     assert (conn.users, registration.users) == (0, 0)
-    assert conn.listeners == [] and conn.flushed == [1.0]
+    assert conn.listeners == [] and conn.sender.flushed == [1.0]
     assert conn.service.publishers == []
 
 
@@ -159,7 +159,7 @@ def test_a_failed_registration_leaves_the_connection():
     def refuse():
         raise errors.ConfigError('publisher_ttl', 'bucket disagrees')
     context.registration.acquire = refuse
-    pub = df_publisher.NatsPublisher(context=context)
+    pub = publisher.NatsPublisher(context=context)
     with pytest.raises(errors.ConfigError):
         pub.initialize()
     assert context.connection.users == 0
@@ -171,7 +171,7 @@ def test_a_failed_registration_leaves_the_connection():
     lambda pub: pub.flush(1.0),
 ], ids=['send_event', '_send_event', 'flush'])
 def test_use_before_initialize_or_after_close_names_the_mistake(use):
-    pub = df_publisher.NatsPublisher(context=_context())
+    pub = publisher.NatsPublisher(context=_context())
     with pytest.raises(errors.UsageError, match='before initialize'):
         use(pub)
     pub.initialize()
@@ -185,28 +185,30 @@ def test_an_inherited_publisher_moves_without_touching_the_parent(
     parent, child = _context(), _context()
     child.registration.publisher_id = 'pub-2'
     monkeypatch.setattr(process_context, 'current', lambda: parent)
-    pub = df_publisher.NatsPublisher()
+    pub = publisher.NatsPublisher()
     pub.initialize()
     pub.send_event(api.DbUpdate('t', 'k', 'set', '{}', topic='T'))
-    old_stream = parent.connection.queued[0][0]
+    old_stream = parent.connection.sender.queued[0][0]
     # What a fork does: the parent's context is inherited, and the
     # process's context is the child's own.
     parent.inherited = True
     monkeypatch.setattr(process_context, 'current', lambda: child)
     pub.send_event(api.DbUpdate('t', 'k2', 'set', '{}', topic='T'))
-    assert len(parent.connection.queued) == 1
-    assert parent.connection.users == 1 and parent.connection.flushed == []
+    assert len(parent.connection.sender.queued) == 1
+    assert parent.connection.users == 1
+    assert parent.connection.sender.flushed == []
     assert parent.registration.users == 1
-    stream = child.connection.queued[0][0]
+    stream = child.connection.sender.queued[0][0]
     assert stream is not old_stream and stream.header(1).startswith('pub-2')
     assert pub.publisher_id == 'pub-2' and child.connection.users == 1
 
 
 def test_closing_an_inherited_publisher_leaves_the_parent_alone():
     parent = _context()
-    pub = df_publisher.NatsPublisher(context=parent)
+    pub = publisher.NatsPublisher(context=parent)
     pub.initialize()
     parent.inherited = True
     pub.close()
-    assert parent.connection.users == 1 and parent.connection.flushed == []
+    assert parent.connection.users == 1
+    assert parent.connection.sender.flushed == []
     assert parent.registration.users == 1

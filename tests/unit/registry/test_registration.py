@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from df_nats.registry import registration
-from df_nats.registry import watch as registry_watch
+from df_nats.registry import watch
 
 
 def test_slot_zero_is_dragonflows_publisher_uuid():
@@ -87,19 +87,19 @@ def test_pid_alive_tells_the_living_from_the_dead_and_zombies():
     ({'Nats-Marker-Reason': 'Future'}, None),
 ])
 def test_leave_reasons(headers, reason):
-    assert registry_watch._leave_reason(headers) == reason
+    assert watch._leave_reason(headers) == reason
 
 
 def test_a_heartbeat_is_not_a_change():
     old = {'id': 'a', 'pid': 1, 'last_activity_timestamp': 1.0}
-    assert registry_watch._same_publisher(
+    assert watch._same_publisher(
         old, dict(old, last_activity_timestamp=9.0))
-    assert not registry_watch._same_publisher(old, dict(old, pid=2))
+    assert not watch._same_publisher(old, dict(old, pid=2))
 
 
 def test_publisher_value_has_dragonflows_publisher_shape():
     record = {'id': 'a', 'uri': 'df-nats:dragonflow/a', 'role': 'r',
               'last_activity_timestamp': 5.0, 'pid': 3}
-    value = json.loads(registry_watch._publisher_value(record))
+    value = json.loads(watch._publisher_value(record))
     assert value == {'id': 'a', 'uri': 'df-nats:dragonflow/a',
                      'last_activity_timestamp': 5.0}

@@ -18,7 +18,9 @@ from nats.aio import client as nats_client_module
 from nats import errors as nats_errors
 import pytest
 
-from df_nats.transport import client as nats_client
+from df_nats import errors
+from df_nats.transport import client
+from df_nats.transport import nats_compat
 
 
 @pytest.mark.parametrize('text, expected', [
@@ -33,23 +35,23 @@ from df_nats.transport import client as nats_client
     ('nats: stale connection', None),
 ])
 def test_permission_violation(text, expected):
-    assert nats_client.permission_violation(
+    assert client.permission_violation(
         nats_errors.Error(text)) == expected
 
 
 def test_authorization_error():
-    assert nats_client.is_authorization_error(
+    assert client.is_authorization_error(
         nats_errors.AuthorizationError())
-    assert nats_client.is_authorization_error(
+    assert client.is_authorization_error(
         nats_errors.Error("nats: 'Authorization Violation'"))
-    assert not nats_client.is_authorization_error(ConnectionResetError())
+    assert not client.is_authorization_error(ConnectionResetError())
 
 
 def test_subject_as_sent():
-    assert nats_client.subject_as_sent(
+    assert client.subject_as_sent(
         '$js.api.stream.info.kv_df_publishers', 'df_publishers') == (
             '$JS.API.STREAM.INFO.KV_df_publishers')
-    assert nats_client.subject_as_sent('$kv.my_bucket.abc', 'My_Bucket') == (
+    assert client.subject_as_sent('$kv.my_bucket.abc', 'My_Bucket') == (
         '$KV.My_Bucket.abc')
 
 
@@ -71,25 +73,34 @@ class _Transport:
 
 
 def _client(require_tls, tls):
-    client = nats_client.GuardedClient(require_tls=require_tls)
-    client._transport = _Transport(tls)
-    client._current_server = nats_client_module.Srv(
+    guarded = client.GuardedClient(require_tls=require_tls)
+    guarded._transport = _Transport(tls)
+    guarded._current_server = nats_client_module.Srv(
         parse.urlparse('nats://127.0.0.1:4222'))
-    return client
+    return guarded
 
 
 def test_connect_refused_in_clear_when_tls_is_required():
-    client = _client(require_tls=True, tls=False)
-    with pytest.raises(nats_client.PlaintextRefused,
+    guarded = _client(require_tls=True, tls=False)
+    with pytest.raises(client.PlaintextRefused,
                        match='server 127.0.0.1:4222 does not offer TLS'):
-        client._connect_command()
-    assert client._transport.closed
+        guarded._connect_command()
+    assert guarded._transport.closed
 
 
 @pytest.mark.parametrize('require_tls, tls', [(True, True), (False, False)])
 def test_connect_sent_otherwise(require_tls, tls, monkeypatch):
     monkeypatch.setattr(nats_client_module.Client, '_connect_command',
                         lambda self: b'CONNECT {}\r\n')
-    client = _client(require_tls, tls)
-    assert client._connect_command().startswith(b'CONNECT ')
-    assert not client._transport.closed
+    guarded = _client(require_tls, tls)
+    assert guarded._connect_command().startswith(b'CONNECT ')
+    assert not guarded._transport.closed
+
+
+def test_no_guard_no_start_when_nats_py_lacks_the_hook(monkeypatch):
+    # A nats-py without the hook would never run the check: refused at
+    # once rather than CONNECT in clear.
+    monkeypatch.setattr(nats_compat, 'CONNECT_HOOK', False)
+    with pytest.raises(errors.ConnectError, match='install a nats-py'):
+        client.GuardedClient(require_tls=True)
+    client.GuardedClient(require_tls=False)

@@ -23,6 +23,7 @@ from nats import errors as nats_errors
 import pytest
 
 from df_nats.conf import options
+from df_nats import errors
 from df_nats.transport import connect_args
 
 
@@ -91,7 +92,7 @@ def test_reconnect_defaults(conf):
 def test_backoff_cap_below_base_is_named(conf):
     conf.config(group=options.GROUP, reconnect_time_wait=5.0,
                 reconnect_time_wait_max=1.0)
-    with pytest.raises(options.ConfigError) as exc:
+    with pytest.raises(errors.ConfigError) as exc:
         options.validate(conf.conf)
     assert str(exc.value).startswith('[df_nats] reconnect_time_wait_max:')
 

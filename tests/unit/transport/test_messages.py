@@ -10,14 +10,21 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""What the drain puts on the wire: a group's message, written at once."""
+"""What the drain puts on the wire: a group's message."""
 
 import pytest
 
 from df_nats.transport import messages
 from df_nats.transport import outbox
 from df_nats.wire import codec
+from df_nats.wire import send_time
 from df_nats.wire import sequence
+
+
+@pytest.fixture(autouse=True)
+def _no_send_time(monkeypatch):
+    # The send time varies: its field is tested in test_messages.py.
+    monkeypatch.setattr(send_time, 'stamp', lambda value, now_us: value)
 
 
 def _stream():
@@ -62,48 +69,14 @@ def test_a_batch_of_several_tables_names_none():
     assert headers['Df-Events'] == '2'
 
 
-class _Writer:
-    def __init__(self, buffered):
-        self.lines = []
-        self.transport = self
-        self._buffered = buffered
-
-    def get_write_buffer_size(self):
-        return self._buffered
-
-    def writelines(self, lines):
-        self.lines.extend(lines)
-
-
-class _PendingClient:
-    """nats-py's client as far as ``write_pending_now`` looks."""
-
-    def __init__(self, buffered=0, connected=True):
-        self.is_connected = connected
-        self._pending = [b'PUB a 1\r\nx\r\n']
-        self._pending_data_size = 12
-        self._transport = type('T', (), {})()
-        self._transport._io_writer = _Writer(buffered)
-
-
-def test_pending_written_at_once_when_the_socket_took_all():
-    nc = _PendingClient()
-    messages.write_pending_now(nc)
-    assert nc._transport._io_writer.lines == [b'PUB a 1\r\nx\r\n']
-    assert nc._pending == [] and nc._pending_data_size == 0
-
-
-@pytest.mark.parametrize('nc', [_PendingClient(buffered=1),
-                                _PendingClient(connected=False)],
-                         ids=['back-pressure', 'disconnected'])
-def test_pending_left_to_the_flusher(nc):
-    messages.write_pending_now(nc)
-    assert nc._transport._io_writer.lines == []
-    assert nc._pending and nc._pending_data_size == 12
-
-
-def test_pending_left_alone_by_another_transport():
-    nc = _PendingClient()
-    del nc._transport._io_writer
-    messages.write_pending_now(nc)
-    assert nc._pending and nc._pending_data_size == 12
+def test_the_send_time_is_the_last_field_of_df_events(monkeypatch):
+    monkeypatch.undo()
+    monkeypatch.setattr(messages.time, 'time_ns', lambda: 1733327749388783123)
+    _, headers, _ = messages.message(_stream(), 1, [
+        (None, _event('a'), 'lport'), (None, _event('b'), 'lport')])
+    assert headers['Df-Events'] == '2 lport t=1733327749388783'
+    assert send_time.sent_us(headers) == 1733327749388783
+    # Readers of the first field (the count) are unaffected.
+    assert int(headers['Df-Events'].split()[0]) == 2
+    _, raw, _ = messages.message(_stream(), 2, [(None, b'x', outbox.RAW)])
+    assert send_time.sent_us(raw) is None

@@ -16,14 +16,16 @@ import threading
 
 import pytest
 
+from df_nats import errors
 from df_nats.pubsub import process_context
-from df_nats.transport import outbox as df_outbox
+from df_nats.transport import outbox
 
 
 def _outbox(limit=1 << 20, connected=True):
     state = {'connected': connected}
-    box = df_outbox.Outbox(limit, process_context.current().bridge.doorbell(),
-                           lambda: state['connected'])
+    # The test's threads stand for the loop thread.
+    box = outbox.Outbox(limit, process_context.current().bridge.doorbell(),
+                        lambda: state['connected'], lambda: True)
     return box, state
 
 
@@ -35,7 +37,7 @@ def test_take_groups_consecutive_events_of_one_stream():
         box.put(stream, body, 'lport')
     groups = []
     while True:
-        group = box.take(1000, 100)
+        group = box.take_on_loop(1000, 100)
         if group is None:
             break
         groups.append([body for _, body, _ in group])
@@ -46,10 +48,10 @@ def test_raw_bodies_always_go_alone():
     box, _ = _outbox()
     s = object()
     box.put(s, b'e1', 't')
-    box.put(s, b'raw', df_outbox.RAW)
+    box.put(s, b'raw', outbox.RAW)
     box.put(s, b'e2', 't')
     box.put(s, b'e3', 't')
-    assert [len(box.take(1000, 100)) for _ in range(3)] == [1, 1, 2]
+    assert [len(box.take_on_loop(1000, 100)) for _ in range(3)] == [1, 1, 2]
 
 
 def test_take_respects_count_and_bytes_a_big_first_goes_alone():
@@ -58,11 +60,11 @@ def test_take_respects_count_and_bytes_a_big_first_goes_alone():
     box.put(s, b'x' * 50, 't')       # larger than max_bytes: alone
     for _ in range(10):
         box.put(s, b'x' * 10, 't')
-    assert len(box.take(30, 100)) == 1
-    assert len(box.take(30, 100)) == 3      # 30 bytes
-    assert len(box.take(1000, 2)) == 2      # 2 at most
-    assert len(box.take(1000, 100)) == 5
-    assert box.take(1000, 100) is None
+    assert len(box.take_on_loop(30, 100)) == 1
+    assert len(box.take_on_loop(30, 100)) == 3      # 30 bytes
+    assert len(box.take_on_loop(1000, 2)) == 2      # 2 at most
+    assert len(box.take_on_loop(1000, 100)) == 5
+    assert box.take_on_loop(1000, 100) is None
 
 
 def test_put_back_keeps_the_order():
@@ -70,9 +72,9 @@ def test_put_back_keeps_the_order():
     s = object()
     for i in range(5):
         box.put(s, b'%d' % i, 't')
-    group = box.take(1000, 3)
-    box.put_back(group)
-    assert [body for _, body, _ in box.take(1000, 100)] == [
+    group = box.take_on_loop(1000, 3)
+    box.put_back_on_loop(group)
+    assert [body for _, body, _ in box.take_on_loop(1000, 100)] == [
         b'0', b'1', b'2', b'3', b'4']
 
 
@@ -86,10 +88,10 @@ def test_bytes_never_drift_with_racing_callers():
 
     def drain():
         while not stop.is_set() or box:
-            group = box.take(1 << 20, 1000)
+            group = box.take_on_loop(1 << 20, 1000)
             if group:
                 taken.extend(group)
-                box.release(sum(len(b) for _, b, _ in group))
+                box.release_on_loop(sum(len(b) for _, b, _ in group))
 
     def put(n):
         for i in range(n):
@@ -111,7 +113,7 @@ def test_full_while_disconnected_raises_naming_the_option():
     box, state = _outbox(limit=100, connected=False)
     s = object()
     box.put(s, b'x' * 80, 't')
-    with pytest.raises(df_outbox.PublishBufferFull,
+    with pytest.raises(errors.PublishBufferFull,
                        match=r'80 bytes .*reconnect_buffer_size = 100'):
         box.put(s, b'x' * 30, 't')
     assert len(box) == 1 and box.waiting_bytes == 80
@@ -126,7 +128,7 @@ def test_one_event_larger_than_the_limit_fits_an_empty_outbox():
 def test_full_while_connected_waits_and_is_woken_by_release(monkeypatch):
     # No polling: with the recheck far away, only the doorbell the
     # releasing side rings can let the caller in.
-    monkeypatch.setattr(df_outbox, '_RECHECK_SECONDS', 60)
+    monkeypatch.setattr(outbox, '_RECHECK_SECONDS', 60)
     box, _ = _outbox(limit=100)
     s = object()
     box.put(s, b'x' * 80, 't')
@@ -138,15 +140,15 @@ def test_full_while_connected_waits_and_is_woken_by_release(monkeypatch):
     thread = threading.Thread(target=caller, daemon=True)
     thread.start()
     assert not done.wait(0.2)          # waiting for room
-    group = box.take(1000, 100)
-    box.release(sum(len(b) for _, b, _ in group))
+    group = box.take_on_loop(1000, 100)
+    box.release_on_loop(sum(len(b) for _, b, _ in group))
     assert done.wait(10)
     assert box.waiting_bytes == 30
-    assert [b for _, b, _ in box.take(1000, 100)] == [b'y' * 30]
+    assert [b for _, b, _ in box.take_on_loop(1000, 100)] == [b'y' * 30]
 
 
 def test_waiting_caller_refused_when_the_link_drops(monkeypatch):
-    monkeypatch.setattr(df_outbox, '_RECHECK_SECONDS', 0.01)
+    monkeypatch.setattr(outbox, '_RECHECK_SECONDS', 0.01)
     box, state = _outbox(limit=100)
     s = object()
     box.put(s, b'x' * 80, 't')
@@ -155,7 +157,7 @@ def test_waiting_caller_refused_when_the_link_drops(monkeypatch):
     def caller():
         try:
             box.put(s, b'y' * 30, 't')
-        except df_outbox.PublishBufferFull as exc:
+        except errors.PublishBufferFull as exc:
             result.append(exc)
     thread = threading.Thread(target=caller, daemon=True)
     thread.start()

@@ -19,11 +19,19 @@ client that records what would be published.
 from nats import errors as nats_errors
 import pytest
 
+from df_nats import errors
 from df_nats.pubsub import process_context
 from df_nats.transport import connection
 from df_nats.transport import outbox
 from df_nats.wire import codec
+from df_nats.wire import send_time
 from df_nats.wire import sequence
+
+
+@pytest.fixture(autouse=True)
+def _no_send_time(monkeypatch):
+    # The send time varies: its field is tested in test_messages.py.
+    monkeypatch.setattr(send_time, 'stamp', lambda value, now_us: value)
 
 
 class _NatsClient:
@@ -140,9 +148,9 @@ def test_batches_stay_within_max_payload(conf):
 def test_event_above_max_payload_refused_naming_both(conf):
     conn, nc = _connection(conf, max_payload=2048)
     s = sequence.Stream('s', 'p', 'i')
-    with pytest.raises(connection.EventTooLarge,
+    with pytest.raises(errors.EventTooLarge,
                        match=r'event of 3000 bytes .*max_payload is 2048'):
-        conn.send(s, b'x' * 3000, 'lport')
+        conn.sender.send(s, b'x' * 3000, 'lport')
     assert not conn.sender._outbox and s.n == 0
 
 
@@ -172,6 +180,8 @@ def test_failed_publish_uses_its_number(conf):
     _drain(conn)
     assert [h['Df-Seq'] for _, _, h in nc.sent] == ['p i.2']
     assert conn.stats['publish_errors'] == 1
+    # Counted as the direct write counts it: dropped, not published.
+    assert conn.stats['published'] == 1 and conn.stats['messages'] == 1
     assert conn.sender._outbox.waiting_bytes == 0
 
 
@@ -193,8 +203,8 @@ def test_refused_while_disconnected_skips_and_marks(conf):
     s = sequence.Stream('s', 'p', 'i')
     conn.sender._outbox.put(s, b'x' * 90, outbox.RAW)
     nc.is_connected = False
-    with pytest.raises(connection.PublishBufferFull):
-        conn.send(s, b'y' * 20, 'lport')
+    with pytest.raises(errors.PublishBufferFull):
+        conn.sender.send(s, b'y' * 20, 'lport')
     assert conn.stats['rejected'] == 1
     nc.is_connected = True
     _drain(conn)
@@ -205,7 +215,7 @@ def test_refused_while_disconnected_skips_and_marks(conf):
 
 
 class _SocketWriter:
-    """nats-py's stream writer, as far as ``_send_now`` uses it."""
+    """nats-py's stream writer, as far as ``_send_now_on_loop`` uses it."""
 
     def __init__(self):
         self.transport = self
@@ -223,7 +233,7 @@ class _SocketWriter:
 
 
 class _WritableClient(_NatsClient):
-    """A client whose socket ``_send_now`` may write to directly."""
+    """A client whose socket ``_send_now_on_loop`` may write to directly."""
 
     def __init__(self):
         super().__init__()
@@ -249,8 +259,8 @@ def _writable_connection(conf):
 def _request_drain(conn):
     # As send() does: on the loop thread, then let a drain task finish.
     async def request():
-        conn.sender.request_drain()
-        if conn.sender._draining():
+        conn.sender.request_drain_on_loop()
+        if conn.sender._draining_on_loop():
             await conn.sender._drain_task
     conn.bridge.run(request(), timeout=10)
 
