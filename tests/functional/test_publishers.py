@@ -14,8 +14,9 @@
 """``df-nats publishers`` against records a hostile publisher wrote.
 
 Every publisher's credentials may write the registry bucket: the
-command lists what it can, skips what is no record, and never writes an
-escape sequence to the terminal.
+command lists what it can, skips what is no record (a field of the wrong
+type, a record not of its key: df_nats.registry.records), and never
+writes an escape sequence to the terminal.
 """
 
 import asyncio
@@ -25,6 +26,7 @@ import sys
 
 import nats
 
+from df_nats.registry import records
 from df_nats.testing.worker_process import child_env
 from tests.functional import hostile_tools
 from tests.functional.test_driver import ROOT
@@ -41,6 +43,9 @@ def _publishers(url, *args):
 
 
 def test_hostile_records_are_listed_escaped_or_skipped(fresh_nats_server):
+    escapes_id = records.publisher_uuid(hostile_tools.HOSTILE_TEXT,
+                                        hostile_tools.HOSTILE_TEXT)
+
     async def write():
         nc = await nats.connect(fresh_nats_server.url)
         kv = await nc.jetstream().create_key_value(
@@ -50,10 +55,14 @@ def test_hostile_records_are_listed_escaped_or_skipped(fresh_nats_server):
             'pid': {'x': 1}, 'process': None, 'started_at': 'soon',
             'last_activity_timestamp': 1e308}).encode())
         await kv.put('deep', hostile_tools.deep_json())
-        await kv.put('escapes', json.dumps({
-            'id': 'id-escapes', 'role': 'df-local-controller',
-            'host': hostile_tools.HOSTILE_TEXT, 'pid': 5,
-            'process': hostile_tools.HOSTILE_TEXT}).encode())
+        # A record readers accept (its id and key are those of its
+        # process, host and slot), its text fields full of escapes.
+        await kv.put(records.key(hostile_tools.HOSTILE_TEXT, escapes_id),
+                     json.dumps({
+                         'id': escapes_id, 'role': 'df-local-controller',
+                         'host': hostile_tools.HOSTILE_TEXT, 'pid': 5,
+                         'process': hostile_tools.HOSTILE_TEXT,
+                         'slot': 0}).encode())
         await nc.close()
     asyncio.run(write())
     url = fresh_nats_server.url
@@ -61,13 +70,12 @@ def test_hostile_records_are_listed_escaped_or_skipped(fresh_nats_server):
     assert lines[0].split() == ['ID', 'ROLE', 'HOST', 'PID', 'PROCESS',
                                 'UP', 'SEEN']
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert set(rows) == {'id-escapes', 'id-seven'}
-    assert rows['id-seven'][1] == '7'
-    assert rows['id-seven'][2] == "['a',"   # shown as text, not a crash
+    # The record of wrong types and the deep one are no records: skipped.
+    assert set(rows) == {escapes_id}
     for escape in ('\\x1b[A', '\\x1b[2K', '\\x1b]0;pwned\\x07',
                    '\\u202e', '\\x9b'):
-        assert escape in lines[2] + lines[1]
+        assert escape in lines[1]
     only = _publishers(url, '--role', 'df-local-controller').splitlines()
-    assert [line.split()[0] for line in only[1:]] == ['id-escapes']
-    records = json.loads(_publishers(url, '--json'))
-    assert sorted(r['id'] for r in records) == ['id-escapes', 'id-seven']
+    assert [line.split()[0] for line in only[1:]] == [escapes_id]
+    listed = json.loads(_publishers(url, '--json'))
+    assert [r['id'] for r in listed] == [escapes_id]

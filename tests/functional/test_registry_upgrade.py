@@ -28,7 +28,6 @@ import uuid
 import nats
 import pytest
 
-from df_nats.registry import records
 from df_nats.testing.worker_process import WorkerProcess
 
 from tests.functional.test_driver import ROOT
@@ -42,6 +41,7 @@ from tests.functional.test_registry import _worker
 from tests.functional.test_registry import HEARTBEAT
 from tests.functional.test_registry import TTL
 from tests.functional.test_registry_bounds import create_unlimited_bucket
+from tests.functional.test_registry_bounds import owned_key
 
 
 @pytest.fixture
@@ -143,7 +143,8 @@ def test_deleting_the_bucket_has_it_made_again_with_its_limits(
 
 
 def _old_record(host, process='neutron-server', slot=0, pid=4242):
-    publisher_id = records.publisher_uuid(process, host, slot)
+    name = '%s.%s' % (process, host) + ('.%d' % slot if slot else '')
+    publisher_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
     return publisher_id, {
         'id': publisher_id, 'role': 'neutron-server', 'host': host,
         'pid': pid, 'process': process, 'slot': slot,
@@ -165,7 +166,7 @@ def test_records_of_the_old_layout_are_listed_once_per_id(
     both_id, both = _old_record('net-new.example.net')
     asyncio.run(_put(server.url, bucket, both_id, both))
     asyncio.run(_put(server.url, bucket,
-                     records.key('net-new.example.net', both_id),
+                     owned_key('net-new.example.net', both_id),
                      dict(both, pid=4343)))
     listed = {r['id']: r for r in _list(config)}
     assert listed[old_id]['legacy'] is True
