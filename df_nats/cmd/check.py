@@ -58,14 +58,11 @@ import time
 from oslo_config import cfg
 
 from df_nats.cmd import common
+from df_nats.cmd import role_needs
 from df_nats.cmd import text
 from df_nats.conf import options
 from df_nats import errors
 from df_nats.registry import bucket as registry_bucket
-from df_nats.registry import records
-from df_nats.registry import registration
-from df_nats.transport import service
-from df_nats.wire import subjects
 from df_nats.wire import untrusted_json
 
 OK = 'OK'
@@ -75,14 +72,9 @@ FAIL = 'FAIL'
 _EXIT = {OK: 0, INFO: 0, WARN: 1, FAIL: 2}
 _LABELS = {0: 'OK', 1: 'WARNING', 2: 'CRITICAL'}
 
-NEUTRON_SERVER = 'neutron-server'
-CONTROLLER = 'df-local-controller'
-TOOLS = 'tools'
-ROLES = (NEUTRON_SERVER, CONTROLLER, TOOLS)
 USER_INFO = '$SYS.REQ.USER.INFO'
 # Kept for the exit, the release of the connection included.
 _RESERVE = 0.7
-_PROBE = 'df-nats-check'
 
 
 class Check:
@@ -110,113 +102,6 @@ def process_age() -> float:
         return max(now - started / os.sysconf('SC_CLK_TCK'), 0.0)
     except (OSError, ValueError, IndexError):
         return 0.0
-
-
-# -- permissions ------------------------------------------------------------
-
-def covers(pattern: str, subject: str) -> bool:
-    """True when NATS ``pattern`` matches every subject ``subject`` can.
-
-    ``subject`` may itself hold wildcards (a subscription): ``*`` in it
-    is covered by ``*`` or ``>`` only, ``>`` by ``>`` only.
-    """
-    want = pattern.split('.')
-    have = subject.split('.')
-    for i, token in enumerate(want):
-        if token == '>':
-            return i < len(have)
-        if i >= len(have):
-            return False
-        if token == '*':
-            if have[i] == '>':
-                return False
-        elif token != have[i]:
-            return False
-    return len(want) == len(have)
-
-
-def _entries(value):
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value[:10000] if isinstance(v, str)]
-    return []
-
-
-def allowed(permissions, verb: str, subject: str, queue: str = '') -> bool:
-    """Whether the server's stated ``permissions`` let ``verb`` (publish
-    or subscribe) on ``subject`` (in ``queue``) through.
-
-    Rules as nats-server applies them: no ``allow`` list allows all, a
-    ``deny`` match refuses; subscribe entries may be ``subject queue``.
-    A publish to a reply subject of a request received may also be let
-    through by ``allow_responses``: that is the caller's to judge.
-    """
-    if not isinstance(permissions, dict):
-        return True
-    rules = permissions.get(verb)
-    if not isinstance(rules, dict):
-        return True
-
-    def match(entry):
-        pattern, _, entry_queue = entry.partition(' ')
-        if entry_queue and entry_queue != queue:
-            return False
-        return covers(pattern, subject)
-
-    allow = _entries(rules.get('allow'))
-    if allow and not any(match(e) for e in allow):
-        return False
-    return not any(covers(e.partition(' ')[0], subject)
-                   for e in _entries(rules.get('deny')))
-
-
-def needs(role: str, conf):
-    """``(verb, subject, queue, why)`` this role needs.
-
-    A probe subject stands for each pattern.
-    """
-    prefix = conf.subject_prefix
-    topic = subjects.topic_subject(prefix, _PROBE)
-    listeners = subjects.listeners_subject(prefix)
-    bucket = conf.registry_bucket
-    inbox = '_INBOX.%s' % _PROBE
-    js = [('publish', '$JS.API.INFO', '', 'the registry: JetStream'),
-          ('publish', '$JS.API.STREAM.INFO.KV_%s' % bucket, '',
-           'the registry bucket')]
-    need = []
-    if role == NEUTRON_SERVER:
-        need.append(('publish', topic, '', 'events to every topic'))
-        if conf.listener_queue_group:
-            need.append(('subscribe', listeners,
-                         subjects.LISTENER_QUEUE_GROUP,
-                         'port status (the listeners\' queue group)'))
-        if conf.publisher_registry:
-            # Its records are under its host's token (records.key).
-            key = records.key(registration.host_name(), _PROBE)
-            need += js + [('publish', '$KV.%s.%s' % (bucket, key), '',
-                           'its registry records'),
-                          ('subscribe', inbox, '', 'JetStream replies')]
-    elif role == CONTROLLER:
-        need.append(('subscribe', topic, '', 'events of its topics'))
-        if conf.listener_queue_group:
-            need.append(('publish', listeners, '',
-                         'port status to the neutron-servers'))
-        if conf.publisher_events:
-            need += js + [('publish', '$JS.API.CONSUMER.CREATE.KV_%s'
-                           % bucket, '', 'the registry watch'),
-                          ('subscribe', inbox, '', 'JetStream replies')]
-    elif role == TOOLS:
-        need += [('publish', '$SRV.STATS.%s' % service.NAME, '',
-                  'df-nats stats and exporter'),
-                 ('subscribe', inbox, '', 'replies'),
-                 ('subscribe', subjects.all_topics_subject(prefix), '',
-                  'df-nats tail')] + js
-    if role in (NEUTRON_SERVER, CONTROLLER) and conf.service_endpoint:
-        need.append(('subscribe', '%s.PING.%s.%s' % (
-            service.SUBJECT_PREFIX, service.NAME, _PROBE), '',
-            'its NATS service (df-nats stats)'))
-    return need
 
 
 # -- the run ----------------------------------------------------------------
@@ -298,9 +183,9 @@ class _Run:
     def registry_needed(self) -> bool:
         """Whether this role needs JetStream (the registry)."""
         role = self.role()
-        if role == CONTROLLER:
+        if role == role_needs.CONTROLLER:
             return bool(self.conf.publisher_events)
-        if role == TOOLS:
+        if role == role_needs.TOOLS:
             return True   # df-nats publishers
         return bool(self.conf.publisher_registry)
 
@@ -427,15 +312,15 @@ class _Run:
 
     def permissions(self):
         role = self.role()
-        if role not in ROLES:
+        if role not in role_needs.ROLES:
             self.add('permissions', INFO, 'no role to check: give --role'
-                     ' (%s)' % ', '.join(ROLES))
+                     ' (%s)' % ', '.join(role_needs.ROLES))
             return
         info = self.user_info()
         stated = info.get('permissions', {}) if info else None
         user = text.cell(info.get('user')) if info else '?'
         missing, unknown, probed = [], [], 0
-        for verb, subject, queue, why in needs(role, self.conf):
+        for verb, subject, queue, why in role_needs.needs(role, self.conf):
             what = '%s %s%s (%s)' % (verb, subject, ' queue ' + queue
                                      if queue else '', why)
             if verb == 'subscribe' and not queue and self.left() > 0:
@@ -448,13 +333,14 @@ class _Run:
                 except Exception as exc:
                     unknown.append('%s: %s' % (what, type(exc).__name__))
                     continue
-                if stated is None or allowed(stated, verb, subject, queue):
+                if stated is None or role_needs.allowed(
+                        stated, verb, subject, queue):
                     continue
             if stated is None:
                 if verb == 'publish' or queue:
                     unknown.append(what)
                 continue
-            if not allowed(stated, verb, subject, queue):
+            if not role_needs.allowed(stated, verb, subject, queue):
                 missing.append(what)
         for what in missing:
             self.add('permission', WARN, 'missing: %s' % what)

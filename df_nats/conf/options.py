@@ -36,6 +36,8 @@ _URL_SCHEMES = ('nats', 'tls')
 # A subject token: anything NATS allows except wildcards and white space.
 _PREFIX_TOKEN = re.compile(r'^[A-Za-z0-9_=-]+$')
 _BUCKET = re.compile(r'^[A-Za-z0-9_-]+$')
+# An inbox prefix token: printable, no wildcard, dot or white space.
+_INBOX_TOKEN = re.compile(r'^[!-)+-=?-~]+$')
 _ROLE = re.compile(r'^[!-~]{1,64}$')
 _TLS_OPTIONS = ('tls_ca_file', 'tls_cert_file', 'tls_key_file',
                 'tls_hostname', 'tls_handshake_first')
@@ -65,7 +67,11 @@ def _text(paragraph: str, *values) -> str:
 
 
 connection_opts = [
-    cfg.ListOpt('servers', default=['nats://127.0.0.1:4222'], help=_text('''
+    # Secret: oslo.config logs every other option's value at start
+    # (log_opt_values), and a URL refused for holding a password would be
+    # logged with it.
+    cfg.ListOpt('servers', default=['nats://127.0.0.1:4222'], secret=True,
+                help=_text('''
         NATS server URLs (nats://host:port or tls://host:port), comma
         separated. Give every node of the cluster: the client connects to one
         and fails over to the others and to the servers the cluster announces.
@@ -134,10 +140,11 @@ connection_opts = [
         delivered as one at its end, never lost. 0 delivers each at once. From
         0 to %d.''', MAX_RESYNC_INTERVAL)),
     cfg.IntOpt('delivery_queue_size', default=64 * 1024 * 1024, help=_text('''
-        Bytes of received messages (bodies and headers) a subscriber holds for
-        its callback. A message arriving when it is full is dropped, counted
-        (stats["overflow"]) and followed by a
-        resync. At least %d.''', MIN_DELIVERY_QUEUE_SIZE)),
+        Bytes of memory the received messages a subscriber holds for its
+        callback may take: bodies, headers and the Python objects holding
+        them (about 270 bytes a message and 130 a header). A message arriving
+        when it is full is dropped, counted (stats["overflow"]) and followed
+        by a resync. At least %d.''', MIN_DELIVERY_QUEUE_SIZE)),
     cfg.IntOpt('ping_interval', default=20, min=1, help=_text('''
         Seconds between client PINGs that detect a dead server.''')),
     cfg.IntOpt('max_outstanding_pings', default=3, min=1, help=_text('''
@@ -159,6 +166,15 @@ connection_opts = [
         publisher id, version and counters. Its user needs permission to
         subscribe to $SRV.> and to publish to _INBOX.> (the replies); without
         it df-nats logs one warning and runs on without the service.''')),
+    cfg.StrOpt('service_inbox_prefix', default='_INBOX', help=_text('''
+        The service "df-nats" answers only requests whose reply subject is
+        under <service_inbox_prefix>., the requesters' inboxes; others are
+        counted (connection.service_replies_refused) and not answered, so
+        that nobody can make it publish on a topic, registry or JetStream
+        subject. Set it to the inbox prefix of the NATS clients that run
+        "nats micro" or "df-nats stats" when they use a custom one.
+        Dot-separated tokens without wildcards, not starting with $ and apart
+        from subject_prefix.''')),
 ]
 
 auth_opts = [
@@ -307,6 +323,33 @@ def _check_prefix(prefix):
             ' or "="' % prefix)
 
 
+def _check_inbox_prefix(conf):
+    try:
+        prefix = conf.service_inbox_prefix or ''
+    except (cfg.Error, ValueError) as exc:
+        # "$name" is oslo.config's interpolation ("$$" a dollar sign).
+        raise errors.ConfigError(
+            'service_inbox_prefix',
+            'cannot be parsed (%s)' % type(exc).__name__) from None
+    tokens = prefix.split('.')
+    if not all(_INBOX_TOKEN.match(t) for t in tokens):
+        raise errors.ConfigError(
+            'service_inbox_prefix',
+            '%r must be dot-separated tokens without wildcards or white'
+            ' space' % prefix)
+    if prefix.startswith('$'):
+        raise errors.ConfigError(
+            'service_inbox_prefix', '%r is a system subject space ($JS,'
+            ' $KV, $SRV...), not inboxes' % prefix)
+    data = conf.subject_prefix.split('.')
+    shorter = min(len(tokens), len(data))
+    if tokens[:shorter] == data[:shorter]:
+        raise errors.ConfigError(
+            'service_inbox_prefix', '%r overlaps subject_prefix %r: the'
+            ' service would answer on Dragonflow\'s own subjects'
+            % (prefix, conf.subject_prefix))
+
+
 def _check_registry(conf):
     if not _BUCKET.match(conf.registry_bucket or ''):
         raise errors.ConfigError(
@@ -369,6 +412,7 @@ def validate(conf=None):
             'cannot be parsed (%s)' % type(exc).__name__) from None
     _check_servers(servers)
     _check_prefix(prefix)
+    _check_inbox_prefix(conf)
     credential_files.check(conf, GROUP)
     _check_registry(conf)
     _check_reconnect(conf)

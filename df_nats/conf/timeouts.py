@@ -60,6 +60,13 @@ SNAPSHOT = 10.0
 # TTL after its last write, which a watcher sees no earlier than that.
 CLOCK_GRACE = 1.0
 
+# A subscriber's work on received messages that deliver nothing or hold
+# malformed events (sequence check and decoding), in one slice of its
+# delivery queue: beyond it, what is queued is dropped as an overflow and
+# a resync follows, so a flood of messages expensive to decode delays
+# real events by about this much at most.
+DELIVERY_WORK_BUDGET = 1.0
+
 # At interpreter exit, queued events get at most this long (or
 # close_timeout, if shorter) to reach the server.
 EXIT_FLUSH = 2.0

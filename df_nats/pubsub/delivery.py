@@ -15,6 +15,7 @@
 import collections
 import time
 
+from df_nats.conf import timeouts
 from df_nats.loop import log
 from df_nats.wire import codec
 from df_nats.wire import resync
@@ -26,8 +27,17 @@ LOG = log.get_logger('df_nats.pubsub.subscriber')
 
 # Characters of an untrusted header value quoted in a log line.
 _SHOWN = 64
-# Bytes counted for a message besides its body and header values.
-_MESSAGE_OVERHEAD = 64
+# What a queued message costs in memory besides its body, its subject's
+# and its headers' characters (CPython 3.11, 64 bits; measured with
+# tracemalloc in tests/unit/pubsub/test_delivery.py): the posted call
+# (two tuples, a deque slot), the bytes, subject str and size int
+# objects; a headers dict; each header's two str objects and its slot.
+# A header value that is not ASCII may take 4 bytes a character.
+_MESSAGE_OVERHEAD = 256
+_HEADERS_OVERHEAD = 192
+_HEADER_OVERHEAD = 128
+# The receive path's time budget, in _clock()'s nanoseconds.
+_WORK_BUDGET_NS = int(timeouts.DELIVERY_WORK_BUDGET * 1e9)
 
 # Verdicts of the sequence tracker (besides NEXT and UNTRACKED, the
 # common ones) -> (whether the message is delivered, the resync reason
@@ -41,11 +51,12 @@ _VERDICTS = {
     sequence.BAD_HEADER: (True, None, 'bad_headers'),
     sequence.REFUSED: (True, None, 'untracked_streams'),
     sequence.DUPLICATE: (False, None, 'duplicates'),
+    sequence.CONFLICT: (True, 'conflicting message', 'conflicts'),
     sequence.MARK: (False, None, None),
 }
 # Verdicts logged (throttled, each on its own) besides being counted.
-_LOGGED_VERDICTS = (sequence.DUPLICATE, sequence.JUMP, sequence.RESET,
-                    sequence.BAD_HEADER)
+_LOGGED_VERDICTS = (sequence.DUPLICATE, sequence.CONFLICT, sequence.JUMP,
+                    sequence.RESET, sequence.BAD_HEADER)
 # Why a resync was asked for -> the counter of requests for that cause
 # (stats "resyncs by cause"); a sync delivered may answer several.
 SYNC_CAUSES = {
@@ -55,6 +66,8 @@ SYNC_CAUSES = {
     'sequence re-baseline': 'sync_rebaseline',
     'delivery queue full': 'sync_overflow',
     'fork': 'sync_fork',
+    'conflicting message': 'sync_conflict',
+    'receive path over its time budget': 'sync_over_budget',
 }
 SYNC_OTHER = 'sync_other'
 
@@ -73,13 +86,21 @@ class Delivery:
     publisher's sequence numbers, it is called with
     ``(None, None, 'sync', None, None)``. Syncs asked for while one is
     still queued are delivered once, and at most one per
-    ``resync_interval`` (``resync.ResyncPacer``). Duplicates are dropped.
+    ``resync_interval`` (``resync.ResyncPacer``). Duplicates (the very
+    same message again) are dropped; another message under a number
+    delivered already is delivered, counted as a conflict and followed
+    by a resync.
 
     Everything received is untrusted: events of the wrong types, control
     actions and forged sequence headers are counted and dropped or
     tracked harmlessly (``codec``, ``sequence``), and messages wait for
-    the callback in a queue of at most ``delivery_queue_size`` bytes;
-    what overflows it is dropped, counted and followed by a resync.
+    the callback in a queue of at most ``delivery_queue_size`` bytes of
+    memory (what each message really costs, objects included); what
+    overflows it is dropped, counted and followed by a resync. The work
+    spent on messages that deliver nothing or hold malformed events has a
+    time budget per slice of the queue: a flood of messages expensive to
+    decode costs at most about that much delay before what is queued is
+    dropped as an overflow and one resync asked for (``_charge``).
     Messages on a queue group's shared subject are not sequence-checked.
 
     ``callback`` may be replaced at any time (newest wins); ``stats`` is
@@ -102,7 +123,8 @@ class Delivery:
         # Duplicates, unbelievable numbers, unreadable headers and a full
         # delivery queue: each kind logged at most once a second.
         self._odd_warnings = {kind: log.Throttled(LOG)
-                              for kind in _LOGGED_VERDICTS + ('overflow',)}
+                              for kind in _LOGGED_VERDICTS + (
+                                  'overflow', 'over_budget')}
         # The delivery queue's bytes: added on the loop thread, taken off
         # in the caller's world; each counter has one writer.
         self._queue_limit = 0
@@ -113,6 +135,15 @@ class Delivery:
         self._overflow_loop = 0       # messages dropped (loop thread)
         self._overflow_counted = 0    # of those, in stats (caller's world)
         self._overflow_noted = False
+        # The receive path's time budget (caller's world): its wasted
+        # work in the slice of the queue being delivered, since the slice
+        # began, and what is dropped once it ran over (messages queued
+        # before _queued_out passes this many bytes).
+        self._slice_work = 0
+        self._slice_start = None
+        self._drop_through = -1
+        # Posted once per message: one bound method, not one each time.
+        self._deliver = self.deliver
         # Publish to callback (``send_time``), and when the last sync was
         # delivered (wall clock, 0: never): read by the process service.
         self.lag = send_time.LagSummary()
@@ -151,25 +182,31 @@ class Delivery:
         self._queued_in_msgs = self._queued_out_msgs = 0
         self._overflow_loop = self._overflow_counted = 0
         self._overflow_noted = False
+        self._slice_work = 0
+        self._slice_start = None
+        self._drop_through = -1
 
     async def on_message(self, msg):
         # Loop thread: hand the message over, check and decode it in the
         # caller's world (one dispatcher: the tracker needs no lock). The
         # queue is bounded in bytes: what does not fit is dropped and a
-        # resync follows (_note_overflow).
-        data, headers = msg.data, msg.headers
-        size = len(data) + _MESSAGE_OVERHEAD
+        # resync follows (_note_overflow). A message is counted at what
+        # it costs in memory while queued.
+        data, headers, subject = msg.data, msg.headers, msg.subject
+        size = len(data) + len(subject) + _MESSAGE_OVERHEAD
         if headers:
+            size += _HEADERS_OVERHEAD
             for name, value in headers.items():
-                size += len(name) + len(value)
+                size += _HEADER_OVERHEAD + len(name) + (
+                    len(value) if value.isascii() else 4 * len(value))
         queued = self._queued_in - self._queued_out
         if queued and queued + size > self._queue_limit:
             self._overflow_on_loop()
             return
         self._queued_in += size
         self._queued_in_msgs += 1
-        self._conn.bridge.world.post(self.deliver, msg.subject, headers,
-                                     data, size)
+        self._conn.bridge.world.post(self._deliver, subject, headers, data,
+                                     size)
 
     def _overflow_on_loop(self):
         # Loop thread: count, and have the caller's world note it once
@@ -214,15 +251,20 @@ class Delivery:
             self._queued_out_msgs += 1
         if not self._running:
             return
-        now = time.time_ns()
+        if self._queued_out <= self._drop_through:
+            # Queued before the receive path ran over its time budget.
+            self.stats['overflow'] += 1
+            return
+        now = _clock()
         if now >= self._lag_due:
             self._sample_lag(headers, now)
-        verdict, missed = self._check_sequence(subject, headers)
+        verdict, missed = self._check_sequence(subject, headers, data)
         sync_reason = None
         if verdict is not sequence.NEXT and verdict is not sequence.UNTRACKED:
             deliver, sync_reason = self._sequence_verdict(
                 verdict, missed, subject, headers)
             if not deliver:
+                self._charge(now)
                 if sync_reason:
                     self.request_sync(sync_reason)
                 return
@@ -231,6 +273,12 @@ class Delivery:
         events, dropped, problem = codec.unpack_events(data)
         if dropped:
             self._count_malformed(data, problem, dropped)
+            self._charge(now)
+        elif (self._slice_start is not None
+              and self._queued_out >= self._queued_in):
+            # Nothing queued after this message: the slice ends.
+            self._slice_start = None
+            self._slice_work = 0
         self.stats['received'] += len(events)
         callback = self.callback
         for event in events:
@@ -243,6 +291,49 @@ class Delivery:
                                       event['key'])
         if sync_reason:
             self.request_sync(sync_reason)
+
+    def _charge(self, started):
+        """Add the work on a wasted message to its slice of the queue.
+
+        Wasted: nothing delivered (a duplicate, a mark, an unreadable
+        body) or malformed elements dropped; messages fully delivered
+        are Dragonflow's load, bounded by the queue's bytes, and charge
+        nothing. A slice lasts until the queue is empty. When the wasted
+        work in it passed ``timeouts.DELIVERY_WORK_BUDGET`` and more than
+        half of the slice's time (since its first wasted message),
+        everything queued now is dropped as an overflow and a resync
+        asked for (paced). The clock is the wall clock the lag is
+        measured with: one read per message; a step of it may
+        miscount one message's work.
+        """
+        now = _clock()
+        if self._slice_start is None:
+            self._slice_start = started
+        work = self._slice_work + now - started
+        if work > _WORK_BUDGET_NS and 2 * work > now - self._slice_start:
+            self._over_budget(work, now - self._slice_start)
+            work = 0
+        if self._queued_out >= self._queued_in:
+            # Nothing queued after this message: the slice ends.
+            self._slice_start = None
+            work = 0
+        self._slice_work = work
+
+    def _over_budget(self, work, span):
+        # Both in nanoseconds: the wasted work, and the slice's time.
+        self._slice_start = None
+        # What is queued now goes; what the loop thread posts from now on
+        # is a new slice.
+        self._drop_through = self._queued_in
+        self.stats['over_budget'] += 1
+        self._odd_warnings['over_budget'].warning(
+            'df-nats: decoding and checking received messages that'
+            ' delivered nothing or malformed events took %.1f s of the'
+            ' last %.1f s (over its budget of %.1f s): dropping what is'
+            ' queued (%d bytes) and asking for a resync; %d time(s) so far',
+            work / 1e9, span / 1e9, timeouts.DELIVERY_WORK_BUDGET,
+            self._queued_in - self._queued_out, self.stats['over_budget'])
+        self.request_sync('receive path over its time budget')
 
     def _sample_lag(self, headers, now_ns):
         # At most one message per send_time.SAMPLE_NS is measured: a
@@ -276,7 +367,7 @@ class Delivery:
             return False, reason
         return deliver, reason
 
-    def _check_sequence(self, subject, headers):
+    def _check_sequence(self, subject, headers, data):
         """The tracker's verdict on a message, as ``deliver`` wants it.
 
         On a queue group's subject each member gets only its share of a
@@ -284,7 +375,7 @@ class Delivery:
         checked there, and a mark there is just dropped (as ``MARK``).
         """
         if not self._subjects.is_shared(subject):
-            return self._tracker.check(subject, headers)
+            return self._tracker.check(subject, headers, data)
         if self._tracker.is_mark(headers):
             return sequence.MARK, 0
         return sequence.UNTRACKED, 0
@@ -372,6 +463,10 @@ class Delivery:
             'df-nats: dropped %d malformed event(s) of a message of %d bytes'
             ' (%s); %d dropped so far', dropped, len(data), problem,
             self.stats['malformed'])
+
+
+# Read once per message delivered: the lag's clock, and the time budget's.
+_clock = time.time_ns
 
 
 def _shown(value):

@@ -290,18 +290,31 @@ class PublisherWatch:
             timeout=timeouts.JETSTREAM_REQUEST)
 
     async def _subscribe(self):
-        self._snapshot = self._held()
-        self._loaded = asyncio.get_running_loop().create_future()
-        self._sub = await self._js_on_loop().subscribe(
-            self._prefix + '>', stream='KV_' + self._bucket,
-            cb=self._on_message, ordered_consumer=True,
-            deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
-            inactive_threshold=300.0)
-        info = await self._sub.consumer_info()
-        if info.num_pending == 0 and info.delivered.consumer_seq == 0:
-            # An empty bucket: nothing will come.
-            self._finish_loading_on_loop()
-        await asyncio.wait_for(self._loaded, timeouts.SNAPSHOT)
+        deadline = time.monotonic() + timeouts.SNAPSHOT
+        stream = 'KV_' + self._bucket
+        while True:
+            self._snapshot = self._held()
+            self._loaded = asyncio.get_running_loop().create_future()
+            self._sub = await self._js_on_loop().subscribe(
+                self._prefix + '>', stream=stream,
+                cb=self._on_message, ordered_consumer=True,
+                deliver_policy=js_api.DeliverPolicy.LAST_PER_SUBJECT,
+                inactive_threshold=300.0)
+            info = await self._sub.consumer_info()
+            if info.num_pending or info.delivered.consumer_seq:
+                break   # the snapshot is coming
+            state = (await self._js_on_loop().stream_info(stream)).state
+            if not state.messages or time.monotonic() > deadline:
+                # An empty bucket: nothing will come.
+                self._finish_loading_on_loop()
+                break
+            # Nothing to deliver from a bucket that holds records: the
+            # consumer was made on a stream leader still catching up
+            # (right after a failover). Made again, shortly.
+            await self._sub.unsubscribe()
+            await asyncio.sleep(0.25)
+        await asyncio.wait_for(self._loaded, max(
+            1.0, deadline - time.monotonic()))
 
     def _finish_loading_on_loop(self):
         assert self.conn.bridge.on_loop_thread()

@@ -35,10 +35,23 @@ the caller's world and on the loop thread respectively and are read as
 whole objects (a list copy, a dict of fixed keys whose values are
 replaced).
 
+Replies go only to inboxes: a request whose reply subject is not under
+``[df_nats] service_inbox_prefix`` (``_INBOX.``) is counted, logged
+(throttled) and not answered. Otherwise anyone who may publish on
+``$SRV.>`` could make every df-nats process publish its JSON on a topic,
+registry or JetStream API subject of its choosing, with the process's
+own permissions (and with a server's ``allow_responses``, even where the
+process may not publish itself). nats-py's micro service answers on
+whatever reply subject it is given: the connection it is handed
+(``_InboxOnly``) screens the requests of every subscription it makes.
+
 Permissions: the service subscribes to ``$SRV.>`` subjects and publishes
 its replies to the requesters' inboxes (``_INBOX.>``). When the server
-refuses either, the service logs one warning, unregisters and leaves the
-driver alone.
+refuses the subscriptions, the service logs one warning, unregisters and
+leaves the driver alone. A refused reply is counted and logged
+(throttled), and nothing more: it says only that one requester could not
+be answered (two requests sharing one reply subject under the server's
+``allow_responses``, for one), never that the service cannot work.
 """
 
 import asyncio
@@ -57,6 +70,7 @@ from df_nats.conf import timeouts
 from df_nats.loop import log
 from df_nats.transport import connect_args
 from df_nats import version
+from df_nats.wire import codec
 
 LOG = log.get_logger(__name__)
 
@@ -72,17 +86,20 @@ ROLES = ('publisher', 'subscriber', 'both', 'none')
 # the same keys. Other keys the counters hold are shown as well.
 CONNECTION_COUNTERS = ('published', 'messages', 'marks', 'rejected',
                        'publish_errors', 'errors', 'disconnects',
-                       'reconnects', 'unsent_at_close')
+                       'reconnects', 'unsent_at_close',
+                       # requests not answered: a reply subject that is
+                       # not an inbox; replies the server refused
+                       'service_replies_refused', 'service_replies_denied')
 SUBSCRIBER_COUNTERS = ('received', 'duplicates', 'gaps', 'missed', 'syncs',
                        'marks', 'malformed', 'callback_errors',
                        # hostile input (README "Hostile publishers")
                        'syncs_suppressed', 'syncs_delayed', 'overflow',
                        'jumps', 'rebaselines', 'late', 'bad_headers',
-                       'untracked_streams',
+                       'untracked_streams', 'conflicts', 'over_budget',
                        # resyncs asked for, by cause (delivery.SYNC_CAUSES)
                        'sync_reconnect', 'sync_gap', 'sync_jump',
                        'sync_rebaseline', 'sync_overflow', 'sync_fork',
-                       'sync_other',
+                       'sync_conflict', 'sync_over_budget', 'sync_other',
                        # registry records dropped (publisher_events)
                        'registry_malformed', 'registry_oversized',
                        'registry_forged', 'registry_over_limit')
@@ -101,6 +118,12 @@ _LAST_ERROR_CHARS = 300
 _URL_USERINFO = re.compile(r'(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@')
 _SEMVER = re.compile(r'^(\d+)\.(\d+)\.(\d+)(.*)$')
 _PERMISSION_REFUSED = 'permissions violation'
+# A reply subject longer than this is no inbox (nats-py's: about 50).
+MAX_REPLY_SUBJECT = 256
+# Unanswered requests and refused replies: logged at most this often.
+_REFUSED_LOG_INTERVAL = 10.0
+# Characters of an untrusted reply subject quoted in a log line.
+_SHOWN = 64
 
 
 def semver(version: str) -> str:
@@ -193,18 +216,38 @@ def metadata(identity: Mapping, publisher_ids: Iterable[str],
     return meta
 
 
-def is_refusal(exc: BaseException, service_registered: bool) -> bool:
-    """True when ``exc`` is the server refusing the service what it needs.
+def refusal(exc: BaseException, inbox_prefix: str,
+            service_registered: bool) -> Optional[str]:
+    """What the server refused the service in ``exc``, if it did.
 
-    A subscription to ``$SRV.`` subjects, or (once registered) a reply:
-    the driver itself never publishes to an inbox.
+    ``'subscribe'``: a subscription to ``$SRV.`` subjects, which the
+    service cannot do without. ``'reply'`` (once registered): a reply to
+    an inbox, under ``inbox_prefix``; the driver itself never publishes
+    there. None for anything else.
     """
     text = str(exc).lower()
     if _PERMISSION_REFUSED not in text:
-        return False
+        return None
     if 'subscription to "%s.' % SUBJECT_PREFIX.lower() in text:
-        return True
-    return service_registered and 'publish to "_inbox.' in text
+        return 'subscribe'
+    if service_registered and (
+            'publish to "%s.' % inbox_prefix.lower()) in text:
+        return 'reply'
+    return None
+
+
+def is_inbox(reply: Optional[str], inbox_prefix: str) -> bool:
+    """True when ``reply`` is a requester's inbox the service may answer.
+
+    Under ``inbox_prefix.``, of plain tokens (no wildcard, no empty one,
+    no white space) and not too long.
+    """
+    if (not reply or len(reply) > MAX_REPLY_SUBJECT
+            or not reply.startswith(inbox_prefix + '.')):
+        return False
+    tokens = reply.split('.')
+    return ('*' not in tokens and '>' not in tokens and '' not in tokens
+            and not any(c.isspace() for c in reply))
 
 
 class ProcessService:
@@ -241,6 +284,10 @@ class ProcessService:
         self._service = None
         self._task = None
         self._refused = False
+        self._inbox_prefix = (conn.conf.service_inbox_prefix if enabled
+                              else '_INBOX')
+        self._not_answered = log.Throttled(LOG, _REFUSED_LOG_INTERVAL)
+        self._denied = log.Throttled(LOG, _REFUSED_LOG_INTERVAL)
         if enabled:
             conn.add_listener(self._reconnected_on_loop)
 
@@ -311,21 +358,34 @@ class ProcessService:
         """Record an error of the connection; True if it was the service's.
 
         Called from the connection's error callback. A refusal by the
-        server to let the service subscribe or reply is logged once (here)
-        and unregisters the service; any other error becomes
+        server to let the service subscribe is logged once (here) and
+        unregisters the service; a refused reply is counted and logged
+        (throttled), and the service goes on; any other error becomes
         ``last_error``.
         """
         assert self._bridge.on_loop_thread()
-        if self.enabled and is_refusal(exc, self._service is not None):
+        kind = self.enabled and refusal(exc, self._inbox_prefix,
+                                        self._service is not None)
+        if kind == 'reply':
+            stats = self._conn.stats
+            stats['service_replies_denied'] += 1
+            self._denied.warning(
+                'df-nats: the server refused a reply of the NATS service'
+                ' %s (%s); one requester was not answered, the service'
+                ' goes on (%d refused so far). Its user needs permission'
+                ' to publish to %s.>', NAME, describe_error(exc),
+                stats['service_replies_denied'], self._inbox_prefix)
+            return True
+        if kind:
             if not self._refused:
                 self._refused = True
                 LOG.warning(
                     'df-nats: the NATS service %s is not available: the'
                     ' server refused it (%s). It needs permission to'
-                    ' subscribe to %s.> and to publish to _INBOX.>;'
+                    ' subscribe to %s.> and to publish to %s.>;'
                     ' pub/sub goes on without it. Set [df_nats]'
                     ' service_endpoint = False to not try.', NAME, exc,
-                    SUBJECT_PREFIX)
+                    SUBJECT_PREFIX, self._inbox_prefix)
                 self._bridge.loop.create_task(self._unregister())
             return True
         self._last_error = describe_error(exc)
@@ -360,12 +420,28 @@ class ProcessService:
         if self._nc is not None:
             self.start_on_loop(self._nc)
 
+    def _answers_on_loop(self, msg) -> bool:
+        """True when the request ``msg`` may be answered (loop thread)."""
+        assert self._bridge.on_loop_thread()
+        if is_inbox(msg.reply, self._inbox_prefix):
+            return True
+        stats = self._conn.stats
+        stats['service_replies_refused'] += 1
+        self._not_answered.warning(
+            'df-nats: the NATS service %s did not answer a request on %s:'
+            ' its reply subject %r is not under [df_nats]'
+            ' service_inbox_prefix %s. (%d not answered so far)', NAME,
+            _shown(msg.subject), _shown(msg.reply), self._inbox_prefix,
+            stats['service_replies_refused'])
+        return False
+
     async def _register(self, nc):
         self._update_metadata_on_loop()
-        service = micro.Service(nc, micro_service.ServiceConfig(
+        config = micro_service.ServiceConfig(
             name=NAME, version=semver(self._identity['df_nats_version']),
             description=DESCRIPTION, metadata=self._metadata,
-            stats_handler=self._endpoint_data_on_loop))
+            stats_handler=self._endpoint_data_on_loop)
+        service = micro.Service(_InboxOnly(nc, self._answers_on_loop), config)
         try:
             await service.start()
             await service.add_endpoint(
@@ -432,6 +508,39 @@ class ProcessService:
         self._refresh_rtt_on_loop()
         await request.respond(
             json.dumps(self.snapshot(), sort_keys=True).encode())
+
+
+class _InboxOnly:
+    """The connection as nats-py's micro service sees it.
+
+    Every subscription it makes gets a handler that passes on only the
+    requests ``answers(msg)`` accepts: nats-py replies on whatever reply
+    subject a request names. Everything else is the connection's own.
+    """
+
+    def __init__(self, nc, answers):
+        self._nc = nc
+        self._answers = answers
+
+    def __getattr__(self, name):
+        return getattr(self._nc, name)
+
+    async def subscribe(self, subject, queue='', cb=None, **kwargs):
+        answers = self._answers
+
+        async def screened(msg):
+            if answers(msg):
+                await cb(msg)
+        return await self._nc.subscribe(subject, queue=queue, cb=screened,
+                                        **kwargs)
+
+
+def _shown(value) -> str:
+    """An untrusted subject or message as a log line may quote it."""
+    text = codec.header_value(value if value is None else value[:_SHOWN + 1])
+    if text is not None and len(text) > _SHOWN:
+        return text[:_SHOWN] + '...'
+    return text or ''
 
 
 async def _quietly_stop(service):

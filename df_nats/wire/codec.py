@@ -24,6 +24,7 @@ says how many events a message holds, and their table when they all share
 one, for people reading ``nats sub``; it never changes the body.
 """
 
+import re
 import struct
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -61,6 +62,31 @@ _MAX_CACHED_HEADERS = 1024
 # batch is then at most 3 bytes (array 16).
 MAX_BATCH_EVENTS = 65535
 _ARRAY16 = struct.Struct('>BH')
+_ARRAY32 = struct.Struct('>BI')
+# The smallest event a publisher can pack: empty table, no key, value or
+# topic, a three-letter action. A batch of elements averaging less than
+# half of it is mostly not events (a publisher's batch holds nothing
+# else): refused whole, before any decoding, however its elements are
+# built. Half, so that a batch with a few small malformed elements keeps
+# its good ones.
+MIN_EVENT_BYTES = min(
+    len(msgpack.packb({'table': '', 'key': None, 'action': action,
+                       'value': None, 'topic': None}))
+    for action in WIRE_ACTIONS)
+MIN_ELEMENT_BYTES = MIN_EVENT_BYTES // 2
+# Elements of one batch that do not decode at all, one by one, after
+# which the rest of the batch is dropped unread: a publisher's batch has
+# none; each costs an exception.
+MAX_UNDECODABLE = 16
+# Decoding: strict first (every string valid UTF-8, map keys str or
+# bytes, as a publisher packs them); a body that fails is decoded once
+# more with invalid UTF-8 escaped (U+DC80..U+DCFF, which valid UTF-8
+# never gives), and the fields an event uses are checked for it.
+_STRICT = dict(raw=False, strict_map_key=True,
+               max_array_len=MAX_BATCH_EVENTS)
+_LENIENT = dict(_STRICT, unicode_errors='surrogateescape')
+_ESCAPED = re.compile('[\udc80-\udcff]')
+_TEXT_FIELDS = ('table', 'key', 'value', 'topic')
 
 # A Packer per native thread: reusing one is cheaper than msgpack.packb(),
 # which builds one for each call. Under eventlet the original
@@ -132,6 +158,9 @@ def is_event(item) -> bool:
     bytes or None; ``value`` and ``topic`` str, bytes or None. Other keys
     are ignored.
     """
+    if type(item) is not dict:
+        # Subscripting a string would raise, at several times the cost.
+        return False
     try:
         return (item['action'] in WIRE_ACTIONS
                 and type(item['table']) is str
@@ -139,7 +168,7 @@ def is_event(item) -> bool:
                 and type(item['value']) in _DATA_TYPES
                 and type(item['topic']) in _DATA_TYPES)
     except (KeyError, TypeError):
-        # Not a map, a missing field, or an unhashable action.
+        # A missing field, or an unhashable action.
         return False
 
 
@@ -180,6 +209,13 @@ def unpack_events(data: bytes
     dropped. A batch's malformed elements are dropped without their
     neighbours; a body that is neither a map nor an array of at most
     ``MAX_BATCH_EVENTS`` elements counts as one dropped.
+
+    The cost is linear in the body and small whatever it holds (hostile
+    input): a batch announcing more elements than its bytes can hold as
+    events is dropped whole unread; invalid UTF-8 costs one more decoding
+    of the body, not an exception per element; and after
+    ``MAX_UNDECODABLE`` elements that do not decode at all the rest of the
+    batch is dropped.
     """
     if not data:
         return [], 1, 'empty body'
@@ -191,39 +227,88 @@ def unpack_events(data: bytes
             return [], 1, str(exc)
     if not _is_array(first):
         return [], 1, 'not msgpack: neither a map nor an array'
-    try:
-        items = msgpack.unpackb(data, raw=False, strict_map_key=True,
-                                max_array_len=MAX_BATCH_EVENTS)
-    except Exception:
-        return _unpack_batch_slowly(data)
-    events = []
-    dropped, problem = 0, None
-    for item in items:
-        if is_event(item):
-            events.append(item)
-        else:
-            dropped += 1
-            problem = problem or 'batch element: ' + _problem(item)
-    if not items:
-        return [], 1, 'empty batch'
-    return events, dropped, problem
-
-
-def _unpack_batch_slowly(data: bytes):
-    # Some element did not decode: find each element's bytes by skipping
-    # (no decoding, so a bad string or key does not stop it) and decode
-    # them one by one.
-    unpacker = msgpack.Unpacker(max_buffer_size=len(data))
-    unpacker.feed(data)
-    try:
-        count = unpacker.read_array_header()
-    except Exception as exc:
-        return [], 1, 'not msgpack: %s' % exc
+    count = _array_count(data)
+    if count is None:
+        return [], 1, 'not msgpack: a cut array header'
     if count > MAX_BATCH_EVENTS:
         return [], 1, 'a batch of %d events, at most %d' % (
             count, MAX_BATCH_EVENTS)
+    if count * MIN_ELEMENT_BYTES > len(data):
+        return [], count, (
+            'a batch of %d elements in %d bytes: too small for events'
+            ' (%d bytes each)' % (count, len(data), MIN_EVENT_BYTES))
+    try:
+        # _STRICT, spelled out: a ** call builds a dict each time.
+        items = msgpack.unpackb(data, raw=False, strict_map_key=True,
+                                max_array_len=MAX_BATCH_EVENTS)
+    except Exception:
+        try:
+            items = msgpack.unpackb(data, **_LENIENT)
+        except Exception:
+            return _unpack_batch_slowly(data, count)
+        return _sort(items, escaped=True)
+    return _sort(items, escaped=False)
+
+
+def _array_count(data: bytes) -> Optional[int]:
+    """The element count of the array header that starts ``data``."""
+    first = data[0]
+    if first <= 0x9f:
+        return first & 0x0f
+    try:
+        if first == 0xdc:
+            return _ARRAY16.unpack_from(data)[1]
+        return _ARRAY32.unpack_from(data)[1]
+    except struct.error:
+        return None
+
+
+def _sort(items, escaped: bool):
+    """The events among a decoded batch's ``items``, and what was dropped.
+
+    ``escaped``: the batch was decoded with invalid UTF-8 escaped, so the
+    text fields are checked for it.
+    """
+    if not items:
+        return [], 1, 'empty batch'
+    if escaped:
+        events = [item for item in items
+                  if is_event(item) and _escaped_field(item) is None]
+    else:
+        events = [item for item in items if is_event(item)]
+    dropped = len(items) - len(events)
+    if not dropped:
+        return events, 0, None
+    for item in items:
+        # The first one dropped says what was wrong.
+        if not is_event(item):
+            return events, dropped, 'batch element: ' + _problem(item)
+        field = escaped and _escaped_field(item)
+        if field:
+            return events, dropped, (
+                'batch element: %s is not valid UTF-8' % field)
+
+
+def _escaped_field(event) -> Optional[str]:
+    """The first text field of ``event`` holding escaped invalid UTF-8."""
+    for field in _TEXT_FIELDS:
+        value = event[field]
+        if (type(value) is str and not value.isascii()
+                and _ESCAPED.search(value)):
+            return field
+    return None
+
+
+def _unpack_batch_slowly(data: bytes, count: int):
+    # Some element did not decode even leniently: find each element's
+    # bytes by skipping (no decoding, so a bad element does not stop it)
+    # and decode them one by one, up to MAX_UNDECODABLE failures.
+    unpacker = msgpack.Unpacker(max_buffer_size=len(data))
+    unpacker.feed(data)
+    unpacker.read_array_header()
     events = []
     dropped, problem = 0, None
+    undecodable = 0
     for i in range(count):
         start = unpacker.tell()
         try:
@@ -232,11 +317,29 @@ def _unpack_batch_slowly(data: bytes):
             dropped += count - i
             problem = problem or 'batch cut at element %d: %s' % (i, exc)
             break
+        element = data[start:unpacker.tell()]
         try:
-            events.append(unpack_event(data[start:unpacker.tell()]))
-        except errors.MalformedEvent as exc:
+            item = msgpack.unpackb(element, **_LENIENT)
+        except Exception as exc:
             dropped += 1
-            problem = problem or 'batch element %d: %s' % (i, exc)
+            problem = problem or 'batch element %d: not msgpack: %s' % (
+                i, exc)
+            undecodable += 1
+            if undecodable >= MAX_UNDECODABLE and i + 1 < count:
+                dropped += count - i - 1
+                problem += ' (and %d more not decoded: the rest of the' \
+                    ' batch dropped)' % (undecodable - 1)
+                break
+            continue
+        if is_event(item) and _escaped_field(item) is None:
+            events.append(item)
+            continue
+        dropped += 1
+        if problem is None:
+            field = _escaped_field(item) if is_event(item) else None
+            problem = 'batch element %d: %s' % (i, (
+                '%s is not valid UTF-8' % field) if field else _problem(
+                    item))
     else:
         if unpacker.tell() != len(data):
             dropped += 1

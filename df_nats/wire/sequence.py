@@ -38,9 +38,12 @@ The subscriber side, ``SequenceTracker``, is pure (no I/O; the clock it
 reads to admit new unknown streams is given) and is used from one thread
 at a time. The headers are not authenticated: the tracker is built so
 that forged ones cost a resync at worst, never a real publisher's events
-(see its docstring).
+(see its docstring). In particular a number says which message it is
+only together with the message's digest: a different message under a
+number already delivered is delivered too (``CONFLICT``).
 """
 
+import array
 import collections
 import secrets
 import time
@@ -63,19 +66,25 @@ FIRST = 'first'           # first message of a stream seen: the baseline
 NEXT = 'next'             # the expected next one
 GAP = 'gap'               # messages were missed before this one
 LATE = 'late'             # below the last number, never seen: deliver
-DUPLICATE = 'duplicate'   # seen already: drop it
+DUPLICATE = 'duplicate'   # this very message seen already: drop it
+CONFLICT = 'conflict'     # another message under a number delivered
+#                           already: deliver, resync
 MARK = 'mark'             # a mark, nothing missed: not an event
 JUMP = 'jump'             # an implausible jump, not believed: deliver,
 #                           resync, keep the old baseline
 RESET = 're-baseline'     # far below the baseline: a new baseline,
 #                           deliver, resync
 
-# Numbers below the last one whose arrival is remembered per stream: a
-# number in this window is a duplicate only if it was really seen; below
-# it the stream takes the number as its new baseline. Nothing a forger
-# sends can thus make later genuine messages look like duplicates.
+# Numbers below the last one whose arrival is remembered per stream,
+# each with the digest of the message delivered under it: a message in
+# this window is a duplicate only if that very message was seen; below it
+# the stream takes the number as its new baseline. Nothing a forger sends
+# can thus make later genuine messages look like duplicates. 64 digests
+# of 8 bytes: 576 bytes a stream.
 _WINDOW = 64
 _WINDOW_MASK = (1 << _WINDOW) - 1
+_SLOT = _WINDOW - 1   # a number's digest is at n & _SLOT
+_NO_DIGESTS = array.array('q', bytes(8 * _WINDOW))
 # A forward jump larger than this is not believed at once: the baseline
 # stays, unless the next message continues from the jump (a real
 # publisher that skipped that many numbers).
@@ -95,6 +104,18 @@ def new_incarnation() -> str:
 def seq_header(incarnation: str, n: int, publisher: str) -> str:
     """The ``Df-Seq`` value of a publisher's ``n``-th message."""
     return '%s %s.%d' % (publisher, incarnation, n)
+
+
+def digest(headers: Mapping[str, str], body: bytes) -> int:
+    """A 64-bit digest of one message: its body and all its headers.
+
+    Python's own hash of bytes and str: SipHash, keyed at random in each
+    process (unless PYTHONHASHSEED fixes it; a known key still leaves a
+    second message with the digest of a given one 2**64 tries away), and
+    several times faster than hashlib's blake2b on the receive path.
+    Digests are only ever compared within the process that made them.
+    """
+    return hash((body, tuple(headers.items())))
 
 
 def parse(headers: Optional[Mapping[str, str]]
@@ -160,12 +181,18 @@ class Stream:
 class _StreamState:
     """What a tracker remembers of one stream."""
 
-    __slots__ = ('last', 'seen', 'jumped')
+    __slots__ = ('last', 'seen', 'digests', 'jumped', 'jumped_digest')
 
-    def __init__(self, n):
+    def __init__(self, n, digest, mark=False):
         self.last = n        # the highest number believed
-        self.seen = 1        # bit i: number last - i arrived
+        # Bit i: number last - i was delivered; digests[(last - i) & _SLOT]
+        # is then the digest of the message delivered under it. A mark
+        # delivers nothing: it sets no bit.
+        self.seen = 0 if mark else 1
+        self.digests = array.array('q', _NO_DIGESTS)
+        self.digests[n & _SLOT] = digest
         self.jumped = None   # an implausible number seen after last
+        self.jumped_digest = 0
 
 
 class SequenceTracker:
@@ -173,8 +200,11 @@ class SequenceTracker:
 
     ``check()`` classifies a message. Headers are unauthenticated: anyone
     who may publish on a subject can copy a publisher's ``Df-Seq``. So a
-    message is a duplicate only when its very number was seen among the
-    last ``_WINDOW``; a number far below the baseline starts a new one
+    message is a duplicate only when the very same message (its digest:
+    body and headers) was delivered under its number among the last
+    ``_WINDOW``; another message under that number is delivered as a
+    ``CONFLICT`` (one of the two is forged, or the publisher is broken:
+    a resync is due). A number far below the baseline starts a new one
     (``RESET``) and an implausible jump forward is not believed
     (``JUMP``, the baseline stays): a forged message costs a resync, never
     the publisher's later events.
@@ -251,12 +281,13 @@ class SequenceTracker:
 
     # -- checking -------------------------------------------------------------
 
-    def check(self, subject: str,
-              headers: Optional[Mapping[str, str]]) -> Tuple[str, int]:
+    def check(self, subject: str, headers: Optional[Mapping[str, str]],
+              body: bytes = b'') -> Tuple[str, int]:
         """Classify one message: (verdict, messages missed before it).
 
         The count is only non-zero for ``GAP``. A mark (``is_mark()``) is
-        never an event to deliver, whatever the verdict.
+        never an event to deliver, whatever the verdict. ``body`` and the
+        headers make the message's digest, kept with its number.
         """
         if not headers:
             return UNTRACKED, 0
@@ -268,11 +299,14 @@ class SequenceTracker:
             return BAD_HEADER, 0
         publisher, incarnation, n = parsed
         key = (publisher, incarnation, subject)
+        mark = HEADER_MARK in headers
+        message_digest = hash((body, tuple(headers.items())))  # digest()
         state = self._known_streams.get(key)
         if state is None:
             state = self._unknown_streams.get(key)
             if state is None:
-                return self._new_stream(key, publisher, n)
+                return self._new_stream(key, publisher, n, message_digest,
+                                        mark)
             if (publisher in self._known_publishers
                     and self._store_known(key, state)):
                 # Registered since its stream began: protect it now.
@@ -280,24 +314,25 @@ class SequenceTracker:
             else:
                 self._unknown_streams.move_to_end(key)
         # A mark repeats the number of the last message sent before it.
-        mark = HEADER_MARK in headers
         last = state.last
         if n == last + 1 and not mark:
             state.last = n
             state.seen = ((state.seen << 1) | 1) & _WINDOW_MASK
+            state.digests[n & _SLOT] = message_digest
             return NEXT, 0
         if n > last:
-            return self._forward(state, n, mark)
-        return self._backward(state, n, mark)
+            return self._forward(state, n, mark, message_digest)
+        return self._backward(state, n, mark, message_digest)
 
-    def _new_stream(self, key, publisher, n):
+    def _new_stream(self, key, publisher, n, message_digest, mark):
         if publisher in self._known_publishers:
-            if self._store_known(key, _StreamState(n)):
+            if self._store_known(key, _StreamState(n, message_digest, mark)):
                 return FIRST, 0
             self.known_full += 1
         if not self._admit_unknown():
             return REFUSED, 0
-        self._store(self._unknown_streams, key, _StreamState(n))
+        self._store(self._unknown_streams, key,
+                    _StreamState(n, message_digest, mark))
         return FIRST, 0
 
     def _store_known(self, key, state) -> bool:
@@ -326,42 +361,64 @@ class SequenceTracker:
         return True
 
     @staticmethod
-    def _forward(state, n, mark):
+    def _forward(state, n, mark, message_digest):
         last = state.last
+        digests = state.digests
         if n - last > MAX_JUMP:
             jumped = state.jumped
             if jumped is not None and n == (jumped if mark else jumped + 1):
                 # The stream goes on from the jump: a real publisher that
                 # skipped that many numbers. Its gap was reported with
-                # the JUMP; from here it is in step.
+                # the JUMP (delivered); from here it is in step.
                 state.last = n
-                state.seen = 1 if mark else 3
+                digests[jumped & _SLOT] = state.jumped_digest
+                if mark:
+                    state.seen = 1
+                else:
+                    state.seen = 3
+                    digests[n & _SLOT] = message_digest
                 state.jumped = None
                 return (MARK, 0) if mark else (NEXT, 0)
+            if not mark:
+                state.jumped = n
+                state.jumped_digest = message_digest
+                return JUMP, 0
             state.jumped = n
+            state.jumped_digest = 0
             return JUMP, 0
         state.jumped = None
         state.last = n
-        state.seen = ((state.seen << min(n - last, _WINDOW)) | 1
-                      ) & _WINDOW_MASK
+        seen = state.seen << min(n - last, _WINDOW)
+        if not mark:
+            seen |= 1
+            digests[n & _SLOT] = message_digest
+        state.seen = seen & _WINDOW_MASK
         missed = n - last if mark else n - last - 1
         return (GAP, missed) if missed else (NEXT, 0)
 
     @staticmethod
-    def _backward(state, n, mark):
+    def _backward(state, n, mark, message_digest):
         behind = state.last - n
         if behind < _WINDOW:
-            bit = 1 << behind
-            if state.seen & bit:
-                return (MARK, 0) if mark else (DUPLICATE, 0)
             if mark:
                 return MARK, 0
+            bit = 1 << behind
+            slot = n & _SLOT
+            if state.seen & bit:
+                if state.digests[slot] == message_digest:
+                    return DUPLICATE, 0
+                # Another message than the one delivered under n: the
+                # latest is kept, so that its own copies are duplicates.
+                state.digests[slot] = message_digest
+                return CONFLICT, 0
             state.seen |= bit
+            state.digests[slot] = message_digest
             return LATE, 0
         # Far below anything a real publisher sends after its baseline:
         # the baseline came from a forger (or an older stream of it).
         state.last = n
-        state.seen = 1
+        state.seen = 0 if mark else 1
+        state.digests[n & _SLOT] = message_digest
         state.jumped = None
         return RESET, 0
 

@@ -431,6 +431,9 @@ def scenario_bad_start(ctx):
     """
     cfg.CONF.set_override('servers', ['nats://user:hunter2@127.0.0.1:1'],
                           group='df_nats')
+    # What every Dragonflow service does at start (at DEBUG): the
+    # refused URL was logged with its password (issue 19, item 7).
+    cfg.CONF.log_opt_values(LOG, std_logging.DEBUG)
     try:
         ctx.driver().get_publisher().initialize()
     except errors.ConfigError as exc:

@@ -119,9 +119,11 @@ def test_sync_after_server_restart(world, fresh_nats_server, tmp_path):
 
 @pytest.mark.parametrize('world', WORLDS)
 def test_bad_start_is_clear_and_hides_secrets(world, tmp_path):
-    proc = _start(world, 'bad_start', ['nats://127.0.0.1:1'], tmp_path)
+    proc = _start(world, 'bad_start', ['nats://127.0.0.1:1'], tmp_path,
+                  debug=True)
     _finish(proc, timeout=60)
     said = json.dumps(proc.received()) + proc.stderr_text(None)
+    assert 'df_nats.servers' in said   # the options were logged
     assert 'hunter2' not in said
 
 

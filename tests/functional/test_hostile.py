@@ -10,7 +10,8 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Hostile publishers on a real nats-server, in both worlds (issue 11).
+"""Hostile publishers on a real nats-server, in both worlds (issues 11,
+18 and 19).
 
 The scenarios are in tests/functional/hostile_scenarios.py; the attacker
 is a raw nats-py client process (tests/functional/forger.py). Figures are
@@ -41,11 +42,15 @@ def _figures(out, prefix):
     'big_headers',             # defect 5, the tracker
     'slow_callback_queue_bounded',  # defect 5, the delivery queue
     'typed_events',            # defect 6
+    'forged_next_number',      # issue 18: the duplicate rule
+    'slow_batches',            # issue 19, item 4
+    'slow_batches_of_events',  # issue 19, item 4
+    'tiny_messages_memory',    # issue 19, item 5
 ])
 def test_hostile(world, scenario, nats_server, tmp_path):
     out = _finish(_start(world, scenario, [nats_server.url], tmp_path,
-                         module=_MODULE), timeout=240)
-    for line in out.splitlines()[:-1]:
+                         module=_MODULE), timeout=400)
+    for line in out.splitlines():
         print('%s/%s: %s' % (world, scenario, line))
 
 

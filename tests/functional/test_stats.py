@@ -328,7 +328,7 @@ def test_a_refused_service_warns_once_and_pub_sub_goes_on(
             pub.wait_for('ready')
             if refused == 'reply':
                 # Registered: a request finds both, their replies are
-                # refused (and never arrive), and they unregister.
+                # refused (and never arrive); they stay registered.
                 _wait_for_warning(sub)
                 _stats_json(url, config=ops)
                 _stats_json(url, config=ops)
@@ -341,9 +341,15 @@ def test_a_refused_service_warns_once_and_pub_sub_goes_on(
             assert sent > 0 and received == sent
             for worker in (sub, pub):
                 log = worker.log()
-                assert log.count('the NATS service df-nats is not'
-                                 ' available') == 1, log[-3000:]
-                assert 'service_endpoint' in log
+                if refused == 'reply':
+                    # Counted and logged (throttled): one requester was
+                    # not answered; the service goes on (issue 19).
+                    assert log.count('refused a reply') == 1, log[-3000:]
+                    assert 'is not available' not in log
+                else:
+                    assert log.count('the NATS service df-nats is not'
+                                     ' available') == 1, log[-3000:]
+                    assert 'service_endpoint' in log
                 assert 'ctl-secret' not in log
                 assert 'NATS error' not in log, log[-3000:]
         finally:
@@ -586,3 +592,145 @@ def test_stats_shows_lag_server_and_resyncs_by_cause_in_both_worlds(
     finally:
         for worker in workers:
             worker.kill()
+
+
+# -- issue 19, item 1: the service answers only on inboxes -------------------
+
+def _raw(url, scenario, user=None, password=None):
+    """Run ``scenario(nc)`` on a plain nats-py connection; its result."""
+    async def run():
+        nc = await nats.connect(url, user=user, password=password)
+        try:
+            return await scenario(nc)
+        finally:
+            await nc.close()
+    return asyncio.run(run())
+
+
+def _demo_processes(tmp_path, url, *extra):
+    """An eventlet and a native subscriber and an eventlet publisher."""
+    workers = []
+    for label, world, role in (('subscriber-eventlet', 'eventlet',
+                                'subscriber'),
+                               ('subscriber-native', 'native',
+                                'subscriber'),
+                               ('publisher-eventlet', 'eventlet',
+                                'publisher')):
+        worker = _Worker(tmp_path, label, world, url, role, ['D'], *extra)
+        workers.append(worker)
+        worker.wait_for('ready')
+    return workers
+
+
+def test_the_service_answers_only_on_inboxes(fresh_nats_server, tmp_path):
+    # A request naming a topic (or registry, or JetStream API) subject as
+    # its reply subject made every df-nats process publish its JSON
+    # there, and the subscribers count it as malformed.
+    url = fresh_nats_server.url
+    workers = _demo_processes(tmp_path, url)
+    try:
+        pids = {w.proc.pid for w in workers}
+        records = _stats_until(url, lambda records: {
+            r['pid'] for r in records} == pids)
+        endpoints = ['$SRV.df-nats.counters.%s' % r['id'] for r in records]
+        requests = ['$SRV.PING', '$SRV.INFO', '$SRV.STATS',
+                    '$SRV.PING.df-nats', '$SRV.STATS.df-nats'] + endpoints
+        replies = ['dragonflow.topic.D', '$KV.df_publishers.forged',
+                   '_INBOX', '_INBOX.*', '_INBOX.>']
+
+        async def relay(nc):
+            seen = []
+
+            async def on_message(msg):
+                # What the services were made to publish (the registry
+                # and the publisher's events, with Df-Seq, go on).
+                if msg.subject in replies and not (
+                        msg.headers and 'Df-Seq' in msg.headers):
+                    seen.append((msg.subject, msg.data[:80]))
+            for subject in ('dragonflow.>', '$KV.>', '_INBOX', '_INBOX.>'):
+                await nc.subscribe(subject, cb=on_message)
+            await nc.flush()
+            for subject in requests:
+                for reply in replies:
+                    await nc.publish(subject, b'', reply=reply)
+            await nc.flush()
+            await asyncio.sleep(1.5)
+            return seen
+        seen = _raw(url, relay)
+        assert seen == [], seen[:5]
+        after = _by_pid(_stats_until(url, lambda records: {
+            r['pid'] for r in records} == pids))
+        for pid, record in after.items():
+            assert record['subscriber']['malformed'] == 0, record
+            # Every process got the requests to all (3) and to df-nats
+            # (2), each with every reply subject; its own endpoint too.
+            assert record['connection']['service_replies_refused'] == (
+                (5 + 1) * len(replies)), record['connection']
+        for worker in workers:
+            log = worker.log()
+            assert 'did not answer a request' in log, log[-3000:]
+            assert log.count('did not answer a request') <= 2
+            worker.finish()
+    finally:
+        for worker in workers:
+            worker.kill()
+
+
+# A controller user of the least-privilege sample before issue 19: replies
+# allowed by the server's allow_responses (one reply per request).
+_RESPONSES = '''
+authorization {
+  users = [
+    {user: "ops", password: "ops-secret"}
+    {user: "controller", password: "ctl-secret", permissions: {
+      publish: {allow: ["dragonflow.>"]}
+      subscribe: {allow: ["dragonflow.>", "$SRV.>", "_INBOX.>"]}
+      allow_responses: true
+    }}
+  ]
+}
+'''
+
+
+def test_two_requests_sharing_a_reply_subject_leave_the_service_answering(
+        tmp_path):
+    # The server refuses the second reply; each process took that for the
+    # service being refused and unregistered for the rest of its life:
+    # df-nats stats went from 3 processes to 0.
+    with NatsServer(jetstream=True, extra_config=_RESPONSES) as server:
+        url = server.url
+        config = _controller_config(tmp_path, server)
+        ops = _ops_config(tmp_path)
+        workers = _demo_processes(tmp_path, url, '--config-file',
+                                  str(config))
+        try:
+            pids = {w.proc.pid for w in workers}
+            _stats_until(url, lambda records: {
+                r['pid'] for r in records} == pids, config=ops)
+
+            async def shared(nc):
+                # nats-server 2.15 refuses both replies, older ones the
+                # second only.
+                for _ in range(2):
+                    await nc.publish('$SRV.PING.df-nats', b'',
+                                     reply='_INBOX.shared')
+                await nc.flush()
+            _raw(url, shared, 'ops', 'ops-secret')
+            deadline = time.monotonic() + 20
+            while not all('refused a reply' in w.log() for w in workers):
+                assert time.monotonic() < deadline, [
+                    w.log()[-2000:] for w in workers]
+                time.sleep(0.2)
+            # Still answering, every one of them, with the refusal counted.
+            records = _stats_until(url, lambda records: {
+                r['pid'] for r in records} == pids, config=ops)
+            for record in records:
+                assert record['connection']['service_replies_denied'] >= 1
+            for worker in workers:
+                log = worker.log()
+                assert 'is not available' not in log, log[-3000:]
+                assert 'ctl-secret' not in log
+                worker.finish()
+        finally:
+            for worker in workers:
+                worker.kill()

@@ -92,7 +92,55 @@ def test_list_opts_for_the_config_generator():
     [(group, opts)] = options.list_opts()
     assert group == 'df_nats'
     assert all(opt.help for opt in opts)
-    assert {o.name for o in opts if o.secret} == {'password', 'token'}
+    # servers too: a URL refused for holding a password must not be
+    # logged with it (issue 19, item 7).
+    assert {o.name for o in opts if o.secret} == {'password', 'token',
+                                                  'servers'}
+
+
+def test_logged_option_values_hold_no_password_of_a_servers_url(conf):
+    import logging
+
+    class _Lines(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+    lines = _Lines()
+    logger = logging.getLogger('df_nats.test.log_opt_values')
+    logger.addHandler(lines)
+    logger.setLevel(logging.DEBUG)
+    conf.config(group=options.GROUP,
+                servers=['nats://admin:hunter2@127.0.0.1:4222'])
+    conf.conf.log_opt_values(logger, logging.DEBUG)
+    [line] = [text for text in lines.lines if 'df_nats.servers' in text]
+    assert 'hunter2' not in '\n'.join(lines.lines)
+    assert line.endswith('****'), line
+    # The refusal at start names the URL without its credentials.
+    with pytest.raises(errors.ConfigError) as err:
+        options.validate(conf.conf)
+    assert 'hunter2' not in str(err.value) and 'admin' not in str(err.value)
+    assert '***@127.0.0.1:4222' in str(err.value)
+
+
+@pytest.mark.parametrize('prefix', [
+    '', '_INBOX.*', '_INBOX.>', 'a..b', 'a b', '$$SRV', '$$KV.df', '$SRV',
+    'dragonflow', 'dragonflow.topic', '_INBOX.', '>',
+])
+def test_service_inbox_prefix_is_inboxes_only(conf, prefix):
+    _set(conf, service_inbox_prefix=prefix)
+    with pytest.raises(errors.ConfigError) as err:
+        options.validate(conf.conf)
+    assert err.value.option == 'service_inbox_prefix'
+
+
+@pytest.mark.parametrize('prefix', ['_INBOX', '_INBOX_ops', 'ops.inbox',
+                                    'dragonflow2'])
+def test_service_inbox_prefix_accepted(conf, prefix):
+    _set(conf, service_inbox_prefix=prefix)
+    assert options.validate(conf.conf).service_inbox_prefix == prefix
 
 
 @pytest.mark.parametrize('values, option', [

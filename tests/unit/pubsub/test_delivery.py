@@ -11,20 +11,28 @@
 #    under the License.
 
 
-"""The receive path's gauges: lag, queue depth, resyncs by cause.
+"""The receive path's gauges (lag, queue depth, resyncs by cause) and
+bounds (memory per queued message, time per slice of the queue).
 
-On the fake connection of test_subscriber.py; the lag across processes
-on a real server is in tests/functional/test_stats.py.
+On fake connections; the lag across processes on a real server is in
+tests/functional/test_stats.py, the bounds in hostile_scenarios.py.
 """
 
 import asyncio
+import collections
 import time
+import tracemalloc
+import types
 
 import pytest
 
+from df_nats.conf import options
+from df_nats.conf import timeouts
 from df_nats.pubsub import delivery
 from df_nats.wire import codec
 from df_nats.wire import send_time
+from df_nats.wire import subjects
+from tests.unit import fakes
 from tests.unit.pubsub.test_subscriber import _event
 from tests.unit.pubsub.test_subscriber import _message
 from tests.unit.pubsub.test_subscriber import _numbered
@@ -133,3 +141,201 @@ def test_resyncs_are_counted_by_cause_with_the_last_time(fake_conn):  # noqa
     assert sub.stats[delivery.SYNC_OTHER] == 1
     assert sub.stats['syncs'] >= 1
     assert abs(d.gauges()['last_sync'] - time.time()) < 5
+
+
+SYNC = (None, None, 'sync', None, None)
+
+
+class _Collector:
+    def __init__(self, clock=None, seconds=0.0):
+        self.calls = []
+        self._clock = clock
+        self._seconds = seconds
+
+    def __call__(self, *event):
+        if self._clock is not None:
+            self._clock.now += int(self._seconds * 1e9)   # a slow callback
+        self.calls.append(event)
+
+
+def _path(conf, callback, **values):
+    conf.config(group=options.GROUP, subject_prefix='p', **values)
+    conn = fakes.Connection(options.validate(conf.conf))
+    conn.bridge.world.deferred = True
+    path = delivery.Delivery()
+    path.callback = callback
+    path.attach(conn, subjects.SubjectMap('p', True))
+    path.start()
+    return conn, path
+
+
+def _msg(data, headers=None, subject='p.topic.D'):
+    return types.SimpleNamespace(subject=subject, data=data, headers=headers)
+
+
+def _packed(key, **fields):
+    event = {'table': 'lport', 'key': key, 'action': 'set', 'value': '{}',
+             'topic': 'D'}
+    event.update(fields)
+    return codec.pack_event(event)
+
+
+# -- memory: the bytes bound counts what a message costs (issue 19, 5) ------
+
+def _nats_py_message(i, body, headers):
+    """A message as nats-py hands it over: fresh objects each time."""
+    subject = b'dragonflow.topic.D'.decode()
+    data = bytes(bytearray(body))
+    if headers:
+        headers = {name.encode().decode(): value.replace('{i}', str(i))
+                   for name, value in headers.items()}
+    return _msg(data, headers or None, subject)
+
+
+@pytest.mark.parametrize('body, headers', [
+    (b'\x80' * 41, {}),                                 # tiny, bare
+    (b'\x80' * 41, {'Df-Seq': 'compute-1-5d1e4ac0-8a52-4b8c-a6d5-'
+                              '6b0f3c1a2e77 1f2e3d4c.{i}'}),
+    (b'\x80' * 41, {'Df-Seq': 'compute-1 1f2e3d4c.{i}',
+                    'Df-Events': '1 lport'}),
+    (b'\x80' * 41, {'X-%d' % h: 'v{i}' for h in range(20)}),
+    (b'\x80' * 41, {'Df-Seq': '\U0001f600' * 30 + ' a.{i}'}),  # 4 B/char
+    (b'\x80' * 4000, {'Df-Seq': 'compute-1 1f2e3d4c.{i}'}),
+])
+def test_queued_bytes_count_what_messages_cost_in_memory(
+        conf, body, headers):
+    # What the queue holds, measured: the posted calls and what they
+    # keep alive. Counted at least that, and not much more.
+    _, path = _path(conf, _Collector(), delivery_queue_size=2 ** 30)
+    world = path._conn.bridge.world
+    count = 5000
+    # The caller's world's queue is a deque of (fn, args).
+    world.posted = collections.deque()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            _run(path.on_message(_nats_py_message(i, body, headers)))
+        cost = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    counted = path._queued_in
+    assert len(world.posted) == count
+    assert counted >= cost, (counted / count, cost / count)
+    assert counted <= 1.3 * cost, (counted / count, cost / count)
+    print('counted %.0f B, costs %.0f B a message' % (counted / count,
+                                                      cost / count))
+
+
+def _run(coro):
+    # on_message awaits nothing: one step runs it to its end.
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    raise AssertionError('on_message awaited')
+
+
+def test_a_bound_method_is_posted_not_made_per_message(conf):
+    _, path = _path(conf, _Collector())
+    for _ in range(3):
+        _run(path.on_message(_msg(_packed('k'))))
+    fns = [fn for fn, _ in path._conn.bridge.world.posted]
+    assert fns[0] is fns[1] is fns[2]
+
+
+# -- time: a budget per slice of the queue (issue 19, 4) ---------------------
+
+class _Clock:
+    # delivery._clock: time.time_ns()
+    def __init__(self):
+        self.now = 100 * 10 ** 9
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(delivery, '_clock', clock)
+    return clock
+
+
+def _expensive_decoding(monkeypatch, clock, seconds):
+    unpack = codec.unpack_events
+
+    def slow(data):
+        clock.now += int(seconds * 1e9)
+        return unpack(data)
+    monkeypatch.setattr(codec, 'unpack_events', slow)
+
+
+def _malformed(key):
+    # An event with a table that is not UTF-8: dropped as malformed.
+    return _packed(key).replace(b'\xa5lport', b'\xa5l\xffort')
+
+
+def test_a_flood_expensive_to_decode_ends_in_an_overflow_and_one_sync(
+        conf, clock, monkeypatch):
+    got = _Collector()
+    conn, path = _path(conf, got)
+    _expensive_decoding(monkeypatch, clock, 0.3)
+    for i in range(20):
+        _run(path.on_message(_msg(_malformed('flood-%d' % i))))
+    _run(path.on_message(_msg(_packed('real'))))
+    conn.bridge.world.run()
+    # Over the budget after the fourth (1.2 s of work): the other 16 and
+    # the real event queued behind them go, and a resync covers them.
+    assert path.stats['malformed'] == 4
+    assert path.stats['over_budget'] == 1
+    assert path.stats['overflow'] == 17
+    assert got.calls == [SYNC]
+    assert path._queued_in == path._queued_out
+    # What comes next is a new slice, delivered.
+    _run(path.on_message(_msg(_packed('after'))))
+    conn.bridge.world.run()
+    assert got.calls[-1][1] == 'after'
+    assert timeouts.DELIVERY_WORK_BUDGET == 1.0
+
+
+def test_the_budget_restarts_when_the_queue_empties(conf, clock,
+                                                    monkeypatch):
+    got = _Collector()
+    conn, path = _path(conf, got)
+    _expensive_decoding(monkeypatch, clock, 0.3)
+    for i in range(20):
+        # Taken as they come: the queue is empty after each.
+        _run(path.on_message(_msg(_malformed('k%d' % i))))
+        conn.bridge.world.run()
+        _run(path.on_message(_msg(_packed('k%d' % i))))
+        conn.bridge.world.run()
+    assert len(got.calls) == 20 and path.stats['malformed'] == 20
+    assert path.stats['over_budget'] == path.stats['overflow'] == 0
+
+
+def test_delivered_events_are_not_charged_to_the_budget(conf, clock,
+                                                        monkeypatch):
+    # A backlog of good events, however long it takes to decode and
+    # deliver, is Dragonflow's load: bounded by the queue's bytes.
+    got = _Collector(clock, seconds=0.01)
+    conn, path = _path(conf, got)
+    _expensive_decoding(monkeypatch, clock, 0.3)
+    for i in range(50):
+        _run(path.on_message(_msg(_packed('k%d' % i))))
+    conn.bridge.world.run()
+    assert len(got.calls) == 50
+    assert path.stats['over_budget'] == path.stats['overflow'] == 0
+
+
+def test_a_slow_callback_between_wasted_messages_is_not_charged(
+        conf, clock, monkeypatch):
+    got = _Collector(clock, seconds=0.5)
+    conn, path = _path(conf, got)
+    _expensive_decoding(monkeypatch, clock, 0.1)
+    for i in range(50):
+        _run(path.on_message(_msg(_malformed('bad-%d' % i))))
+        _run(path.on_message(_msg(_packed('k%d' % i))))
+    conn.bridge.world.run()
+    assert len(got.calls) == 50
+    assert path.stats['over_budget'] == path.stats['overflow'] == 0

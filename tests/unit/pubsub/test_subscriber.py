@@ -227,13 +227,36 @@ def test_a_malformed_element_is_dropped_without_its_neighbours(fake_conn):
 
 
 def test_duplicates_are_dropped_and_counted(fake_conn):
+    # A duplicate is the very same message again: body and headers.
     _, sub, got = _running(fake_conn)
-    for n, key in ((1, 'a'), (2, 'b'), (2, 'b-again'), (1, 'a-again'),
-                   (3, 'c')):
+    for n, key in ((1, 'a'), (2, 'b'), (2, 'b'), (1, 'a'), (3, 'c')):
         sub._delivery.deliver('p.topic.D', _numbered(n), _event(key))
     assert [key for _, key, _, _, _ in got.calls] == ['a', 'b', 'c']
     assert sub.stats['duplicates'] == 2
     assert sub.stats['gaps'] == sub.stats['syncs'] == 0
+
+
+def test_another_message_under_a_delivered_number_is_a_conflict(fake_conn):
+    # Issue 18: a forger that sends the publisher's next number first
+    # must not make the real message a duplicate.
+    _, sub, got = _running(fake_conn)
+    sub._delivery.deliver('p.topic.D', _numbered(1), _event('a'))
+    sub._delivery.deliver('p.topic.D', _numbered(2), _event('forged'))
+    sub._delivery.deliver('p.topic.D', _numbered(2), _event('real'))
+    sub._delivery.deliver('p.topic.D', _numbered(3), _event('next'))
+    # The real one's copy is a duplicate; the forged one's again a
+    # conflict (delivered: it may be the real one).
+    sub._delivery.deliver('p.topic.D', _numbered(2), _event('real'))
+    assert [c[1] for c in got.calls if c[2] == 'set'] == [
+        'a', 'forged', 'real', 'next']
+    assert sub.stats['conflicts'] == 1 and sub.stats['duplicates'] == 1
+    assert got.calls.count(SYNC) == 1
+    # Other headers make another message too.
+    headers = dict(_numbered(4), **{codec.HEADER_EVENTS: '1 lport'})
+    sub._delivery.deliver('p.topic.D', headers, _event('d'))
+    sub._delivery.deliver('p.topic.D', headers, _event('d'))
+    sub._delivery.deliver('p.topic.D', _numbered(4), _event('d'))
+    assert sub.stats['duplicates'] == 2 and sub.stats['conflicts'] == 2
 
 
 def test_a_gap_delivers_the_event_then_one_sync(fake_conn):
@@ -415,9 +438,9 @@ def test_duplicates_dropped_counted_and_logged_once_a_second(fake_conn,
     for n in (1, 2, 3):
         sub._delivery.deliver('p.topic.D', _numbered(n), _set_event('k%d' % n))
     for _ in range(50):
-        sub._delivery.deliver('p.topic.D', _numbered(2), _set_event('copy'))
+        sub._delivery.deliver('p.topic.D', _numbered(2), _set_event('k2'))
     assert sub.stats['duplicates'] == 50
-    assert 'copy' not in [c[1] for c in got.calls]
+    assert [c[1] for c in got.calls] == ['k1', 'k2', 'k3']
     logged = [r for r in caplog.records if 'duplicate on' in r.getMessage()]
     assert len(logged) == 1
     assert 'compute-1 abcd.2' in logged[0].getMessage()

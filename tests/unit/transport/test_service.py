@@ -88,23 +88,54 @@ def test_last_error_redacts_urls_and_stays_one_short_line():
 
 @pytest.mark.parametrize('message, registered, refused', [
     ('nats: Permissions Violation for Subscription to "$SRV.PING"',
-     False, True),
+     False, 'subscribe'),
     ('nats: Permissions Violation for Subscription to'
-     ' "$SRV.df-nats.counters.x"', False, True),
+     ' "$SRV.df-nats.counters.x"', False, 'subscribe'),
     ('nats: Permissions Violation for Publish to "_INBOX.abc.def"',
-     True, True),
+     True, 'reply'),
     # Before it registered, an inbox refusal is not the service's.
     ('nats: Permissions Violation for Publish to "_INBOX.abc.def"',
-     False, False),
+     False, None),
+    ('nats: Permissions Violation for Publish to "_INBOX_ops.abc"',
+     True, None),
     ('nats: Permissions Violation for Publish to "dragonflow.topic.D"',
-     True, False),
+     True, None),
     ('nats: Permissions Violation for Subscription to "dragonflow.>"',
-     True, False),
-    ('nats: slow consumer', True, False),
+     True, None),
+    ('nats: slow consumer', True, None),
 ])
 def test_refusals_of_the_service_told_from_other_errors(
         message, registered, refused):
-    assert service.is_refusal(Exception(message), registered) is refused
+    assert service.refusal(Exception(message), '_INBOX',
+                           registered) == refused
+
+
+def test_a_custom_inbox_prefix_names_the_replies():
+    exc = Exception('nats: Permissions Violation for Publish to'
+                    ' "_inbox_ops.abc"')    # nats-py lower-cases it
+    assert service.refusal(exc, '_INBOX_ops', True) == 'reply'
+    assert service.refusal(exc, '_INBOX', True) is None
+
+
+@pytest.mark.parametrize('reply, answered', [
+    ('_INBOX.abc', True),
+    ('_INBOX.abc.def', True),
+    ('dragonflow.topic.D', False),      # issue 19, item 1
+    ('$KV.df_publishers.compute-1', False),
+    ('$JS.API.STREAM.DELETE.KV_df_publishers', False),
+    ('_INBOX', False),
+    ('_INBOX.', False),
+    ('_INBOXX.abc', False),
+    ('_INBOX.*', False),
+    ('_INBOX.>', False),
+    ('_INBOX..x', False),
+    ('_INBOX.a b', False),
+    ('_INBOX.' + 'x' * 300, False),
+    ('', False),
+    (None, False),
+])
+def test_only_inboxes_are_answered(reply, answered):
+    assert service.is_inbox(reply, '_INBOX') is answered
 
 
 class _Loop:
@@ -127,7 +158,7 @@ def _conn(enabled=True):
         sender=types.SimpleNamespace(outbox_load=(3, 900)),
         connected_url='nats://10.0.0.1:4222',
         conf=types.SimpleNamespace(subject_prefix='dragonflow', user='ctl',
-                                   role=None),
+                                   role=None, service_inbox_prefix='_INBOX'),
         listeners=[])
     conn.add_listener = conn.listeners.append
     return conn, service.ProcessService(conn, enabled)
@@ -226,6 +257,61 @@ def test_a_refusal_is_logged_once_and_unregisters(caplog):
     # Not tried again after a reconnect.
     svc.start_on_loop(object())
     assert conn.bridge.loop.tasks == ['ProcessService._unregister']
+
+
+def test_a_refused_reply_is_counted_and_logged_and_never_unregisters(
+        caplog):
+    # Issue 19, item 1: two requests sharing one reply subject under the
+    # server's allow_responses get the second reply refused; every
+    # process then unregistered for the rest of its life.
+    conn, svc = _conn()
+    svc._service = object()     # registered
+    refusal = Exception('nats: Permissions Violation for Publish to'
+                        ' "_INBOX.shared"')
+    for _ in range(5):
+        assert svc.note_error_on_loop(refusal) is True
+    assert conn.stats['service_replies_denied'] == 5
+    assert conn.bridge.loop.tasks == []
+    assert svc._service is not None and not svc._refused
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == 'df_nats.transport.service']
+    assert len(warnings) == 1 and 'the service goes on' in warnings[0]
+    assert svc.snapshot()['connection']['service_replies_denied'] == 5
+
+
+def test_a_request_without_an_inbox_is_counted_logged_and_not_answered(
+        caplog):
+    conn, svc = _conn()
+    asked = []
+
+    async def handler(msg):
+        asked.append(msg.reply)
+
+    class _Nc:
+        _nuid = 'nats-py reads it'
+
+        async def subscribe(self, subject, queue='', cb=None, **kwargs):
+            self.cb = cb
+            return (subject, queue)
+    nc = _Nc()
+    screened = service._InboxOnly(nc, svc._answers_on_loop)
+    assert screened._nuid == 'nats-py reads it'
+
+    async def requests():
+        assert await screened.subscribe('$SRV.PING', cb=handler) == (
+            '$SRV.PING', '')
+        for reply in ('_INBOX.a', 'dragonflow.topic.D', '$KV.b.x',
+                      '_INBOX.b', None, 'x\x1b[2J' * 100):
+            await nc.cb(types.SimpleNamespace(subject='$SRV.PING',
+                                              reply=reply))
+    import asyncio
+    asyncio.run(requests())
+    assert asked == ['_INBOX.a', '_INBOX.b']
+    assert conn.stats['service_replies_refused'] == 4
+    [line] = [r.getMessage() for r in caplog.records
+              if r.name == 'df_nats.transport.service']
+    assert 'dragonflow.topic.D' in line and 'service_inbox_prefix' in line
+    assert '\x1b' not in line and len(line) < 400
 
 
 def test_disabled_service_never_registers_nor_claims_errors():

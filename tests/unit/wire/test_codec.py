@@ -97,8 +97,13 @@ def test_single_event_body_still_a_plain_map():
     (msgpack.packb({1: 2}), 'int is not allowed for map key'),
     (msgpack.packb({'table': 't'}), 'missing key, action'),
     (msgpack.packb(7), 'not a map but int'),
-    (b'\xa2\xff\xfe', 'not msgpack'),          # a str that is not UTF-8
+    (b'\xa2\xff\xfe', 'not a map but str'),    # a str that is not UTF-8
     (msgpack.packb([_event('nested')]), 'not a map but list'),
+    (codec.pack_event(_event('k')).replace(b'\xa5lport', b'\xa5l\xffort'),
+     'table is not valid UTF-8'),
+    (codec.pack_event(_event('k')).replace(b'\xa1k', b'\xa1\xff'),
+     'key is not valid UTF-8'),
+    (b'\xc7\x03\xff\x00\x00\x00', 'not msgpack'),  # a bad timestamp
 ])
 def test_malformed_element_dropped_neighbours_kept(bad, problem):
     good = [codec.pack_event(_event('k%d' % i)) for i in range(4)]
@@ -133,7 +138,49 @@ def test_batch_claiming_more_than_it_holds():
     # Five announced, one nil there: the nil and the four missing.
     events, dropped, problem = codec.unpack_events(b'\xdc\x00\x05\xc0')
     assert events == [] and dropped == 5
-    assert problem == 'batch element 0: not a map but NoneType'
+    assert problem.startswith('a batch of 5 elements in 4 bytes: too small')
+
+
+def test_batch_of_more_elements_than_its_bytes_hold_events_costs_nothing():
+    # Issue 19 item 4: 65,535 two-byte strings that are not UTF-8 took
+    # 147 ms each; too small to be events, they are refused unread.
+    body = codec.batch_body([b'\xa1\xff'] * 65535)
+    events, dropped, problem = codec.unpack_events(body)
+    assert (events, dropped) == ([], 65535)
+    assert 'too small for events' in problem
+    good = codec.pack_event(_event('k'))
+    assert len(good) >= codec.MIN_EVENT_BYTES
+    assert codec.MIN_ELEMENT_BYTES == codec.MIN_EVENT_BYTES // 2
+    smallest = codec.pack_event({'table': '', 'key': None, 'action': 'set',
+                                 'value': None, 'topic': None})
+    assert len(smallest) == codec.MIN_EVENT_BYTES
+    assert codec.unpack_events(codec.batch_body([smallest] * 20))[1] == 0
+
+
+def test_invalid_utf8_costs_one_more_decoding_not_one_per_element():
+    good = codec.pack_event(_event('k'))
+    bad = good.replace(b'\xa5lport', b'\xa5l\xffort')
+    body = codec.batch_body([bad, good] * 1000)
+    events, dropped, problem = codec.unpack_events(body)
+    assert len(events) == 1000 and dropped == 1000
+    assert problem == 'batch element: table is not valid UTF-8'
+    # Escaped text never passes as an event, whatever the field.
+    for field in ('table', 'key', 'value', 'topic'):
+        assert codec._escaped_field(_event('k') | {field: 'a\udcff'}) == (
+            field)
+    assert codec._escaped_field(_event('k') | {'value': 'ü\U0001f600'}) \
+        is None
+
+
+def test_undecodable_elements_stop_the_batch_after_a_few():
+    good = codec.pack_event(_event('k'))
+    # A map with an int key (refused: they collide by design), as big
+    # as an event.
+    bad = msgpack.packb({1: 'x' * 40})
+    body = codec.batch_body([good] + [bad] * 100 + [good])
+    events, dropped, problem = codec.unpack_events(body)
+    assert len(events) == 1 and dropped == 101
+    assert 'the rest of the batch dropped' in problem
 
 
 def test_trailing_bytes_after_a_batch_counted():

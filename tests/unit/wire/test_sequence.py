@@ -250,6 +250,79 @@ def test_plausible_forged_jump_leaves_real_numbers_deliverable():
     assert tracker.check('s', _h(34)) == (sequence.NEXT, 0)
 
 
+# -- the duplicate rule (issue 18): a number and the message's digest ------
+
+def test_forged_next_number_makes_the_real_message_a_conflict():
+    # A forger read n off the wire and sent n + 1 first: the real n + 1
+    # is delivered (a conflict), never dropped as a duplicate.
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(1), b'real-1')
+    assert tracker.check('s', _h(2), b'forged') == (sequence.NEXT, 0)
+    assert tracker.check('s', _h(2), b'real-2') == (sequence.CONFLICT, 0)
+    assert tracker.check('s', _h(3), b'real-3') == (sequence.NEXT, 0)
+    # Copies of the real ones are duplicates; of the forged one, a
+    # conflict again (the latest message under a number is kept).
+    assert tracker.check('s', _h(2), b'real-2') == (sequence.DUPLICATE, 0)
+    assert tracker.check('s', _h(1), b'real-1') == (sequence.DUPLICATE, 0)
+    assert tracker.check('s', _h(2), b'forged') == (sequence.CONFLICT, 0)
+
+
+def test_digest_covers_body_and_every_header():
+    body = b'event'
+    headers = dict(_h(7), **{'Df-Events': '1 lport'})
+    same = dict(_h(7), **{'Df-Events': '1 lport'})
+    assert sequence.digest(headers, body) == sequence.digest(same, body)
+    assert sequence.digest(headers, body) != sequence.digest(_h(7), body)
+    assert sequence.digest(headers, body) != sequence.digest(
+        headers, b'evenT')
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', headers, body)
+    assert tracker.check('s', same, body) == (sequence.DUPLICATE, 0)
+    assert tracker.check('s', _h(7), body) == (sequence.CONFLICT, 0)
+
+
+def test_a_number_only_announced_by_a_mark_is_not_delivered():
+    # A mark (forged or real) says n was sent; n itself, when it comes,
+    # was never delivered: late, not a duplicate.
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(1), b'1')
+    assert tracker.check('s', _mark(2)) == (sequence.GAP, 1)
+    assert tracker.check('s', _h(2), b'2') == (sequence.LATE, 0)
+    assert tracker.check('s', _h(2), b'2') == (sequence.DUPLICATE, 0)
+    assert tracker.check('s', _mark(3)) == (sequence.GAP, 1)
+    assert tracker.check('s', _h(4), b'4') == (sequence.NEXT, 0)
+    assert tracker.check('s', _h(3), b'3') == (sequence.LATE, 0)
+    # A mark of an unknown stream is a baseline, not a delivery.
+    assert tracker.check('t', _mark(9)) == (sequence.FIRST, 0)
+    assert tracker.check('t', _h(9), b'9') == (sequence.LATE, 0)
+
+
+def test_a_believed_jump_keeps_the_jumped_message_digest():
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(1), b'1')
+    far = 2 + sequence.MAX_JUMP + 5
+    assert tracker.check('s', _h(far), b'far') == (sequence.JUMP, 0)
+    assert tracker.check('s', _h(far + 1), b'next') == (sequence.NEXT, 0)
+    assert tracker.check('s', _h(far), b'far') == (sequence.DUPLICATE, 0)
+    assert tracker.check('s', _h(far), b'other') == (sequence.CONFLICT, 0)
+
+
+def test_digests_follow_the_window_as_it_moves():
+    tracker = sequence.SequenceTracker()
+    for n in range(1, 200):
+        tracker.check('s', _h(n), b'm%d' % n)
+    for n in range(199 - 63, 200):
+        assert tracker.check('s', _h(n), b'm%d' % n) == (
+            sequence.DUPLICATE, 0), n
+        assert tracker.check('s', _h(n), b'x%d' % n) == (
+            sequence.CONFLICT, 0), n
+    # After a gap, the numbers skipped are late and take their digests.
+    assert tracker.check('s', _h(210), b'm210') == (sequence.GAP, 10)
+    assert tracker.check('s', _h(205), b'm205') == (sequence.LATE, 0)
+    assert tracker.check('s', _h(205), b'm205') == (sequence.DUPLICATE, 0)
+    assert tracker.check('s', _h(198), b'x198') == (sequence.DUPLICATE, 0)
+
+
 def test_known_streams_are_never_evicted_by_unknown_ones():
     # Issue 11, defect 4: 5,000 forged streams pushed a real one out.
     clock = _Clock()
