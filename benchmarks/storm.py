@@ -624,15 +624,20 @@ def run(args):
         report['load_1min_end'] = load_average()
         report['seconds'] = round(time.monotonic() - started, 1)
         payload['cases'][case] = report
-        with open(base + '.json', 'w') as f:
+        # The cases done so far, should a later one fail; a complete run
+        # replaces the report of the previous one only at its end.
+        with open(base + '.partial.json', 'w') as f:
             f.write(storm_report.to_json(payload))
         print('  %s done in %.0f s: %d full syncs, %d events lost silently'
               % (case, report['seconds'], report['full_syncs'],
                  report['silent_loss']), flush=True)
     text = storm_report.table(payload)
     print(text, flush=True)
+    with open(base + '.json', 'w') as f:
+        f.write(storm_report.to_json(payload))
     with open(base + '.txt', 'w') as f:
         f.write(text + '\n')
+    os.unlink(base + '.partial.json')
     print('written: %s.json, %s.txt' % (base, base), flush=True)
     return 0
 

@@ -64,6 +64,7 @@ def test_storm_bench_smoke(world, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     path = out / ('storm-smoke-n%d-%s.json' % (SUBSCRIBERS, world))
     payload = json.loads(path.read_text())
+    assert not list(out.glob('*.partial.json'))
     assert (out / path.name.replace('.json', '.txt')).read_text().strip() \
         in proc.stdout
     for label, _ in storm_report.ROWS:
