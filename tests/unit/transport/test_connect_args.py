@@ -154,6 +154,15 @@ def test_max_reconnect_attempts_tries_a_server_that_many_times_plus_one(
         'max_reconnect_attempts')
 
 
+# nats-py 2.15's connect does not give way to a cancellation while it is
+# retrying, so the test's time limit cannot stop it there (it hung in
+# tox -e nats-lowest); the behaviour checked is nats-py 2.16's.
+_CANCEL_HONOURED = tuple(
+    int(part) for part in nats_client.__version__.split('.')[:2]) >= (2, 16)
+
+
+@pytest.mark.skipif(not _CANCEL_HONOURED,
+                    reason='nats-py < 2.16 connect ignores cancellation')
 @pytest.mark.parametrize('attempts', [0, -1])
 def test_max_reconnect_attempts_0_and_minus_1_try_forever(conf, attempts):
     gave_up, failed = _attempts(conf, attempts, 0.5)
