@@ -57,6 +57,16 @@ MAX_RECORDS = 1000000
 # slots each a service may take on one host.
 MAX_HOST_RECORDS = 1024
 
+# Bounds of the capture stream and of one catch-up from it.
+MIN_REPLAY_AGE = 10
+MAX_REPLAY_AGE = 7 * 24 * 3600
+MIN_REPLAY_BYTES = 1024 * 1024
+MAX_REPLAY_BYTES = 1024 ** 4
+MIN_REPLAY_LIMIT_EVENTS = 100
+MAX_REPLAY_LIMIT_EVENTS = 10000000
+MIN_REPLAY_LIMIT_BYTES = 1024 * 1024
+MAX_REPLAY_LIMIT_BYTES = 1024 ** 3
+
 
 def _text(paragraph: str, *values) -> str:
     """A help text written as an indented paragraph, on one line, with
@@ -260,7 +270,37 @@ registry_opts = [
         Dragonflow's Publisher model.''')),
 ]
 
-ALL_OPTS = connection_opts + auth_opts + tls_opts + registry_opts
+replay_opts = [
+    cfg.StrOpt('replay_stream', default='DF_NATS_EVENTS', help=_text('''
+        Name of the JetStream stream that captures every topic subject
+        (<subject_prefix>.topic.>) for catch-up: a subscriber that lost
+        messages (a reconnect, a gap in a publisher's numbers, a slow consumer,
+        a full delivery queue) fetches them from it instead of asking
+        Dragonflow for a full resync. Publishers create or update it, and never
+        delete it. Empty: no capture stream, every loss is a full resync. Needs
+        JetStream; without it df-nats warns once and resyncs as before.''')),
+    cfg.IntOpt('replay_replicas', default=0, min=0, max=5, help=_text('''
+        Replicas of the capture stream; 0 takes kv_replicas.''')),
+    cfg.IntOpt('replay_max_age', default=600, help=_text('''
+        Seconds the capture stream keeps a message: the longest outage a
+        subscriber catches up from without a full resync. From %d to
+        %d.''', MIN_REPLAY_AGE, MAX_REPLAY_AGE)),
+    cfg.IntOpt('replay_max_bytes', default=1024 * 1024 * 1024, help=_text('''
+        Bytes the capture stream holds at most (each replica on its server);
+        the oldest messages go first. From %d to %d.''',
+        MIN_REPLAY_BYTES, MAX_REPLAY_BYTES)),
+    cfg.IntOpt('replay_limit_events', default=50000, help=_text('''
+        Events one catch-up fetches at most: past this a full resync is
+        cheaper, and is asked for instead. From %d to %d.''',
+        MIN_REPLAY_LIMIT_EVENTS, MAX_REPLAY_LIMIT_EVENTS)),
+    cfg.IntOpt('replay_limit_bytes', default=32 * 1024 * 1024, help=_text('''
+        Bytes one catch-up fetches at most, beyond which a full resync is
+        asked for instead; also bounds the memory a catch-up holds. From %d to
+        %d.''', MIN_REPLAY_LIMIT_BYTES, MAX_REPLAY_LIMIT_BYTES)),
+]
+
+ALL_OPTS = (connection_opts + auth_opts + tls_opts + registry_opts
+            + replay_opts)
 
 cfg.CONF.register_opts(ALL_OPTS, group=GROUP)
 
@@ -399,6 +439,28 @@ def _check_subscriber(conf):
             % (conf.delivery_queue_size, MIN_DELIVERY_QUEUE_SIZE))
 
 
+def _check_replay(conf):
+    if conf.replay_stream and not _BUCKET.match(conf.replay_stream):
+        raise errors.ConfigError(
+            'replay_stream', '%r must be letters, digits, "_" or "-"'
+            % conf.replay_stream)
+    for name, low, high in (
+            ('replay_max_age', MIN_REPLAY_AGE, MAX_REPLAY_AGE),
+            ('replay_max_bytes', MIN_REPLAY_BYTES, MAX_REPLAY_BYTES),
+            ('replay_limit_events', MIN_REPLAY_LIMIT_EVENTS,
+             MAX_REPLAY_LIMIT_EVENTS),
+            ('replay_limit_bytes', MIN_REPLAY_LIMIT_BYTES,
+             MAX_REPLAY_LIMIT_BYTES)):
+        if not low <= conf[name] <= high:
+            raise errors.ConfigError(name, '%d: must be from %d to %d'
+                                     % (conf[name], low, high))
+
+
+def replay_replicas(conf) -> int:
+    """Replicas of the capture stream: its own option, or kv_replicas."""
+    return conf.replay_replicas or conf.kv_replicas
+
+
 def validate(conf=None):
     """Check the ``[df_nats]`` options; raise ``ConfigError`` if unusable."""
     conf = (conf or cfg.CONF)[GROUP]
@@ -417,4 +479,5 @@ def validate(conf=None):
     _check_registry(conf)
     _check_reconnect(conf)
     _check_subscriber(conf)
+    _check_replay(conf)
     return conf

@@ -70,3 +70,29 @@ DELIVERY_WORK_BUDGET = 1.0
 # At interpreter exit, queued events get at most this long (or
 # close_timeout, if shorter) to reach the server.
 EXIT_FLUSH = 2.0
+
+# Catch-up from the capture stream (``replay_stream``). A catch-up starts
+# this long before the last message received: clocks of other hosts and
+# messages in flight then are covered (what came twice is dropped).
+REPLAY_MARGIN = 2.0
+# One request to the stream (its info, one page of messages): past it
+# JetStream is taken as silent and a full resync is asked for instead.
+REPLAY_REQUEST = 2.0
+# A catch-up that found a hole in the stream (stored while it had no
+# leader, or not yet routed) asks again every REPLAY_RETRY, for at most
+# REPLAY_HOLE_WAIT, before it gives up on a full resync.
+REPLAY_RETRY = 0.5
+REPLAY_HOLE_WAIT = 3.0
+# After a reconnect the catch-up waits this long first, so that the
+# subscription's interest has reached the other servers and messages in
+# flight have reached the stream.
+REPLAY_SETTLE = 0.3
+# Catch-ups triggered from the wire (a gap, which anyone who may publish
+# can forge): at most one per this many seconds, a burst of REPLAY_BURST.
+GAP_REPLAY_INTERVAL = 1.0
+REPLAY_BURST = 3
+
+# A publisher resends, after its connection comes back, what it sent in
+# the last RESEND_WINDOW before the loss (what a dead server had not
+# routed yet), under the original numbers.
+RESEND_WINDOW = 2.0
