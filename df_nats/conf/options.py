@@ -287,12 +287,12 @@ replay_opts = [
         %d.''', MIN_REPLAY_AGE, MAX_REPLAY_AGE)),
     cfg.IntOpt('replay_max_bytes', default=1024 * 1024 * 1024, help=_text('''
         Bytes the capture stream holds at most (each replica on its server);
-        the oldest messages go first. From %d to %d.''',
-        MIN_REPLAY_BYTES, MAX_REPLAY_BYTES)),
+        the oldest messages go first. From %d to
+        %d.''', MIN_REPLAY_BYTES, MAX_REPLAY_BYTES)),
     cfg.IntOpt('replay_limit_events', default=50000, help=_text('''
         Events one catch-up fetches at most: past this a full resync is
-        cheaper, and is asked for instead. From %d to %d.''',
-        MIN_REPLAY_LIMIT_EVENTS, MAX_REPLAY_LIMIT_EVENTS)),
+        cheaper, and is asked for instead. From %d to
+        %d.''', MIN_REPLAY_LIMIT_EVENTS, MAX_REPLAY_LIMIT_EVENTS)),
     cfg.IntOpt('replay_limit_bytes', default=32 * 1024 * 1024, help=_text('''
         Bytes one catch-up fetches at most, beyond which a full resync is
         asked for instead; also bounds the memory a catch-up holds. From %d to

@@ -1,0 +1,237 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""Fetching what a subscriber missed from the capture stream (loop thread).
+
+One catch-up reads, from a start time on, every stored message of the
+subjects the subscriber receives: batched direct gets (nats-server 2.11
+and later), answered by whichever replica is nearest, even while the
+stream elects a leader. Pages of ``PAGE`` messages or ``PAGE_BYTES``
+bytes; each page ends with a ``204 EOB`` status that says how many are
+left. The stored copy of a message is handed back with the headers it
+was published with: those the server adds on the way out are removed,
+so a copy and the original make the same digest (``sequence.digest``).
+
+What comes back is as untrusted as anything received: the caller checks
+it like live messages. Everything here is bounded: in messages, events
+and bytes by the caller's limits, and in time per request.
+"""
+
+import asyncio
+import json
+from typing import List, NamedTuple, Optional
+
+from nats import errors as nats_errors
+
+from df_nats.transport import capture_stream
+from df_nats.wire import codec
+
+# Outcomes of a fetch, besides OK: each is the reason of the full resync
+# the caller asks for instead (stats: the counter of that reason).
+OK = 'ok'
+NO_STREAM = 'no capture stream'
+WINDOW_PASSED = 'replay window passed'
+SILENT = 'JetStream silent'
+OVER_LIMIT = 'more to replay than the limit'
+FAILED = 'replay failed'
+
+PAGE = 1000
+PAGE_BYTES = 1024 * 1024
+# Subjects fetched one by one at most; beyond, the whole topic space is
+# read once and filtered here.
+MAX_FILTERS = 8
+_DIRECT_GET = '$JS.API.DIRECT.GET.%s'
+# Headers a direct get reply carries besides the stored ones.
+_ADDED = frozenset(('Nats-Stream', 'Nats-Subject', 'Nats-Sequence',
+                    'Nats-Time-Stamp', 'Nats-Num-Pending',
+                    'Nats-Last-Sequence', 'Nats-UpTo-Sequence'))
+
+
+class Stored(NamedTuple):
+    """One message read back from the stream."""
+
+    seq: int          # its stream sequence
+    subject: str
+    headers: dict     # as published
+    data: bytes
+
+
+class Fetched(NamedTuple):
+    """What a fetch found: the outcome, and the messages if ``OK``."""
+
+    outcome: str
+    messages: List[Stored]
+    detail: str = ''
+
+
+class _Over(Exception):
+    pass
+
+
+class _Failed(Exception):
+    def __init__(self, outcome, detail):
+        super().__init__(detail)
+        self.outcome = outcome
+
+
+async def fetch_on_loop(nc, stream: str, prefix: str, subjects: List[str],
+                        start_ns: int, limit_events: int, limit_bytes: int,
+                        timeout: float) -> Fetched:
+    """Every message stored on ``subjects`` since ``start_ns``, in stream
+    order (loop thread).
+
+    ``OK`` with the messages; otherwise the reason a full resync is due:
+    no stream (or no JetStream), the stream's window starting after
+    ``start_ns`` (messages may have aged out), JetStream silent past
+    ``timeout`` on one request, more than ``limit_events`` events or
+    ``limit_bytes`` bytes to fetch, or an answer that makes no sense.
+    """
+    try:
+        info = await capture_stream.api_request_on_loop(
+            nc, 'INFO', stream, None, timeout)
+    except nats_errors.NoRespondersError:
+        return Fetched(NO_STREAM, [], 'no JetStream')
+    except capture_stream.StreamError as exc:
+        if exc.err_code == capture_stream.ERR_STREAM_NOT_FOUND:
+            return Fetched(NO_STREAM, [], str(exc))
+        return Fetched(FAILED, [], str(exc))
+    except (asyncio.TimeoutError, nats_errors.TimeoutError):
+        return Fetched(SILENT, [], 'stream info')
+    config = info.get('config') or {}
+    if not config.get('allow_direct'):
+        return Fetched(NO_STREAM, [], 'direct get not allowed')
+    window = capture_stream.window_start_ns(info)
+    if window is not None and window > start_ns:
+        return Fetched(WINDOW_PASSED, [], 'oldest stored %s, wanted from %s'
+                       % (capture_stream.format_time_ns(window),
+                          capture_stream.format_time_ns(start_ns)))
+    state = info.get('state') or {}
+    if not state.get('messages'):
+        return Fetched(OK, [])
+    wanted = set(subjects)
+    if len(wanted) <= MAX_FILTERS:
+        filters = sorted(wanted)
+    else:
+        filters = [capture_stream.subject_filter(prefix)]
+    reader = _Reader(nc, stream, start_ns, limit_events, limit_bytes,
+                     timeout)
+    try:
+        for subject in filters:
+            await reader.read(subject, wanted)
+    except _Over:
+        return Fetched(OVER_LIMIT, [], '%d events, %d bytes so far'
+                       % (reader.events, reader.size))
+    except (asyncio.TimeoutError, nats_errors.TimeoutError):
+        return Fetched(SILENT, [], 'direct get')
+    except _Failed as exc:
+        return Fetched(exc.outcome, [], str(exc))
+    found = reader.found
+    if len(filters) > 1:
+        found.sort(key=lambda stored: stored.seq)
+    return Fetched(OK, found)
+
+
+class _Reader:
+    """Pages of batched direct gets, into ``found`` (loop thread)."""
+
+    def __init__(self, nc, stream, start_ns, limit_events, limit_bytes,
+                 timeout):
+        self._nc = nc
+        self._subject = _DIRECT_GET % stream
+        self._start = capture_stream.format_time_ns(max(start_ns, 0))
+        self._limit_events = limit_events
+        self._limit_bytes = limit_bytes
+        self._timeout = timeout
+        self.found = []
+        self.events = 0
+        self.size = 0
+
+    async def read(self, subject, wanted):
+        replies = asyncio.Queue()
+
+        async def on_reply(msg):
+            replies.put_nowait(msg)
+
+        nc = self._nc
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=on_reply)
+        try:
+            request = {'start_time': self._start}
+            while request is not None:
+                request.update(batch=PAGE, max_bytes=PAGE_BYTES,
+                               next_by_subj=subject)
+                await nc.publish(self._subject, json.dumps(request).encode(),
+                                 reply=inbox)
+                request = await self._page(replies, wanted)
+        finally:
+            try:
+                await sub.unsubscribe()
+            except nats_errors.Error:
+                pass
+
+    async def _page(self, replies, wanted) -> Optional[dict]:
+        """Take one page's replies; the next page's request, or None."""
+        while True:
+            msg = await asyncio.wait_for(replies.get(), self._timeout)
+            headers = msg.headers or {}
+            if 'Nats-Stream' in headers:
+                # A stored message: the server adds Nats-Stream to each,
+                # and a publisher cannot take it away.
+                self._take(msg, headers, wanted)
+                continue
+            status = headers.get('Status')
+            if status == '204':
+                left = _number(headers.get('Nats-Num-Pending'))
+                last = _number(headers.get('Nats-Last-Sequence'))
+                if left is None or last is None:
+                    raise _Failed(FAILED, 'an end of batch without counts')
+                return {'seq': last + 1} if left > 0 else None
+            if status == '404':
+                return None   # nothing (more) stored since then
+            if status == '503':
+                raise _Failed(NO_STREAM, 'no responders to direct get')
+            raise _Failed(FAILED, 'direct get answered %s %s' % (
+                status, str(headers.get('Description', ''))[:100]))
+
+    def _take(self, msg, headers, wanted):
+        subject = headers.get('Nats-Subject', '')
+        seq = _number(headers.get('Nats-Sequence'))
+        if seq is None:
+            raise _Failed(FAILED, 'a stored message without its sequence')
+        data = msg.data
+        self.size += len(data)
+        self.events += _events(headers)
+        if self.size > self._limit_bytes or self.events > self._limit_events:
+            raise _Over()
+        if subject not in wanted:
+            return
+        stored = {name: value for name, value in headers.items()
+                  if name not in _ADDED}
+        self.found.append(Stored(seq, subject, stored, data))
+
+
+def _number(value) -> Optional[int]:
+    if isinstance(value, str) and value.isdigit() and len(value) < 20:
+        return int(value)
+    return None
+
+
+def _events(headers) -> int:
+    """Events a message says it holds (``Df-Events``), 1 at least; the
+    count is a peer's word, so it is only used for the limit, bounded.
+    """
+    value = headers.get(codec.HEADER_EVENTS)
+    if isinstance(value, str):
+        count = value.split(' ', 1)[0]
+        if count.isdigit() and len(count) < 7:
+            return min(max(int(count), 1), codec.MAX_BATCH_EVENTS)
+    return 1
