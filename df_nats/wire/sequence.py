@@ -74,6 +74,8 @@ JUMP = 'jump'             # an implausible jump, not believed: deliver,
 #                           resync, keep the old baseline
 RESET = 're-baseline'     # far below the baseline: a new baseline,
 #                           deliver, resync
+AHEAD = 'ahead'           # would be a GAP; asked with hold_gaps, nothing
+#                           was recorded: catch up first, then check again
 
 # Numbers below the last one whose arrival is remembered per stream,
 # each with the digest of the message delivered under it: a message in
@@ -282,10 +284,13 @@ class SequenceTracker:
     # -- checking -------------------------------------------------------------
 
     def check(self, subject: str, headers: Optional[Mapping[str, str]],
-              body: bytes = b'') -> Tuple[str, int]:
+              body: bytes = b'', hold_gaps: bool = False) -> Tuple[str, int]:
         """Classify one message: (verdict, messages missed before it).
 
-        The count is only non-zero for ``GAP``. A mark (``is_mark()``) is
+        The count is only non-zero for ``GAP`` and ``AHEAD``. With
+        ``hold_gaps``, a message that would be a ``GAP`` is ``AHEAD``
+        and leaves its stream as it was: the caller fetches what is
+        missing, then checks it again. A mark (``is_mark()``) is
         never an event to deliver, whatever the verdict. ``body`` and the
         headers make the message's digest, kept with its number.
         """
@@ -321,6 +326,9 @@ class SequenceTracker:
             state.digests[n & _SLOT] = message_digest
             return NEXT, 0
         if n > last:
+            if hold_gaps and n - last <= MAX_JUMP and n - last > (
+                    0 if mark else 1):
+                return AHEAD, n - last - (0 if mark else 1)
             return self._forward(state, n, mark, message_digest)
         return self._backward(state, n, mark, message_digest)
 
