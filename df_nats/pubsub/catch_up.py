@@ -46,6 +46,7 @@ import time
 from df_nats.conf import timeouts
 from df_nats.loop import log
 from df_nats.transport import replay_fetch
+from df_nats.wire import sequence
 
 LOG = log.get_logger('df_nats.pubsub.subscriber')
 
@@ -88,6 +89,7 @@ class CatchUp:
         self.enabled = False
         self._limit = 0
         self.active = False
+        # Held messages: (subject, headers, data, size, fetched or live).
         self._held = collections.deque()
         self._held_bytes = 0
         self._held_dropped = False
@@ -170,7 +172,7 @@ class CatchUp:
             self.stats['overflow'] += 1
             self._held_dropped = True
             return
-        self._held.append((subject, headers, data, size))
+        self._held.append((subject, headers, data, size, False))
         self._held_bytes += size
         self.stats['held'] += 1
 
@@ -223,19 +225,20 @@ class CatchUp:
         if self._resume_seq is None:
             self.stats['replays'] += 1
         delivery = self._delivery
-        blocked = []
-        for stored in result.messages:
-            ahead = delivery.deliver_checked(
-                stored.subject, stored.headers, stored.data, replayed=True)
-            if ahead:
-                blocked.append((stored.subject, stored.headers, stored.data,
-                                len(stored.data)))
         if result.last_seq:
             self._resume_seq = result.last_seq + 1
+        # What was fetched, then what was held (earlier holes first),
+        # each publisher's in the order of its numbers: a message that
+        # fills a hole comes before those it lets through.
+        fetched = [(stored.subject, stored.headers, stored.data,
+                    len(stored.data), True) for stored in result.messages]
         held, self._held = self._held, collections.deque()
         self._held_bytes = 0
-        for message in held:
-            if delivery.deliver_checked(*message[:3]):
+        queue = fetched + list(held)
+        queue.sort(key=_number_of)
+        blocked = []
+        for message in queue:
+            if delivery.deliver_checked(*message[:3], replayed=message[4]):
                 blocked.append(message)
         if blocked:
             if time.monotonic() - self._began < timeouts.REPLAY_HOLE_WAIT:
@@ -279,7 +282,8 @@ class CatchUp:
                 ' full resync (%d time(s) so far)', reasons, outcome,
                 detail, self.stats[FALLBACKS[outcome]])
         for message in held:
-            delivery.deliver_checked(*message[:3], hold_gaps=False)
+            delivery.deliver_checked(*message[:3], replayed=message[4],
+                                     hold_gaps=False)
 
     def _end(self):
         self.active = False
@@ -288,3 +292,13 @@ class CatchUp:
         self._held_dropped = False
         self._again = False
         self._reasons = set()
+
+
+# Past every number: untracked messages go last, in their order.
+_UNNUMBERED = float('inf')
+
+
+def _number_of(message):
+    """The sort key of a held or fetched message: its Df-Seq number."""
+    parsed = sequence.parse(message[1])
+    return _UNNUMBERED if parsed is None else parsed[2]

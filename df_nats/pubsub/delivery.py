@@ -52,6 +52,7 @@ _VERDICTS = {
     sequence.BAD_HEADER: (True, None, 'bad_headers'),
     sequence.REFUSED: (True, None, 'untracked_streams'),
     sequence.DUPLICATE: (False, None, 'duplicates'),
+    sequence.BEHIND: (False, None, 'duplicates'),
     sequence.CONFLICT: (True, 'conflicting message', 'conflicts'),
     sequence.MARK: (False, None, None),
 }
@@ -334,14 +335,17 @@ class Delivery:
         """
         if not self._running:
             return False
+        # Held or fetched, a message far below its stream's last number
+        # was delivered already (BEHIND), by the catch-up or before it.
         verdict, missed = self._check_sequence(subject, headers, data,
-                                               hold_gaps)
+                                               hold_gaps, True)
         if verdict is sequence.AHEAD:
             return True
+        if verdict is sequence.BEHIND or (
+                replayed and verdict is sequence.DUPLICATE):
+            self.stats['duplicates'] += 1
+            return False
         if replayed:
-            if verdict is sequence.DUPLICATE:
-                self.stats['duplicates'] += 1
-                return False
             if verdict in _UNTRACKED_VERDICTS:
                 self.stats['replay_untracked'] += 1
                 return False
@@ -455,7 +459,11 @@ class Delivery:
             self.stats[counter] += 1
         if verdict == sequence.GAP:
             self._count_gap(subject, headers, missed)
-        elif verdict in _LOGGED_VERDICTS:
+        elif verdict in _LOGGED_VERDICTS and not (
+                verdict is sequence.DUPLICATE
+                and sequence.HEADER_RESENT in headers):
+            # (A resent copy of what arrived is expected after a
+            # publisher's reconnect: counted, not logged.)
             self._odd_warnings[verdict].warning(
                 'df-nats: %s on %s: Df-Seq %s (%d so far); anyone who may'
                 ' publish there can copy or forge Df-Seq headers', verdict,
@@ -466,7 +474,8 @@ class Delivery:
             return False, reason
         return deliver, reason
 
-    def _check_sequence(self, subject, headers, data, hold_gaps=False):
+    def _check_sequence(self, subject, headers, data, hold_gaps=False,
+                        replayed=False):
         """The tracker's verdict on a message, as ``deliver`` wants it.
 
         With ``hold_gaps``, ``AHEAD`` rather than ``GAP`` (see
@@ -477,7 +486,8 @@ class Delivery:
         checked there, and a mark there is just dropped (as ``MARK``).
         """
         if not self._subjects.is_shared(subject):
-            return self._tracker.check(subject, headers, data, hold_gaps)
+            return self._tracker.check(subject, headers, data, hold_gaps,
+                                       replayed)
         if self._tracker.is_mark(headers):
             return sequence.MARK, 0
         return sequence.UNTRACKED, 0
