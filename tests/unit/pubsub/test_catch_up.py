@@ -508,3 +508,16 @@ def test_a_restarted_publisher_keeps_its_order(h):
         _stored('a', 1, 3, key='k-new', incarnation='new00000')))
     h.step(timeouts.REPLAY_SETTLE)
     assert h.keys() == ['a-40', 'k-old', 'k-old2', 'k-new']
+
+
+def test_a_resent_message_stored_after_later_ones_comes_first(h):
+    # The publisher resent 2 after its reconnect: the stream has it
+    # after 3. Delivered in the publisher's order in one go.
+    h.live('a', 1)
+    h.live('a', 4)
+    resent = _stored('a', 2, 3)
+    resent.headers[sequence.HEADER_RESENT] = '1'
+    h.answers.append(_ok(_stored('a', 3, 2), resent, last_seq=3))
+    h.step()
+    assert h.keys() == ['a-1', 'a-2', 'a-3', 'a-4']
+    assert len(h.requests) == 1 and not h.catch_up.active
