@@ -521,3 +521,31 @@ def test_a_resent_message_stored_after_later_ones_comes_first(h):
     h.step()
     assert h.keys() == ['a-1', 'a-2', 'a-3', 'a-4']
     assert len(h.requests) == 1 and not h.catch_up.active
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'catch_up._fetched restarts a catch-up for a trigger folded in while'
+    ' active (self.start(...)) and ignores its result: when the rate'
+    ' limit refuses it (a slow consumer or an overflow after a burst of'
+    ' gaps), neither a fetch nor a resync follows the loss'))
+def test_a_loss_folded_in_and_refused_by_the_rate_still_gets_a_sync(h):
+    h.live('a', 1)
+    n = 2
+    for _ in range(timeouts.REPLAY_BURST - 1):
+        _gap_caught_up(h, n)
+        n += 2
+    # The last catch-up the burst allows...
+    h.live('a', n + 1)
+    assert h.catch_up.active
+    # ... during which nats-py drops messages (a slow consumer): the
+    # catch-up is to go on once more, from then.
+    h.path.slow_consumer_on_loop()
+    h.world.run()
+    fetches = len(h.requests)
+    h.answers.append(_ok(_stored('a', n)))
+    h.step()
+    assert h.keys()[-1] == 'a-%d' % (n + 1)
+    h.step(10.0)
+    # Either fetched again, or a resync covers the loss.
+    assert len(h.requests) > fetches + 1 or h.stats['syncs'] >= 1, (
+        h.stats)
