@@ -165,6 +165,11 @@ def _place_stream_leader(cluster, action, sub_node, pub_node):
                                'df_publishers', timeout=30, grace=30)
     if stream is None or stream.startswith('KV_'):
         return None
+    deadline = time.monotonic() + 20
+    while not (storm.streams(cluster).get(stream) or {}).get('leader'):
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
     if action == KILL_STREAM_LEADER:
         avoid = [n.name for n in cluster.nodes if n is not sub_node]
     elif action == KILL_PUBLISHER_NODE:

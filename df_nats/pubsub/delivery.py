@@ -46,7 +46,10 @@ _WORK_BUDGET_NS = int(timeouts.DELIVERY_WORK_BUDGET * 1e9)
 _VERDICTS = {
     sequence.FIRST: (True, None, None),
     sequence.GAP: (True, 'gap', None),
-    sequence.LATE: (True, None, 'late'),
+    # Older than a message delivered already: delivering it could undo a
+    # newer change. The gap it fell in asked for a resync, which covers
+    # it (Dragonflow rereads what it changed), so it is dropped.
+    sequence.LATE: (False, None, 'late'),
     sequence.JUMP: (True, 'implausible sequence number', 'jumps'),
     sequence.RESET: (True, 'sequence re-baseline', 'rebaselines'),
     sequence.BAD_HEADER: (True, None, 'bad_headers'),
