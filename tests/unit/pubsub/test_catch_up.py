@@ -21,6 +21,7 @@ in tests/functional.
 """
 
 import asyncio
+import logging
 import time
 import types
 
@@ -549,3 +550,40 @@ def test_a_loss_folded_in_and_refused_by_the_rate_still_gets_a_sync(h):
     # Either fetched again, or a resync covers the loss.
     assert len(h.requests) > fetches + 1 or h.stats['syncs'] >= 1, (
         h.stats)
+
+
+@pytest.mark.parametrize('trigger, counter', [
+    ('slow consumer', 'sync_slow_consumer'),
+    ('delivery queue full', 'sync_overflow')])
+def test_slow_consumers_and_overflows_share_the_rate_of_gaps(
+        h, trigger, counter):
+    h.live('a', 1)
+    n = 2
+    for _ in range(timeouts.REPLAY_BURST):
+        _gap_caught_up(h, n)
+        n += 2
+    fetches = len(h.requests)
+    h.path.recover(trigger, time.time_ns())
+    h.step()
+    assert len(h.requests) == fetches and not h.catch_up.active
+    assert h.stats['catchups_refused'] == 1 and h.stats[counter] == 1
+    assert h.keys()[-1] == 'SYNC'
+    # And that resync is paced: one more within the interval waits.
+    h.path.recover(trigger, time.time_ns())
+    h.step()
+    assert h.keys().count('SYNC') == 1 and h.stats['syncs_delayed'] == 1
+
+
+def test_no_stream_is_warned_once(h, caplog):
+    h.live('a', 1)
+    n = 2
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            h.step(timeouts.GAP_REPLAY_INTERVAL * 10)
+            h.answers.append(replay_fetch.Fetched(replay_fetch.NO_STREAM,
+                                                  [], 'not found'))
+            h.live('a', n + 1)
+            h.step()
+            n += 2
+    assert h.stats['sync_no_stream'] == 2
+    assert caplog.text.count('no capture stream to catch up from') == 1
