@@ -237,8 +237,7 @@ class CatchUp:
                     len(stored.data), True) for stored in result.messages]
         held, self._held = self._held, collections.deque()
         self._held_bytes = 0
-        queue = fetched + list(held)
-        queue.sort(key=_number_of)
+        queue = _in_stream_order(fetched + list(held))
         blocked = []
         for message in queue:
             if delivery.deliver_checked(*message[:3], replayed=message[4]):
@@ -261,8 +260,11 @@ class CatchUp:
         reasons, local = self._reasons, self._local
         self._end()
         if again:
-            self.start('reconnect' if local else sorted(reasons)[0],
-                       since + int(timeouts.REPLAY_MARGIN * 1e9))
+            reason = 'reconnect' if local else sorted(reasons)[0]
+            if not self.start(reason, since + int(
+                    timeouts.REPLAY_MARGIN * 1e9)):
+                # Refused by the rate: the loss still has its answer.
+                self._delivery.request_sync(reason)
 
     def _fall_back(self, outcome, detail, blocked=()):
         """Give up on replay: a full resync, then what was held."""
@@ -297,11 +299,21 @@ class CatchUp:
         self._reasons = set()
 
 
-# Past every number: untracked messages go last, in their order.
-_UNNUMBERED = float('inf')
-
-
-def _number_of(message):
-    """The sort key of a held or fetched message: its Df-Seq number."""
-    parsed = sequence.parse(message[1])
-    return _UNNUMBERED if parsed is None else parsed[2]
+def _in_stream_order(messages):
+    """``messages`` with each publisher stream's in the order of its
+    numbers (a message that fills a hole before those it lets through),
+    the streams in the order they first appear; untracked ones last.
+    """
+    first_seen = {}
+    keyed = []
+    for index, message in enumerate(messages):
+        parsed = sequence.parse(message[1])
+        if parsed is None:
+            keyed.append(((len(messages), index), message))
+            continue
+        publisher, incarnation, n = parsed
+        stream = first_seen.setdefault((publisher, incarnation, message[0]),
+                                       index)
+        keyed.append(((stream, n), message))
+    keyed.sort(key=lambda item: item[0])
+    return [message for _, message in keyed]

@@ -78,7 +78,11 @@ def stream_config(conf, replicas: int) -> dict:
             'max_age': conf.replay_max_age * 10 ** 9,
             'max_bytes': conf.replay_max_bytes,
             'num_replicas': replicas, 'allow_direct': True,
-            'max_msgs': -1, 'max_consumers': -1}
+            'max_msgs': -1, 'max_consumers': -1,
+            # df-nats sets no Nats-Msg-Id (a forger could claim a real
+            # message's); the server's default window is 2 min, which
+            # may not exceed max_age.
+            'duplicate_window': min(120, conf.replay_max_age) * 10 ** 9}
 
 
 async def api_request_on_loop(nc, verb: str, stream: str, body: dict,
@@ -128,6 +132,9 @@ async def ensure_on_loop(nc, conf, replicas: int, timeout: float) -> str:
         if all(found.get(key) == wanted[key] for key in _OWNED):
             return UNCHANGED
         update = dict(found, **{key: wanted[key] for key in _OWNED})
+        update['duplicate_window'] = min(
+            found.get('duplicate_window') or wanted['duplicate_window'],
+            wanted['max_age'])
         try:
             await api_request_on_loop(nc, 'UPDATE', name, update, timeout)
         except StreamError as exc:

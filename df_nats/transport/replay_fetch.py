@@ -184,7 +184,11 @@ class _Reader:
         sub = await nc.subscribe(inbox, cb=on_reply)
         try:
             request = dict(self._start)
+            after = 0
             while request is not None:
+                if request.get('seq', after + 1) <= after:
+                    raise _Failed(FAILED, 'direct get did not move on')
+                after = request.get('seq', 0)
                 request.update(batch=PAGE, max_bytes=PAGE_BYTES,
                                next_by_subj=subject)
                 await nc.publish(self._subject, json.dumps(request).encode(),
@@ -227,7 +231,9 @@ class _Reader:
             raise _Failed(FAILED, 'a stored message without its sequence')
         self.last_seq = max(self.last_seq, seq)
         data = msg.data
-        self.size += len(data)
+        # Headers too: a publisher can store large ones on empty bodies.
+        self.size += len(data) + sum(len(name) + len(value)
+                                     for name, value in headers.items())
         self.events += _events(headers)
         if self.size > self._limit_bytes or self.events > self._limit_events:
             raise _Over()

@@ -45,6 +45,9 @@ def scenario_reconnect_caught_up(ctx):
     pub, sub, got = scenarios._pubsub(ctx)
     _send(pub, 0, 50)
     ctx.wait_until(lambda: len(got.events) == 50, what='50 events')
+    # A catch-up starts REPLAY_MARGIN before the loss: from before the
+    # stream was made it could not prove a thing.
+    ctx.settle(timeouts.REPLAY_MARGIN + 0.5)
     assert ctx.ask_parent('restart-server') == 'done'
     _send(pub, 50, 50)
     ctx.wait_until(lambda: len(got.events) == 100, timeout=20,
@@ -104,10 +107,12 @@ def scenario_overflow_caught_up(ctx):
 
     pub, sub, _ = scenarios._pubsub(ctx, callback=callback)
     n = 4000   # ~2 MB of events: twice the queue
+    ctx.settle(timeouts.REPLAY_MARGIN + 0.5)   # the stream is older
     _send(pub, 0, n)
     assert pub.flush(30)
-    ctx.wait_until(lambda: sub.stats.get('overflow'), timeout=20,
-                   what='an overflow')
+    # The callback holds the subscriber's world: the overflow is only
+    # counted once it runs again.
+    ctx.settle(1.0)
     if ctx.world == 'native':
         release.set()
     else:
@@ -116,6 +121,7 @@ def scenario_overflow_caught_up(ctx):
                    what='%d events' % n)
     ctx.settle(1.0)
     stats = _stats(sub)
+    assert stats.get('overflow', 0) >= 1, stats
     assert _seqs(got) == list(range(n)), (stats, _seqs(got)[:50])
     assert got.syncs == 0, stats
     assert stats.get('catchup_overflow', 0) >= 1, stats
@@ -131,12 +137,16 @@ def scenario_forged_gaps_bounded(ctx):
     pub, sub, got = scenarios._pubsub(ctx)
     _send(pub, 0, 10)
     ctx.wait_until(lambda: len(got.events) == 10, what='10 events')
+    ctx.settle(timeouts.REPLAY_MARGIN + 0.5)   # the stream is older
     conn = process_context.current().connection
     subject = '%s.topic.D' % conn.conf.subject_prefix
+    # What anyone reading the subject sees: the publisher's last Df-Seq.
+    stream = pub._by_subject[subject]
     started = time.monotonic()
-    # The parent copies the real publisher's Df-Seq off the wire and
-    # sends 300 messages numbered ahead of it, as fast as it can.
-    assert ctx.ask_parent('forge %s' % subject) == 'done'
+    # The parent sends 300 messages numbered ahead of it, as fast as it
+    # can.
+    assert ctx.ask_parent('forge %s %s' % (
+        subject, stream.header(stream.n))) == 'done'
     syncs_before = got.syncs
     _send(pub, 10, 10)
     assert pub.flush(10)
@@ -151,7 +161,7 @@ def scenario_forged_gaps_bounded(ctx):
     assert not missing or got.syncs > syncs_before, (missing, stats)
     # At most the burst plus one a second, never one per forged gap.
     allowed = timeouts.REPLAY_BURST + elapsed / timeouts.GAP_REPLAY_INTERVAL
-    assert stats.get('catchup_gap', 0) <= allowed + 1, (stats, elapsed)
-    assert stats.get('catchups_refused', 0) >= 1, stats
+    assert 1 <= stats.get('catchup_gap', 0) <= allowed + 1, (stats,
+                                                             elapsed)
     pub.close()
     sub.close()

@@ -83,16 +83,13 @@ def test_overflow_caught_up(world, fresh_nats_server, tmp_path):
     _run(world, 'overflow_caught_up', fresh_nats_server, tmp_path)
 
 
-async def _forge(url, subject, count=300):
-    """Copy the last real Df-Seq on ``subject`` and send ``count``
-    messages numbered ahead of it, with bodies that are no events.
+async def _forge(url, subject, seq, count=300):
+    """Send ``count`` messages on ``subject`` numbered ahead of the real
+    ``Df-Seq`` value ``seq``, with bodies that are no events.
     """
     nc = await nats.connect(url)
     try:
-        msg = await nc.request('$JS.API.DIRECT.GET.%s' % STREAM,
-                               json.dumps({'last_by_subj': subject}).encode(),
-                               timeout=5)
-        publisher, incarnation, n = sequence.parse(msg.headers)
+        publisher, incarnation, n = sequence.parse_value(seq)
         for i in range(count):
             forged = n + 2 + 3 * i
             await nc.publish(subject, b'\xc1forged %d' % i, headers={
@@ -106,7 +103,8 @@ async def _forge(url, subject, count=300):
 @pytest.mark.parametrize('world', WORLDS)
 def test_forged_gaps_bounded_catch_ups(world, fresh_nats_server, tmp_path):
     def forge(request):
-        asyncio.run(_forge(fresh_nats_server.url, request[0]))
+        asyncio.run(_forge(fresh_nats_server.url, request[0],
+                           ' '.join(request[1:])))
     _run(world, 'forged_gaps_bounded', fresh_nats_server, tmp_path,
          ('forge', forge))
 
