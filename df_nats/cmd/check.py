@@ -27,8 +27,9 @@ Checks, in order:
 - ``jetstream``: the account's JetStream (the registry needs it);
 - ``registry``: the publisher registry bucket, and whether its settings
   agree with ours;
-- ``capture``: a stream capturing ``<subject_prefix>.topic.>``, if any
-  (absent is fine: df-nats does not need one);
+- ``capture``: the capture stream (``[df_nats] replay_stream``) and
+  whether its settings agree with the ``replay_*`` options; missing, or
+  no JetStream, is a warning: catch-up then falls back to full resyncs;
 - ``permissions``: what this role needs (``--role``, else ``[df_nats]
   role``). A probe must not disturb the deployment, so:
 
@@ -55,6 +56,7 @@ import os
 import sys
 import time
 
+from nats import errors as nats_errors
 from oslo_config import cfg
 
 from df_nats.cmd import common
@@ -63,6 +65,8 @@ from df_nats.cmd import text
 from df_nats.conf import options
 from df_nats import errors
 from df_nats.registry import bucket as registry_bucket
+from df_nats.transport import capture_stream
+from df_nats.transport import client
 from df_nats.wire import untrusted_json
 
 OK = 'OK'
@@ -113,6 +117,8 @@ class _Run:
         self.checks = []
         self.conn = None
         self.conf = None
+        # The permissions the server stated for this user, if it did.
+        self.stated = None
 
     def left(self, most=2.0) -> float:
         return max(min(self.deadline - time.monotonic(), most), 0.0)
@@ -251,26 +257,62 @@ class _Run:
                      ''.join('; ' + problem for problem in problems)))
 
     def capture(self):
-        subject = '%s.topic.>' % self.conf.subject_prefix
+        conf = self.conf
+        name = conf.replay_stream
+        if not name:
+            self.add('capture', INFO, 'replay off ([df_nats] replay_stream'
+                     ' is empty): every lost message costs a full resync')
+            return
+        fallback = 'catch-up falls back to full resyncs'
+        try:
+            info = self.run_loop(registry_bucket.fail_on_permission_denied(
+                self.conn, capture_stream.api_request_on_loop(
+                    self.conn.nc, 'INFO', name, None, self.left())))
+        except errors.RegistryPermissionDenied as exc:
+            self.add('capture', WARN, 'stream %s not looked up: the server'
+                     ' refused to let this user %s to %s' % (
+                         name, exc.kind, client.subject_as_sent(
+                             exc.subject, name)))
+            return
+        except nats_errors.NoRespondersError:
+            self.add('capture', WARN, 'no JetStream: no capture stream %s;'
+                     ' %s' % (name, fallback))
+            return
+        except capture_stream.StreamError as exc:
+            if exc.err_code == capture_stream.ERR_STREAM_NOT_FOUND:
+                self.add('capture', WARN, 'stream %s does not exist (a'
+                         ' publisher creates it at its start)%s; %s' % (
+                             name, self.capturing_stream(), fallback))
+            else:
+                self.add('capture', WARN, 'stream %s not readable: %s'
+                         % (name, text.cell(str(exc))))
+            return
+        except Exception as exc:
+            self.add('capture', WARN, 'stream %s not looked up (%s)'
+                     % (name, type(exc).__name__))
+            return
+        self.add(*capture_report(conf, info))
+
+    def capturing_stream(self) -> str:
+        """Another stream capturing the topics, which keeps publishers
+        from creating ours; looked up only if this user may list streams.
+        """
+        names = '$JS.API.STREAM.NAMES'
+        if self.stated is None:
+            info = self.user_info()   # not asked yet: no --role
+            self.stated = info.get('permissions', {}) if info else None
+        if self.stated is None or not role_needs.allowed(
+                self.stated, 'publish', names):
+            return ''
+        subject = capture_stream.subject_filter(self.conf.subject_prefix)
         js = self.jetstream_context()
         try:
-            name = self.run_loop(registry_bucket.fail_on_permission_denied(
+            other = self.run_loop(registry_bucket.fail_on_permission_denied(
                 self.conn, js.find_stream_name_by_subject(subject)))
-            info = self.run_loop(js.stream_info(name))
-        except Exception as exc:
-            if type(exc).__name__ == 'NotFoundError':
-                self.add('capture', INFO, 'no stream captures %s (absent:'
-                         ' not needed)' % subject)
-            elif isinstance(exc, errors.RegistryPermissionDenied):
-                self.add('capture', INFO, 'not looked up: this user may'
-                         ' not ask JetStream')
-            else:
-                self.add('capture', INFO, 'not looked up (%s)'
-                         % type(exc).__name__)
-            return
-        self.add('capture', OK, 'stream %s captures %s: %d message(s),'
-                 ' %d bytes' % (name, subject, info.state.messages,
-                                info.state.bytes))
+        except Exception:
+            return ''
+        return ('; stream %s captures %s, so it cannot be created'
+                % (text.cell(other), subject))
 
     def user_info(self):
         """The server's statement of this user's permissions, or None.
@@ -318,6 +360,7 @@ class _Run:
             return
         info = self.user_info()
         stated = info.get('permissions', {}) if info else None
+        self.stated = stated
         user = text.cell(info.get('user')) if info else '?'
         missing, unknown, probed = [], [], 0
         for verb, subject, queue, why in role_needs.needs(role, self.conf):
@@ -386,6 +429,65 @@ class _Run:
             cfg.CONF.set_override('close_timeout', max(self.left(0.5), 0.1),
                                   group=options.GROUP)
             conn.release()
+
+
+def capture_report(conf, info):
+    """``(check, status, message)`` of the capture stream's ``info`` (the
+    JetStream API's answer), against the settings [df_nats] wants.
+    """
+    found = info.get('config') if isinstance(info, dict) else None
+    found = found if isinstance(found, dict) else {}
+    state = info.get('state') if isinstance(info, dict) else None
+    state = state if isinstance(state, dict) else {}
+    replicas = options.replay_replicas(conf)
+    wanted = capture_stream.stream_config(conf, replicas)
+    have = found.get('subjects')
+    have = have if isinstance(have, list) else []
+    problems = []
+    shown = ', '.join(text.cell(s, limit=100) for s in have[:5]
+                      if isinstance(s, str)) or 'nothing'
+    if have != wanted['subjects']:
+        problems.append('captures %s, not %s'
+                        % (shown, wanted['subjects'][0]))
+    for key, option, unit, scale in (
+            ('max_age', 'replay_max_age', ' s', 10 ** 9),
+            ('max_bytes', 'replay_max_bytes', ' bytes', 1)):
+        if found.get(key) != wanted[key]:
+            problems.append('%s %s%s, [df_nats] %s = %d' % (
+                key.replace('_', ' '), _number(found.get(key), scale), unit,
+                option, getattr(conf, option)))
+    have_replicas = found.get('num_replicas') or 1
+    if not isinstance(have_replicas, int) or have_replicas < replicas:
+        problems.append('%s replica(s), fewer than [df_nats] replay_replicas'
+                        ' wants (%d)' % (_number(have_replicas, 1),
+                                         replicas))
+    if found.get('allow_direct') is not True:
+        problems.append('direct get not allowed: every catch-up falls back'
+                        ' to a full resync')
+    if found.get('discard', 'old') != 'old':
+        problems.append('discard %s: a full stream refuses new events'
+                        % text.cell(found.get('discard'), limit=20))
+    message = ('stream %s: %s message(s), %s bytes; captures %s, max age'
+               ' %s s, max bytes %s, %s replica(s), direct get %s' % (
+                   conf.replay_stream, _number(state.get('messages'), 1),
+                   _number(state.get('bytes'), 1), shown,
+                   _number(found.get('max_age'), 10 ** 9),
+                   _number(found.get('max_bytes'), 1),
+                   _number(have_replicas, 1),
+                   'allowed' if found.get('allow_direct') is True
+                   else 'not allowed'))
+    if problems:
+        return ('capture', WARN, message + '; differs from [df_nats]: '
+                + '; '.join(problems) + ' (a publisher brings df-nats\''
+                ' settings up to date at its start)')
+    return ('capture', OK, message)
+
+
+def _number(value, scale):
+    """An integer of an answer, scaled down; anything else as ``?``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return '?'
+    return value // scale
 
 
 def status(checks) -> int:

@@ -98,7 +98,7 @@ def needs(role: str, conf):
     topic = subjects.topic_subject(prefix, PROBE)
     listeners = subjects.listeners_subject(prefix)
     bucket = conf.registry_bucket
-    inbox = '_INBOX.%s' % PROBE
+    inbox = ('subscribe', '_INBOX.%s' % PROBE, '', 'JetStream replies')
     js = [('publish', '$JS.API.INFO', '', 'the registry: JetStream'),
           ('publish', '$JS.API.STREAM.INFO.KV_%s' % bucket, '',
            'the registry bucket')]
@@ -113,8 +113,8 @@ def needs(role: str, conf):
             # Its records are under its host's token (records.key).
             key = records.key(registration.host_name(), PROBE)
             need += js + [('publish', '$KV.%s.%s' % (bucket, key), '',
-                           'its registry records'),
-                          ('subscribe', inbox, '', 'JetStream replies')]
+                           'its registry records'), inbox]
+        need += _capture(conf, ('INFO', 'CREATE', 'UPDATE'), inbox)
     elif role == CONTROLLER:
         need.append(('subscribe', topic, '', 'events of its topics'))
         if conf.listener_queue_group:
@@ -122,16 +122,41 @@ def needs(role: str, conf):
                          'port status to the neutron-servers'))
         if conf.publisher_events:
             need += js + [('publish', '$JS.API.CONSUMER.CREATE.KV_%s'
-                           % bucket, '', 'the registry watch'),
-                          ('subscribe', inbox, '', 'JetStream replies')]
+                           % bucket, '', 'the registry watch'), inbox]
+        need += _capture(conf, ('INFO', 'DIRECT.GET'), inbox)
     elif role == TOOLS:
         need += [('publish', '$SRV.STATS.%s' % service.NAME, '',
                   'df-nats stats and exporter'),
-                 ('subscribe', inbox, '', 'replies'),
+                 ('subscribe', inbox[1], '', 'replies'),
                  ('subscribe', subjects.all_topics_subject(prefix), '',
                   'df-nats tail')] + js
+        need += _capture(conf, ('INFO',), None)
     if role in (NEUTRON_SERVER, CONTROLLER) and conf.service_endpoint:
         need.append(('subscribe', '%s.PING.%s.%s' % (
             service.SUBJECT_PREFIX, service.NAME, PROBE), '',
             'its NATS service (df-nats stats)'))
-    return need
+    # Each once: the inbox serves the registry and the stream alike.
+    unique = []
+    for item in need:
+        if all(item[:3] != other[:3] for other in unique):
+            unique.append(item)
+    return unique
+
+
+# What each JetStream API request on the capture stream is for.
+_CAPTURE_WHY = {'INFO': 'the capture stream: its settings and window',
+                'CREATE': 'the capture stream: create it when missing',
+                'UPDATE': 'the capture stream: bring its settings up to'
+                          ' date',
+                'DIRECT.GET': 'catch-up: read back missed events'}
+
+
+def _capture(conf, verbs, inbox):
+    """The capture stream's needs (none when ``replay_stream`` is off)."""
+    stream = conf.replay_stream
+    if not stream:
+        return []
+    need = [('publish', '$JS.API.%s.%s' % (
+        verb if verb == 'DIRECT.GET' else 'STREAM.' + verb, stream), '',
+        _CAPTURE_WHY[verb]) for verb in verbs]
+    return need + ([inbox] if inbox else [])

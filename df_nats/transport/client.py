@@ -69,14 +69,15 @@ def permission_violation(exc) -> Optional[Tuple[str, str]]:
 
 
 _API_TOKENS = frozenset(('$JS', 'API', '$KV', '_INBOX', 'INFO', 'STREAM',
-                         'CONSUMER', 'CREATE', 'DELETE', 'DIRECT', 'GET',
-                         'MSG', 'FC'))
+                         'CONSUMER', 'CREATE', 'UPDATE', 'DELETE', 'DIRECT',
+                         'GET', 'MSG', 'FC'))
 
 
-def subject_as_sent(subject: str, bucket: str) -> str:
+def subject_as_sent(subject: str, bucket: str, stream: str = '') -> str:
     """A JetStream or KV subject nats-py reported lower-cased, as sent.
 
-    The API tokens are upper case and ``bucket`` is the registry's.
+    The API tokens are upper case, ``bucket`` is the registry's and
+    ``stream`` the capture stream's (``replay_stream``).
     """
     tokens = []
     for token in subject.split('.'):
@@ -86,6 +87,8 @@ def subject_as_sent(subject: str, bucket: str) -> str:
             token = 'KV_' + bucket
         elif token == bucket.lower():
             token = bucket
+        elif stream and token == stream.lower():
+            token = stream
         tokens.append(token)
     return '.'.join(tokens)
 

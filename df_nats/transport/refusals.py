@@ -76,6 +76,7 @@ class Refusals:
 
     def __init__(self, conf, bridge, stats):
         self._registry_bucket = conf.registry_bucket
+        self._replay_stream = conf.replay_stream
         self._bridge = bridge
         self.stats = stats
         self.refused_subscriptions = set()
@@ -98,7 +99,7 @@ class Refusals:
             self.refused_subscriptions.add(subject)
         if subject.startswith(('$js.', '$kv.')):
             subject = client.subject_as_sent(
-                subject, self._registry_bucket)
+                subject, self._registry_bucket, self._replay_stream)
         else:
             subject = self._sent_subjects.get(subject, subject)
         self.stats['permission_denied'] += 1

@@ -27,7 +27,11 @@ from oslo_config import cfg
 from df_nats.conf import options
 from df_nats import errors
 from df_nats.pubsub import process_context
+from df_nats.transport import capture_stream
 from df_nats.transport import client
+from df_nats.transport import replay_fetch
+from df_nats.wire import codec
+from df_nats.wire import subjects
 from tests.functional import scenarios
 
 
@@ -161,20 +165,35 @@ def scenario_registry_refused(ctx):
 def scenario_role_at_work(ctx):
     """One of the sample's users doing its job: ``controller`` and
     ``watcher`` (publisher_events on) receive what ``publisher`` sends
-    (``publisher_runs`` processes one after the other, the second taking
-    over the first's registry slot), the watcher the registrations too;
-    nothing is refused.
+    on ``topic`` (``publisher_runs`` processes one after the other, the
+    second taking over the first's registry slot), the watcher the
+    registrations too; each publisher makes sure of the capture stream,
+    and the readers fetch back from it what was sent on ``topic``
+    (``replay`` false: they do not); nothing is refused.
     """
     settings = _settings()
     role = settings['role']
+    topic = settings.get('topic', 'D')
     conn = process_context.current().connection
+    conf = cfg.CONF[options.GROUP]
     if role == 'publisher':
         pub = ctx.driver().get_publisher()
         pub.initialize()
+        # As the publisher does at its start: the stream is there before
+        # the events, so it holds them.
+        for _ in range(3):
+            outcome = conn.bridge.run(capture_stream.ensure_on_loop(
+                conn.nc, conf, options.replay_replicas(conf), 5.0),
+                timeout=15)
+            print('capture stream: %s' % outcome)
+            if outcome != capture_stream.FAILED:
+                break
+            # A cluster just formed may not place 3 replicas yet.
+            time.sleep(1)
         reg = process_context.current().registration
         ctx.wait_until(lambda: reg.registered, what='registration')
         for i in range(50):
-            pub.send_event(scenarios.event('k%d' % i))
+            pub.send_event(scenarios.event('k%d' % i, topic=topic))
         assert pub.flush(10)
         assert conn.stats['permission_denied'] == 0, conn.stats
         assert ctx.ask_parent('published') == 'done'
@@ -183,7 +202,7 @@ def scenario_role_at_work(ctx):
     got = scenarios.Collector()
     sub = ctx.driver().get_subscriber()
     sub.initialize(got)
-    sub.register_topic('D')
+    sub.register_topic(topic)
     sub.daemonize()
     assert ctx.ask_parent('ready') == 'done'
     lports = lambda: [e[1] for e in got.events if e[0] == 'lport']  # noqa
@@ -194,8 +213,59 @@ def scenario_role_at_work(ctx):
     if role == 'watcher':
         ctx.wait_until(lambda: any(e[0] == 'publisher' for e in got.events),
                        timeout=15, what='the publisher\'s registration')
+    if settings.get('replay', True):
+        # A catch-up from the stream's first message (a time from before
+        # the stream was created is a window passed): every event of
+        # this topic again.
+        wanted = ['k%d' % i for i in range(50)] * runs
+        deadline = time.monotonic() + 10
+        while True:
+            fetched = conn.bridge.run(replay_fetch.fetch_on_loop(
+                conn.nc, conf.replay_stream, conf.subject_prefix,
+                [subjects.topic_subject(conf.subject_prefix, topic)],
+                0, conf.replay_limit_events, conf.replay_limit_bytes, 10.0,
+                start_seq=1), timeout=30)
+            keys = [event['key'] for stored in fetched.messages
+                    for event in codec.unpack_events(stored.data)[0]
+                    if event['table'] == 'lport']
+            # The stream's leader may store the last ones after this
+            # subscriber received them.
+            if keys == wanted or time.monotonic() > deadline:
+                break
+            print('replay: %s, %d event(s) so far' % (fetched.outcome,
+                                                      len(keys)))
+            time.sleep(0.2)
+        print('replay: %s (%s), %d message(s), %d event(s)' % (
+            fetched.outcome, fetched.detail, len(fetched.messages),
+            len(keys)))
+        assert fetched.outcome == replay_fetch.OK, fetched
+        # What the last publisher sent at least (the stream existed
+        # before it started); the first one's events may have reached a
+        # node before the new stream's interest did.
+        assert len(keys) >= 50 and keys == wanted[-len(keys):], keys
     assert conn.stats['permission_denied'] == 0, conn.stats
     sub.close()
+
+
+def scenario_replay_refused(ctx):
+    """A user without the capture stream's read permissions: the catch-up
+    fetch is refused (an ERROR naming the subject), never an answer.
+    """
+    settings = _settings()
+    conn = process_context.current().connection
+    conn.acquire()
+    conf = cfg.CONF[options.GROUP]
+    topic = subjects.topic_subject(conf.subject_prefix, 'D')
+    fetched = conn.bridge.run(replay_fetch.fetch_on_loop(
+        conn.nc, conf.replay_stream, conf.subject_prefix, [topic], 0,
+        conf.replay_limit_events, conf.replay_limit_bytes, 3.0,
+        start_seq=1), timeout=30)
+    print('replay: %s (%s)' % (fetched.outcome, fetched.detail))
+    assert fetched.outcome != replay_fetch.OK, fetched
+    ctx.wait_until(lambda: conn.stats['permission_denied'] > 0,
+                   what='the refusal')
+    _check_text(fetched.outcome, settings)
+    conn.release()
 
 
 def scenario_one_event_nkey(ctx):

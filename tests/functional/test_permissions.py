@@ -26,12 +26,14 @@ import os
 import re
 import ssl
 import time
+import types
 
 import nats
 import pytest
 
 from df_nats.registry import records
 from df_nats.testing.worker_process import WorkerProcess
+from df_nats.transport import capture_stream
 from tests.functional.test_driver import _start
 from tests.functional.test_driver import ROOT
 from tests.functional.test_driver import WORLDS
@@ -59,17 +61,23 @@ def _settings(tmp_path, name, settings):
 
 @pytest.mark.parametrize('world', WORLDS)
 def test_sample_roles_do_their_jobs(world, sample_cluster, tmp_path):
-    """publisher publishes and registers (twice); controller receives;
-    watcher receives and sees the registry; not one permission refusal.
+    """publisher makes the capture stream, publishes and registers
+    (twice); controller receives, then fetches it all back from the
+    stream; watcher the same, and sees the registry; not one permission
+    refusal, by the processes' count and the servers' logs.
     """
     urls = sample_cluster.urls
+    before = set(sample_cluster.violations())
+    # A topic of this test's own: the stream outlives it (the cluster
+    # serves the module), and the readers fetch this topic back.
+    topic = 'replay-%s' % world
     readers = []
     for role, extra in (('controller', {}),
                         ('watcher', {'publisher_events': True})):
         options = dict(sample_cluster.options(role), **extra)
         directory = _settings(tmp_path, role,
                               {'role': role, 'options': options,
-                               'publisher_runs': 2})
+                               'publisher_runs': 2, 'topic': topic})
         proc = _start(world, 'role_at_work', urls, directory,
                       module=_MODULE)
         answer(proc, 'ready', lambda: None)
@@ -79,7 +87,7 @@ def test_sample_roles_do_their_jobs(world, sample_cluster, tmp_path):
     # left (reading its record first).
     for run in range(2):
         directory = _settings(tmp_path, 'publisher%d' % run, {
-            'role': 'publisher',
+            'role': 'publisher', 'topic': topic,
             'options': sample_cluster.options('publisher')})
         pub = _start(world, 'role_at_work', urls, directory,
                      module=_MODULE)
@@ -90,6 +98,66 @@ def test_sample_roles_do_their_jobs(world, sample_cluster, tmp_path):
         assert 'permission' not in err.lower(), err[-3000:]
         for password in sample_cluster.passwords.values():
             assert password not in out + err
+    # The first publisher created the stream (or found it made by its
+    # own start), the second found it as wanted.
+    first, second = (out for out, _ in outputs[:2])
+    assert re.search(r'capture stream: (created|unchanged)\n*$', first), (
+        first)
+    assert re.search(r'^capture stream: unchanged$', second, re.M), second
+    for out, _ in outputs[2:]:
+        assert re.search(r'^replay: ok \(\), \d+ message\(s\), (50|100)'
+                         r' event\(s\)$', out, re.M), out
+    assert set(sample_cluster.violations()) == before
+
+
+def _capture_conf():
+    """The [df_nats] replay settings of the sample's clients (defaults)."""
+    return types.SimpleNamespace(
+        subject_prefix='dragonflow', replay_stream='DF_NATS_EVENTS',
+        replay_max_age=600, replay_max_bytes=1024 ** 3)
+
+
+@pytest.mark.parametrize('world', WORLDS)
+def test_replay_refused_without_read_permissions(
+        world, sample_cluster, tmp_path):
+    """The publisher's user makes the stream (3 replicas of 1 GiB: the
+    account holds them) and the inspector's may look at it; neither may
+    read events back from it: the inspector's catch-up fetch is refused,
+    never answered.
+    """
+    async def make():
+        errors = []
+        nc = await _client(sample_cluster, 'publisher', errors)
+        outcomes = []
+        for _ in range(2):
+            outcomes.append(await capture_stream.ensure_on_loop(
+                nc, _capture_conf(), 3, 10.0))
+        await nc.publish('dragonflow.topic.D', b'\x80')
+        await nc.flush()
+        # Stored: the servers route it to the stream's leader.
+        info = await capture_stream.api_request_on_loop(
+            nc, 'INFO', 'DF_NATS_EVENTS', None, 5.0)
+        await nc.close()
+        return outcomes, info, errors
+    before = set(sample_cluster.violations())
+    outcomes, info, errors = asyncio.run(make())
+    # Created here, or by the roles' test before.
+    assert outcomes[0] in ('created', 'unchanged'), errors
+    assert outcomes[1] == 'unchanged', errors
+    assert info['config']['num_replicas'] == 3
+    assert errors == []
+    # As its shipped section: the tools serve no df-nats service.
+    options = dict(sample_cluster.options('inspector'),
+                   service_endpoint=False)
+    out, err = run_scenario(world, 'replay_refused', sample_cluster.urls,
+                            tmp_path, {'options': options,
+                                       'expect': ['JetStream silent']})
+    assert _error_lines(err, 'permission denied', 'publish to',
+                        '$JS.API.DIRECT.GET.DF_NATS_EVENTS'), err
+    violations = set(sample_cluster.violations()) - before
+    assert violations and all(
+        'df-inspector' in line and '$JS.API.DIRECT.GET.DF_NATS_EVENTS'
+        in line for line in violations), violations
 
 
 @pytest.mark.parametrize('world', WORLDS)

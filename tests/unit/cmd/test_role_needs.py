@@ -55,7 +55,8 @@ def test_allowed_as_nats_server_applies_the_rules():
 def _conf(**values):
     conf = dict(subject_prefix='dragonflow', registry_bucket='df_publishers',
                 listener_queue_group=True, publisher_registry=True,
-                publisher_events=False, service_endpoint=True)
+                publisher_events=False, service_endpoint=True,
+                replay_stream='DF_NATS_EVENTS')
     conf.update(values)
     return types.SimpleNamespace(**conf)
 
@@ -72,10 +73,64 @@ def test_what_each_role_needs():
     controller = of('df-local-controller')
     assert ('subscribe', 'dragonflow.topic.df-nats-check', '') in controller
     assert ('publish', 'dragonflow.listeners', '') in controller
-    assert not any(s.startswith('$JS') for _, s, _ in controller)
+    # No registry: compute nodes do not watch it by default.
+    assert not any('KV_' in s or s == '$JS.API.INFO'
+                   for _, s, _ in controller)
     assert any(s.startswith('$JS.API.CONSUMER') for _, s, _ in of(
         'df-local-controller', publisher_events=True))
     assert ('subscribe', 'dragonflow.listeners', 'df-listeners') not in of(
         'neutron-server', listener_queue_group=False)
     assert ('publish', '$SRV.STATS.df-nats', '') in of('tools')
     assert of('someone-else') == set()
+
+
+def test_the_capture_stream_s_needs():
+    """neutron-server creates and updates the stream; a controller reads
+    it back (stream info, batched direct get) on an inbox of its own; the
+    tools read its settings; none of it without a capture stream.
+    """
+    def of(role, **values):
+        return [(verb, subject) for verb, subject, queue, _ in
+                role_needs.needs(role, _conf(**values))
+                if 'DF_NATS_EVENTS' in subject or subject.startswith(
+                    '_INBOX')]
+    info = ('publish', '$JS.API.STREAM.INFO.DF_NATS_EVENTS')
+    inbox = ('subscribe', '_INBOX.df-nats-check')
+    assert of('neutron-server') == [
+        inbox, info, ('publish', '$JS.API.STREAM.CREATE.DF_NATS_EVENTS'),
+        ('publish', '$JS.API.STREAM.UPDATE.DF_NATS_EVENTS')]
+    assert of('neutron-server', publisher_registry=False) == [
+        info, ('publish', '$JS.API.STREAM.CREATE.DF_NATS_EVENTS'),
+        ('publish', '$JS.API.STREAM.UPDATE.DF_NATS_EVENTS'), inbox]
+    assert of('df-local-controller') == [
+        info, ('publish', '$JS.API.DIRECT.GET.DF_NATS_EVENTS'), inbox]
+    # Each need once, the inbox shared with the registry watch.
+    assert of('df-local-controller', publisher_events=True) == [
+        inbox, info, ('publish', '$JS.API.DIRECT.GET.DF_NATS_EVENTS')]
+    assert of('tools') == [inbox, info]
+    assert of('df-local-controller', replay_stream='ALT')[0] == inbox
+    for role in role_needs.ROLES:
+        assert not [s for _, s in of(role, replay_stream='')
+                    if 'DF_NATS_EVENTS' in s]
+    assert of('df-local-controller', replay_stream='') == []
+
+
+def test_the_sample_controller_permissions_cover_replay():
+    """The needs are judged against what the server states: the old
+    compute-node permissions (no inbox, no stream) miss three.
+    """
+    old = {'publish': {'allow': ['dragonflow.listeners', '_INBOX.>']},
+           'subscribe': {'allow': ['dragonflow.topic.>', '$SRV.>']}}
+    new = {'publish': {'allow': old['publish']['allow'] + [
+        '$JS.API.STREAM.INFO.DF_NATS_EVENTS',
+        '$JS.API.DIRECT.GET.DF_NATS_EVENTS']},
+        'subscribe': {'allow': old['subscribe']['allow'] + ['_INBOX.>']}}
+
+    def missing(stated):
+        return [subject for verb, subject, queue, _ in role_needs.needs(
+            'df-local-controller', _conf(publisher_registry=False))
+            if not role_needs.allowed(stated, verb, subject, queue)]
+    assert missing(old) == ['$JS.API.STREAM.INFO.DF_NATS_EVENTS',
+                            '$JS.API.DIRECT.GET.DF_NATS_EVENTS',
+                            '_INBOX.df-nats-check']
+    assert missing(new) == []

@@ -53,6 +53,12 @@ def test_subject_as_sent():
             '$JS.API.STREAM.INFO.KV_df_publishers')
     assert client.subject_as_sent('$kv.my_bucket.abc', 'My_Bucket') == (
         '$KV.My_Bucket.abc')
+    # The capture stream's requests, as the refusal names them.
+    for verb in ('STREAM.INFO', 'STREAM.CREATE', 'STREAM.UPDATE',
+                 'DIRECT.GET'):
+        assert client.subject_as_sent(
+            '$js.api.%s.df_nats_events' % verb.lower(), 'df_publishers',
+            'DF_NATS_EVENTS') == '$JS.API.%s.DF_NATS_EVENTS' % verb
 
 
 class _Writer:

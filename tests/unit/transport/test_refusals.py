@@ -21,7 +21,8 @@ from df_nats.transport import refusals
 
 
 def test_optional_subjects_are_refused_quietly(caplog):
-    conf = types.SimpleNamespace(registry_bucket='df_publishers')
+    conf = types.SimpleNamespace(registry_bucket='df_publishers',
+                                 replay_stream='DF_NATS_EVENTS')
     bridge = types.SimpleNamespace(loop=None, on_loop_thread=lambda: True)
     stats = collections.Counter()
     refused = refusals.Refusals(conf, bridge, stats)
@@ -34,3 +35,16 @@ def test_optional_subjects_are_refused_quietly(caplog):
                     if 'permission denied' in r.getMessage())
     assert levels == [('DEBUG', True), ('ERROR', False)]
     assert stats['permission_denied'] == 2
+
+
+def test_a_capture_stream_refusal_names_the_stream_as_sent(caplog):
+    # nats-py lower-cases the server's error line.
+    conf = types.SimpleNamespace(registry_bucket='df_publishers',
+                                 replay_stream='DF_NATS_EVENTS')
+    bridge = types.SimpleNamespace(loop=None, on_loop_thread=lambda: True)
+    refused = refusals.Refusals(conf, bridge, collections.Counter())
+    with caplog.at_level(logging.ERROR, logger='df_nats'):
+        refused.note_on_loop('publish', '$js.api.direct.get.df_nats_events')
+    [record] = caplog.records
+    assert 'publish to $JS.API.DIRECT.GET.DF_NATS_EVENTS:' in (
+        record.getMessage())
