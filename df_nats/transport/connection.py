@@ -180,6 +180,9 @@ class Connection:
         if self._closing:
             return
         self.stats['disconnects'] += 1
+        # Before any reconnect: what the lost server may have swallowed
+        # goes again first (sender.Sender, "resends").
+        self.sender.connection_lost_on_loop()
         LOG.warning('df-nats: disconnected from NATS')
 
     async def _on_reconnected(self):

@@ -307,7 +307,22 @@ def test_a_believed_jump_keeps_the_jumped_message_digest():
     assert tracker.check('s', _h(far), b'other') == (sequence.CONFLICT, 0)
 
 
+def test_a_resent_span_is_recognised_as_duplicates():
+    # A publisher sends up to 128 messages again after a reconnect
+    # (transport.sender.RESEND_MAX_MESSAGES), and may have sent more on
+    # other subjects: the last 200 of a stream are still recognised.
+    tracker = sequence.SequenceTracker()
+    for n in range(1, 301):
+        tracker.check('s', _h(n), b'm%d' % n)
+    for n in range(101, 301):
+        assert tracker.check('s', _h(n), b'm%d' % n) == (
+            sequence.DUPLICATE, 0), n
+    assert tracker.check('s', _h(301), b'm301') == (sequence.NEXT, 0)
+
+
 def test_digests_follow_the_window_as_it_moves():
+    window = sequence._WINDOW
+    last = 210 + 2 * window
     tracker = sequence.SequenceTracker()
     for n in range(1, 200):
         tracker.check('s', _h(n), b'm%d' % n)
@@ -321,6 +336,14 @@ def test_digests_follow_the_window_as_it_moves():
     assert tracker.check('s', _h(205), b'm205') == (sequence.LATE, 0)
     assert tracker.check('s', _h(205), b'm205') == (sequence.DUPLICATE, 0)
     assert tracker.check('s', _h(198), b'x198') == (sequence.DUPLICATE, 0)
+    # The window's edge: the last _WINDOW numbers, no further.
+    for n in range(211, last + 1):
+        tracker.check('s', _h(n), b'm%d' % n)
+    oldest = last - window + 1
+    assert tracker.check('s', _h(oldest), b'm%d' % oldest) == (
+        sequence.DUPLICATE, 0)
+    assert tracker.check('s', _h(oldest - 1), b'm%d' % (oldest - 1)) == (
+        sequence.RESET, 0)
 
 
 def test_known_streams_are_never_evicted_by_unknown_ones():
