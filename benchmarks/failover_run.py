@@ -49,6 +49,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOPIC = 'failover'
 KILL_SUBSCRIBER_NODE = 'kill-subscriber-node'
 KILL_PUBLISHER_NODE = 'kill-publisher-node'
+# The subscriber's node, made the capture stream's leader first.
+KILL_STREAM_LEADER = 'kill-stream-leader'
 ROLLING_RESTART = 'rolling-restart'
 
 
@@ -138,12 +140,45 @@ def main(argv):
 # -- the parent side: drive workers and the cluster ------------------------
 
 
-def _worker(world, role, workdir, urls, extra):
-    """One worker process; its stderr goes to WORKDIR/<role>.log."""
+def _worker(world, role, workdir, urls, extra, replicas=3, replay=True):
+    """One worker process; its stderr goes to WORKDIR/<role>.log.
+
+    The capture stream has ``replicas`` replicas (one per node), or
+    there is none (``replay`` false: every loss is a full resync).
+    """
+    env = {'OS_DF_NATS__REPLAY_REPLICAS': str(replicas)}
+    if not replay:
+        env['OS_DF_NATS__REPLAY_STREAM'] = ''
     return worker_process.WorkerProcess(
         'benchmarks.failover_run', list(extra) + [role] + list(urls),
-        world=world, label=role, paths=[ROOT],
+        world=world, label=role, paths=[ROOT], env=env,
         log_path=os.path.join(workdir, '%s.log' % role))
+
+
+def _place_stream_leader(cluster, action, sub_node, pub_node):
+    """Put the capture stream's leader where ``action`` wants it: on the
+    subscriber's node to kill it there, else off the node killed.
+    """
+    from benchmarks import storm   # the cluster helpers; heavy imports
+    stream = storm.find_stream(cluster, '%s.topic.%s' % ('dragonflow',
+                                                         TOPIC),
+                               'df_publishers', timeout=30, grace=30)
+    if stream is None or stream.startswith('KV_'):
+        return None
+    deadline = time.monotonic() + 20
+    while not (storm.streams(cluster).get(stream) or {}).get('leader'):
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+    if action == KILL_STREAM_LEADER:
+        avoid = [n.name for n in cluster.nodes if n is not sub_node]
+    elif action == KILL_PUBLISHER_NODE:
+        avoid = [pub_node.name]
+    elif action == KILL_SUBSCRIBER_NODE:
+        avoid = [sub_node.name]
+    else:
+        avoid = []
+    return storm.move_stream_leader(cluster, stream, avoid)
 
 
 def _result(proc, timeout):
@@ -155,7 +190,7 @@ def _result(proc, timeout):
 
 
 def run_failover(cluster, world, action, workdir, events=10000, rate=2000.0,
-                 break_at=0.3, settle=2.0):
+                 break_at=0.3, settle=2.0, replay=True):
     """Publish under ``action`` on a healthy 3-node ``cluster``.
 
     The subscriber gets every node's URL; the publisher only the URL of a
@@ -166,13 +201,18 @@ def run_failover(cluster, world, action, workdir, events=10000, rate=2000.0,
     """
     duration = events / rate
     extra = ['--events', str(events), '--rate', str(rate)]
-    sub = _worker(world, 'subscriber', workdir, cluster.urls, extra)
+    replicas = len(cluster.nodes)
+    sub = _worker(world, 'subscriber', workdir, cluster.urls, extra,
+                  replicas, replay)
     pub = None
     try:
         sub_node = cluster.node_for(sub.expect('connected')['url'])
         pub_node = [n for n in cluster.nodes if n is not sub_node][0]
-        pub = _worker(world, 'publisher', workdir, [pub_node.url], extra)
+        pub = _worker(world, 'publisher', workdir, [pub_node.url], extra,
+                      replicas, replay)
         assert cluster.node_for(pub.expect('connected')['url']) is pub_node
+        leader = (_place_stream_leader(cluster, action, sub_node, pub_node)
+                  if replay else None)
         time.sleep(1.0)  # the subscription's interest crosses the routes
         pub.send('go')
         time.sleep(duration * break_at)
@@ -185,7 +225,7 @@ def run_failover(cluster, world, action, workdir, events=10000, rate=2000.0,
                 broken.append((node.name, started, time.time()))
                 time.sleep(0.3)
         else:
-            node = sub_node if action == KILL_SUBSCRIBER_NODE else pub_node
+            node = pub_node if action == KILL_PUBLISHER_NODE else sub_node
             broken.append((node.name, time.time(), None))
             node.kill()
         published = _result(pub, duration * 4 + 90)
@@ -198,6 +238,7 @@ def run_failover(cluster, world, action, workdir, events=10000, rate=2000.0,
                 proc.kill()
     return {'world': world, 'action': action, 'broken': broken,
             'sub_node': sub_node.name, 'pub_node': pub_node.name,
+            'stream_leader': leader,
             'pub': published, 'sub': subscribed}
 
 

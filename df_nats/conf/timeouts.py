@@ -78,11 +78,13 @@ REPLAY_MARGIN = 2.0
 # One request to the stream (its info, one page of messages): past it
 # JetStream is taken as silent and a full resync is asked for instead.
 REPLAY_REQUEST = 2.0
-# A catch-up that found a hole in the stream (stored while it had no
-# leader, or not yet routed) asks again every REPLAY_RETRY, for at most
-# REPLAY_HOLE_WAIT, before it gives up on a full resync.
-REPLAY_RETRY = 0.5
-REPLAY_HOLE_WAIT = 3.0
+# A catch-up that found a hole in the stream (not stored while it had
+# no leader, or not routed before a server died) asks again every
+# REPLAY_RETRY, for at most REPLAY_HOLE_WAIT, before it gives up on a
+# full resync: long enough for a publisher's resend after its own
+# reconnect to be stored, short enough to resync within a second.
+REPLAY_RETRY = 0.25
+REPLAY_HOLE_WAIT = 1.0
 # After a reconnect the catch-up waits this long first, so that the
 # subscription's interest has reached the other servers and messages in
 # flight have reached the stream.

@@ -17,6 +17,7 @@ import time
 
 from df_nats.conf import timeouts
 from df_nats.loop import log
+from df_nats.pubsub import catch_up
 from df_nats.wire import codec
 from df_nats.wire import resync
 from df_nats.wire import send_time
@@ -45,15 +46,22 @@ _WORK_BUDGET_NS = int(timeouts.DELIVERY_WORK_BUDGET * 1e9)
 _VERDICTS = {
     sequence.FIRST: (True, None, None),
     sequence.GAP: (True, 'gap', None),
-    sequence.LATE: (True, None, 'late'),
+    # Older than a message delivered already: delivering it could undo a
+    # newer change. The gap it fell in asked for a resync, which covers
+    # it (Dragonflow rereads what it changed), so it is dropped.
+    sequence.LATE: (False, None, 'late'),
     sequence.JUMP: (True, 'implausible sequence number', 'jumps'),
     sequence.RESET: (True, 'sequence re-baseline', 'rebaselines'),
     sequence.BAD_HEADER: (True, None, 'bad_headers'),
     sequence.REFUSED: (True, None, 'untracked_streams'),
     sequence.DUPLICATE: (False, None, 'duplicates'),
+    sequence.BEHIND: (False, None, 'duplicates'),
     sequence.CONFLICT: (True, 'conflicting message', 'conflicts'),
     sequence.MARK: (False, None, None),
 }
+# Verdicts of messages a catch-up fetched that it does not deliver.
+_UNTRACKED_VERDICTS = (sequence.UNTRACKED, sequence.BAD_HEADER,
+                       sequence.REFUSED)
 # Verdicts logged (throttled, each on its own) besides being counted.
 _LOGGED_VERDICTS = (sequence.DUPLICATE, sequence.CONFLICT, sequence.JUMP,
                     sequence.RESET, sequence.BAD_HEADER)
@@ -68,7 +76,9 @@ SYNC_CAUSES = {
     'fork': 'sync_fork',
     'conflicting message': 'sync_conflict',
     'receive path over its time budget': 'sync_over_budget',
+    'slow consumer': 'sync_slow_consumer',
 }
+SYNC_CAUSES.update(catch_up.FALLBACKS)
 SYNC_OTHER = 'sync_other'
 
 
@@ -149,11 +159,25 @@ class Delivery:
         self.lag = send_time.LagSummary()
         self._lag_due = 0   # time.time_ns() of the next lag sample
         self.last_sync = 0.0
+        # Catching up from the capture stream; the wall-clock time
+        # (time.time_ns) of the last live message checked, and of the
+        # start, where a catch-up begins.
+        self._catch_up = catch_up.CatchUp(self)
+        self._last_rx = 0
+        self._overflow_since = 0   # loop thread: the first drop's time
+        self._slow_noted = False
+        self._sync_now = False     # an unpaced sync is posted already
 
-    def attach(self, conn, subject_map):
-        """Use ``conn`` and its configuration, before subscribing."""
+    def attach(self, conn, subject_map, subjects=lambda: ()):
+        """Use ``conn`` and its configuration, before subscribing.
+
+        ``subjects()`` names the subjects a catch-up fetches: the
+        subscriber's own, but for queue groups'.
+        """
         self._conn = conn
         self._subjects = subject_map
+        self._catch_up.attach(conn, subjects)
+        self._last_rx = time.time_ns()
         self._tracker.max_streams = conn.conf.sequence_streams
         self._pacer.interval = conn.conf.resync_interval
         self._pacer.reset()
@@ -171,6 +195,7 @@ class Delivery:
         """
         self._running = False
         self._conn = None
+        self._catch_up.stop()
 
     def reset(self):
         """Forget what the parent had queued and asked for (after fork).
@@ -185,6 +210,8 @@ class Delivery:
         self._slice_work = 0
         self._slice_start = None
         self._drop_through = -1
+        self._catch_up.stop()
+        self._sync_now = False
 
     async def on_message(self, msg):
         # Loop thread: hand the message over, check and decode it in the
@@ -215,6 +242,7 @@ class Delivery:
         self._overflow_loop += 1
         if not self._overflow_noted:
             self._overflow_noted = True
+            self._overflow_since = time.time_ns()
             self._conn.bridge.world.post(self._note_overflow)
 
     def _note_overflow(self):
@@ -227,14 +255,38 @@ class Delivery:
         self._odd_warnings['overflow'].warning(
             'df-nats: the delivery queue is full ([df_nats]'
             ' delivery_queue_size = %d bytes): %d message(s) dropped, %d so'
-            ' far; asking for a resync', self._queue_limit, dropped,
+            ' far; catching up', self._queue_limit, dropped,
             self.stats['overflow'])
-        self.request_sync('delivery queue full')
+        self.recover('delivery queue full', self._overflow_since)
 
     def reconnected_on_loop(self):
-        # Loop thread: the sync itself is decided in the caller's world.
+        # Loop thread: what follows is decided in the caller's world,
+        # behind the messages queued before the reconnect.
         assert self._conn.bridge.on_loop_thread()
-        self._conn.bridge.world.post(self.request_sync, 'reconnect')
+        since = self._conn.disconnected_ns or time.time_ns()
+        self._conn.bridge.world.post(self.recover, 'reconnect', since)
+
+    def slow_consumer_on_loop(self):
+        # Loop thread: nats-py dropped a message of a subscription; one
+        # post for all the drops until the caller's world handles it.
+        assert self._conn.bridge.on_loop_thread()
+        if not self._slow_noted:
+            self._slow_noted = True
+            self._conn.bridge.world.post(self._note_slow_consumer,
+                                         time.time_ns())
+
+    def _note_slow_consumer(self, since_ns):
+        self._slow_noted = False
+        self.recover('slow consumer', since_ns)
+
+    def recover(self, reason, since_ns):
+        """Messages published since ``since_ns`` may be lost: catch up
+        from the capture stream, or ask for a resync (caller's world).
+        """
+        if self._conn is None:
+            return
+        if not self._catch_up.start(reason, since_ns):
+            self.request_sync(reason, paced=reason != 'reconnect')
 
     def on_publisher_event(self, table, key, action, value, topic):
         # A publisher joined or left the registry: its streams are
@@ -255,16 +307,67 @@ class Delivery:
             # Queued before the receive path ran over its time budget.
             self.stats['overflow'] += 1
             return
+        if self._catch_up.active:
+            self._catch_up.hold(subject, headers, data, size)
+            return
         now = _clock()
         if now >= self._lag_due:
             self._sample_lag(headers, now)
-        verdict, missed = self._check_sequence(subject, headers, data)
+        verdict, missed = self._check_sequence(
+            subject, headers, data, self._catch_up.enabled)
+        if verdict is sequence.AHEAD:
+            # Messages of this publisher are missing: fetch them before
+            # this one, from about when the last one arrived.
+            since = min(self._last_rx, (send_time.sent_us(headers)
+                                        or now // 1000) * 1000)
+            if self._catch_up.start('gap', since):
+                self._catch_up.hold(subject, headers, data, size)
+                return
+            verdict, missed = self._check_sequence(subject, headers, data)
+        self._last_rx = now
+        self._deliver_verdict(subject, headers, data, verdict, missed, now)
+
+    def deliver_checked(self, subject, headers, data, replayed=False,
+                        hold_gaps=True) -> bool:
+        """Check and deliver a message a catch-up held or fetched.
+
+        True (nothing done) when it is ahead of its publisher's numbers
+        and ``hold_gaps``: the catch-up holds it back. A fetched message
+        is only ever delivered as a tracked one, and copies of what was
+        delivered are dropped quietly: a catch-up fetches some.
+        """
+        if not self._running:
+            return False
+        # Held or fetched, a message far below its stream's last number
+        # was delivered already (BEHIND), by the catch-up or before it.
+        verdict, missed = self._check_sequence(subject, headers, data,
+                                               hold_gaps, True)
+        if verdict is sequence.AHEAD:
+            return True
+        if verdict is sequence.BEHIND or (
+                replayed and verdict is sequence.DUPLICATE):
+            self.stats['duplicates'] += 1
+            return False
+        if replayed:
+            if verdict in _UNTRACKED_VERDICTS:
+                self.stats['replay_untracked'] += 1
+                return False
+        self._deliver_verdict(subject, headers, data, verdict, missed, None,
+                              replayed)
+        return False
+
+    def _deliver_verdict(self, subject, headers, data, verdict, missed, now,
+                         replayed=False):
+        """Deliver a checked message (``now``: a live one, on the clock
+        of the receive path's time budget).
+        """
         sync_reason = None
         if verdict is not sequence.NEXT and verdict is not sequence.UNTRACKED:
             deliver, sync_reason = self._sequence_verdict(
                 verdict, missed, subject, headers)
             if not deliver:
-                self._charge(now)
+                if now is not None:
+                    self._charge(now)
                 if sync_reason:
                     self.request_sync(sync_reason)
                 return
@@ -273,13 +376,16 @@ class Delivery:
         events, dropped, problem = codec.unpack_events(data)
         if dropped:
             self._count_malformed(data, problem, dropped)
-            self._charge(now)
+            if now is not None:
+                self._charge(now)
         elif (self._slice_start is not None
               and self._queued_out >= self._queued_in):
             # Nothing queued after this message: the slice ends.
             self._slice_start = None
             self._slice_work = 0
         self.stats['received'] += len(events)
+        if replayed:
+            self.stats['replayed'] += len(events)
         callback = self.callback
         for event in events:
             # _call's work inlined: a batch is hundreds of events.
@@ -356,7 +462,11 @@ class Delivery:
             self.stats[counter] += 1
         if verdict == sequence.GAP:
             self._count_gap(subject, headers, missed)
-        elif verdict in _LOGGED_VERDICTS:
+        elif verdict in _LOGGED_VERDICTS and not (
+                verdict is sequence.DUPLICATE
+                and sequence.HEADER_RESENT in headers):
+            # (A resent copy of what arrived is expected after a
+            # publisher's reconnect: counted, not logged.)
             self._odd_warnings[verdict].warning(
                 'df-nats: %s on %s: Df-Seq %s (%d so far); anyone who may'
                 ' publish there can copy or forge Df-Seq headers', verdict,
@@ -367,36 +477,53 @@ class Delivery:
             return False, reason
         return deliver, reason
 
-    def _check_sequence(self, subject, headers, data):
+    def _check_sequence(self, subject, headers, data, hold_gaps=False,
+                        replayed=False):
         """The tracker's verdict on a message, as ``deliver`` wants it.
+
+        With ``hold_gaps``, ``AHEAD`` rather than ``GAP`` (see
+        ``SequenceTracker.check``).
 
         On a queue group's subject each member gets only its share of a
         publisher's stream: the holes are not losses, so numbers are not
         checked there, and a mark there is just dropped (as ``MARK``).
         """
         if not self._subjects.is_shared(subject):
-            return self._tracker.check(subject, headers, data)
+            return self._tracker.check(subject, headers, data, hold_gaps,
+                                       replayed)
         if self._tracker.is_mark(headers):
             return sequence.MARK, 0
         return sequence.UNTRACKED, 0
 
-    def request_sync(self, reason):
-        """Ask for one resync, paced by ``resync_interval`` (caller's world).
+    def request_sync(self, reason, paced=True):
+        """Ask for one resync (caller's world).
 
-        The first is queued at once behind what is queued now; one asked
-        for within the interval after the last comes at the interval's
-        end. Gaps found, reconnects heard and overflows before a pending
-        sync is delivered are covered by it: they are about messages sent
-        before it is delivered. Those are counted as suppressed.
+        Paced by ``resync_interval``: the first is queued at once behind
+        what is queued now; one asked for within the interval after the
+        last comes at the interval's end. Unpaced (a reconnect's, which
+        no peer can cause), it is queued at once, taking the place of a
+        paced one still waiting. Gaps found, reconnects heard and
+        overflows before a pending sync is delivered are covered by it:
+        they are about messages sent before it is delivered. Those are
+        counted as suppressed.
         """
         self._sync_reasons.add(reason)
         self.stats[SYNC_CAUSES.get(reason, SYNC_OTHER)] += 1
         if self._conn is None:
             return
+        if not paced:
+            if self._sync_now:
+                self.stats['syncs_suppressed'] += 1
+                return
+            self._pacer.pending = True
+            self._sync_now = True
+            self._conn.bridge.world.post(self._deliver_sync)
+            return
         delay = self._pacer.request()
         if delay is None:
             self.stats['syncs_suppressed'] += 1
         elif delay <= 0:
+            self._sync_now = True
             self._conn.bridge.world.post(self._deliver_sync)
         else:
             self.stats['syncs_delayed'] += 1
@@ -409,6 +536,9 @@ class Delivery:
         bridge.call_soon(bridge.loop.call_later, delay, bridge.world.post, fn)
 
     def _deliver_sync(self):
+        if not self._pacer.pending:
+            return   # delivered already, by an unpaced one
+        self._sync_now = False
         reasons, self._sync_reasons = self._sync_reasons, set()
         if not self._running:
             self._pacer.reset()

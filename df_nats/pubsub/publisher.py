@@ -14,10 +14,13 @@
 
 import uuid
 
+from df_nats.conf import options
+from df_nats.conf import timeouts
 from df_nats import errors
 from df_nats.loop import log
 from df_nats.pubsub import api
 from df_nats.pubsub import process_context
+from df_nats.transport import capture_stream
 from df_nats.transport import outbox
 from df_nats.wire import codec
 from df_nats.wire import sequence
@@ -72,6 +75,21 @@ class NatsPublisher(api.PublisherApi):
         self._start_stream()
         conn.add_listener(self._reconnected_on_loop)
         conn.service.publisher_joined(self.publisher_id)
+        if conn.conf.replay_stream:
+            conn.bridge.call_soon(self._ensure_stream_on_loop, conn)
+
+    @staticmethod
+    def _ensure_stream_on_loop(conn):
+        """Have the capture stream created or updated, in the background
+        (loop thread): nothing waits for it; it says what went wrong.
+        """
+        assert conn.bridge.on_loop_thread()
+        nc = conn.nc
+        if nc is None or not conn.connected:
+            return   # again after the reconnect
+        conn.bridge.loop.create_task(capture_stream.ensure_on_loop(
+            nc, conn.conf, options.replay_replicas(conn.conf),
+            timeouts.JETSTREAM_REQUEST))
 
     def _connection(self):
         """The connection, moved to this process first after a fork."""
@@ -135,6 +153,9 @@ class NatsPublisher(api.PublisherApi):
                 continue  # a queue group: nobody checks numbers there
             if stream.n or stream.refused:
                 conn.sender.queue_mark_on_loop(stream)
+        if conn.conf.replay_stream:
+            # The servers may have lost it, or had no JetStream at start.
+            self._ensure_stream_on_loop(conn)
 
     # -- publishing -------------------------------------------------------
 

@@ -137,6 +137,20 @@ class NatsSubscriber(api.SubscriberApi):
         shared.topics += 1
         return shared
 
+    def _replay_subjects(self):
+        """The subjects a catch-up fetches: the topics', not a queue
+        group's (each member gets only a share of those anyway).
+        """
+        subject_map = self._subjects
+        if subject_map is None:
+            return []
+        subjects = set()
+        for key in list(self._topics):
+            subject = subject_map.subject(key)
+            if subject_map.queue_group(subject) is None:
+                subjects.add(subject)
+        return sorted(subjects)
+
     def _unsubscribe_all(self, conn):
         subs = {id(sub): sub for sub in self._topics.values()
                 if sub is not None}
@@ -216,7 +230,7 @@ class NatsSubscriber(api.SubscriberApi):
         self._conn = conn
         self._subjects = subjects.SubjectMap(conn.conf.subject_prefix,
                                              conn.conf.listener_queue_group)
-        self._delivery.attach(conn, self._subjects)
+        self._delivery.attach(conn, self._subjects, self._replay_subjects)
         self._shared.clear()  # what a failed daemonize() left behind
         try:
             for key in list(self._topics):
@@ -230,6 +244,7 @@ class NatsSubscriber(api.SubscriberApi):
             conn.release()
             raise
         conn.add_listener(self._delivery.reconnected_on_loop)
+        conn.add_slow_consumer_listener(self._delivery.slow_consumer_on_loop)
         conn.service.subscriber_joined(self.stats, self._delivery.gauges)
         self._stopped.clear()
         self._running = True
@@ -281,6 +296,7 @@ class NatsSubscriber(api.SubscriberApi):
         conn, self._conn = self._conn, None
         self._delivery.stop()
         conn.remove_listener(self._delivery.reconnected_on_loop)
+        conn.remove_listener(self._delivery.slow_consumer_on_loop)
         conn.service.subscriber_left(self.stats)
         feed, self._publisher_feed = self._publisher_feed, None
         if feed is not None:

@@ -31,6 +31,7 @@ from typing import Optional
 
 from nats import errors as nats_errors
 
+from df_nats import errors
 from df_nats.loop import log
 
 LOG = log.get_logger(__name__)
@@ -54,7 +55,7 @@ _OWNED = ('subjects', 'max_age', 'max_bytes', 'discard', 'allow_direct',
           'num_replicas')
 
 
-class StreamError(Exception):
+class StreamError(errors.DfNatsError):
     """A JetStream API error answer: its code, err_code and text."""
 
     def __init__(self, code, err_code, description):

@@ -24,6 +24,7 @@ Callers send through ``conn.sender`` (``sender.Sender``: ``send``,
 import asyncio
 import collections
 import threading
+import time
 from typing import Callable, List, Optional
 
 import nats
@@ -63,6 +64,10 @@ class Connection:
         self.refusals = refusals.Refusals(self.conf, bridge, self.stats)
         self.sender = sender.Sender(self, self.refusals)
         self._listeners: List[Callable[[], None]] = []
+        self._slow_listeners: List[Callable[[], None]] = []
+        # When the connection was last lost (time.time_ns(), 0: never):
+        # what was published since may be lost for this process.
+        self.disconnected_ns = 0
         self._last_error: Optional[BaseException] = None
         # The error that explains a failed first connect best (a refused
         # credential or a server without TLS), whatever came after it.
@@ -164,6 +169,13 @@ class Connection:
             return  # the service's own, logged once there
         self._last_error = exc
         self.stats['errors'] += 1
+        if isinstance(exc, nats_errors.SlowConsumerError):
+            # nats-py dropped a message of a subscription that fell
+            # behind: subscribers catch up (one call per drop).
+            self.stats['slow_consumer_drops'] += 1
+            for listener in list(self._slow_listeners):
+                listener()
+            return
         denied = client.permission_violation(exc)
         if denied is not None:
             self.refusals.note_on_loop(*denied)
@@ -180,6 +192,7 @@ class Connection:
         if self._closing:
             return
         self.stats['disconnects'] += 1
+        self.disconnected_ns = time.time_ns()
         # Before any reconnect: what the lost server may have swallowed
         # goes again first (sender.Sender, "resends").
         self.sender.connection_lost_on_loop()
@@ -215,6 +228,17 @@ class Connection:
             self._listeners.remove(listener)
         except ValueError:
             pass
+        try:
+            self._slow_listeners.remove(listener)
+        except ValueError:
+            pass
+
+    def add_slow_consumer_listener(self, listener: Callable[[], None]):
+        """Call ``listener()`` on the loop thread when nats-py dropped a
+        received message (a subscription's pending limit, nats-py's
+        ``SlowConsumerError``). Removed by ``remove_listener``.
+        """
+        self._slow_listeners.append(listener)
 
     def jetstream_on_loop(self, timeout: float):
         """A JetStream context on this connection (use on the loop)."""

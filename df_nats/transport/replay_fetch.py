@@ -32,6 +32,7 @@ from typing import List, NamedTuple, Optional
 
 from nats import errors as nats_errors
 
+from df_nats import errors
 from df_nats.transport import capture_stream
 from df_nats.wire import codec
 
@@ -71,13 +72,16 @@ class Fetched(NamedTuple):
     outcome: str
     messages: List[Stored]
     detail: str = ''
+    # The stream's last sequence read or known when the fetch began: a
+    # later fetch goes on after it.
+    last_seq: int = 0
 
 
-class _Over(Exception):
+class _Over(errors.DfNatsError):
     pass
 
 
-class _Failed(Exception):
+class _Failed(errors.DfNatsError):
     def __init__(self, outcome, detail):
         super().__init__(detail)
         self.outcome = outcome
@@ -85,9 +89,11 @@ class _Failed(Exception):
 
 async def fetch_on_loop(nc, stream: str, prefix: str, subjects: List[str],
                         start_ns: int, limit_events: int, limit_bytes: int,
-                        timeout: float) -> Fetched:
+                        timeout: float,
+                        start_seq: Optional[int] = None) -> Fetched:
     """Every message stored on ``subjects`` since ``start_ns``, in stream
-    order (loop thread).
+    order (loop thread); with ``start_seq``, from that stream sequence on
+    instead (a catch-up going on after its last fetch).
 
     ``OK`` with the messages; otherwise the reason a full resync is due:
     no stream (or no JetStream), the stream's window starting after
@@ -109,21 +115,28 @@ async def fetch_on_loop(nc, stream: str, prefix: str, subjects: List[str],
     config = info.get('config') or {}
     if not config.get('allow_direct'):
         return Fetched(NO_STREAM, [], 'direct get not allowed')
+    state = info.get('state') or {}
+    last_seq = _number(str(state.get('last_seq', ''))) or 0
     window = capture_stream.window_start_ns(info)
-    if window is not None and window > start_ns:
+    first_seq = _number(str(state.get('first_seq', ''))) or 0
+    if start_seq is not None:
+        if first_seq > start_seq:
+            return Fetched(WINDOW_PASSED, [], 'oldest stored %d, wanted'
+                           ' from %d' % (first_seq, start_seq))
+    elif window is not None and window > start_ns:
         return Fetched(WINDOW_PASSED, [], 'oldest stored %s, wanted from %s'
                        % (capture_stream.format_time_ns(window),
                           capture_stream.format_time_ns(start_ns)))
-    state = info.get('state') or {}
-    if not state.get('messages'):
-        return Fetched(OK, [])
+    if not state.get('messages') or (
+            start_seq is not None and start_seq > last_seq):
+        return Fetched(OK, [], last_seq=max(last_seq, (start_seq or 1) - 1))
     wanted = set(subjects)
     if len(wanted) <= MAX_FILTERS:
         filters = sorted(wanted)
     else:
         filters = [capture_stream.subject_filter(prefix)]
-    reader = _Reader(nc, stream, start_ns, limit_events, limit_bytes,
-                     timeout)
+    reader = _Reader(nc, stream, start_ns, start_seq, limit_events,
+                     limit_bytes, timeout)
     try:
         for subject in filters:
             await reader.read(subject, wanted)
@@ -137,23 +150,28 @@ async def fetch_on_loop(nc, stream: str, prefix: str, subjects: List[str],
     found = reader.found
     if len(filters) > 1:
         found.sort(key=lambda stored: stored.seq)
-    return Fetched(OK, found)
+    return Fetched(OK, found, last_seq=max(last_seq, reader.last_seq))
 
 
 class _Reader:
     """Pages of batched direct gets, into ``found`` (loop thread)."""
 
-    def __init__(self, nc, stream, start_ns, limit_events, limit_bytes,
-                 timeout):
+    def __init__(self, nc, stream, start_ns, start_seq, limit_events,
+                 limit_bytes, timeout):
         self._nc = nc
         self._subject = _DIRECT_GET % stream
-        self._start = capture_stream.format_time_ns(max(start_ns, 0))
+        if start_seq is not None:
+            self._start = {'seq': start_seq}
+        else:
+            self._start = {'start_time': capture_stream.format_time_ns(
+                max(start_ns, 0))}
         self._limit_events = limit_events
         self._limit_bytes = limit_bytes
         self._timeout = timeout
         self.found = []
         self.events = 0
         self.size = 0
+        self.last_seq = 0
 
     async def read(self, subject, wanted):
         replies = asyncio.Queue()
@@ -165,7 +183,7 @@ class _Reader:
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox, cb=on_reply)
         try:
-            request = {'start_time': self._start}
+            request = dict(self._start)
             while request is not None:
                 request.update(batch=PAGE, max_bytes=PAGE_BYTES,
                                next_by_subj=subject)
@@ -207,6 +225,7 @@ class _Reader:
         seq = _number(headers.get('Nats-Sequence'))
         if seq is None:
             raise _Failed(FAILED, 'a stored message without its sequence')
+        self.last_seq = max(self.last_seq, seq)
         data = msg.data
         self.size += len(data)
         self.events += _events(headers)

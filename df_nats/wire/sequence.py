@@ -51,6 +51,11 @@ from typing import Mapping, Optional, Tuple
 
 HEADER_SEQ = 'Df-Seq'
 HEADER_MARK = 'Df-Mark'
+# On a message a publisher sends again after its connection came back
+# (what the lost server may not have routed): not part of its digest, so
+# that a copy received before is a duplicate; and far below the last
+# number it is dropped as long delivered (BEHIND), never a new baseline.
+HEADER_RESENT = 'Df-Resent'
 
 # A Df-Seq value longer than this is not ours (ours: a 36-character uuid,
 # 8 hex digits and a number): it is not tracked, and the tracker keeps
@@ -65,7 +70,8 @@ REFUSED = 'refused'       # a new unknown stream over the admission rate:
 FIRST = 'first'           # first message of a stream seen: the baseline
 NEXT = 'next'             # the expected next one
 GAP = 'gap'               # messages were missed before this one
-LATE = 'late'             # below the last number, never seen: deliver
+LATE = 'late'             # below the last number, never seen (after a
+#                           gap, which asked for a resync): drop
 DUPLICATE = 'duplicate'   # this very message seen already: drop it
 CONFLICT = 'conflict'     # another message under a number delivered
 #                           already: deliver, resync
@@ -74,6 +80,10 @@ JUMP = 'jump'             # an implausible jump, not believed: deliver,
 #                           resync, keep the old baseline
 RESET = 're-baseline'     # far below the baseline: a new baseline,
 #                           deliver, resync
+AHEAD = 'ahead'           # would be a GAP; asked with hold_gaps, nothing
+#                           was recorded: catch up first, then check again
+BEHIND = 'behind'         # a replayed message below the window: long
+#                           delivered (or its loss answered then): drop
 
 # Numbers below the last one whose arrival is remembered per stream,
 # each with the digest of the message delivered under it: a message in
@@ -116,7 +126,11 @@ def digest(headers: Mapping[str, str], body: bytes) -> int:
     second message with the digest of a given one 2**64 tries away), and
     several times faster than hashlib's blake2b on the receive path.
     Digests are only ever compared within the process that made them.
+    ``Df-Resent`` is left out: a resent message is the same message.
     """
+    if HEADER_RESENT in headers:
+        return hash((body, tuple(item for item in headers.items()
+                                 if item[0] != HEADER_RESENT)))
     return hash((body, tuple(headers.items())))
 
 
@@ -288,12 +302,21 @@ class SequenceTracker:
     # -- checking -------------------------------------------------------------
 
     def check(self, subject: str, headers: Optional[Mapping[str, str]],
-              body: bytes = b'') -> Tuple[str, int]:
+              body: bytes = b'', hold_gaps: bool = False,
+              replayed: bool = False) -> Tuple[str, int]:
         """Classify one message: (verdict, messages missed before it).
 
-        The count is only non-zero for ``GAP``. A mark (``is_mark()``) is
-        never an event to deliver, whatever the verdict. ``body`` and the
-        headers make the message's digest, kept with its number.
+        The count is only non-zero for ``GAP`` and ``AHEAD``. With
+        ``hold_gaps``, a message that would be a ``GAP`` is ``AHEAD``
+        and leaves its stream as it was: the caller fetches what is
+        missing, then checks it again. A ``replayed`` message (read
+        back from the capture stream, or held during a catch-up) far
+        below the last number is ``BEHIND``, not a new baseline: a
+        catch-up starts a little before the loss, so it reads what was
+        delivered before; so is a resent one (``Df-Resent``). A mark
+        (``is_mark()``) is never an event to
+        deliver, whatever the verdict. ``body`` and the headers make the
+        message's digest, kept with its number.
         """
         if not headers:
             return UNTRACKED, 0
@@ -306,7 +329,11 @@ class SequenceTracker:
         publisher, incarnation, n = parsed
         key = (publisher, incarnation, subject)
         mark = HEADER_MARK in headers
-        message_digest = hash((body, tuple(headers.items())))  # digest()
+        if HEADER_RESENT in headers:
+            replayed = True
+            message_digest = digest(headers, body)
+        else:
+            message_digest = hash((body, tuple(headers.items())))  # digest()
         state = self._known_streams.get(key)
         if state is None:
             state = self._unknown_streams.get(key)
@@ -327,7 +354,12 @@ class SequenceTracker:
             state.digests[n & _SLOT] = message_digest
             return NEXT, 0
         if n > last:
+            if hold_gaps and n - last <= MAX_JUMP and n - last > (
+                    0 if mark else 1):
+                return AHEAD, n - last - (0 if mark else 1)
             return self._forward(state, n, mark, message_digest)
+        if replayed and last - n >= _WINDOW:
+            return BEHIND, 0
         return self._backward(state, n, mark, message_digest)
 
     def _new_stream(self, key, publisher, n, message_digest, mark):

@@ -113,7 +113,9 @@ class Connection:
         self.unsubscribed = []  # the same, for every UNSUB
         self.users = 0
         self.listeners = []
+        self.slow_listeners = []
         self.sender = Sender()
+        self.disconnected_ns = 0
 
     def acquire(self):
         self.users += 1
@@ -132,4 +134,10 @@ class Connection:
         self.listeners.append(listener)
 
     def remove_listener(self, listener):
-        self.listeners.remove(listener)
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+        if listener in self.slow_listeners:
+            self.slow_listeners.remove(listener)
+
+    def add_slow_consumer_listener(self, listener):
+        self.slow_listeners.append(listener)

@@ -99,7 +99,7 @@ def test_publisher_reconnect_listener_asserts_too():
     bridge = process_context.current().bridge
     conf = types.SimpleNamespace(subject_prefix='p',
                                  listener_queue_group=False,
-                                 close_timeout=1.0)
+                                 close_timeout=1.0, replay_stream='')
     conn = fakes.Connection(conf)
     conn.bridge.on_loop_thread = bridge.on_loop_thread
     registration = types.SimpleNamespace(publisher_id='pub-1',

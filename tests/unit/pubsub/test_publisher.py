@@ -41,7 +41,7 @@ class _Registration:
 def _context(listener_queue_group=False):
     conf = types.SimpleNamespace(
         subject_prefix='p', listener_queue_group=listener_queue_group,
-        close_timeout=1.0)
+        close_timeout=1.0, replay_stream='')
     return process_context.ProcessContext(
         bridge=object(), connection=fakes.Connection(conf),
         registration=_Registration())

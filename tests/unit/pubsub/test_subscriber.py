@@ -33,7 +33,9 @@ from tests.unit import fakes
 
 @pytest.fixture
 def fake_conn(conf, monkeypatch):
-    conf.config(group=options.GROUP, subject_prefix='p')
+    # Without a capture stream: what is lost costs a resync, as before
+    # replay (test_catch_up.py has the catch-up).
+    conf.config(group=options.GROUP, subject_prefix='p', replay_stream='')
 
     def make(**values):
         conf.config(group=options.GROUP, **values)

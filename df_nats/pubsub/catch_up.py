@@ -1,0 +1,304 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+
+"""A subscriber's catch-up: what it missed, from the capture stream.
+
+When a subscriber may have lost messages (its connection came back, a
+publisher's numbers jumped, nats-py dropped messages of a slow consumer,
+the delivery queue overflowed), it fetches what was stored since shortly
+before the loss (``replay_fetch``) instead of asking Dragonflow for a
+full resync. Meanwhile live messages are held, up to
+``delivery_queue_size`` bytes. The replayed messages, then the held
+ones, go through the sequence tracker: copies of what was delivered are
+dropped, and each publisher's messages are delivered in its order, none
+after a later one. A publisher whose numbers still miss some (a hole in
+the stream: stored while it had no leader, or not routed yet) is held
+back and asked for again every ``REPLAY_RETRY``; after
+``REPLAY_HOLE_WAIT`` the catch-up gives up. A full resync is asked for
+only when replay cannot prove nothing was lost: no stream, its window
+passed, JetStream silent, more to fetch than the limits, a hole that
+stayed, or held messages beyond the queue's bytes.
+
+Catch-ups are rate-limited, but for a reconnect: a gap, a slow consumer
+and an overflow can all be provoked by anyone who may publish. Beyond
+the rate the loss is answered as without replay, by a resync paced by
+``resync_interval``; so is the fallback of such a catch-up. After a
+reconnect, which no peer can cause, the catch-up starts at once and its
+fallback resync is not paced.
+
+Everything runs in the caller's world except the fetch, on the loop
+thread (``_fetch_on_loop``).
+"""
+
+import asyncio
+import collections
+import time
+
+from df_nats.conf import timeouts
+from df_nats.loop import log
+from df_nats.transport import replay_fetch
+from df_nats.wire import sequence
+
+LOG = log.get_logger('df_nats.pubsub.subscriber')
+
+# Why a catch-up started -> its counter (stats).
+TRIGGERS = {
+    'reconnect': 'catchup_reconnect',
+    'gap': 'catchup_gap',
+    'slow consumer': 'catchup_slow_consumer',
+    'delivery queue full': 'catchup_overflow',
+}
+HOLE = 'hole in the stream'
+HELD_FULL = 'held messages over delivery_queue_size'
+# Why a catch-up gave up on a full resync -> its counter (stats).
+FALLBACKS = {
+    replay_fetch.NO_STREAM: 'sync_no_stream',
+    replay_fetch.WINDOW_PASSED: 'sync_window_passed',
+    replay_fetch.SILENT: 'sync_replay_silent',
+    replay_fetch.OVER_LIMIT: 'sync_replay_limit',
+    replay_fetch.FAILED: 'sync_replay_failed',
+    HOLE: 'sync_hole',
+    HELD_FULL: 'sync_held_overflow',
+}
+
+
+class CatchUp:
+    """One subscriber's catch-up from the capture stream.
+
+    Owned by its ``delivery.Delivery``, which hands it live messages to
+    hold while ``active`` and delivers what it gives back
+    (``Delivery.deliver_checked``).
+    """
+
+    def __init__(self, delivery):
+        self._delivery = delivery
+        self.stats = delivery.stats
+        self._conn = None
+        self._subjects = None
+        # Whether a catch-up can be tried (a stream is configured): read
+        # on every message, so a plain attribute.
+        self.enabled = False
+        self._limit = 0
+        self.active = False
+        # Held messages: (subject, headers, data, size, fetched or live).
+        self._held = collections.deque()
+        self._held_bytes = 0
+        self._held_dropped = False
+        self._reasons = set()
+        self._local = False
+        self._again = False
+        self._start_ns = 0
+        self._resume_seq = None
+        self._began = 0.0
+        # The fetch in flight: a result for an older one is ignored.
+        self._fetch_id = 0
+        self._tokens = float(timeouts.REPLAY_BURST)
+        self._refilled = None
+        self._fallback_warning = log.Throttled(LOG)
+        self._no_stream_warned = False
+
+    def attach(self, conn, subjects):
+        """Use ``conn``; ``subjects()`` names the subjects to fetch."""
+        self._conn = conn
+        self._subjects = subjects
+        self.enabled = bool(conn.conf.replay_stream)
+        self._limit = conn.conf.delivery_queue_size
+
+    def stop(self):
+        """Forget the catch-up in flight and what it held (stopped, fork)."""
+        self._conn = None
+        self.enabled = False
+        self._fetch_id += 1
+        self.active = False
+        self._held.clear()
+        self._held_bytes = 0
+        self._held_dropped = False
+
+    def start(self, reason: str, since_ns: int) -> bool:
+        """Catch up on what was published since ``since_ns``.
+
+        False when replay cannot be tried, or is over its rate: the
+        caller asks for a resync as before.
+        """
+        local = reason == 'reconnect'
+        if not self.enabled:
+            return False
+        since_ns -= int(timeouts.REPLAY_MARGIN * 1e9)
+        if self.active:
+            # Lost again while catching up: fetch once more after this.
+            self._reasons.add(reason)
+            self._local = self._local or local
+            self._again = True
+            self._start_ns = min(self._start_ns, since_ns)
+            return True
+        if not local and not self._admit():
+            self.stats['catchups_refused'] += 1
+            return False
+        self.stats[TRIGGERS.get(reason, 'catchup_other')] += 1
+        self.active = True
+        self._reasons = {reason}
+        self._local = local
+        self._again = False
+        self._start_ns = since_ns
+        self._resume_seq = None
+        self._began = time.monotonic()
+        self._fetch(timeouts.REPLAY_SETTLE if reason == 'reconnect' else 0.0)
+        return True
+
+    def _admit(self) -> bool:
+        # A token bucket: GAP_REPLAY_INTERVAL apart, REPLAY_BURST at once.
+        now = time.monotonic()
+        if self._refilled is not None:
+            self._tokens = min(float(timeouts.REPLAY_BURST), self._tokens + (
+                now - self._refilled) / timeouts.GAP_REPLAY_INTERVAL)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def hold(self, subject, headers, data, size):
+        """Keep a live message until the catch-up ends (bounded)."""
+        if self._held_bytes + size > self._limit:
+            self.stats['overflow'] += 1
+            self._held_dropped = True
+            return
+        self._held.append((subject, headers, data, size, False))
+        self._held_bytes += size
+        self.stats['held'] += 1
+
+    # -- the fetch (loop thread) ------------------------------------------
+
+    def _fetch(self, delay):
+        self._fetch_id += 1
+        conn = self._conn
+        conf = conn.conf
+        request = (self._fetch_id, conf.replay_stream, conf.subject_prefix,
+                   sorted(self._subjects()), self._start_ns, self._resume_seq,
+                   conf.replay_limit_events, conf.replay_limit_bytes)
+        bridge = conn.bridge
+        bridge.call_soon(bridge.loop.call_later, delay,
+                         self._fetch_on_loop, conn, request)
+
+    def _fetch_on_loop(self, conn, request):
+        assert conn.bridge.on_loop_thread()
+        conn.bridge.loop.create_task(self._fetch_task(conn, request))
+
+    async def _fetch_task(self, conn, request):
+        fetch_id, stream, prefix, subjects, start_ns, resume_seq = request[:6]
+        limit_events, limit_bytes = request[6:]
+        deadline = time.monotonic() + timeouts.REPLAY_REQUEST
+        # Reconnecting: the fetch waits for the link (a bit).
+        while not conn.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        nc = conn.nc
+        try:
+            if nc is None or not conn.connected:
+                raise ConnectionError('not connected')
+            result = await replay_fetch.fetch_on_loop(
+                nc, stream, prefix, subjects, start_ns, limit_events,
+                limit_bytes, timeouts.REPLAY_REQUEST, start_seq=resume_seq)
+        except Exception as exc:
+            result = replay_fetch.Fetched(
+                replay_fetch.SILENT if isinstance(exc, ConnectionError)
+                else replay_fetch.FAILED, [],
+                '%s: %s' % (type(exc).__name__, exc))
+        conn.bridge.world.post(self._fetched, fetch_id, result)
+
+    # -- the outcome (caller's world) ---------------------------------------
+
+    def _fetched(self, fetch_id, result):
+        if fetch_id != self._fetch_id or not self.active:
+            return
+        if result.outcome != replay_fetch.OK:
+            self._fall_back(result.outcome, result.detail)
+            return
+        if self._resume_seq is None:
+            self.stats['replays'] += 1
+        delivery = self._delivery
+        if result.last_seq:
+            self._resume_seq = result.last_seq + 1
+        # What was fetched, then what was held (earlier holes first),
+        # each publisher's in the order of its numbers: a message that
+        # fills a hole comes before those it lets through.
+        fetched = [(stored.subject, stored.headers, stored.data,
+                    len(stored.data), True) for stored in result.messages]
+        held, self._held = self._held, collections.deque()
+        self._held_bytes = 0
+        queue = fetched + list(held)
+        queue.sort(key=_number_of)
+        blocked = []
+        for message in queue:
+            if delivery.deliver_checked(*message[:3], replayed=message[4]):
+                blocked.append(message)
+        if blocked:
+            if time.monotonic() - self._began < timeouts.REPLAY_HOLE_WAIT:
+                # Held back until the hole fills (or the wait ends), in
+                # front of what arrives meanwhile.
+                self._held.extend(blocked)
+                self._held_bytes = sum(message[3] for message in blocked)
+                self._fetch(timeouts.REPLAY_RETRY)
+                return
+            self._fall_back(HOLE, '%d message(s) held back' % len(blocked),
+                            blocked)
+            return
+        if self._held_dropped:
+            self._fall_back(HELD_FULL, 'live messages dropped')
+            return
+        again, since = self._again, self._start_ns
+        reasons, local = self._reasons, self._local
+        self._end()
+        if again:
+            self.start('reconnect' if local else sorted(reasons)[0],
+                       since + int(timeouts.REPLAY_MARGIN * 1e9))
+
+    def _fall_back(self, outcome, detail, blocked=()):
+        """Give up on replay: a full resync, then what was held."""
+        local = self._local
+        held = list(blocked) + list(self._held)
+        reasons = ', '.join(sorted(self._reasons))
+        self._end()
+        delivery = self._delivery
+        delivery.request_sync(outcome, paced=not local)
+        if outcome == replay_fetch.NO_STREAM:
+            if not self._no_stream_warned:
+                self._no_stream_warned = True
+                LOG.warning(
+                    'df-nats: no capture stream to catch up from ([df_nats]'
+                    ' replay_stream = %s: %s); lost messages cost a full'
+                    ' resync', self._conn.conf.replay_stream, detail)
+        else:
+            self._fallback_warning.warning(
+                'df-nats: catch-up after %s gave up (%s: %s); asking for a'
+                ' full resync (%d time(s) so far)', reasons, outcome,
+                detail, self.stats[FALLBACKS[outcome]])
+        for message in held:
+            delivery.deliver_checked(*message[:3], replayed=message[4],
+                                     hold_gaps=False)
+
+    def _end(self):
+        self.active = False
+        self._held.clear()
+        self._held_bytes = 0
+        self._held_dropped = False
+        self._again = False
+        self._reasons = set()
+
+
+# Past every number: untracked messages go last, in their order.
+_UNNUMBERED = float('inf')
+
+
+def _number_of(message):
+    """The sort key of a held or fetched message: its Df-Seq number."""
+    parsed = sequence.parse(message[1])
+    return _UNNUMBERED if parsed is None else parsed[2]
