@@ -23,8 +23,9 @@ yet, is lost for every subscriber. So the sender keeps its last messages
 (``RESEND_MAX_MESSAGES``, ``RESEND_MAX_BYTES``, the last
 ``timeouts.RESEND_WINDOW`` before the connection was lost) and sends them
 again, first, when the connection comes back: the very same body and
-headers under their original numbers, which subscribers that had them
-drop as duplicates (``sequence.SequenceTracker``).
+headers under their original numbers, plus ``Df-Resent`` (which digests
+leave out), so subscribers that had them drop them as duplicates
+(``sequence.SequenceTracker``).
 """
 
 import asyncio
@@ -41,6 +42,7 @@ from df_nats.transport import messages
 from df_nats.transport import nats_compat
 from df_nats.transport import outbox
 from df_nats.wire import codec
+from df_nats.wire import sequence
 
 LOG = log.get_logger(__name__)
 
@@ -56,6 +58,9 @@ BATCH_BYTES = 256 * 1024
 # subscribers' duplicate window, must stay above the count).
 RESEND_MAX_MESSAGES = 128
 RESEND_MAX_BYTES = 8 * 1024 * 1024
+# Added to a resent message's headers, and left out of its digest: the
+# same message, which a subscriber far ahead drops as long delivered.
+_RESENT = {sequence.HEADER_RESENT: '1'}
 
 
 class _Message(NamedTuple):
@@ -308,15 +313,17 @@ class Sender:
         self._recent_bytes = 0
 
     async def _send_resends(self, nc) -> bool:
-        """Send the messages kept from before the loss, as they were
-        (loop thread): subscribers that had one drop it as a duplicate.
+        """Send the messages kept from before the loss, as they were, with
+        ``Df-Resent`` (loop thread): subscribers that had one drop it as a
+        duplicate.
         False when the connection went again (the rest waits for it).
         """
         resends = self._resends
         while resends:
             _, subject, body, headers, _ = resends[0]
             try:
-                await nc.publish(subject, body, headers=headers)
+                await nc.publish(subject, body, headers=dict(
+                    headers, **_RESENT))
             except (nats_errors.ConnectionReconnectingError,
                     nats_errors.OutboundBufferLimitError):
                 return False

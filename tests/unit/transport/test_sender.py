@@ -446,13 +446,16 @@ def test_resends_then_marks_then_the_outbox_exactly_as_sent(conf):
     _send_one(conn, s, _event(1))
     before = list(nc.sent)
     _lose(conn)
+    kept = [entry[3] for entry in conn.sender._resends]
     conn.sender._marks[s] = conn.sender._marks[t] = None
     conn.sender._outbox.put(s, _event(2), 'lport')
     del nc.sent[:]
     _drain(conn)
-    # The very body and headers: subscribers that had them see
-    # duplicates (same digest), the others get them.
-    assert nc.sent == before + [
+    # The very body and headers, said to be resent: subscribers that had
+    # them see duplicates (same digest), the others get them.
+    assert nc.sent == [
+        (subject, body, dict(headers, **{'Df-Resent': '1'}))
+        for subject, body, headers in before] + [
         ('s', b'', {'Df-Seq': 'p i.2', 'Df-Mark': '1'}),
         ('t', b'', {'Df-Seq': 'p i.1', 'Df-Mark': '1'}),
         ('s', _event(2), {'Df-Seq': 'p i.3', 'Df-Events': '1 lport'})]
@@ -460,6 +463,10 @@ def test_resends_then_marks_then_the_outbox_exactly_as_sent(conf):
             nc.sent[:3], before):
         assert sequence.digest(headers, body) == sequence.digest(
             headers2, body2)
+    # The headers kept (the ones the first send used) are left as they
+    # were.
+    assert [h['Df-Seq'] for h in kept] == ['p i.1', 'p i.1', 'p i.2']
+    assert not [h for h in kept if 'Df-Resent' in h]
     assert conn.stats['resent'] == 3 and conn.stats['marks'] == 2
     # Sent once again only: the ring refills from new sends.
     assert not conn.sender._resends
