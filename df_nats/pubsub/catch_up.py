@@ -219,6 +219,9 @@ class CatchUp:
     def _fetched(self, fetch_id, result):
         if fetch_id != self._fetch_id or not self.active:
             return
+        LOG.debug('df-nats: catch-up (%s) fetched %d message(s): %s %s',
+                  ', '.join(sorted(self._reasons)), len(result.messages),
+                  result.outcome, result.detail)
         if result.outcome != replay_fetch.OK:
             self._fall_back(result.outcome, result.detail)
             return

@@ -47,9 +47,10 @@ _VERDICTS = {
     sequence.FIRST: (True, None, None),
     sequence.GAP: (True, 'gap', None),
     # Older than a message delivered already: delivering it could undo a
-    # newer change. The gap it fell in asked for a resync, which covers
-    # it (Dragonflow rereads what it changed), so it is dropped.
-    sequence.LATE: (False, None, 'late'),
+    # newer change, so it is dropped, and a resync covers it (the gap's
+    # may have come before it was even sent, or the newer one was
+    # forged).
+    sequence.LATE: (False, 'late message', 'late'),
     sequence.JUMP: (True, 'implausible sequence number', 'jumps'),
     sequence.RESET: (True, 'sequence re-baseline', 'rebaselines'),
     sequence.BAD_HEADER: (True, None, 'bad_headers'),
@@ -77,6 +78,7 @@ SYNC_CAUSES = {
     'conflicting message': 'sync_conflict',
     'receive path over its time budget': 'sync_over_budget',
     'slow consumer': 'sync_slow_consumer',
+    'late message': 'sync_late',
 }
 SYNC_CAUSES.update(catch_up.FALLBACKS)
 SYNC_OTHER = 'sync_other'

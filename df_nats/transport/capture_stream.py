@@ -158,22 +158,26 @@ async def ensure_on_loop(nc, conf, replicas: int, timeout: float) -> str:
 
 
 def window_start_ns(info: dict) -> Optional[int]:
-    """Since when the stream holds everything (ns); None: since it began.
+    """Since when the stream holds everything (ns); None: unknown.
 
-    From its ``state``: when nothing was ever removed (its first sequence
-    is 1), everything stored since it was created; otherwise the time
-    of its oldest message, or, when every message is gone, just after
-    its last one. A catch-up from before that may have lost messages.
+    From its ``created`` time and its ``state``: while nothing was
+    removed (its first sequence is 1), everything since it was created;
+    otherwise since its oldest message, or, when every message is gone,
+    since just after its last one. A catch-up from before that may
+    have lost messages.
     """
+    created = parse_time_ns(info.get('created'))
     state = info.get('state') or {}
+    since = None
     if state.get('messages'):
-        if (state.get('first_seq') or 0) <= 1:
-            return None
-        return parse_time_ns(state.get('first_ts'))
-    if state.get('last_seq'):
+        if (state.get('first_seq') or 0) > 1:
+            since = parse_time_ns(state.get('first_ts'))
+    elif state.get('last_seq'):
         stamp = parse_time_ns(state.get('last_ts'))
-        return None if stamp is None else stamp + 1
-    return None
+        since = None if stamp is None else stamp + 1
+    if since is None or (created is not None and created > since):
+        return created
+    return since
 
 
 def parse_time_ns(stamp) -> Optional[int]:

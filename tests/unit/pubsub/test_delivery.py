@@ -20,6 +20,7 @@ tests/functional/test_stats.py, the bounds in hostile_scenarios.py.
 
 import asyncio
 import collections
+import logging
 import time
 import tracemalloc
 import types
@@ -31,6 +32,7 @@ from df_nats.conf import timeouts
 from df_nats.pubsub import delivery
 from df_nats.wire import codec
 from df_nats.wire import send_time
+from df_nats.wire import sequence
 from df_nats.wire import subjects
 from tests.unit import fakes
 from tests.unit.pubsub.test_subscriber import _event
@@ -339,3 +341,121 @@ def test_a_slow_callback_between_wasted_messages_is_not_charged(
     conn.bridge.world.run()
     assert len(got.calls) == 50
     assert path.stats['over_budget'] == path.stats['overflow'] == 0
+
+
+# -- catch-up's entry points (issue 18) ---------------------------------------
+
+def _seq(n, publisher='pub'):
+    return {sequence.HEADER_SEQ: sequence.seq_header('abcd1234', n,
+                                                     publisher)}
+
+
+def _syncs(got):
+    return got.calls.count(SYNC)
+
+
+def test_an_unpaced_sync_is_at_once_and_replaces_a_paced_one(conf):
+    got = _Collector()
+    conn, path = _path(conf, got, resync_interval=5.0)
+    path.request_sync('gap')
+    conn.bridge.world.run()
+    assert _syncs(got) == 1
+    path.request_sync('gap')                 # paced: waits 5 s
+    conn.bridge.world.run()
+    assert _syncs(got) == 1 and path.stats['syncs_delayed'] == 1
+    path.request_sync('reconnect', paced=False)
+    path.request_sync('reconnect', paced=False)   # one is posted
+    conn.bridge.world.run()
+    assert _syncs(got) == 2 and path.stats['syncs_suppressed'] == 1
+    # The paced one, when its time comes, finds it was answered.
+    conn.bridge.loop.fire(5.0)
+    conn.bridge.world.run()
+    assert _syncs(got) == 2
+    assert path.stats['sync_gap'] == 2 and path.stats['sync_reconnect'] == 2
+
+
+def test_slow_consumer_without_a_stream_is_one_paced_sync(conf):
+    got = _Collector()
+    conn, path = _path(conf, got, replay_stream='')
+    for _ in range(3):
+        path.slow_consumer_on_loop()
+    assert len(conn.bridge.world.posted) == 1
+    conn.bridge.world.run()
+    assert _syncs(got) == 1 and path.stats['sync_slow_consumer'] == 1
+    # Heard again later: posted again.
+    path.slow_consumer_on_loop()
+    conn.bridge.world.run()
+    assert path.stats['sync_slow_consumer'] == 2
+    assert path.stats['syncs_delayed'] == 1
+
+
+def test_recover_after_stop_does_nothing(conf):
+    got = _Collector()
+    conn, path = _path(conf, got)
+    path.stop()
+    path.recover('reconnect', 0)
+    conn.bridge.world.run()
+    assert got.calls == [] and conn.bridge.loop.timers == []
+    assert not path._catch_up.active
+
+
+def test_deliver_checked_holds_back_what_is_ahead(conf):
+    got = _Collector()
+    conn, path = _path(conf, got)
+    assert path.deliver_checked('p.topic.D', _seq(1), _packed('a')) is False
+    assert path.deliver_checked('p.topic.D', _seq(3), _packed('c')) is True
+    assert [c[1] for c in got.calls] == ['a']
+    # Without hold_gaps: a gap, delivered, and a resync.
+    assert path.deliver_checked('p.topic.D', _seq(3), _packed('c'),
+                                hold_gaps=False) is False
+    conn.bridge.world.run()
+    assert [c[1] for c in got.calls] == ['a', 'c', None]
+    assert path.stats['gaps'] == 1
+
+
+def test_deliver_checked_drops_copies_and_unnumbered_replays(conf, caplog):
+    got = _Collector()
+    conn, path = _path(conf, got)
+    for n in range(1, 101):
+        path.deliver_checked('p.topic.D', _seq(n), _packed('k%d' % n))
+    assert len(got.calls) == 100
+    # A fetched copy: dropped quietly (a catch-up fetches some), far
+    # below or not.
+    with caplog.at_level(logging.WARNING):
+        path.deliver_checked('p.topic.D', _seq(100), _packed('k100'),
+                             replayed=True)
+        path.deliver_checked('p.topic.D', _seq(2), _packed('k2'),
+                             replayed=True)
+    assert 'duplicate' not in caplog.text
+    # Held live messages too are taken as replayed far below.
+    path.deliver_checked('p.topic.D', _seq(3), _packed('other'))
+    assert len(got.calls) == 100
+    assert path.stats['duplicates'] == 3
+    assert path.stats['rebaselines'] == 0
+    # Fetched without a number: not delivered; held live: delivered.
+    path.deliver_checked('p.topic.D', None, _packed('bare'),
+                         replayed=True)
+    path.deliver_checked('p.topic.D', {sequence.HEADER_SEQ: 'bad'},
+                         _packed('bad'), replayed=True)
+    assert path.stats['replay_untracked'] == 2
+    path.deliver_checked('p.topic.D', None, _packed('live'))
+    assert got.calls[-1][1] == 'live'
+    # A fetched message in its turn is delivered and counted.
+    path.deliver_checked('p.topic.D', _seq(101), _packed('k101'),
+                         replayed=True)
+    assert got.calls[-1][1] == 'k101' and path.stats['replayed'] == 1
+    conn.bridge.world.run()
+    assert _syncs(got) == 0
+
+
+def test_a_gap_with_a_stream_holds_the_message_for_a_catch_up(conf):
+    got = _Collector()
+    conn, path = _path(conf, got)
+    path.deliver('p.topic.D', _seq(1), _packed('a'))
+    path.deliver('p.topic.D', _seq(3), _packed('c'))
+    path.deliver('p.topic.D', _seq(4), _packed('d'))
+    assert [c[1] for c in got.calls] == ['a']
+    assert path._catch_up.active and path.stats['held'] == 2
+    assert path.stats['catchup_gap'] == 1 and path.stats['gaps'] == 0
+    # The fetch is set on the loop, at once.
+    assert [t[0] for t in conn.bridge.loop.timers] == [0.0]

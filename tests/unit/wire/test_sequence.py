@@ -442,3 +442,110 @@ def test_known_publishers_bounded():
     tracker.set_known('p', False)
     tracker.set_known('never-known', False)
     assert tracker._known_publishers == set()
+
+
+# -- catch-up (issue 18): gaps held, replayed and resent copies -------------
+
+def _resent(n, **kwargs):
+    headers = _h(n, **kwargs)
+    headers[sequence.HEADER_RESENT] = '1'
+    return headers
+
+
+def test_hold_gaps_says_ahead_and_leaves_the_stream_as_it_was():
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(1), b'1')
+    assert tracker.check('s', _h(5), b'5', hold_gaps=True) == (
+        sequence.AHEAD, 3)
+    assert tracker.check('s', _h(5), b'5', hold_gaps=True) == (
+        sequence.AHEAD, 3)
+    # Nothing recorded: the next in order is still NEXT, and 5 is taken
+    # in its turn (not a duplicate of the message held).
+    for n in (2, 3, 4, 5):
+        assert tracker.check('s', _h(n), b'%d' % n, hold_gaps=True) == (
+            sequence.NEXT, 0), n
+    assert tracker.check('s', _h(5), b'5') == (sequence.DUPLICATE, 0)
+
+
+def test_hold_gaps_on_a_mark_and_on_what_is_in_step():
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(1), b'1')
+    # A mark of the next number announces one message missed.
+    assert tracker.check('s', _mark(2), hold_gaps=True) == (
+        sequence.AHEAD, 1)
+    assert tracker.check('s', _mark(1), hold_gaps=True) == (
+        sequence.MARK, 0)
+    assert tracker.check('s', _h(2), b'2', hold_gaps=True) == (
+        sequence.NEXT, 0)
+    # An implausible jump is still a JUMP, never held.
+    far = 2 + sequence.MAX_JUMP + 5
+    assert tracker.check('s', _h(far), b'f', hold_gaps=True) == (
+        sequence.JUMP, 0)
+
+
+def test_without_hold_gaps_the_same_message_is_a_gap():
+    # The control of the test above.
+    tracker = sequence.SequenceTracker()
+    tracker.check('s', _h(1), b'1')
+    assert tracker.check('s', _h(5), b'5') == (sequence.GAP, 3)
+    assert tracker.check('s', _h(2), b'2') == (sequence.LATE, 0)
+
+
+def test_replayed_far_below_the_window_is_behind_not_a_reset():
+    tracker = sequence.SequenceTracker()
+    for n in range(1, 201):
+        tracker.check('s', _h(n), b'%d' % n)
+    old = 200 - sequence._WINDOW
+    assert tracker.check('s', _h(old), b'%d' % old, replayed=True) == (
+        sequence.BEHIND, 0)
+    assert tracker.check('s', _h(3), b'other', replayed=True) == (
+        sequence.BEHIND, 0)
+    # Within the window a replayed copy is still a duplicate.
+    assert tracker.check('s', _h(old + 1), b'%d' % (old + 1),
+                         replayed=True) == (sequence.DUPLICATE, 0)
+    # The stream is as it was: 201 is next.
+    assert tracker.check('s', _h(201), b'201') == (sequence.NEXT, 0)
+
+
+def test_a_live_message_far_below_is_still_a_reset():
+    tracker = sequence.SequenceTracker()
+    for n in range(1, 201):
+        tracker.check('s', _h(n), b'%d' % n)
+    assert tracker.check('s', _h(3), b'3') == (sequence.RESET, 0)
+    assert tracker.check('s', _h(4), b'4') == (sequence.NEXT, 0)
+
+
+def test_a_resent_copy_is_a_duplicate_of_the_original():
+    tracker = sequence.SequenceTracker()
+    for n in range(1, 11):
+        tracker.check('s', _h(n), b'm%d' % n)
+    assert sequence.digest(_resent(7), b'm7') == sequence.digest(
+        _h(7), b'm7')
+    assert sequence.digest(_resent(7), b'm7') != sequence.digest(
+        _h(7), b'other')
+    for n in range(1, 11):
+        assert tracker.check('s', _resent(n), b'm%d' % n) == (
+            sequence.DUPLICATE, 0), n
+    # A resent message never seen is delivered in its turn.
+    assert tracker.check('s', _resent(11), b'm11') == (sequence.NEXT, 0)
+    assert tracker.check('s', _h(11), b'm11') == (sequence.DUPLICATE, 0)
+
+
+def test_a_resent_copy_far_below_is_behind():
+    tracker = sequence.SequenceTracker()
+    for n in range(1, 201):
+        tracker.check('s', _h(n), b'm%d' % n)
+    # Without replayed=True: Df-Resent is enough.
+    assert tracker.check('s', _resent(5), b'm5') == (sequence.BEHIND, 0)
+    assert tracker.check('s', _h(201), b'm201') == (sequence.NEXT, 0)
+
+
+def test_a_forged_resent_message_with_another_body_is_a_conflict():
+    tracker = sequence.SequenceTracker()
+    for n in range(1, 11):
+        tracker.check('s', _h(n), b'm%d' % n)
+    assert tracker.check('s', _resent(8), b'forged') == (
+        sequence.CONFLICT, 0)
+    # ... and other headers besides Df-Resent make another message too.
+    headers = dict(_resent(9), **{'Df-Events': '1 lport'})
+    assert tracker.check('s', headers, b'm9') == (sequence.CONFLICT, 0)
