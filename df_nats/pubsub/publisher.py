@@ -117,6 +117,10 @@ class NatsPublisher(api.PublisherApi):
         # racing here, end up with the one stream.
         stream = self._by_subject.setdefault(
             subject, sequence.Stream(subject, publisher, self._incarnation))
+        if self._subjects.is_shared(subject):
+            # A queue group: nobody drops duplicates there, so nothing is
+            # sent twice.
+            stream.resend = False
         if len(self._streams) >= _MAX_CACHED_TOPICS:
             self._streams.clear()
         self._streams[topic] = stream

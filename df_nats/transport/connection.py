@@ -193,6 +193,9 @@ class Connection:
             return
         self.stats['disconnects'] += 1
         self.disconnected_ns = time.time_ns()
+        # Before any reconnect: what the lost server may have swallowed
+        # goes again first (sender.Sender, "resends").
+        self.sender.connection_lost_on_loop()
         LOG.warning('df-nats: disconnected from NATS')
 
     async def _on_reconnected(self):

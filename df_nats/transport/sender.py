@@ -17,9 +17,19 @@ outbox and, if no drain is pending, asks the loop to drain. The loop sends
 whatever accumulated in one go, and only while connected: while the
 connection is down events stay in the outbox, in order, up to
 ``reconnect_buffer_size`` bytes, and go out when it comes back.
+
+What was written to a server that then died, and that it had not routed
+yet, is lost for every subscriber. So the sender keeps its last messages
+(``RESEND_MAX_MESSAGES``, ``RESEND_MAX_BYTES``, the last
+``timeouts.RESEND_WINDOW`` before the connection was lost) and sends them
+again, first, when the connection comes back: the very same body and
+headers under their original numbers, plus ``Df-Resent`` (which digests
+leave out), so subscribers that had them drop them as duplicates
+(``sequence.SequenceTracker``).
 """
 
 import asyncio
+import collections
 import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -32,6 +42,7 @@ from df_nats.transport import messages
 from df_nats.transport import nats_compat
 from df_nats.transport import outbox
 from df_nats.wire import codec
+from df_nats.wire import sequence
 
 LOG = log.get_logger(__name__)
 
@@ -42,6 +53,14 @@ HEADER_ROOM = 512
 # A batch is at most this many bytes (or max_payload, if smaller): one
 # drain step never writes more in one loop turn (see _drain).
 BATCH_BYTES = 256 * 1024
+# The recent messages kept to be sent again after a reconnect: at most
+# this many, and this many bytes of bodies (sequence._WINDOW, the
+# subscribers' duplicate window, must stay above the count).
+RESEND_MAX_MESSAGES = 128
+RESEND_MAX_BYTES = 8 * 1024 * 1024
+# Added to a resent message's headers, and left out of its digest: the
+# same message, which a subscriber far ahead drops as long delivered.
+_RESENT = {sequence.HEADER_RESENT: '1'}
 
 
 class _Message(NamedTuple):
@@ -77,6 +96,15 @@ class Sender:
         self.max_event_size = 0
         self._batch_limit = 0
         self._marks = {}  # streams owing a mark (loop thread)
+        # Messages written lately, oldest first, and their bodies' bytes:
+        # (monotonic send time, subject, body, headers, body bytes). The
+        # loss of the connection moves the last RESEND_WINDOW of them to
+        # _resends, which the drain sends before anything else (loop
+        # thread).
+        self._recent = collections.deque(maxlen=RESEND_MAX_MESSAGES)
+        self._recent_bytes = 0
+        self._resends = collections.deque()
+        self._clock = time.monotonic
         self._drain_requested = False
         self._drain_task = None
 
@@ -153,11 +181,11 @@ class Sender:
         waits through. Done only when nothing is queued before it (no
         mark owed, nothing in nats-py's buffer or the socket's); True
         when the outbox is empty after it, False when a drain task is
-        needed.
+        needed (resends or marks owed go first).
         """
         assert self._bridge.on_loop_thread()
         nc = self._conn.nc
-        writer = (None if nc is None or self._marks
+        writer = (None if nc is None or self._marks or self._resends
                   else nats_compat.idle_writer(nc))
         if writer is None:
             return False
@@ -182,6 +210,10 @@ class Sender:
             nc = self._conn.nc
             if nc is None or not nc.is_connected:
                 return  # Connection._on_reconnected drains again
+            # Resends, then marks (a mark names the last number used, so
+            # it comes after the messages it covers), then the outbox.
+            if self._resends and not await self._send_resends(nc):
+                return
             if self._marks and not await self._send_marks(nc):
                 return
             msg = self._next_message_on_loop()
@@ -237,6 +269,8 @@ class Sender:
         if exc is None:
             self.stats['published'] += count
             self.stats['messages'] += 1
+            if msg.stream.resend:
+                self._keep_recent(msg.stream.subject, msg.body, msg.headers)
         else:
             self.stats['publish_errors'] += count
             self._conn.service.note_error_on_loop(exc)
@@ -244,6 +278,66 @@ class Sender:
                       count, msg.stream.subject, type(exc).__name__, exc)
         msg.stream.n = msg.n
         self._outbox.release_on_loop(msg.size)
+
+    def _keep_recent(self, subject: str, body: bytes,
+                     headers: Dict[str, str]):
+        """Keep a message written now, to send it again if the connection
+        is lost soon. Bounded by count and bytes here (the age is looked
+        at when the connection is lost). Loop thread: only
+        ``_done_on_loop`` calls it, once per message (no assert here).
+        """
+        recent = self._recent
+        if len(recent) == RESEND_MAX_MESSAGES:
+            # The deque's maxlen drops the oldest on the append.
+            self._recent_bytes -= recent[0][4]
+        size = len(body)
+        recent.append((self._clock(), subject, body, headers, size))
+        self._recent_bytes += size
+        if self._recent_bytes > RESEND_MAX_BYTES:
+            while recent and self._recent_bytes > RESEND_MAX_BYTES:
+                self._recent_bytes -= recent.popleft()[4]
+
+    def connection_lost_on_loop(self):
+        """The connection was lost (loop thread): what was written in the
+        last ``RESEND_WINDOW`` before now goes again first once it is
+        back, since the server may have died before routing it.
+        """
+        assert self._bridge.on_loop_thread()
+        oldest = self._clock() - timeouts.RESEND_WINDOW
+        # Nothing is written while disconnected, and the drain sends the
+        # resends before anything else: _resends holds at most one
+        # ring's worth, oldest first.
+        self._resends.extend(entry for entry in self._recent
+                             if entry[0] >= oldest)
+        self._recent.clear()
+        self._recent_bytes = 0
+
+    async def _send_resends(self, nc) -> bool:
+        """Send the messages kept from before the loss, as they were, with
+        ``Df-Resent`` (loop thread): subscribers that had one drop it as a
+        duplicate.
+        False when the connection went again (the rest waits for it).
+        """
+        resends = self._resends
+        while resends:
+            _, subject, body, headers, _ = resends[0]
+            try:
+                await nc.publish(subject, body, headers=dict(
+                    headers, **_RESENT))
+            except (nats_errors.ConnectionReconnectingError,
+                    nats_errors.OutboundBufferLimitError):
+                return False
+            except Exception as exc:
+                # A gap then, as for any failed publish.
+                LOG.warning('df-nats: message for %s not sent again: %s:'
+                            ' %s', subject, type(exc).__name__, exc)
+            else:
+                self.stats['resent'] += 1
+            resends.popleft()
+            if not resends:
+                nats_compat.write_pending_now(nc)
+            await asyncio.sleep(0)
+        return True
 
     async def _send_marks(self, nc) -> bool:
         marks, self._marks = self._marks, {}
@@ -275,12 +369,12 @@ class Sender:
     async def _flush(self, timeout):
         deadline = time.monotonic() + timeout
         self.request_drain_on_loop()
-        while self._outbox or self._draining_on_loop():
+        while self._outbox or self._resends or self._draining_on_loop():
             if time.monotonic() > deadline:
                 raise TimeoutError('events still queued')
             if self._draining_on_loop():
                 await self._drain_task
-            if self._outbox:
+            if self._outbox or self._resends:
                 await self._wait_connected(deadline)
                 self.request_drain_on_loop()
         await self._conn.nc.flush(

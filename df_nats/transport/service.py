@@ -84,8 +84,8 @@ ROLES = ('publisher', 'subscriber', 'both', 'none')
 
 # Shown (as 0) before they are first counted, so that every process lists
 # the same keys. Other keys the counters hold are shown as well.
-CONNECTION_COUNTERS = ('published', 'messages', 'marks', 'rejected',
-                       'publish_errors', 'errors', 'disconnects',
+CONNECTION_COUNTERS = ('published', 'messages', 'marks', 'resent',
+                       'rejected', 'publish_errors', 'errors', 'disconnects',
                        'reconnects', 'unsent_at_close',
                        # requests not answered: a reply subject that is
                        # not an inbox; replies the server refused

@@ -89,9 +89,11 @@ BEHIND = 'behind'         # a replayed message below the window: long
 # each with the digest of the message delivered under it: a message in
 # this window is a duplicate only if that very message was seen; below it
 # the stream takes the number as its new baseline. Nothing a forger sends
-# can thus make later genuine messages look like duplicates. 64 digests
-# of 8 bytes: 576 bytes a stream.
-_WINDOW = 64
+# can thus make later genuine messages look like duplicates. It covers
+# what a publisher sends again after a reconnect (at most
+# transport.sender.RESEND_MAX_MESSAGES, fewer than this). 256 digests of
+# 8 bytes: about 2.1 KiB a stream (sys.getsizeof of the array: 2,128).
+_WINDOW = 256
 _WINDOW_MASK = (1 << _WINDOW) - 1
 _SLOT = _WINDOW - 1   # a number's digest is at n & _SLOT
 _NO_DIGESTS = array.array('q', bytes(8 * _WINDOW))
@@ -161,10 +163,14 @@ class Stream:
     Two racing skips may count once; one is enough for the gap.
     """
 
-    __slots__ = ('subject', 'n', 'refused', '_skipped', '_prefix')
+    __slots__ = ('subject', 'n', 'refused', 'resend', '_skipped', '_prefix')
 
     def __init__(self, subject: str, publisher: str, incarnation: str):
         self.subject = subject
+        # Whether its last messages are sent again after a reconnect (the
+        # sender's "resends"): not on a queue group's shared subject,
+        # where nobody drops duplicates.
+        self.resend = True
         self.n = 0             # the last number sent (loop thread)
         self.refused = 0       # events refused (callers)
         self._skipped = 0      # refusals already numbered (loop thread)

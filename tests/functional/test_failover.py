@@ -23,11 +23,15 @@ failover``.
 
 import json
 import os
+import signal
+import time
 
 import pytest
 
 from benchmarks import failover_run as fs
+from df_nats.testing.worker_process import WorkerProcess
 from tests.functional import test_driver
+from tests.functional.test_registry import write_config
 
 WORLDS = ['eventlet', 'native']
 # Where to append one JSON line per run (the loss accounting), if set.
@@ -144,3 +148,109 @@ def test_fork_driver_made_before_fork(world, failover_cluster, tmp_path):
     test_driver._finish(test_driver._start(
         world, 'driver_made_before_fork', failover_cluster.urls, tmp_path,
         module='process_scenarios'))
+
+
+# -- the publisher closes its own hole (issue 18) ---------------------------
+
+def _node_worker(world, config, role, host, tmp_path):
+    return WorkerProcess(
+        'tests.functional.node_worker', ['--config', config, role, host],
+        world=world, paths=[test_driver.ROOT], cwd=test_driver.ROOT,
+        new_session=True,
+        log_path=os.path.join(str(tmp_path), '%s-%s.log' % (role, world)))
+
+
+def _topology_keys(proc):
+    return [(m['t'], m['k']) for m in proc.received()
+            if m.get('type') == 'topology']
+
+
+def _wait_for_keys(proc, count, timeout):
+    deadline = time.monotonic() + timeout
+    while len(_topology_keys(proc)) < count:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
+
+
+def _stats(proc):
+    proc.send('stats')
+    return proc.expect('stats')['stats']
+
+
+def _wait_reconnected(proc, cluster, lost, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while cluster.node_for(_stats(proc)['server']) in (lost, None):
+        assert time.monotonic() < deadline, 'never reconnected'
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize('world', WORLDS)
+def test_publisher_resends_what_its_dead_server_swallowed(
+        world, failover_cluster, tmp_path):
+    """What a publisher wrote to a server that died before routing it
+    reaches the subscribers anyway, in order, once, with no resync.
+
+    The publisher's node is stopped (SIGSTOP: it reads nothing more),
+    10 events are written into its socket, and it is killed -9: those
+    events are lost deterministically. The publisher reconnects to
+    another node and sends them again; the subscriber, on a third node
+    that never failed, drops nothing and resyncs nothing.
+    """
+    pub_node, sub_node = failover_cluster.nodes[0], failover_cluster.nodes[1]
+    sub = _node_worker(world, write_config(
+        tmp_path, servers=sub_node.url, client_name='df-test-resend-sub'),
+        'df-local-controller', 'compute-1', tmp_path)
+    pub = _node_worker(world, write_config(
+        tmp_path, servers=pub_node.url, client_name='df-test-resend-pub'),
+        'neutron-server', 'net-1', tmp_path)
+    stopped = False
+    try:
+        sub.expect('ready')
+        pub.expect('ready')
+        assert failover_cluster.node_for(_stats(pub)['server']) is pub_node
+        time.sleep(1.0)  # the subscription's interest crosses the routes
+        pub.send('topology', n=20, first=0)
+        assert pub.expect('sent')['sent']
+        _wait_for_keys(sub, 20, 10)
+        assert len(_topology_keys(sub)) == 20
+
+        os.kill(pub_node.pid, signal.SIGSTOP)
+        stopped = True
+        # Written to the stopped server's socket, never read by it; its
+        # flush cannot complete until the publisher reconnects.
+        pub.send('topology', n=10, first=20)
+        time.sleep(0.5)
+        pub_node.kill()   # well within RESEND_WINDOW of those writes
+        stopped = False
+        pub.expect('sent', timeout=30)
+        _wait_reconnected(pub, failover_cluster, pub_node)
+        pub.send('topology', n=10, first=30)
+        assert pub.expect('sent')['sent']
+        _wait_for_keys(sub, 40, 15)
+        time.sleep(1.0)  # late duplicates, if any, would show by now
+        sub_stats, pub_stats = _stats(sub), _stats(pub)
+        got = _topology_keys(sub)
+        syncs = [m for m in sub.received() if m.get('type') == 'sync']
+    finally:
+        if stopped:
+            pub_node.kill()
+        for proc in (pub, sub):
+            proc.kill()
+    figures = {'world': world, 'received': len(got),
+               'resent': pub_stats['connection'].get('resent', 0),
+               'duplicates': sub_stats['subscriber'].get('duplicates', 0),
+               'syncs': sub_stats['subscriber'].get('syncs', 0),
+               'gaps': sub_stats['subscriber'].get('gaps', 0)}
+    print('resend after a kill: %s' % json.dumps(figures, sort_keys=True))
+    # Every event once, in its publisher's order on each topic.
+    expected = [(('D', 'T')[i % 2], 'net-1-%d' % i) for i in range(40)]
+    assert sorted(got) == sorted(expected), figures
+    for topic in ('D', 'T'):
+        assert [k for t, k in got if t == topic] == [
+            k for t, k in expected if t == topic], got
+    assert not syncs and sub_stats['subscriber'].get('syncs', 0) == 0, figures
+    assert sub_stats['subscriber'].get('gaps', 0) == 0, figures
+    assert pub_stats['connection'].get('reconnects', 0) >= 1, pub_stats
+    # The lost ones (at least) went again.
+    assert pub_stats['connection'].get('resent', 0) >= 10, figures

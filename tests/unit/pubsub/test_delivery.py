@@ -416,20 +416,20 @@ def test_deliver_checked_holds_back_what_is_ahead(conf):
 def test_deliver_checked_drops_copies_and_unnumbered_replays(conf, caplog):
     got = _Collector()
     conn, path = _path(conf, got)
-    for n in range(1, 101):
+    for n in range(1, 401):
         path.deliver_checked('p.topic.D', _seq(n), _packed('k%d' % n))
-    assert len(got.calls) == 100
+    assert len(got.calls) == 400
     # A fetched copy: dropped quietly (a catch-up fetches some), far
     # below or not.
     with caplog.at_level(logging.WARNING):
-        path.deliver_checked('p.topic.D', _seq(100), _packed('k100'),
+        path.deliver_checked('p.topic.D', _seq(400), _packed('k400'),
                              replayed=True)
         path.deliver_checked('p.topic.D', _seq(2), _packed('k2'),
                              replayed=True)
     assert 'duplicate' not in caplog.text
     # Held live messages too are taken as replayed far below.
     path.deliver_checked('p.topic.D', _seq(3), _packed('other'))
-    assert len(got.calls) == 100
+    assert len(got.calls) == 400
     assert path.stats['duplicates'] == 3
     assert path.stats['rebaselines'] == 0
     # Fetched without a number: not delivered; held live: delivered.
@@ -441,9 +441,9 @@ def test_deliver_checked_drops_copies_and_unnumbered_replays(conf, caplog):
     path.deliver_checked('p.topic.D', None, _packed('live'))
     assert got.calls[-1][1] == 'live'
     # A fetched message in its turn is delivered and counted.
-    path.deliver_checked('p.topic.D', _seq(101), _packed('k101'),
+    path.deliver_checked('p.topic.D', _seq(401), _packed('k401'),
                          replayed=True)
-    assert got.calls[-1][1] == 'k101' and path.stats['replayed'] == 1
+    assert got.calls[-1][1] == 'k401' and path.stats['replayed'] == 1
     conn.bridge.world.run()
     assert _syncs(got) == 0
 

@@ -126,6 +126,17 @@ def test_listener_topics_go_to_the_shared_subject_without_marks():
     assert [s.subject for s in pub._conn.sender.marks] == ['p.topic.D']
 
 
+def test_only_streams_outside_the_queue_group_are_resent():
+    # Nobody drops duplicates on the listeners' shared subject.
+    pub = _publisher(listener_queue_group=True)
+    for topic in ('listener_a', 'D'):
+        pub.send_event(api.DbUpdate('lport', 'k', 'update',
+                                    'ACTIVE', topic=topic))
+    shared, own = (s for s, _, _ in pub._conn.sender.queued)
+    assert (shared.subject, shared.resend) == ('p.listeners', False)
+    assert (own.subject, own.resend) == ('p.topic.D', True)
+
+
 def test_unsafe_publisher_id_cannot_break_the_header_line():
     context = _context()
     context.registration.publisher_id = 'evil\r\nDf-Mark: 1'

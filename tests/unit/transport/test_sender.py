@@ -23,6 +23,7 @@ from df_nats import errors
 from df_nats.pubsub import process_context
 from df_nats.transport import connection
 from df_nats.transport import outbox
+from df_nats.transport import sender
 from df_nats.wire import codec
 from df_nats.wire import send_time
 from df_nats.wire import sequence
@@ -358,3 +359,198 @@ def test_failed_write_uses_its_number_and_is_counted(conf):
     assert conn.sender._outbox.waiting_bytes == 0
     assert conn.stats['publish_errors'] == 1
     assert conn.stats['published'] == 0
+
+
+# -- resends: what a lost server may have swallowed goes again (issue 18) --
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _clocked_connection(conf, max_payload=1024 * 1024):
+    conn, nc = _connection(conf, max_payload)
+    clock = _Clock()
+    conn.sender._clock = clock
+    return conn, nc, clock
+
+
+def _send_one(conn, stream, body, label='lport'):
+    conn.sender._outbox.put(stream, body, label)
+    _drain(conn)
+
+
+def _lose(conn):
+    conn.bridge.run(conn._on_disconnected(), timeout=10)
+
+
+def test_resend_keeps_fewer_than_the_duplicate_window():
+    # Subscribers must recognise every resent message they had.
+    assert sender.RESEND_MAX_MESSAGES < sequence._WINDOW
+
+
+def test_recent_messages_bounded_by_count(conf):
+    conn, nc, _ = _clocked_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    for i in range(sender.RESEND_MAX_MESSAGES + 72):
+        _send_one(conn, s, _event(i))
+    recent = conn.sender._recent
+    assert len(recent) == sender.RESEND_MAX_MESSAGES
+    assert [e[3]['Df-Seq'] for e in (recent[0], recent[-1])] == [
+        'p i.73', 'p i.200']
+    assert conn.sender._recent_bytes == sum(e[4] for e in recent)
+
+
+def test_recent_messages_bounded_by_bytes(conf):
+    conn, nc, _ = _clocked_connection(conf, max_payload=16 * 1024 * 1024)
+    s = sequence.Stream('s', 'p', 'i')
+    body = b'x' * (900 * 1024)
+    for i in range(12):
+        _send_one(conn, s, body, outbox.RAW)
+    recent = conn.sender._recent
+    # 9 x 900 KiB fit in 8 MiB, 10 do not: the newest 9 are kept.
+    assert len(recent) == 9 and recent[-1][3]['Df-Seq'] == 'p i.12'
+    assert conn.sender._recent_bytes == 9 * len(body)
+    # A body above the bound alone is not kept at all.
+    _send_one(conn, s, b'y' * (sender.RESEND_MAX_BYTES + 1), outbox.RAW)
+    assert not recent and conn.sender._recent_bytes == 0
+
+
+def test_resends_span_the_window_before_the_loss_not_the_reconnect(conf):
+    conn, nc, clock = _clocked_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    for at, i in ((0.0, 1), (1.5, 2), (2.5, 3), (3.0, 4)):
+        clock.now = 1000.0 + at
+        _send_one(conn, s, _event(i))
+    clock.now = 1000.0 + 4.4     # lost: 2 s back is 2.4
+    _lose(conn)
+    assert [e[3]['Df-Seq'] for e in conn.sender._resends] == [
+        'p i.3', 'p i.4']
+    assert not conn.sender._recent and conn.sender._recent_bytes == 0
+    clock.now = 1000.0 + 60.0    # a long outage: still sent
+    del nc.sent[:]
+    _drain(conn)
+    assert [h['Df-Seq'] for _, _, h in nc.sent] == ['p i.3', 'p i.4']
+    assert conn.stats['resent'] == 2
+
+
+def test_resends_then_marks_then_the_outbox_exactly_as_sent(conf):
+    conn, nc, _ = _clocked_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    t = sequence.Stream('t', 'p', 'i')
+    _send_one(conn, s, _event(0))
+    _send_one(conn, t, b'\xc1raw', outbox.RAW)
+    _send_one(conn, s, _event(1))
+    before = list(nc.sent)
+    _lose(conn)
+    kept = [entry[3] for entry in conn.sender._resends]
+    conn.sender._marks[s] = conn.sender._marks[t] = None
+    conn.sender._outbox.put(s, _event(2), 'lport')
+    del nc.sent[:]
+    _drain(conn)
+    # The very body and headers, said to be resent: subscribers that had
+    # them see duplicates (same digest), the others get them.
+    assert nc.sent == [
+        (subject, body, dict(headers, **{'Df-Resent': '1'}))
+        for subject, body, headers in before] + [
+        ('s', b'', {'Df-Seq': 'p i.2', 'Df-Mark': '1'}),
+        ('t', b'', {'Df-Seq': 'p i.1', 'Df-Mark': '1'}),
+        ('s', _event(2), {'Df-Seq': 'p i.3', 'Df-Events': '1 lport'})]
+    for (subject, body, headers), (_, body2, headers2) in zip(
+            nc.sent[:3], before):
+        assert sequence.digest(headers, body) == sequence.digest(
+            headers2, body2)
+    # The headers kept (the ones the first send used) are left as they
+    # were.
+    assert [h['Df-Seq'] for h in kept] == ['p i.1', 'p i.1', 'p i.2']
+    assert not [h for h in kept if 'Df-Resent' in h]
+    assert conn.stats['resent'] == 3 and conn.stats['marks'] == 2
+    # Sent once again only: the ring refills from new sends.
+    assert not conn.sender._resends
+    assert [e[3]['Df-Seq'] for e in conn.sender._recent] == ['p i.3']
+
+
+def test_resends_are_received_as_duplicates_or_in_step(conf):
+    # A subscriber that had the first two of four lost ones: duplicates,
+    # then the two it missed in step, then the mark: no gap, no resync.
+    conn, nc, _ = _clocked_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    for i in range(4):
+        _send_one(conn, s, _event(i))
+    tracker = sequence.SequenceTracker()
+    for subject, body, headers in nc.sent[:2]:
+        assert tracker.check(subject, headers, body)[0] in (
+            sequence.FIRST, sequence.NEXT)
+    _lose(conn)
+    conn.sender._marks[s] = None
+    del nc.sent[:]
+    _drain(conn)
+    assert [tracker.check(subject, headers, body)[0]
+            for subject, body, headers in nc.sent] == [
+        sequence.DUPLICATE, sequence.DUPLICATE, sequence.NEXT,
+        sequence.NEXT, sequence.MARK]
+
+
+def test_shared_subjects_not_kept_nor_resent(conf):
+    conn, nc, _ = _clocked_connection(conf)
+    shared = sequence.Stream('p.listeners', 'p', 'i')
+    shared.resend = False
+    own = sequence.Stream('p.topic.D', 'p', 'i')
+    _send_one(conn, shared, _event(0))
+    _send_one(conn, own, _event(1))
+    _lose(conn)
+    del nc.sent[:]
+    _drain(conn)
+    assert [(subject, h['Df-Seq']) for subject, _, h in nc.sent] == [
+        ('p.topic.D', 'p i.1')]
+    assert conn.stats['resent'] == 1
+
+
+def test_resends_left_for_the_next_reconnect_if_lost_again(conf):
+    conn, nc, _ = _clocked_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    for i in range(3):
+        _send_one(conn, s, _event(i))
+    _lose(conn)
+    del nc.sent[:]
+    nc.fail_with = nats_errors.ConnectionReconnectingError()
+    conn.sender._outbox.put(s, _event(3), 'lport')
+    _drain(conn)
+    assert len(conn.sender._resends) == 3 and s.n == 3
+    assert len(conn.sender._outbox) == 1
+    nc.fail_with = None
+    _drain(conn)
+    assert [h['Df-Seq'] for _, _, h in nc.sent] == [
+        'p i.1', 'p i.2', 'p i.3', 'p i.4']
+
+
+def test_resends_owed_go_before_a_direct_write(conf):
+    conn, nc = _writable_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    conn.sender._outbox.put(s, _event(0), 'lport')
+    _request_drain(conn)
+    assert len(nc.written) == 1
+    _lose(conn)
+    conn.sender._outbox.put(s, _event(1), 'lport')
+    _request_drain(conn)
+    assert len(nc.written) == 1   # nothing written past the resend
+    assert [h['Df-Seq'] for _, _, h in nc.sent] == ['p i.1', 'p i.2']
+    assert conn.stats['resent'] == 1
+
+
+def test_flush_waits_for_the_resends(conf):
+    conn, nc, _ = _clocked_connection(conf)
+    nc.flush = _no_flush
+    s = sequence.Stream('s', 'p', 'i')
+    _send_one(conn, s, _event(0))
+    _lose(conn)
+    del nc.sent[:]
+    assert conn.sender.flush(5.0)
+    assert [h['Df-Seq'] for _, _, h in nc.sent] == ['p i.1']
+
+
+async def _no_flush(timeout=None):
+    return None

@@ -307,7 +307,22 @@ def test_a_believed_jump_keeps_the_jumped_message_digest():
     assert tracker.check('s', _h(far), b'other') == (sequence.CONFLICT, 0)
 
 
+def test_a_resent_span_is_recognised_as_duplicates():
+    # A publisher sends up to 128 messages again after a reconnect
+    # (transport.sender.RESEND_MAX_MESSAGES), and may have sent more on
+    # other subjects: the last 200 of a stream are still recognised.
+    tracker = sequence.SequenceTracker()
+    for n in range(1, 301):
+        tracker.check('s', _h(n), b'm%d' % n)
+    for n in range(101, 301):
+        assert tracker.check('s', _h(n), b'm%d' % n) == (
+            sequence.DUPLICATE, 0), n
+    assert tracker.check('s', _h(301), b'm301') == (sequence.NEXT, 0)
+
+
 def test_digests_follow_the_window_as_it_moves():
+    window = sequence._WINDOW
+    last = 210 + 2 * window
     tracker = sequence.SequenceTracker()
     for n in range(1, 200):
         tracker.check('s', _h(n), b'm%d' % n)
@@ -321,6 +336,14 @@ def test_digests_follow_the_window_as_it_moves():
     assert tracker.check('s', _h(205), b'm205') == (sequence.LATE, 0)
     assert tracker.check('s', _h(205), b'm205') == (sequence.DUPLICATE, 0)
     assert tracker.check('s', _h(198), b'x198') == (sequence.DUPLICATE, 0)
+    # The window's edge: the last _WINDOW numbers, no further.
+    for n in range(211, last + 1):
+        tracker.check('s', _h(n), b'm%d' % n)
+    oldest = last - window + 1
+    assert tracker.check('s', _h(oldest), b'm%d' % oldest) == (
+        sequence.DUPLICATE, 0)
+    assert tracker.check('s', _h(oldest - 1), b'm%d' % (oldest - 1)) == (
+        sequence.RESET, 0)
 
 
 def test_known_streams_are_never_evicted_by_unknown_ones():
@@ -470,9 +493,9 @@ def test_without_hold_gaps_the_same_message_is_a_gap():
 
 def test_replayed_far_below_the_window_is_behind_not_a_reset():
     tracker = sequence.SequenceTracker()
-    for n in range(1, 201):
+    for n in range(1, 601):
         tracker.check('s', _h(n), b'%d' % n)
-    old = 200 - sequence._WINDOW
+    old = 600 - sequence._WINDOW
     assert tracker.check('s', _h(old), b'%d' % old, replayed=True) == (
         sequence.BEHIND, 0)
     assert tracker.check('s', _h(3), b'other', replayed=True) == (
@@ -480,13 +503,13 @@ def test_replayed_far_below_the_window_is_behind_not_a_reset():
     # Within the window a replayed copy is still a duplicate.
     assert tracker.check('s', _h(old + 1), b'%d' % (old + 1),
                          replayed=True) == (sequence.DUPLICATE, 0)
-    # The stream is as it was: 201 is next.
-    assert tracker.check('s', _h(201), b'201') == (sequence.NEXT, 0)
+    # The stream is as it was: 601 is next.
+    assert tracker.check('s', _h(601), b'601') == (sequence.NEXT, 0)
 
 
 def test_a_live_message_far_below_is_still_a_reset():
     tracker = sequence.SequenceTracker()
-    for n in range(1, 201):
+    for n in range(1, 601):
         tracker.check('s', _h(n), b'%d' % n)
     assert tracker.check('s', _h(3), b'3') == (sequence.RESET, 0)
     assert tracker.check('s', _h(4), b'4') == (sequence.NEXT, 0)
@@ -510,11 +533,11 @@ def test_a_resent_copy_is_a_duplicate_of_the_original():
 
 def test_a_resent_copy_far_below_is_behind():
     tracker = sequence.SequenceTracker()
-    for n in range(1, 201):
+    for n in range(1, 601):
         tracker.check('s', _h(n), b'm%d' % n)
     # Without replayed=True: Df-Resent is enough.
     assert tracker.check('s', _resent(5), b'm5') == (sequence.BEHIND, 0)
-    assert tracker.check('s', _h(201), b'm201') == (sequence.NEXT, 0)
+    assert tracker.check('s', _h(601), b'm601') == (sequence.NEXT, 0)
 
 
 def test_a_forged_resent_message_with_another_body_is_a_conflict():
