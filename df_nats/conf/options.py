@@ -279,6 +279,11 @@ replay_opts = [
         Dragonflow for a full resync. Publishers create or update it, and never
         delete it. Empty: no capture stream, every loss is a full resync. Needs
         JetStream; without it df-nats warns once and resyncs as before.''')),
+    cfg.BoolOpt('replay_stream_create', default=True, help=_text('''
+        Whether this process's publishers create the capture stream and keep
+        its replay_* settings (they never lower its replicas). False where the
+        process's NATS user may only read the stream: compute nodes, whose
+        publishers send port status only.''')),
     cfg.IntOpt('replay_replicas', default=0, min=0, max=5, help=_text('''
         Replicas of the capture stream; 0 takes kv_replicas.''')),
     cfg.IntOpt('replay_max_age', default=600, help=_text('''

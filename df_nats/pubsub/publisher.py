@@ -75,7 +75,7 @@ class NatsPublisher(api.PublisherApi):
         self._start_stream()
         conn.add_listener(self._reconnected_on_loop)
         conn.service.publisher_joined(self.publisher_id)
-        if conn.conf.replay_stream:
+        if conn.conf.replay_stream and conn.conf.replay_stream_create:
             conn.bridge.call_soon(self._ensure_stream_on_loop, conn)
 
     @staticmethod
@@ -153,7 +153,7 @@ class NatsPublisher(api.PublisherApi):
                 continue  # a queue group: nobody checks numbers there
             if stream.n or stream.refused:
                 conn.sender.queue_mark_on_loop(stream)
-        if conn.conf.replay_stream:
+        if conn.conf.replay_stream and conn.conf.replay_stream_create:
             # The servers may have lost it, or had no JetStream at start.
             self._ensure_stream_on_loop(conn)
 

@@ -129,6 +129,10 @@ async def ensure_on_loop(nc, conf, replicas: int, timeout: float) -> str:
                      ' replica(s))', name, wanted['subjects'][0], replicas)
             return CREATED
         found = info.get('config') or {}
+        # Never fewer replicas than found: processes configured apart
+        # must not take turns shrinking and growing it.
+        wanted['num_replicas'] = max(wanted['num_replicas'],
+                                     found.get('num_replicas') or 0)
         if all(found.get(key) == wanted[key] for key in _OWNED):
             return UNCHANGED
         update = dict(found, **{key: wanted[key] for key in _OWNED})

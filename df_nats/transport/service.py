@@ -85,7 +85,8 @@ ROLES = ('publisher', 'subscriber', 'both', 'none')
 # Shown (as 0) before they are first counted, so that every process lists
 # the same keys. Other keys the counters hold are shown as well.
 CONNECTION_COUNTERS = ('published', 'messages', 'marks', 'resent',
-                       'rejected', 'publish_errors', 'errors', 'disconnects',
+                       'slow_consumer_drops', 'rejected', 'publish_errors',
+                       'errors', 'disconnects',
                        'reconnects', 'unsent_at_close',
                        # requests not answered: a reply subject that is
                        # not an inbox; replies the server refused
@@ -100,6 +101,16 @@ SUBSCRIBER_COUNTERS = ('received', 'duplicates', 'gaps', 'missed', 'syncs',
                        'sync_reconnect', 'sync_gap', 'sync_jump',
                        'sync_rebaseline', 'sync_overflow', 'sync_fork',
                        'sync_conflict', 'sync_over_budget', 'sync_other',
+                       'sync_no_stream', 'sync_window_passed',
+                       'sync_replay_silent', 'sync_replay_limit',
+                       'sync_replay_failed', 'sync_hole',
+                       'sync_held_overflow', 'sync_slow_consumer',
+                       'sync_late',
+                       # catch-up from the capture stream (catch_up)
+                       'catchup_reconnect', 'catchup_gap',
+                       'catchup_slow_consumer', 'catchup_overflow',
+                       'catchups_refused', 'replays', 'replayed', 'held',
+                       'replay_untracked',
                        # registry records dropped (publisher_events)
                        'registry_malformed', 'registry_oversized',
                        'registry_forged', 'registry_over_limit')

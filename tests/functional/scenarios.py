@@ -328,6 +328,9 @@ def scenario_shared_connection(ctx):
 
 
 def scenario_sync_on_reconnect(ctx):
+    # Without a capture stream: a reconnect is a resync, as before
+    # replay (replay_scenarios has the catch-up).
+    cfg.CONF.set_override('replay_stream', '', 'df_nats')
     pub, sub, got = _pubsub(ctx)
     pub.send_event(event('before'))
     ctx.wait_until(lambda: got.events)
