@@ -14,11 +14,12 @@
 in both worlds: six subscriber processes forked after the import, one node
 killed and restarted after 2 s.
 
-It checks the tool, not the recovery it measures: the report has every
-field, each subscriber's events add up (delivered + covered + lost =
-published), the subscribers placed on the killed node are those that
-lost it, and no process outlives the run. Whether a storm costs full
-syncs is what the benchmark reports, not what this test asserts.
+It checks the tool: the report has every field, each subscriber's
+events add up (delivered + covered + lost = published), the subscribers
+placed on the killed node are those that lost it, and no process
+outlives the run. ``test_small_storm_no_resync`` checks the recovery
+itself at a small scale: 20 subscriber processes, the publisher's node
+killed, no full resync and no silent loss.
 """
 
 import json
@@ -50,20 +51,42 @@ def _still_running(pids):
     return alive
 
 
-@pytest.mark.parametrize('world', ['native', 'eventlet'])
-def test_storm_bench_smoke(world, tmp_path):
+def _storm(tmp_path, world, subscribers, case, label):
     out = tmp_path / 'out'
     env = worker_process.child_env([REPO])
     proc = subprocess.run(
         [sys.executable, '-m', 'benchmarks.storm', '--subscribers',
-         str(SUBSCRIBERS), '--case', 'other-node', '--down', '2',
+         str(subscribers), '--case', case, '--down', '2',
          '--warmup', '2', '--after', '3', '--settle', '1.5',
          '--placement', 'pinned', '--world', world, '--out', str(out),
-         '--label', 'smoke'],
+         '--label', label],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    path = out / ('storm-smoke-n%d-%s.json' % (SUBSCRIBERS, world))
-    payload = json.loads(path.read_text())
+    path = out / ('storm-%s-n%d-%s.json' % (label, subscribers, world))
+    return proc, out, path, json.loads(path.read_text())
+
+
+def test_small_storm_no_resync(tmp_path):
+    """The publisher's node killed under 20 subscriber processes: the
+    publisher resends what it lost, the subscribers of the node catch up
+    from the capture stream; none resyncs, none misses an event.
+    """
+    _, _, _, payload = _storm(tmp_path, 'native', 20, 'publisher-node',
+                              'small')
+    report = payload['cases']['publisher-node']
+    assert report['stream'] == 'DF_NATS_EVENTS'
+    assert report['lost_node'] >= 1, report['placement']
+    summary = {key: report[key] for key in ('full_syncs', 'silent_loss',
+                                            'published', 'delivered')}
+    assert report['full_syncs'] == 0, summary
+    assert report['silent_loss'] == 0, summary
+    assert report['delivered'] == 20 * report['published'], summary
+
+
+@pytest.mark.parametrize('world', ['native', 'eventlet'])
+def test_storm_bench_smoke(world, tmp_path):
+    proc, out, path, payload = _storm(tmp_path, world, SUBSCRIBERS,
+                                      'other-node', 'smoke')
     assert not list(out.glob('*.partial.json'))
     assert (out / path.name.replace('.json', '.txt')).read_text().strip() \
         in proc.stdout
@@ -82,7 +105,7 @@ def test_storm_bench_smoke(world, tmp_path):
     assert report['killed'] != report['publisher_node']
     assert "publisher's node" not in report['killed_roles']
     assert 'meta leader' not in report['killed_roles']
-    assert report['stream'] == 'KV_df_publishers'
+    assert report['stream'] == 'DF_NATS_EVENTS'
     assert set(report['rss_before']) == {'n1', 'n2', 'n3'}
     assert set(report['rss_after']) == {'n1', 'n2', 'n3'}
     assert all(v > 0 for v in report['rss_after'].values())

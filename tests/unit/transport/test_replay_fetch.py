@@ -271,13 +271,19 @@ def test_a_stored_message_with_a_forged_status_is_data():
     assert got.messages[1].headers['Status'] == '204'
 
 
-def test_silence_on_the_info_or_a_page_is_silent():
+def test_silence_on_the_info_goes_on_with_direct_gets():
+    # A stream without a leader does not answer its info; its replicas
+    # answer direct gets.
     nc = _Server(_stored(3))
-    nc.info_error = asyncio.TimeoutError()
-    assert _fetch(nc).outcome == replay_fetch.SILENT
-    nc.info_error = nats_errors.TimeoutError()
-    assert _fetch(nc).outcome == replay_fetch.SILENT
-    nc.info_error = None
+    for error in (asyncio.TimeoutError(), nats_errors.TimeoutError()):
+        nc.info_error = error
+        got = _fetch(nc)
+        assert got.outcome == replay_fetch.OK
+        assert [m.seq for m in got.messages] == [1, 2, 3]
+
+
+def test_silence_on_a_page_is_silent():
+    nc = _Server(_stored(3))
     nc.silent = True
     got = _fetch(nc, timeout=0.05)
     assert (got.outcome, got.messages) == (replay_fetch.SILENT, [])
