@@ -57,6 +57,9 @@ TRIGGERS = {
     'slow consumer': 'catchup_slow_consumer',
     'delivery queue full': 'catchup_overflow',
 }
+# A catch-up ends by then, whatever happens to its fetches.
+_DEADLINE = (timeouts.REPLAY_SETTLE + timeouts.REPLAY_HOLE_WAIT
+             + 4 * timeouts.REPLAY_REQUEST)
 HOLE = 'hole in the stream'
 HELD_FULL = 'held messages over delivery_queue_size'
 # Why a catch-up gave up on a full resync -> its counter (stats).
@@ -101,6 +104,7 @@ class CatchUp:
         self._began = 0.0
         # The fetch in flight: a result for an older one is ignored.
         self._fetch_id = 0
+        self._epoch = 0   # the catch-up running (its watchdog's)
         self._tokens = float(timeouts.REPLAY_BURST)
         self._refilled = None
         self._fallback_warning = log.Throttled(LOG)
@@ -144,6 +148,11 @@ class CatchUp:
             self.stats['catchups_refused'] += 1
             return False
         self.stats[TRIGGERS.get(reason, 'catchup_other')] += 1
+        self._epoch += 1
+        bridge = self._conn.bridge
+        # However the fetch goes, the catch-up ends by this deadline.
+        bridge.call_soon(bridge.loop.call_later, _DEADLINE, bridge.world.post,
+                         self._watchdog, self._epoch)
         self.active = True
         self._reasons = {reason}
         self._local = local
@@ -216,9 +225,24 @@ class CatchUp:
 
     # -- the outcome (caller's world) ---------------------------------------
 
+    def _watchdog(self, epoch):
+        if self.active and epoch == self._epoch:
+            self._fall_back(replay_fetch.SILENT, 'no end within %.0f s'
+                            % _DEADLINE)
+
     def _fetched(self, fetch_id, result):
         if fetch_id != self._fetch_id or not self.active:
             return
+        try:
+            self._take(result)
+        except Exception as exc:
+            # Never left holding: what was held goes out after a resync.
+            LOG.exception('df-nats: catch-up failed')
+            if self.active:
+                self._fall_back(replay_fetch.FAILED, '%s: %s' % (
+                    type(exc).__name__, exc))
+
+    def _take(self, result):
         LOG.debug('df-nats: catch-up (%s) fetched %d message(s): %s %s',
                   ', '.join(sorted(self._reasons)), len(result.messages),
                   result.outcome, result.detail)

@@ -46,11 +46,10 @@ _WORK_BUDGET_NS = int(timeouts.DELIVERY_WORK_BUDGET * 1e9)
 _VERDICTS = {
     sequence.FIRST: (True, None, None),
     sequence.GAP: (True, 'gap', None),
-    # Older than a message delivered already: delivering it could undo a
-    # newer change, so it is dropped, and a resync covers it (the gap's
-    # may have come before it was even sent, or the newer one was
-    # forged).
-    sequence.LATE: (False, 'late message', 'late'),
+    # Older than one delivered but never seen: delivered (the newer one
+    # may be forged, and a forger must never cost a real event); the gap
+    # before it asked for a resync already.
+    sequence.LATE: (True, None, 'late'),
     sequence.JUMP: (True, 'implausible sequence number', 'jumps'),
     sequence.RESET: (True, 'sequence re-baseline', 'rebaselines'),
     sequence.BAD_HEADER: (True, None, 'bad_headers'),
@@ -118,6 +117,14 @@ class Delivery:
     ``callback`` may be replaced at any time (newest wins); ``stats`` is
     the counter the subscriber shows to the process service.
     """
+
+    # Whether a gap in a live publisher's numbers starts a catch-up. Off:
+    # anyone who may publish can forge gaps, and under a flood of them
+    # (tests/functional/test_hostile.py's fuzz) catch-ups that hold every
+    # publisher's messages lost real events. A gap is answered by a paced
+    # resync, as before replay; what a gap mostly came from, a
+    # publisher's server lost, the publisher's resend now closes.
+    catch_up_gaps = False
 
     def __init__(self):
         self.callback = None
@@ -316,7 +323,8 @@ class Delivery:
         if now >= self._lag_due:
             self._sample_lag(headers, now)
         verdict, missed = self._check_sequence(
-            subject, headers, data, self._catch_up.enabled)
+            subject, headers, data,
+            self.catch_up_gaps and self._catch_up.enabled)
         if verdict is sequence.AHEAD:
             # Messages of this publisher are missing: fetch them before
             # this one, from about when the last one arrived.

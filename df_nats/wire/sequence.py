@@ -70,8 +70,7 @@ REFUSED = 'refused'       # a new unknown stream over the admission rate:
 FIRST = 'first'           # first message of a stream seen: the baseline
 NEXT = 'next'             # the expected next one
 GAP = 'gap'               # messages were missed before this one
-LATE = 'late'             # below the last number, never seen: drop,
-#                           resync (delivering it could undo a newer one)
+LATE = 'late'             # below the last number, never seen: deliver
 DUPLICATE = 'duplicate'   # this very message seen already: drop it
 CONFLICT = 'conflict'     # another message under a number delivered
 #                           already: deliver, resync

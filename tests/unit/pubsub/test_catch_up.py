@@ -590,3 +590,11 @@ def test_a_reconnect_folded_into_a_gap_makes_its_fallback_unpaced(h):
     h.step()
     assert h.keys() == ['a-1', 'SYNC', 'a-3', 'SYNC']
     assert h.stats['syncs_delayed'] == 0
+
+
+@pytest.fixture(autouse=True)
+def _gaps_catch_up(monkeypatch):
+    # The catch-up's own logic (holes, order, fallbacks) driven by gaps,
+    # the simplest trigger; live gaps start none by default.
+    from df_nats.pubsub import delivery as _delivery
+    monkeypatch.setattr(_delivery.Delivery, 'catch_up_gaps', True)
