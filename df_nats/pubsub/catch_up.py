@@ -12,9 +12,10 @@
 
 """A subscriber's catch-up: what it missed, from the capture stream.
 
-When a subscriber may have lost messages (its connection came back, a
-publisher's numbers jumped, nats-py dropped messages of a slow consumer,
-the delivery queue overflowed), it fetches what was stored since shortly
+When a subscriber may have lost messages (its connection came back,
+nats-py dropped messages of a slow consumer, the delivery queue
+overflowed; a publisher's numbers jumped, with
+``Delivery.catch_up_gaps``), it fetches what was stored since shortly
 before the loss (``replay_fetch``) instead of asking Dragonflow for a
 full resync. Meanwhile live messages are held, up to
 ``delivery_queue_size`` bytes. The replayed messages, then the held
@@ -92,6 +93,9 @@ class CatchUp:
         self.enabled = False
         self._limit = 0
         self.active = False
+        # Holding since the connection was lost, for the catch-up its
+        # reconnect will start (no fetch yet).
+        self._awaiting = False
         # Held messages: (subject, headers, data, size, fetched or live).
         self._held = collections.deque()
         self._held_bytes = 0
@@ -123,6 +127,7 @@ class CatchUp:
         self.enabled = False
         self._fetch_id += 1
         self.active = False
+        self._awaiting = False
         self._held.clear()
         self._held_bytes = 0
         self._held_dropped = False
@@ -138,30 +143,59 @@ class CatchUp:
             return False
         since_ns -= int(timeouts.REPLAY_MARGIN * 1e9)
         if self.active:
-            # Lost again while catching up: fetch once more after this.
             self._reasons.add(reason)
             self._local = self._local or local
-            self._again = True
             self._start_ns = min(self._start_ns, since_ns)
+            if self._awaiting:
+                # Holding since the connection was lost: its reconnect
+                # starts the catch-up, which covers any other loss.
+                if local:
+                    self._awaiting = False
+                    self._begin()
+                return True
+            # Lost again while catching up: fetch once more after this.
+            self._again = True
             return True
         if not local and not self._admit():
             self.stats['catchups_refused'] += 1
             return False
-        self.stats[TRIGGERS.get(reason, 'catchup_other')] += 1
-        self._epoch += 1
-        bridge = self._conn.bridge
-        # However the fetch goes, the catch-up ends by this deadline.
-        bridge.call_soon(bridge.loop.call_later, _DEADLINE, bridge.world.post,
-                         self._watchdog, self._epoch)
         self.active = True
         self._reasons = {reason}
         self._local = local
         self._again = False
         self._start_ns = since_ns
+        self._begin()
+        return True
+
+    def hold_until_reconnect(self):
+        """The connection was lost: hold what arrives from now on until
+        the catch-up its reconnect starts (``start('reconnect', ...)``).
+
+        nats-py renews the subscriptions on the new server before it
+        announces the reconnect: messages that server delivers meanwhile
+        must not be delivered before those the catch-up will fetch.
+        """
+        if not self.enabled or self.active:
+            return
+        self._fetch_id += 1   # a late result of an earlier fetch: ignored
+        self.active = True
+        self._awaiting = True
+        self._reasons = set()
+        self._local = True
+        self._again = False
+        self._start_ns = time.time_ns() - int(timeouts.REPLAY_MARGIN * 1e9)
+
+    def _begin(self):
+        for reason in self._reasons:
+            self.stats[TRIGGERS.get(reason, 'catchup_other')] += 1
+        self._epoch += 1
+        bridge = self._conn.bridge
+        # However the fetch goes, the catch-up ends by this deadline.
+        bridge.call_soon(bridge.loop.call_later, _DEADLINE, bridge.world.post,
+                         self._watchdog, self._epoch)
         self._resume_seq = None
         self._began = time.monotonic()
-        self._fetch(timeouts.REPLAY_SETTLE if reason == 'reconnect' else 0.0)
-        return True
+        self._fetch(timeouts.REPLAY_SETTLE if self._local else 0.0)
 
     def _admit(self) -> bool:
         # A token bucket: GAP_REPLAY_INTERVAL apart, REPLAY_BURST at once.
@@ -316,6 +350,7 @@ class CatchUp:
 
     def _end(self):
         self.active = False
+        self._awaiting = False
         self._held.clear()
         self._held_bytes = 0
         self._held_dropped = False

@@ -275,6 +275,12 @@ class Delivery:
         since = self._conn.disconnected_ns or time.time_ns()
         self._conn.bridge.world.post(self.recover, 'reconnect', since)
 
+    def disconnected_on_loop(self):
+        # Loop thread: from here on, behind the messages queued before,
+        # hold until the reconnect's catch-up (CatchUp.hold_until_reconnect).
+        assert self._conn.bridge.on_loop_thread()
+        self._conn.bridge.world.post(self._catch_up.hold_until_reconnect)
+
     def slow_consumer_on_loop(self):
         # Loop thread: nats-py dropped a message of a subscription; one
         # post for all the drops until the caller's world handles it.

@@ -245,6 +245,7 @@ class NatsSubscriber(api.SubscriberApi):
             raise
         conn.add_listener(self._delivery.reconnected_on_loop)
         conn.add_slow_consumer_listener(self._delivery.slow_consumer_on_loop)
+        conn.add_disconnect_listener(self._delivery.disconnected_on_loop)
         conn.service.subscriber_joined(self.stats, self._delivery.gauges)
         self._stopped.clear()
         self._running = True
@@ -297,6 +298,7 @@ class NatsSubscriber(api.SubscriberApi):
         self._delivery.stop()
         conn.remove_listener(self._delivery.reconnected_on_loop)
         conn.remove_listener(self._delivery.slow_consumer_on_loop)
+        conn.remove_listener(self._delivery.disconnected_on_loop)
         conn.service.subscriber_left(self.stats)
         feed, self._publisher_feed = self._publisher_feed, None
         if feed is not None:

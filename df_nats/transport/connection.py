@@ -65,6 +65,7 @@ class Connection:
         self.sender = sender.Sender(self, self.refusals)
         self._listeners: List[Callable[[], None]] = []
         self._slow_listeners: List[Callable[[], None]] = []
+        self._lost_listeners: List[Callable[[], None]] = []
         # When the connection was last lost (time.time_ns(), 0: never):
         # what was published since may be lost for this process.
         self.disconnected_ns = 0
@@ -197,6 +198,8 @@ class Connection:
         # goes again first (sender.Sender, "resends").
         self.sender.connection_lost_on_loop()
         LOG.warning('df-nats: disconnected from NATS')
+        for listener in list(self._lost_listeners):
+            listener()
 
     async def _on_reconnected(self):
         self.stats['reconnects'] += 1
@@ -228,10 +231,11 @@ class Connection:
             self._listeners.remove(listener)
         except ValueError:
             pass
-        try:
-            self._slow_listeners.remove(listener)
-        except ValueError:
-            pass
+        for listeners in (self._slow_listeners, self._lost_listeners):
+            try:
+                listeners.remove(listener)
+            except ValueError:
+                pass
 
     def add_slow_consumer_listener(self, listener: Callable[[], None]):
         """Call ``listener()`` on the loop thread when nats-py dropped a
@@ -239,6 +243,12 @@ class Connection:
         ``SlowConsumerError``). Removed by ``remove_listener``.
         """
         self._slow_listeners.append(listener)
+
+    def add_disconnect_listener(self, listener: Callable[[], None]):
+        """Call ``listener()`` on the loop thread when the connection is
+        lost, before nats-py reconnects. Removed by ``remove_listener``.
+        """
+        self._lost_listeners.append(listener)
 
     def jetstream_on_loop(self, timeout: float):
         """A JetStream context on this connection (use on the loop)."""

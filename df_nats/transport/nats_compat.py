@@ -19,7 +19,8 @@ four (latency, subscriptions confirmed, the TLS guard), so it reaches
 past the API here and only here:
 
 - ``Client._pending`` and ``_pending_data_size``: the commands nats-py
-  queued for its flusher task (``write_pending_now``, ``idle_writer``);
+  queued for its flusher task (``write_pending_now``, ``idle_writer``,
+  ``queue_first``);
 - ``Client._transport._io_writer``: the asyncio stream of the TCP
   transport (``write_pending_now``, ``idle_writer``, ``is_tls``,
   ``close_socket``), and the ``HPUB`` frame written to it by hand
@@ -97,13 +98,45 @@ def write_hpub(nc, writer, subject: str, body: bytes,
     they need none of the checks nats-py makes on a user's. Counted in
     nats-py's ``stats`` as its ``publish`` would.
     """
+    writer.write(_hpub(subject, body, headers))
+    nc.stats['out_msgs'] += 1
+    nc.stats['out_bytes'] += len(body)
+
+
+def queue_first(nc, messages) -> bool:
+    """Queue ``messages`` (subject, body, headers) ahead of everything
+    nats-py holds for its next connection (loop thread, disconnected).
+
+    nats-py writes what it queued before a reconnect as soon as the new
+    connection is up, before any callback runs: messages sent again after
+    the reconnect would come after newer ones that were still queued, and
+    subscribers would see a gap. Queued first, they go out in their
+    order. False, and nothing queued, when nats-py's internals are not
+    the expected ones (the caller then sends them after the reconnect).
+    """
+    try:
+        pending = nc._pending
+        size = nc._pending_data_size
+    except AttributeError:
+        return False
+    if not isinstance(pending, list) or not isinstance(size, int):
+        return False
+    frames = [_hpub(subject, body, headers)
+              for subject, body, headers in messages]
+    nc._pending = frames + pending
+    nc._pending_data_size = size + sum(len(frame) for frame in frames)
+    nc.stats['out_msgs'] += len(frames)
+    nc.stats['out_bytes'] += sum(len(body) for _, body, _ in messages)
+    return True
+
+
+def _hpub(subject: str, body: bytes, headers: Dict[str, str]) -> bytes:
+    """The NATS protocol's ``HPUB`` frame of one message."""
     block = ''.join(['NATS/1.0\r\n']
                     + ['%s: %s\r\n' % item for item in headers.items()]
                     + ['\r\n']).encode()
-    writer.write(b'HPUB %s %d %d\r\n%s%s\r\n' % (
-        subject.encode(), len(block), len(block) + len(body), block, body))
-    nc.stats['out_msgs'] += 1
-    nc.stats['out_bytes'] += len(body)
+    return b'HPUB %s %d %d\r\n%s%s\r\n' % (
+        subject.encode(), len(block), len(block) + len(body), block, body)
 
 
 async def flush_pending(nc) -> None:

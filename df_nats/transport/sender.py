@@ -304,13 +304,24 @@ class Sender:
         """
         assert self._bridge.on_loop_thread()
         oldest = self._clock() - timeouts.RESEND_WINDOW
-        # Nothing is written while disconnected, and the drain sends the
-        # resends before anything else: _resends holds at most one
-        # ring's worth, oldest first.
-        self._resends.extend(entry for entry in self._recent
-                             if entry[0] >= oldest)
+        lost = [entry for entry in self._recent if entry[0] >= oldest]
         self._recent.clear()
         self._recent_bytes = 0
+        nc = self._conn.nc
+        # Ahead of what nats-py still holds from before the loss (newer
+        # messages among them), which it writes first thing on the next
+        # connection. nats-py then refuses other publishes made while
+        # disconnected sooner (its pending_size bounds what it holds);
+        # a longer outage fills it anyway.
+        if lost and nc is not None and nats_compat.queue_first(
+                nc, [(subject, body, dict(headers, **_RESENT))
+                     for _, subject, body, headers, _ in lost]):
+            self.stats['resent'] += len(lost)
+            return
+        # Otherwise the drain sends them after the reconnect, before
+        # anything else: nothing is written while disconnected, so
+        # _resends holds at most one ring's worth, oldest first.
+        self._resends.extend(lost)
 
     async def _send_resends(self, nc) -> bool:
         """Send the messages kept from before the loss, as they were, with

@@ -99,6 +99,55 @@ def test_flush_pending_writes_a_queued_subscription(nats_server):
     asyncio.run(scenario())
 
 
+def test_queued_first_goes_out_before_what_nats_py_held(
+        nats_server_no_js):
+    # The publisher's resends (sender.Sender.connection_lost_on_loop):
+    # queued while disconnected, ahead of what nats-py held, they reach a
+    # subscriber first once the publisher is back.
+    server = nats_server_no_js
+
+    async def scenario():
+        back = asyncio.Event()
+        lost = asyncio.Event()
+
+        async def on_sub_back():
+            back.set()
+
+        async def on_pub_lost():
+            lost.set()
+        # The subscriber comes back at once, the publisher seconds later:
+        # the subscription is there before the publisher writes.
+        sub_nc = await nats.connect(server.url, reconnect_time_wait=0.05,
+                                    max_reconnect_attempts=-1,
+                                    reconnected_cb=on_sub_back)
+        pub_nc = await nats.connect(server.url, reconnect_time_wait=3,
+                                    max_reconnect_attempts=-1,
+                                    disconnected_cb=on_pub_lost)
+        try:
+            sub = await sub_nc.subscribe('df-nats-test.first')
+            await sub_nc.flush()
+            server.kill()
+            await asyncio.wait_for(lost.wait(), 10)
+            await pub_nc.publish('df-nats-test.first', b'held')
+            assert pub_nc._pending, 'nats-py did not hold while disconnected'
+            headers = {'Df-Seq': 'pub-1 inc0.4', 'Df-Resent': '1'}
+            assert nats_compat.queue_first(
+                pub_nc, [('df-nats-test.first', b'again', headers)])
+            await asyncio.get_running_loop().run_in_executor(
+                None, server.start)
+            await asyncio.wait_for(back.wait(), 10)
+            await sub_nc.flush()
+            assert pub_nc.is_reconnecting, 'the publisher came back first'
+            first = await sub.next_msg(timeout=15)
+            assert (first.data, dict(first.headers)) == (b'again', headers)
+            assert (await sub.next_msg(timeout=5)).data == b'held'
+        finally:
+            await pub_nc.close()
+            await sub_nc.close()
+
+    asyncio.run(scenario())
+
+
 class _CountingClient(nats_compat.HookedClient):
     def __init__(self):
         super().__init__()

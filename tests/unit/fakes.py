@@ -114,6 +114,7 @@ class Connection:
         self.users = 0
         self.listeners = []
         self.slow_listeners = []
+        self.lost_listeners = []
         self.sender = Sender()
         self.disconnected_ns = 0
 
@@ -136,8 +137,12 @@ class Connection:
     def remove_listener(self, listener):
         if listener in self.listeners:
             self.listeners.remove(listener)
-        if listener in self.slow_listeners:
-            self.slow_listeners.remove(listener)
+        for listeners in (self.slow_listeners, self.lost_listeners):
+            if listener in listeners:
+                listeners.remove(listener)
 
     def add_slow_consumer_listener(self, listener):
         self.slow_listeners.append(listener)
+
+    def add_disconnect_listener(self, listener):
+        self.lost_listeners.append(listener)

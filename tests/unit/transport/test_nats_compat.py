@@ -128,6 +128,7 @@ class _PendingClient:
         self._pending = [b'PUB a 1\r\nx\r\n']
         self._pending_data_size = 12
         self._transport = _Transport(_Writer(buffered, tls))
+        self.stats = {'out_msgs': 0, 'out_bytes': 0}
 
 
 def test_pending_written_at_once_when_the_socket_took_all():
@@ -161,6 +162,25 @@ def test_idle_writer_only_when_nothing_waits():
     assert nats_compat.idle_writer(nc) is nc._transport._io_writer
     nc._transport._io_writer._buffered = 1
     assert nats_compat.idle_writer(nc) is None
+
+
+def test_queued_first_ahead_of_what_nats_py_holds():
+    nc = _PendingClient(connected=False)
+    assert nats_compat.queue_first(nc, [
+        ('s', b'ab', {'Df-Seq': 'p i.1'}), ('t', b'', {'Df-Mark': '1'})])
+    assert nc._pending == [
+        b'HPUB s 27 29\r\nNATS/1.0\r\nDf-Seq: p i.1\r\n\r\nab\r\n',
+        b'HPUB t 24 24\r\nNATS/1.0\r\nDf-Mark: 1\r\n\r\n\r\n',
+        b'PUB a 1\r\nx\r\n']
+    assert nc._pending_data_size == sum(map(len, nc._pending))
+    assert nc.stats == {'out_msgs': 2, 'out_bytes': 2}
+
+
+def test_nothing_queued_first_without_the_expected_internals():
+    nc = _PendingClient(connected=False)
+    del nc._pending_data_size
+    assert not nats_compat.queue_first(nc, [('s', b'x', {})])
+    assert nc._pending == [b'PUB a 1\r\nx\r\n']
 
 
 def test_tls_read_from_the_socket_and_closed_there():

@@ -541,6 +541,32 @@ def test_resends_owed_go_before_a_direct_write(conf):
     assert conn.stats['resent'] == 1
 
 
+def test_resends_queued_ahead_of_what_nats_py_held(conf):
+    # nats-py writes what it held first thing on the new connection:
+    # the resends go before it, not after (a gap at every subscriber).
+    conn, nc = _writable_connection(conf)
+    nc._pending_data_size = 0
+    s = sequence.Stream('s', 'p', 'i')
+    for i in range(2):
+        _send_one(conn, s, _event(i))
+    sent = list(nc.sent)
+    del nc.sent[:]
+    held = b'HPUB s 30 40\r\n...\r\n'
+    nc._pending = [held]
+    nc._pending_data_size = len(held)
+    _lose(conn)
+    assert nc._pending[-1] == held and len(nc._pending) == 3
+    assert [_hpub(data) for data in nc._pending[:2]] == [
+        (subject, dict(headers, **{'Df-Resent': '1'}), body)
+        for subject, body, headers in sent]
+    assert nc._pending_data_size == sum(map(len, nc._pending))
+    assert conn.stats['resent'] == 2
+    # Nothing left for the drain to send again after the reconnect.
+    assert not conn.sender._resends
+    _drain(conn)
+    assert nc.sent == [] and nc.written == []
+
+
 def test_flush_waits_for_the_resends(conf):
     conn, nc, _ = _clocked_connection(conf)
     nc.flush = _no_flush
@@ -554,3 +580,20 @@ def test_flush_waits_for_the_resends(conf):
 
 async def _no_flush(timeout=None):
     return None
+
+
+def test_disconnect_listeners_called_after_the_resends_are_kept(conf):
+    # The subscriber's hold (catch_up.CatchUp.hold_until_reconnect)
+    # starts here, on the loop thread, before nats-py reconnects.
+    conn, nc = _connection(conf)
+    heard = []
+
+    def listener():
+        assert conn.bridge.on_loop_thread()
+        heard.append(conn.stats['disconnects'])
+    conn.add_disconnect_listener(listener)
+    _lose(conn)
+    assert heard == [1]
+    conn.remove_listener(listener)
+    _lose(conn)
+    assert heard == [1]
