@@ -10,5 +10,5 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""The ``df-nats`` command: demo, tail, stats and publishers.
+"""The ``df-nats`` command: check, demo, exporter, publishers, stats, tail.
 """

@@ -19,6 +19,7 @@ Each test fails when a nats-py release changes what it relies on
 import asyncio
 
 import nats
+from nats import errors as nats_errors
 
 from df_nats.transport import nats_compat
 
@@ -38,7 +39,14 @@ def test_pending_written_at_once_and_delivered(nats_server):
             nats_compat.write_pending_now(pub_nc)
             assert not pub_nc._pending and not pub_nc._pending_data_size, (
                 'nats-py\'s pending list was not written')
-            msg = await sub.next_msg(timeout=5)
+            try:
+                msg = await sub.next_msg(timeout=10)
+            except nats_errors.TimeoutError:
+                raise AssertionError(
+                    'written, never delivered: publisher connected %s,'
+                    ' pending %s, stats %s; subscriber connected %s' % (
+                        pub_nc.is_connected, pub_nc._pending_data_size,
+                        pub_nc.stats, sub_nc.is_connected))
             assert msg.data == b'now' and dict(msg.headers) == headers
         finally:
             await pub_nc.close()
@@ -63,7 +71,7 @@ def test_message_written_past_publish_reaches_a_subscriber(nats_server):
             headers = {'Df-Seq': 'pub-1 inc0.7', 'Df-Events': '1 lport'}
             nats_compat.write_hpub(pub_nc, writer, 'df-nats-test.hpub',
                                    b'\x81\xa1k\xa1v', headers)
-            msg = await sub.next_msg(timeout=5)
+            msg = await sub.next_msg(timeout=10)
             assert msg.data == b'\x81\xa1k\xa1v'
             assert dict(msg.headers) == headers
             assert pub_nc.stats['out_msgs'] == 1
@@ -71,7 +79,7 @@ def test_message_written_past_publish_reaches_a_subscriber(nats_server):
             # The connection is still in order: nats-py's own next.
             await pub_nc.publish('df-nats-test.hpub', b'next')
             await pub_nc.flush()
-            assert (await sub.next_msg(timeout=5)).data == b'next'
+            assert (await sub.next_msg(timeout=10)).data == b'next'
         finally:
             await pub_nc.close()
             await sub_nc.close()
@@ -91,7 +99,7 @@ def test_flush_pending_writes_a_queued_subscription(nats_server):
             assert not sub_nc._pending, 'flush_pending left SUB queued'
             await sub_nc.flush()
             await pub_nc.publish('df-nats-test.flush-pending', b'x')
-            assert (await sub.next_msg(timeout=5)).data == b'x'
+            assert (await sub.next_msg(timeout=10)).data == b'x'
         finally:
             await pub_nc.close()
             await sub_nc.close()
@@ -140,7 +148,7 @@ def test_queued_first_goes_out_before_what_nats_py_held(
             assert pub_nc.is_reconnecting, 'the publisher came back first'
             first = await sub.next_msg(timeout=15)
             assert (first.data, dict(first.headers)) == (b'again', headers)
-            assert (await sub.next_msg(timeout=5)).data == b'held'
+            assert (await sub.next_msg(timeout=10)).data == b'held'
         finally:
             await pub_nc.close()
             await sub_nc.close()

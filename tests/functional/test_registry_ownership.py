@@ -173,6 +173,17 @@ async def _request(nc, subject, body=b'', headers=None):
     return reply.data.decode()
 
 
+def _stats_once(worker, ready, timeout=30.0):
+    """The worker's stats once ``ready(stats)`` holds (asked every 0.2 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        worker.send('stats')
+        stats = worker.next(lambda line: line['type'] == 'stats')[1]['stats']
+        if ready(stats) or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.2)
+
+
 def _record_of(config, publisher_id):
     [record] = [r for r in _list(config) if r['id'] == publisher_id]
     return record
@@ -260,12 +271,14 @@ def test_a_record_of_another_hosts_id_is_ignored(world, server, processes,
             record, host=HOST_B)).encode())
         # Then deleted: a watcher would have taken A as gone.
         await js.publish(kv + copy, b'', headers={'KV-Operation': 'DEL'})
+        # Last, a record that is no record: once the watcher counted it,
+        # it has seen all of the above (the watch keeps the stream order).
+        await js.publish(kv + records.key(HOST_B, records.publisher_uuid(
+            'marker', HOST_B)), b'not a record')
     attacker = Attacker(server)
     attacker.run(forge)
     assert attacker.refused == []   # B's own keys: allowed
-    time.sleep(2.0)
-    watcher.send('stats')
-    stats = watcher.next(lambda line: line['type'] == 'stats')[1]['stats']
+    stats = _stats_once(watcher, lambda s: s.get('registry_malformed'))
     assert stats.get('registry_forged') == 2, stats
     events = [line['event'][:3] for line in watcher.received()
               if (line.get('event') or [None])[0] == 'publisher']

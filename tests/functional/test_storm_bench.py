@@ -77,7 +77,12 @@ def test_small_storm_no_resync(tmp_path):
     assert report['stream'] == 'DF_NATS_EVENTS'
     assert report['lost_node'] >= 1, report['placement']
     summary = {key: report[key] for key in ('full_syncs', 'silent_loss',
-                                            'published', 'delivered')}
+                                            'published', 'delivered',
+                                            'killed', 'placement')}
+    # On a failure, the subscribers that resynced or missed events, whole.
+    summary['troubled'] = [line for line in report['per_subscriber']
+                           if line['syncs'] or line['lost']
+                           or line['delivered'] != report['published']]
     assert report['full_syncs'] == 0, summary
     assert report['silent_loss'] == 0, summary
     assert report['delivered'] == 20 * report['published'], summary
