@@ -52,6 +52,9 @@ KILL_PUBLISHER_NODE = 'kill-publisher-node'
 # The subscriber's node, made the capture stream's leader first.
 KILL_STREAM_LEADER = 'kill-stream-leader'
 ROLLING_RESTART = 'rolling-restart'
+# account(): a missing event must be covered by a sync within this many
+# seconds of events flowing again.
+FLOWING_GRACE = 1.0
 
 
 # -- worker roles (in the child process) ---------------------------------
@@ -253,6 +256,11 @@ def account(run):
     before it was published. *Neither*: lost silently, a failure. Events
     the driver refused with ``PublishBufferFull`` are counted apart (the
     caller was told) and must be covered like any missing event.
+
+    *Late*: covered, but by a sync more than ``FLOWING_GRACE`` seconds
+    after events flowed again (a later event reached the callback):
+    Dragonflow stayed stale that long. ``cover_after_flow`` is the worst
+    such wait, in seconds.
     """
     sent = run['pub']['sent']
     refused = set(run['pub']['refused'])
@@ -262,8 +270,19 @@ def account(run):
     for entry in log:
         if entry[0] == 'e':
             seen[entry[1]] = seen.get(entry[1], 0) + 1
-    received = covered = neither = 0
-    cover_delays, lost = [], []
+    # flowing[seq]: when the callback first got an event sent after seq.
+    first_rx = {}
+    for entry in log:
+        if entry[0] == 'e' and entry[1] not in first_rx:
+            first_rx[entry[1]] = entry[2]
+    flowing, earliest = [None] * len(sent), None
+    for seq in range(len(sent) - 1, -1, -1):
+        flowing[seq] = earliest
+        t_rx = first_rx.get(seq)
+        if t_rx is not None and (earliest is None or t_rx < earliest):
+            earliest = t_rx
+    received = covered = neither = late = 0
+    cover_delays, after_flow, lost = [], [], []
     for seq, t_sent in enumerate(sent):
         if seq in seen and seq not in refused:
             received += 1
@@ -272,6 +291,9 @@ def account(run):
         if at < len(syncs):
             covered += 1
             cover_delays.append(syncs[at] - t_sent)
+            if flowing[seq] is not None:
+                after_flow.append(syncs[at] - flowing[seq])
+                late += after_flow[-1] > FLOWING_GRACE
         else:
             neither += 1
             lost.append(seq)
@@ -282,6 +304,8 @@ def account(run):
         'syncs': len(syncs),
         'max_cover_delay': round(max(cover_delays), 3)
         if cover_delays else None,
+        'late_covers': late,
+        'cover_after_flow': round(max(after_flow), 3) if after_flow else None,
         'lost_examples': lost[:20],
         'sub_stats': run['sub']['stats'],
     }

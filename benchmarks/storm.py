@@ -332,7 +332,12 @@ def move_stream_leader(cluster, stream, avoid, timeout=20):
     """Step the stream's leader down until it is on no node in ``avoid``
     (names), a few tries at most. Returns the leader then.
     """
+    # A stream made a moment ago may not show its leader yet.
+    deadline = time.monotonic() + timeout
     leader = (streams(cluster).get(stream) or {}).get('leader')
+    while leader is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        leader = (streams(cluster).get(stream) or {}).get('leader')
     candidates = [n.name for n in cluster.nodes if n.name not in avoid]
     for _ in range(_STEPDOWN_TRIES):
         if leader not in avoid or not candidates:

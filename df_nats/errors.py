@@ -10,11 +10,13 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Every exception df-nats raises on purpose, under one base.
+"""The base of every df-nats exception, and the errors callers see.
 
-``DfNatsError`` catches them all. Each class also keeps the builtin parent
-it had before this base existed (``ValueError``, ``RuntimeError``,
-``TimeoutError``), so that code catching those still does.
+``DfNatsError`` catches them all (the few defined next to their layer,
+such as the transport's, derive from it too). Each class here also keeps
+the builtin parent it had before this base existed (``ValueError``,
+``RuntimeError``, ``TimeoutError``), so that code catching those still
+does.
 """
 
 

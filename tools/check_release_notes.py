@@ -108,6 +108,9 @@ def wire_interface():
         'body_batch': codec.batch_body([body, body]),
         'header_seq': sequence.HEADER_SEQ,
         'header_mark': sequence.HEADER_MARK,
+        # On a message sent again after a reconnect (its value is not
+        # read: the name alone makes it a resend).
+        'header_resent': sequence.HEADER_RESENT,
         'header_events': codec.HEADER_EVENTS,
         'seq_value': sequence.seq_header('inc1', 7, 'pub-1'),
         'mark_headers': stream.mark_headers(),

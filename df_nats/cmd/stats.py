@@ -33,6 +33,7 @@ from urllib import parse
 from df_nats.cmd import common
 from df_nats.cmd import processes
 from df_nats.cmd import text
+from df_nats.transport import service
 
 # (column, section, counter): the counters the table shows.
 _COUNTER_COLUMNS = (('SENT', 'connection', 'published'),
@@ -49,11 +50,10 @@ _HEADER = (('ROLE', 'KIND', 'HOST', 'PID', 'PROCESS', 'THREADS', 'PUBLISHER',
            + tuple(c[0] for c in _COUNTER_COLUMNS)
            + ('SYNC CAUSES', 'LAST SYNC', 'QUEUE', 'LAG AVG', 'LAG MAX',
               'OUTBOX', 'LAST ERROR'))
-# The resync counters and how the table names them.
-_CAUSES = (('sync_reconnect', 'reconnect'), ('sync_gap', 'gap'),
-           ('sync_overflow', 'overflow'), ('sync_jump', 'jump'),
-           ('sync_rebaseline', 'rebaseline'), ('sync_fork', 'fork'),
-           ('sync_other', 'other'))
+# The resync counters, by cause, and how the table names them.
+_CAUSES = tuple((key, key[len('sync_'):])
+                for key in service.SUBSCRIBER_COUNTERS
+                if key.startswith('sync_'))
 
 
 def _ms(microseconds) -> str:

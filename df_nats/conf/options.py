@@ -144,17 +144,22 @@ connection_opts = [
     # Hostile input (see "Hostile input" in doc/source/design.rst).
     cfg.FloatOpt('resync_interval', default=5.0, help=_text('''
         Seconds between two resyncs a subscriber asks Dragonflow for (callback
-        action "sync", after a reconnect, a sequence gap or a full delivery
-        queue); each one makes the controller reread its whole database. The
-        first is delivered at once; those asked for within the interval are
-        delivered as one at its end, never lost. 0 delivers each at once. From
-        0 to %d.''', MAX_RESYNC_INTERVAL)),
+        action "sync") for what it read on the wire: a sequence gap, a
+        conflicting message, or a loss the capture stream cannot fill (a full
+        delivery queue or a slow consumer past the catch-up rate); each one
+        makes the controller reread its whole database. The first is delivered
+        at once; those asked for within the interval are delivered as one at
+        its end, never lost. A resync after a reconnect is never paced. 0
+        delivers each at once. From 0 to %d.''', MAX_RESYNC_INTERVAL)),
     cfg.IntOpt('delivery_queue_size', default=64 * 1024 * 1024, help=_text('''
         Bytes of memory the received messages a subscriber holds for its
         callback may take: bodies, headers and the Python objects holding
-        them (about 270 bytes a message and 130 a header). A message arriving
-        when it is full is dropped, counted (stats["overflow"]) and followed
-        by a resync. At least %d.''', MIN_DELIVERY_QUEUE_SIZE)),
+        them (about 260 bytes a message besides its subject, 190 for its
+        headers and 130 a header). A message arriving when it is full is
+        dropped, counted (stats["overflow"]) and followed by a catch-up from
+        the capture stream, or a resync without one. The live messages held
+        during a catch-up are bounded by as much again. At least
+        %d.''', MIN_DELIVERY_QUEUE_SIZE)),
     cfg.IntOpt('ping_interval', default=20, min=1, help=_text('''
         Seconds between client PINGs that detect a dead server.''')),
     cfg.IntOpt('max_outstanding_pings', default=3, min=1, help=_text('''
@@ -174,8 +179,11 @@ connection_opts = [
         NATS micro protocol), so that "nats micro ls", "nats micro stats
         df-nats" and "df-nats stats" list it with its role, host, pid,
         publisher id, version and counters. Its user needs permission to
-        subscribe to $SRV.> and to publish to _INBOX.> (the replies); without
-        it df-nats logs one warning and runs on without the service.''')),
+        subscribe to $SRV.> and to publish to <service_inbox_prefix>.> (the
+        replies). Without the subscription df-nats logs one warning and runs
+        on without the service; a refused reply is counted
+        (connection.service_replies_denied) and logged at most every 10
+        s.''')),
     cfg.StrOpt('service_inbox_prefix', default='_INBOX', help=_text('''
         The service "df-nats" answers only requests whose reply subject is
         under <service_inbox_prefix>., the requesters' inboxes; others are
@@ -274,11 +282,14 @@ replay_opts = [
     cfg.StrOpt('replay_stream', default='DF_NATS_EVENTS', help=_text('''
         Name of the JetStream stream that captures every topic subject
         (<subject_prefix>.topic.>) for catch-up: a subscriber that lost
-        messages (a reconnect, a gap in a publisher's numbers, a slow consumer,
-        a full delivery queue) fetches them from it instead of asking
-        Dragonflow for a full resync. Publishers create or update it, and never
-        delete it. Empty: no capture stream, every loss is a full resync. Needs
-        JetStream; without it df-nats warns once and resyncs as before.''')),
+        messages (a reconnect; a slow consumer or a full delivery queue, at a
+        bounded rate) fetches them from it instead of asking Dragonflow for a
+        full resync. A gap in a publisher's numbers, which anyone allowed to
+        publish can forge, is still answered by a resync paced by
+        resync_interval. Publishers create or update the stream, and never
+        delete it. Empty: no capture stream, every loss is a full resync.
+        Needs JetStream; without it publishers warn at every connection,
+        subscribers once, and losses are resynced as before.''')),
     cfg.BoolOpt('replay_stream_create', default=True, help=_text('''
         Whether this process's publishers create the capture stream and keep
         its replay_* settings (they never lower its replicas). False where the
@@ -299,8 +310,9 @@ replay_opts = [
         cheaper, and is asked for instead. From %d to
         %d.''', MIN_REPLAY_LIMIT_EVENTS, MAX_REPLAY_LIMIT_EVENTS)),
     cfg.IntOpt('replay_limit_bytes', default=32 * 1024 * 1024, help=_text('''
-        Bytes one catch-up fetches at most, beyond which a full resync is
-        asked for instead; also bounds the memory a catch-up holds. From %d to
+        Bytes one catch-up fetches at most (headers included), beyond which a
+        full resync is asked for instead. The live messages held meanwhile
+        are bounded by delivery_queue_size. From %d to
         %d.''', MIN_REPLAY_LIMIT_BYTES, MAX_REPLAY_LIMIT_BYTES)),
 ]
 
@@ -346,8 +358,8 @@ def _check_servers(servers):
         if port is None:
             raise errors.ConfigError('servers', '%r has no port' % shown)
         if parts.username is not None or parts.password is not None:
-            # Logged at DEBUG by log_opt_values and shown by ps when given
-            # on a command line: credentials have options of their own.
+            # Shown by ps when given on a command line, and kept out of
+            # sight only as the secret options they have of their own.
             raise errors.ConfigError(
                 'servers', '%r holds credentials: set them with [%s] user'
                 ' and password, or token, not in the URL' % (shown, GROUP))

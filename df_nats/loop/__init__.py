@@ -12,5 +12,6 @@
 
 """Threads: the native thread that runs the asyncio loop and nats-py, the
 hand-off between it and the caller's world (eventlet or native threads),
-and logging that never blocks the loop.
+logging that never blocks the loop, and freed heap memory given back to
+the system.
 """

@@ -11,5 +11,5 @@
 #    under the License.
 
 """The caller's world: Dragonflow's pub/sub API, the publisher, the subscriber
-and its delivery, and the per-process context they share.
+with its delivery and catch-up, and the per-process context they share.
 """

@@ -26,7 +26,8 @@ the stream: stored while it had no leader, or not routed yet) is held
 back and asked for again every ``REPLAY_RETRY``; after
 ``REPLAY_HOLE_WAIT`` the catch-up gives up. A full resync is asked for
 only when replay cannot prove nothing was lost: no stream, its window
-passed, JetStream silent, more to fetch than the limits, a hole that
+passed, JetStream silent (a fetch left unanswered is asked again twice
+while the deadline allows), more to fetch than the limits, a hole that
 stayed, or held messages beyond the queue's bytes.
 
 Catch-ups are rate-limited, but for a reconnect: a gap, a slow consumer
@@ -61,6 +62,10 @@ TRIGGERS = {
 # A catch-up ends by then, whatever happens to its fetches.
 _DEADLINE = (timeouts.REPLAY_SETTLE + timeouts.REPLAY_HOLE_WAIT
              + 4 * timeouts.REPLAY_REQUEST)
+# A fetch JetStream left unanswered is asked again this many times, while
+# the deadline leaves room: under load (every controller of a lost node
+# catching up at once) an answer may be late, and a resync is dearer.
+_SILENT_RETRIES = 2
 HOLE = 'hole in the stream'
 HELD_FULL = 'held messages over delivery_queue_size'
 # Why a catch-up gave up on a full resync -> its counter (stats).
@@ -106,6 +111,8 @@ class CatchUp:
         self._start_ns = 0
         self._resume_seq = None
         self._began = 0.0
+        self._silent = 0   # fetches of this catch-up left unanswered
+        self._answered = None   # when its first fetch was answered
         # The fetch in flight: a result for an older one is ignored.
         self._fetch_id = 0
         self._epoch = 0   # the catch-up running (its watchdog's)
@@ -194,6 +201,8 @@ class CatchUp:
         bridge.call_soon(bridge.loop.call_later, _DEADLINE, bridge.world.post,
                          self._watchdog, self._epoch)
         self._resume_seq = None
+        self._silent = 0
+        self._answered = None
         self._began = time.monotonic()
         self._fetch(timeouts.REPLAY_SETTLE if self._local else 0.0)
 
@@ -281,8 +290,12 @@ class CatchUp:
                   ', '.join(sorted(self._reasons)), len(result.messages),
                   result.outcome, result.detail)
         if result.outcome != replay_fetch.OK:
+            if self._retry_silent(result):
+                return
             self._fall_back(result.outcome, result.detail)
             return
+        if self._answered is None:
+            self._answered = time.monotonic()
         if self._resume_seq is None:
             self.stats['replays'] += 1
         delivery = self._delivery
@@ -301,7 +314,8 @@ class CatchUp:
             if delivery.deliver_checked(*message[:3], replayed=message[4]):
                 blocked.append(message)
         if blocked:
-            if time.monotonic() - self._began < timeouts.REPLAY_HOLE_WAIT:
+            if (time.monotonic() - self._answered
+                    < timeouts.REPLAY_HOLE_WAIT):
                 # Held back until the hole fills (or the wait ends), in
                 # front of what arrives meanwhile.
                 self._held.extend(blocked)
@@ -323,6 +337,20 @@ class CatchUp:
                     timeouts.REPLAY_MARGIN * 1e9)):
                 # Refused by the rate: the loss still has its answer.
                 self._delivery.request_sync(reason)
+
+    def _retry_silent(self, result) -> bool:
+        # Whether an unanswered fetch is asked again (counted).
+        if (result.outcome != replay_fetch.SILENT
+                or self._silent >= _SILENT_RETRIES
+                or time.monotonic() - self._began + timeouts.REPLAY_REQUEST
+                > _DEADLINE - timeouts.REPLAY_HOLE_WAIT):
+            return False
+        self._silent += 1
+        self.stats['replay_retries'] += 1
+        LOG.debug('df-nats: catch-up: JetStream silent (%s), asking again',
+                  result.detail)
+        self._fetch(timeouts.REPLAY_RETRY)
+        return True
 
     def _fall_back(self, outcome, detail, blocked=()):
         """Give up on replay: a full resync, then what was held."""

@@ -77,7 +77,6 @@ SYNC_CAUSES = {
     'conflicting message': 'sync_conflict',
     'receive path over its time budget': 'sync_over_budget',
     'slow consumer': 'sync_slow_consumer',
-    'late message': 'sync_late',
 }
 SYNC_CAUSES.update(catch_up.FALLBACKS)
 SYNC_OTHER = 'sync_other'
@@ -92,26 +91,29 @@ class Delivery:
     runs in the caller's world (a greenthread under eventlet, a native
     thread otherwise), one call at a time, so the tracker needs no lock.
 
-    The callback gets events one at a time, in arrival order. After the
-    connection comes back from an outage, and after a gap in a
-    publisher's sequence numbers, it is called with
-    ``(None, None, 'sync', None, None)``. Syncs asked for while one is
-    still queued are delivered once, and at most one per
-    ``resync_interval`` (``resync.ResyncPacer``). Duplicates (the very
-    same message again) are dropped; another message under a number
-    delivered already is delivered, counted as a conflict and followed
-    by a resync.
+    The callback gets events one at a time, in arrival order. After a
+    gap in a publisher's sequence numbers it is called with
+    ``(None, None, 'sync', None, None)``. After the connection comes
+    back from an outage, what was missed is first fetched from the
+    capture stream (``catch_up``): the sync follows only when that
+    cannot prove nothing was lost, or at once with ``replay_stream``
+    empty. Syncs asked for while one is still queued are delivered once,
+    and at most one per ``resync_interval`` (``resync.ResyncPacer``).
+    Duplicates (the very same message again) are dropped; another message
+    under a number delivered already is delivered, counted as a conflict
+    and followed by a resync.
 
     Everything received is untrusted: events of the wrong types, control
     actions and forged sequence headers are counted and dropped or
     tracked harmlessly (``codec``, ``sequence``), and messages wait for
     the callback in a queue of at most ``delivery_queue_size`` bytes of
     memory (what each message really costs, objects included); what
-    overflows it is dropped, counted and followed by a resync. The work
-    spent on messages that deliver nothing or hold malformed events has a
-    time budget per slice of the queue: a flood of messages expensive to
-    decode costs at most about that much delay before what is queued is
-    dropped as an overflow and one resync asked for (``_charge``).
+    overflows it is dropped, counted and followed by a catch-up (or a
+    resync). The work spent on messages that deliver nothing or hold
+    malformed events has a time budget per slice of the queue: a flood of
+    messages expensive to decode costs at most about that much delay
+    before what is queued is dropped as an overflow and one resync asked
+    for (``_charge``).
     Messages on a queue group's shared subject are not sequence-checked.
 
     ``callback`` may be replaced at any time (newest wins); ``stats`` is

@@ -30,17 +30,19 @@ class NatsSubscriber(api.SubscriberApi):
 
     The callback runs in the caller's world (a greenthread under eventlet, a
     native thread otherwise), one event at a time, in arrival order. After
-    the connection comes back from an outage, and after a gap in a
-    publisher's sequence numbers, it is called with
+    a gap in a publisher's sequence numbers it is called with
     ``(None, None, 'sync', None, None)``: events may have been missed and
-    Dragonflow answers with a full resync. Syncs asked for while one is
-    still queued are delivered once, and at most one per
+    Dragonflow answers with a full resync. After the connection comes back
+    from an outage, the subscriber first catches up from the capture
+    stream: the sync follows only when that cannot prove nothing was
+    lost, or at once with ``replay_stream`` empty. Syncs asked for while
+    one is still queued are delivered once, and at most one per
     ``resync_interval`` (``resync.ResyncPacer``). Duplicates are dropped.
 
     Everything received is untrusted: malformed events, forged sequence
     headers and messages beyond ``delivery_queue_size`` bytes are counted
-    (``stats``) and dropped or answered with a resync. The receive path
-    itself is ``delivery.Delivery``.
+    (``stats``) and dropped, or answered with a catch-up or a resync. The
+    receive path itself is ``delivery.Delivery``.
 
     After a fork, a subscriber inherited from the parent moves to the
     child's own connection on the child's first ``register_topic``,

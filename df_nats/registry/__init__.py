@@ -11,5 +11,5 @@
 #    under the License.
 
 """The publisher registry in a JetStream KV bucket: registration with
-heartbeats, the bucket, and the watch on it.
+heartbeats, the bucket, its records, and the watch on it.
 """

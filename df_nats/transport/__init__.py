@@ -11,6 +11,6 @@
 #    under the License.
 
 """The NATS connection, run on the loop thread: connect arguments, the outbox
-drain and sending, permission refusals, the NATS service, and nats-py
-compatibility.
+drain and sending, permission refusals, the NATS service, the capture
+stream and a catch-up's fetch from it, and nats-py compatibility.
 """

@@ -13,18 +13,19 @@
 """Every use df-nats makes of nats-py's internals, in one place.
 
 nats-py's public API has no way to write what it queued at once, to
-write a message without queueing it, to send queued SUB/UNSUB before a
-PING, or to act between the INFO exchange and CONNECT. df-nats needs all
-four (latency, subscriptions confirmed, the TLS guard), so it reaches
-past the API here and only here:
+write a message without queueing it, to queue messages ahead of what it
+holds for its next connection, to send queued SUB/UNSUB before a PING,
+or to act between the INFO exchange and CONNECT. df-nats needs all five
+(latency, resends in order after a reconnect, subscriptions confirmed,
+the TLS guard), so it reaches past the API here and only here:
 
 - ``Client._pending`` and ``_pending_data_size``: the commands nats-py
   queued for its flusher task (``write_pending_now``, ``idle_writer``,
   ``queue_first``);
 - ``Client._transport._io_writer``: the asyncio stream of the TCP
-  transport (``write_pending_now``, ``idle_writer``, ``is_tls``,
-  ``close_socket``), and the ``HPUB`` frame written to it by hand
-  (``write_hpub``);
+  transport (``write_pending_now``, ``idle_writer``, ``is_tls``), and
+  the ``HPUB`` frame written to it by hand (``write_hpub``);
+- ``Client._transport.close()`` (``close_socket``);
 - ``Client._flush_pending(force_flush=True)`` (``flush_pending``);
 - ``Client._connect_command``, overridden by ``HookedClient``;
 - ``Client._current_server`` (``server_name``).

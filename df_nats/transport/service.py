@@ -105,11 +105,11 @@ SUBSCRIBER_COUNTERS = ('received', 'duplicates', 'gaps', 'missed', 'syncs',
                        'sync_replay_silent', 'sync_replay_limit',
                        'sync_replay_failed', 'sync_hole',
                        'sync_held_overflow', 'sync_slow_consumer',
-                       'sync_late',
                        # catch-up from the capture stream (catch_up)
                        'catchup_reconnect', 'catchup_gap',
                        'catchup_slow_consumer', 'catchup_overflow',
-                       'catchups_refused', 'replays', 'replayed', 'held',
+                       'catchups_refused', 'replays', 'replay_retries',
+                       'replayed', 'held',
                        'replay_untracked',
                        # registry records dropped (publisher_events)
                        'registry_malformed', 'registry_oversized',

@@ -10,6 +10,7 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 
-"""Pure wire logic: the event codec, subjects, sequence numbers and resync
-pacing. No I/O and no threads of its own.
+"""Pure wire logic: the event codec, subjects, sequence numbers, resync
+pacing, the send time and bounded JSON from peers. No I/O and no threads
+of its own.
 """

@@ -165,6 +165,16 @@ def test_table_one_line_per_process_with_its_counters():
         assert lines[1][lines[0].index(column):].startswith(value)
 
 
+def test_sync_causes_name_every_cause_counted():
+    # The catch-up's fallbacks too, not only the causes of before replay.
+    data = service.counters(
+        {}, [{'syncs': 3, 'sync_no_stream': 2, 'sync_window_passed': 1,
+              'sync_conflict': 1}], 0, 0, '')
+    [line] = stats.format_table([_parse(_reply(data=data))],
+                                now=0).splitlines()[1:]
+    assert 'conflict:1,no_stream:2,window_passed:1' in line.split()
+
+
 def test_table_cells_are_escaped():
     record = _parse(_reply(host='h\x1b[2Jx', process='p\x1b]0;t\x07'))
     table = stats.format_table([record])

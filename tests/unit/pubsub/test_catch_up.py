@@ -313,8 +313,11 @@ def test_each_outcome_but_ok_is_one_sync_then_what_was_held(h, outcome):
     h.reconnect()
     h.live('a', 3)
     h.live('a', 4)
-    h.answers.append(replay_fetch.Fetched(outcome, [], 'as scripted'))
-    h.step(timeouts.REPLAY_SETTLE)
+    if outcome == replay_fetch.SILENT:
+        _unanswered(h, timeouts.REPLAY_SETTLE)
+    else:
+        h.answers.append(replay_fetch.Fetched(outcome, [], 'as scripted'))
+        h.step(timeouts.REPLAY_SETTLE)
     # What was held reaches the callback before the sync does: an older
     # event after the sync could undo what the sync read.
     assert h.keys() == ['a-1', 'a-3', 'a-4', 'SYNC']
@@ -332,8 +335,10 @@ def test_each_outcome_but_ok_is_one_sync_then_what_was_held(h, outcome):
 def test_a_fetch_that_raises_falls_back(h, error, outcome):
     h.live('a', 1)
     h.live('a', 3)
-    h.answers.append(error)
+    h.answers.extend([error] * (1 + catch_up._SILENT_RETRIES))
     h.step()
+    for _ in range(catch_up._SILENT_RETRIES):
+        h.step(timeouts.REPLAY_RETRY)
     assert h.keys() == ['a-1', 'a-3', 'SYNC']
     assert h.stats[catch_up.FALLBACKS[outcome]] == 1
 
@@ -356,6 +361,17 @@ def test_held_messages_beyond_the_queue_size_end_in_a_sync(
 
 
 # -- rate and pacing -----------------------------------------------------
+
+def _unanswered(h, first_delay=0.0):
+    """JetStream answers none of the catch-up's fetches: the first,
+    after ``first_delay``, and each one asked again.
+    """
+    h.answers.extend([replay_fetch.Fetched(replay_fetch.SILENT, [])]
+                     * (1 + catch_up._SILENT_RETRIES))
+    h.step(first_delay)
+    for _ in range(catch_up._SILENT_RETRIES):
+        h.step(timeouts.REPLAY_RETRY)
+
 
 def _gap_caught_up(h, n):
     # a's n is lost, n + 1 arrives: a catch-up that finds n.
@@ -405,8 +421,7 @@ def test_a_reconnect_is_never_refused_and_its_fallback_is_not_paced(h):
     assert h.keys().count('SYNC') == 1
     h.reconnect()
     assert h.catch_up.active and h.stats['catchup_reconnect'] == 1
-    h.answers.append(replay_fetch.Fetched(replay_fetch.SILENT, []))
-    h.step(timeouts.REPLAY_SETTLE)
+    _unanswered(h, timeouts.REPLAY_SETTLE)
     # Within resync_interval of the last sync, delivered all the same.
     assert h.keys().count('SYNC') == 2
     assert h.stats['syncs_delayed'] == 0
@@ -415,12 +430,10 @@ def test_a_reconnect_is_never_refused_and_its_fallback_is_not_paced(h):
 def test_the_fallback_of_a_gap_is_paced(h):
     h.live('a', 1)
     h.live('a', 3)
-    h.answers.append(replay_fetch.Fetched(replay_fetch.SILENT, []))
-    h.step()
+    _unanswered(h)
     assert h.keys().count('SYNC') == 1
     h.live('a', 5)
-    h.answers.append(replay_fetch.Fetched(replay_fetch.SILENT, []))
-    h.step()
+    _unanswered(h)
     assert h.keys().count('SYNC') == 1 and h.stats['syncs_delayed'] == 1
     h.step(5.0)
     assert h.keys().count('SYNC') == 2
@@ -625,8 +638,7 @@ def test_a_reconnect_folded_into_a_gap_makes_its_fallback_unpaced(h):
     h.live('a', 3)
     assert h.catch_up.active
     h.reconnect()
-    h.answers.append(replay_fetch.Fetched(replay_fetch.SILENT, []))
-    h.step()
+    _unanswered(h)
     assert h.keys() == ['a-1', 'SYNC', 'a-3', 'SYNC']
     assert h.stats['syncs_delayed'] == 0
 
@@ -637,3 +649,31 @@ def _gaps_catch_up(monkeypatch):
     # the simplest trigger; live gaps start none by default.
     from df_nats.pubsub import delivery as _delivery
     monkeypatch.setattr(_delivery.Delivery, 'catch_up_gaps', True)
+
+
+def test_an_unanswered_fetch_is_asked_again(h):
+    h.live('a', 1)
+    h.reconnect()
+    h.live('a', 4)
+    h.answers.append(replay_fetch.Fetched(replay_fetch.SILENT, [], 'late'))
+    h.answers.append(_ok(_stored('a', 2, seq=10), _stored('a', 3, seq=11),
+                         last_seq=11))
+    h.step(timeouts.REPLAY_SETTLE)
+    assert h.catch_up.active and h.keys() == ['a-1']
+    h.step(timeouts.REPLAY_RETRY)
+    assert h.keys() == ['a-1', 'a-2', 'a-3', 'a-4']
+    assert h.stats['replay_retries'] == 1
+    assert h.stats['sync_replay_silent'] == 0 and not h.catch_up.active
+    # The retry fetched from where the catch-up started, as the first.
+    assert h.requests[0][1:] == h.requests[1][1:]
+
+
+def test_no_retry_past_what_the_deadline_leaves(h):
+    h.live('a', 1)
+    h.reconnect()
+    h.answers.append(replay_fetch.Fetched(replay_fetch.SILENT, []))
+    # The fetch was answered (silent) only late in the catch-up.
+    h.step(catch_up._DEADLINE - timeouts.REPLAY_HOLE_WAIT)
+    assert h.keys() == ['a-1', 'SYNC']
+    assert h.stats['replay_retries'] == 0
+    assert h.stats['sync_replay_silent'] == 1
