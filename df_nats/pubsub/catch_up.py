@@ -28,7 +28,9 @@ back and asked for again every ``REPLAY_RETRY``; after
 only when replay cannot prove nothing was lost: no stream, its window
 passed, JetStream silent (a fetch left unanswered is asked again twice
 while the deadline allows), more to fetch than the limits, a hole that
-stayed, or held messages beyond the queue's bytes.
+stayed, held messages beyond the queue's bytes, or no end by the
+deadline (later, up to a last deadline, in a process so far behind on its
+callbacks that it takes each answer late but still moves on).
 
 Catch-ups are rate-limited, but for a reconnect: a gap, a slow consumer
 and an overflow can all be provoked by anyone who may publish. Beyond
@@ -62,6 +64,12 @@ TRIGGERS = {
 # A catch-up ends by then, whatever happens to its fetches.
 _DEADLINE = (timeouts.REPLAY_SETTLE + timeouts.REPLAY_HOLE_WAIT
              + 4 * timeouts.REPLAY_REQUEST)
+# A process far behind on its callbacks (a loaded machine) takes each
+# answer late: past _DEADLINE a catch-up that still moves on (it asked
+# for a fetch within the last _STALL seconds) goes on, up to
+# _LAST_DEADLINE.
+_STALL = timeouts.REPLAY_REQUEST + 1.0
+_LAST_DEADLINE = 3 * _DEADLINE
 # A fetch JetStream left unanswered is asked again this many times, while
 # the deadline leaves room: under load (every controller of a lost node
 # catching up at once) an answer may be late, and a resync is dearer.
@@ -113,6 +121,7 @@ class CatchUp:
         self._began = 0.0
         self._silent = 0   # fetches of this catch-up left unanswered
         self._answered = None   # when its first fetch was answered
+        self._asked = 0.0       # when its last fetch was asked for
         # The fetch in flight: a result for an older one is ignored.
         self._fetch_id = 0
         self._epoch = 0   # the catch-up running (its watchdog's)
@@ -231,6 +240,7 @@ class CatchUp:
     # -- the fetch (loop thread) ------------------------------------------
 
     def _fetch(self, delay):
+        self._asked = time.monotonic()
         self._fetch_id += 1
         conn = self._conn
         conf = conn.conf
@@ -269,9 +279,18 @@ class CatchUp:
     # -- the outcome (caller's world) ---------------------------------------
 
     def _watchdog(self, epoch):
-        if self.active and epoch == self._epoch:
-            self._fall_back(replay_fetch.SILENT, 'no end within %.0f s'
-                            % _DEADLINE)
+        if not self.active or epoch != self._epoch:
+            return
+        now = time.monotonic()
+        if (now - self._asked < _STALL
+                and now - self._began < _LAST_DEADLINE):
+            # Behind, not stuck: looked at again a little later.
+            bridge = self._conn.bridge
+            bridge.call_soon(bridge.loop.call_later, _STALL,
+                             bridge.world.post, self._watchdog, epoch)
+            return
+        self._fall_back(replay_fetch.SILENT, 'no end within %.0f s'
+                        % (now - self._began))
 
     def _fetched(self, fetch_id, result):
         if fetch_id != self._fetch_id or not self.active:

@@ -17,8 +17,10 @@ delivers the last record of every key (the snapshot), then every write.
 Heartbeats only move ``last_activity_timestamp`` and are not reported as
 changes. A publisher leaves when its record is deleted (``close()``) or
 expires; the expiry is seen by our own clock (``publisher_ttl`` after the
-record's last write was seen), or through the limit marker the server
-writes in a bucket that has them (one made by an earlier df-nats).
+record's last write was seen, unless the bucket changed leaders meanwhile:
+then nobody could write, and every record gets a new ``publisher_ttl``),
+or through the limit marker the server writes in a bucket that has them
+(one made by an earlier df-nats).
 
 Ordered consumers can stall after a server restart (nats.py issue 510), so
 the consumer is created anew after every reconnect, and the new snapshot is
@@ -231,6 +233,7 @@ class PublisherWatch:
         self._loaded: Optional[asyncio.Future] = None
         self._sub = None
         self._ttl = None
+        self._leader = None   # the bucket's stream leader, as last seen
         self._tasks: List[asyncio.Task] = []
         self._resubscribing = False
         self._last_message = time.monotonic()
@@ -276,7 +279,9 @@ class PublisherWatch:
         kv = await bucket.open_bucket(
             self._js_on_loop(), self.conn.conf, create=self._create,
             strict=False)
-        self._ttl = (await kv.status()).ttl
+        status = await kv.status()
+        self._ttl = status.ttl
+        self._leader = _leader_of(status.stream_info)
         await self._subscribe()
         self._known = self._snapshot_done_on_loop()
         self.conn.add_listener(self._reconnected_on_loop)
@@ -432,9 +437,33 @@ class PublisherWatch:
                 if not await self._consumer_alive():
                     self._reconnected_on_loop()
                     continue
-            for key, seen in list(self._seen.items()):
-                if now - seen > limit:
-                    self._apply_on_loop(key, None, 'expired')
+            due = [key for key, seen in self._seen.items()
+                   if now - seen > limit]
+            if due and await self._same_leader():
+                for key in due:
+                    if key in self._seen:
+                        self._apply_on_loop(key, None, 'expired')
+
+    async def _same_leader(self) -> bool:
+        # Whether the bucket kept its leader since we last looked. A
+        # bucket without one takes no writes: while its stream elects a
+        # new leader (several seconds after its node died) live
+        # publishers cannot refresh their records, and would look
+        # expired. After a change they get a whole TTL to write again.
+        try:
+            info = await self._js_on_loop().stream_info('KV_' + self._bucket)
+        except Exception:
+            return False   # no answer now: nothing expires yet
+        leader = _leader_of(info)
+        if leader == self._leader:
+            return True
+        LOG.info('df-nats: registry bucket %s is led by %s now (was %s):'
+                 ' publishers have %s s to write again', self._bucket,
+                 leader or 'no server', self._leader or 'no server',
+                 self._ttl)
+        self._leader = leader
+        self._seen = dict.fromkeys(self._seen, time.monotonic())
+        return False
 
     async def _consumer_alive(self) -> bool:
         # False only when the server says the consumer is gone.
@@ -511,6 +540,12 @@ class PublisherWatch:
                 await sub.unsubscribe()
             except Exception:
                 pass  # already gone with the connection
+
+
+def _leader_of(stream_info) -> str:
+    # The server leading the stream; '' on a single server (no cluster).
+    cluster = getattr(stream_info, 'cluster', None)
+    return getattr(cluster, 'leader', None) or ''
 
 
 def _shown(text: str, longest: int = 80) -> str:

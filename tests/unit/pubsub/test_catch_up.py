@@ -677,3 +677,53 @@ def test_no_retry_past_what_the_deadline_leaves(h):
     assert h.keys() == ['a-1', 'SYNC']
     assert h.stats['replay_retries'] == 0
     assert h.stats['sync_replay_silent'] == 1
+
+
+def _never_answered(h, monkeypatch):
+    # The fetch is asked for on the loop thread and never answers.
+    asked = []
+    monkeypatch.setattr(h.catch_up, '_fetch_on_loop',
+                        lambda conn, request: asked.append(request))
+    return asked
+
+
+def test_a_catch_up_never_answered_ends_at_its_deadline(h, monkeypatch):
+    asked = _never_answered(h, monkeypatch)
+    h.live('a', 1)
+    h.reconnect()
+    h.live('a', 4)
+    h.step(timeouts.REPLAY_SETTLE)
+    assert len(asked) == 1 and h.catch_up.active
+    h.step(catch_up._DEADLINE)
+    assert not h.catch_up.active
+    assert 'SYNC' in h.keys() and 'a-4' in h.keys()
+    assert h.stats['sync_replay_silent'] == 1
+
+
+def test_a_catch_up_behind_but_moving_on_outlives_the_deadline(
+        h, monkeypatch):
+    # A process far behind on its callbacks: the world asked for a fetch
+    # just before the deadline (it took an answer late). It goes on
+    # while it keeps asking, then ends if nothing more comes.
+    _never_answered(h, monkeypatch)
+    h.live('a', 1)
+    h.reconnect()
+    h.step(catch_up._DEADLINE - 0.5)
+    h.catch_up._asked = h.loop.now        # a fetch asked for just now
+    h.step(1.0)                           # the deadline passes
+    assert h.catch_up.active and 'SYNC' not in h.keys()
+    h.step(catch_up._STALL)               # nothing asked since
+    assert not h.catch_up.active and h.keys() == ['a-1', 'SYNC']
+
+
+def test_no_catch_up_outlives_its_last_deadline(h, monkeypatch):
+    _never_answered(h, monkeypatch)
+    h.live('a', 1)
+    h.reconnect()
+    for _ in range(int(catch_up._LAST_DEADLINE / catch_up._STALL) + 2):
+        h.catch_up._asked = h.loop.now    # always asking again
+        h.step(catch_up._STALL)
+        if not h.catch_up.active:
+            break
+    assert not h.catch_up.active and h.keys() == ['a-1', 'SYNC']
+    assert h.loop.now <= catch_up._LAST_DEADLINE + catch_up._STALL + 0.01

@@ -158,3 +158,57 @@ def test_a_restarted_process_under_the_new_layout_is_a_change():
     _deliver(watch, _message(None, pid=2))
     assert events == [('join', publisher_id, None),
                       ('change', publisher_id, None)]
+
+
+class _JetStream:
+    """stream_info answers with ``leader``, or raises ``error``."""
+
+    def __init__(self, leader=None, error=None):
+        self.leader, self.error = leader, error
+
+    async def stream_info(self, name):
+        assert name == 'KV_b'
+        if self.error is not None:
+            raise self.error
+        return types.SimpleNamespace(
+            cluster=types.SimpleNamespace(leader=self.leader))
+
+
+def _watch_led_by(leader, answer):
+    watch, events = _watch()
+    watch._leader = leader
+    watch._ttl = 10.0
+    watch._seen = {'k1': 1.0, 'k2': 2.0}
+    watch._js_on_loop = lambda: answer
+    return watch, events
+
+
+def test_records_expire_while_the_bucket_keeps_its_leader():
+    watch, _ = _watch_led_by('n1', _JetStream('n1'))
+    assert asyncio.run(watch._same_leader())
+    assert watch._seen == {'k1': 1.0, 'k2': 2.0}
+
+
+def test_a_new_leader_gives_every_record_a_new_ttl():
+    # Nobody could write while the stream had no leader: live
+    # publishers must not be taken as expired.
+    watch, events = _watch_led_by('n1', _JetStream('n3'))
+    assert not asyncio.run(watch._same_leader())
+    assert watch._leader == 'n3'
+    assert min(watch._seen.values()) > 2.0 and set(watch._seen) == {
+        'k1', 'k2'}
+    assert events == []
+    assert asyncio.run(watch._same_leader())   # settled on n3
+
+
+def test_no_answer_expires_nothing_yet():
+    watch, _ = _watch_led_by('n1', _JetStream(error=TimeoutError()))
+    assert not asyncio.run(watch._same_leader())
+    assert watch._leader == 'n1'
+    assert watch._seen == {'k1': 1.0, 'k2': 2.0}
+
+
+def test_a_single_server_has_no_leader_to_change():
+    info = types.SimpleNamespace(cluster=None)
+    assert registry_watch._leader_of(info) == ''
+    assert registry_watch._leader_of(types.SimpleNamespace()) == ''
