@@ -94,6 +94,12 @@ REPLAY_SETTLE = 0.3
 GAP_REPLAY_INTERVAL = 1.0
 REPLAY_BURST = 3
 
+# A publisher that could not make the capture stream (a cluster still
+# starting: no JetStream peers yet) tries again after STREAM_RETRY, then
+# twice as long each time, up to STREAM_RETRY_MAX, while connected.
+STREAM_RETRY = 2.0
+STREAM_RETRY_MAX = 60.0
+
 # A publisher resends, after its connection comes back, what it sent in
 # the last RESEND_WINDOW before the loss (what a dead server had not
 # routed yet), under the original numbers.

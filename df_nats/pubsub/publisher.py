@@ -12,6 +12,7 @@
 
 """The publisher: Dragonflow events to NATS subjects."""
 
+import asyncio
 import uuid
 
 from df_nats.conf import options
@@ -54,6 +55,7 @@ class NatsPublisher(api.PublisherApi):
         self.publisher_id = None
         # Used as the publisher id until (unless) ``publisher_id`` is set.
         self._own_id = str(uuid.uuid4())
+        self._stream_task = None   # loop thread: making the capture stream
         self._start_stream()
 
     def initialize(self):
@@ -78,18 +80,34 @@ class NatsPublisher(api.PublisherApi):
         if conn.conf.replay_stream and conn.conf.replay_stream_create:
             conn.bridge.call_soon(self._ensure_stream_on_loop, conn)
 
-    @staticmethod
-    def _ensure_stream_on_loop(conn):
+    def _ensure_stream_on_loop(self, conn):
         """Have the capture stream created or updated, in the background
         (loop thread): nothing waits for it; it says what went wrong.
         """
         assert conn.bridge.on_loop_thread()
-        nc = conn.nc
-        if nc is None or not conn.connected:
+        if conn.nc is None or not conn.connected:
             return   # again after the reconnect
-        conn.bridge.loop.create_task(capture_stream.ensure_on_loop(
-            nc, conn.conf, options.replay_replicas(conn.conf),
-            timeouts.JETSTREAM_REQUEST))
+        if self._stream_task is not None and not self._stream_task.done():
+            return   # one at a time; it tries again by itself
+        self._stream_task = conn.bridge.loop.create_task(
+            self._keep_trying_stream(conn))
+
+    async def _keep_trying_stream(self, conn):
+        # Loop thread. A failure that may pass (no answer; a cluster that
+        # starts with us and has no JetStream peers yet) is tried again,
+        # less and less often, while this publisher keeps its connection:
+        # without the stream every lost message costs a full resync.
+        delay = timeouts.STREAM_RETRY
+        quiet = False
+        while self._conn is conn and conn.connected and conn.nc is not None:
+            outcome = await capture_stream.ensure_on_loop(
+                conn.nc, conn.conf, options.replay_replicas(conn.conf),
+                timeouts.JETSTREAM_REQUEST, quiet=quiet)
+            if outcome != capture_stream.FAILED:
+                return
+            quiet = True   # said once; the rest at debug level
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, timeouts.STREAM_RETRY_MAX)
 
     def _connection(self):
         """The connection, moved to this process first after a fork."""
@@ -204,6 +222,9 @@ class NatsPublisher(api.PublisherApi):
             # parent: the parent's connection is not ours to flush or close.
             return
         conn.remove_listener(self._reconnected_on_loop)
+        task, self._stream_task = self._stream_task, None
+        if task is not None:
+            conn.bridge.call_soon(task.cancel)
         conn.service.publisher_left(self.publisher_id)
         conn.sender.flush(conn.conf.close_timeout)
         context.registration.release()

@@ -24,7 +24,8 @@ or through the limit marker the server writes in a bucket that has them
 
 Ordered consumers can stall after a server restart (nats.py issue 510), so
 the consumer is created anew after every reconnect, and the new snapshot is
-compared with what we knew: what disappeared meanwhile leaves as ``gone``.
+compared with what we knew: what disappeared meanwhile leaves as ``gone``,
+unless the bucket changed leaders meanwhile (then our clock decides).
 The same happens when the consumer is found gone (the bucket was deleted,
 and made again by the publishers): it is asked for when no record came
 for half a TTL, since live publishers write every heartbeat.
@@ -525,7 +526,15 @@ class PublisherWatch:
         else:
             return  # disconnected again; the next reconnect retries
         fresh = self._snapshot_done_on_loop()
-        for key in set(self._known.records) - set(fresh.records):
+        missing = set(self._known.records) - set(fresh.records)
+        if missing and not await self._same_leader():
+            # The bucket changed leaders (or does not answer): a record
+            # may be missing only because nobody could refresh it. Our
+            # clock decides, a whole TTL from now.
+            now = time.monotonic()
+            self._seen.update(dict.fromkeys(missing, now))
+            missing = set()
+        for key in missing:
             self._apply_on_loop(key, None, 'gone')
         for key in list(fresh.records):
             self._apply_on_loop(key, fresh.get(key), None)

@@ -110,12 +110,15 @@ async def api_request_on_loop(nc, verb: str, stream: str, body: dict,
     return answer
 
 
-async def ensure_on_loop(nc, conf, replicas: int, timeout: float) -> str:
+async def ensure_on_loop(nc, conf, replicas: int, timeout: float,
+                         quiet: bool = False) -> str:
     """Create the stream, or bring df-nats' settings of it up to date.
 
     Loop thread. Returns what was done (``CREATED``, ``UPDATED``...);
-    logs a warning for what leaves replay off or degraded.
+    logs a warning for what leaves replay off or degraded (``quiet``: a
+    ``FAILED`` at debug level, for an attempt made again).
     """
+    failed = LOG.debug if quiet else LOG.warning
     name = conf.replay_stream
     wanted = stream_config(conf, replicas)
     try:
@@ -158,13 +161,14 @@ async def ensure_on_loop(nc, conf, replicas: int, timeout: float) -> str:
         hint = (' (the servers\' JetStream store has no room for'
                 ' replay_max_bytes x replicas)'
                 if exc.err_code == _ERR_NO_STORAGE else '')
-        LOG.warning('df-nats: cannot create the capture stream %s: %s%s;'
-                    ' catch-up falls back to full resyncs', name, exc, hint)
+        failed('df-nats: cannot create the capture stream %s: %s%s;'
+               ' catch-up falls back to full resyncs until it exists (tried'
+               ' again)', name, exc, hint)
         return FAILED
     except Exception as exc:
-        LOG.warning('df-nats: cannot check the capture stream %s: %s: %s;'
-                    ' catch-up falls back to full resyncs until it exists',
-                    name, type(exc).__name__, exc)
+        failed('df-nats: cannot check the capture stream %s: %s: %s;'
+               ' catch-up falls back to full resyncs until it exists (tried'
+               ' again)', name, type(exc).__name__, exc)
         return FAILED
 
 

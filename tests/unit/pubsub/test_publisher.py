@@ -12,14 +12,17 @@
 
 """What the publisher hands to the connection, without a server."""
 
+import asyncio
 import types
 
 import pytest
 
+from df_nats.conf import timeouts
 from df_nats import errors
 from df_nats.pubsub import api
 from df_nats.pubsub import process_context
 from df_nats.pubsub import publisher
+from df_nats.transport import capture_stream
 from df_nats.transport import outbox
 from df_nats.wire import codec
 from tests.unit import fakes
@@ -223,3 +226,58 @@ def test_closing_an_inherited_publisher_leaves_the_parent_alone():
     assert parent.connection.users == 1
     assert parent.connection.sender.flushed == []
     assert parent.registration.users == 1
+
+
+def _stream_attempts(monkeypatch, outcomes, on_sleep=None):
+    """Run a publisher's attempts at the capture stream: ``outcomes`` in
+    turn; what each attempt was (quiet or not) and the waits between.
+    """
+    pub = _publisher()
+    conn = pub._conn
+    conn.nc = object()
+    conn.conf.replay_replicas, conn.conf.kv_replicas = 0, 3
+    attempts, waits = [], []
+
+    async def ensure(nc, conf, replicas, timeout, quiet=False):
+        assert replicas == 3
+        attempts.append(quiet)
+        return outcomes.pop(0)
+
+    async def sleep(seconds):
+        waits.append(seconds)
+        if on_sleep:
+            on_sleep(conn)
+    monkeypatch.setattr(capture_stream, 'ensure_on_loop', ensure)
+    monkeypatch.setattr(publisher.asyncio, 'sleep', sleep)
+    asyncio.run(pub._keep_trying_stream(conn))
+    return attempts, waits
+
+
+def test_the_capture_stream_is_tried_again_until_made(monkeypatch):
+    # A cluster starting with us: no JetStream peers for it at first.
+    attempts, waits = _stream_attempts(monkeypatch, [
+        capture_stream.FAILED, capture_stream.FAILED,
+        capture_stream.CREATED])
+    assert attempts == [False, True, True]   # warned once
+    assert waits == [timeouts.STREAM_RETRY, 2 * timeouts.STREAM_RETRY]
+
+
+def test_the_waits_between_attempts_are_bounded(monkeypatch):
+    attempts, waits = _stream_attempts(
+        monkeypatch, [capture_stream.FAILED] * 9 + [capture_stream.UNCHANGED])
+    assert len(attempts) == 10 and max(waits) == timeouts.STREAM_RETRY_MAX
+
+
+@pytest.mark.parametrize('outcome', [capture_stream.NO_JETSTREAM,
+                                     capture_stream.KEPT])
+def test_what_retrying_cannot_change_is_not_retried(monkeypatch, outcome):
+    # No JetStream: tried again after a reconnect, not on a timer.
+    assert _stream_attempts(monkeypatch, [outcome]) == ([False], [])
+
+
+def test_no_attempt_once_the_connection_is_lost(monkeypatch):
+    def lost(conn):
+        conn.connected = False
+    attempts, _ = _stream_attempts(monkeypatch, [capture_stream.FAILED],
+                                   on_sleep=lost)
+    assert attempts == [False]

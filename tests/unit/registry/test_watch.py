@@ -212,3 +212,38 @@ def test_a_single_server_has_no_leader_to_change():
     info = types.SimpleNamespace(cluster=None)
     assert registry_watch._leader_of(info) == ''
     assert registry_watch._leader_of(types.SimpleNamespace()) == ''
+
+
+def _resubscribed(leader_now, missing_key_seen=1.0):
+    """A watch that knew two publishers and resubscribed (its own
+    connection came back) to find only the first in the bucket.
+    """
+    watch, events = _watch_led_by('n1', _JetStream(leader_now))
+    watch.conn.connected = True
+    first, second = _message(None, slot=0), _message(None, slot=1)
+    for msg in (first, second):
+        _deliver(watch, msg)
+    keys = [msg.subject[len('$KV.b.'):] for msg in (first, second)]
+    del events[:]
+    snapshot = watch._held()
+    snapshot.admit(keys[0], watch._known.get(keys[0]))
+
+    async def subscribe():
+        watch._snapshot = snapshot
+    watch._subscribe = subscribe
+    asyncio.run(watch._watch_again())
+    return watch, events, keys
+
+
+def test_a_record_gone_while_we_were_away_leaves():
+    watch, events, keys = _resubscribed('n1')
+    assert [(kind, left) for kind, _, left in events] == [('leave', 'gone')]
+    assert keys[1] not in watch._known.records
+
+
+def test_a_record_missing_after_a_leader_change_is_left_to_the_clock():
+    # While the bucket elected a leader nobody could refresh it: the
+    # record may have expired on the servers with its publisher alive.
+    watch, events, keys = _resubscribed('n3')
+    assert events == []
+    assert keys[1] in watch._known.records and keys[1] in watch._seen
