@@ -75,9 +75,14 @@ EXIT_FLUSH = 2.0
 # this long before the last message received: clocks of other hosts and
 # messages in flight then are covered (what came twice is dropped).
 REPLAY_MARGIN = 2.0
-# One request to the stream (its info, one page of messages): past it
-# JetStream is taken as silent and a full resync is asked for instead.
+# A catch-up's fetch waits this long for a connection coming back.
 REPLAY_REQUEST = 2.0
+# A page of a fetch that got no reply for this long, and none with a
+# round trip to the server after it (which reads what the server had
+# sent, in a process that reads its socket late on a loaded machine):
+# JetStream is taken as silent, the fetch is asked for again once, then
+# a full resync is asked for instead.
+REPLAY_SILENCE = 3.0
 # A catch-up that found a hole in the stream (not stored while it had
 # no leader, or not routed before a server died) asks again every
 # REPLAY_RETRY, for at most REPLAY_HOLE_WAIT, before it gives up on a

@@ -23,14 +23,15 @@ ones, go through the sequence tracker: copies of what was delivered are
 dropped, and each publisher's messages are delivered in its order, none
 after a later one. A publisher whose numbers still miss some (a hole in
 the stream: stored while it had no leader, or not routed yet) is held
-back and asked for again every ``REPLAY_RETRY``; after
-``REPLAY_HOLE_WAIT`` the catch-up gives up. A full resync is asked for
-only when replay cannot prove nothing was lost: no stream, its window
-passed, JetStream silent (a fetch left unanswered is asked again twice
-while the deadline allows), more to fetch than the limits, a hole that
-stayed, held messages beyond the queue's bytes, or no end by the
-deadline (later, up to a last deadline, in a process so far behind on its
-callbacks that it takes each answer late but still moves on).
+back and asked for again every ``REPLAY_RETRY``; when a fetch asked
+for ``REPLAY_HOLE_WAIT`` after the first answer still finds the hole,
+the catch-up gives up. A full resync is asked for only when replay
+cannot prove nothing was lost: no stream, its window passed, JetStream
+silent (a fetch left unanswered is asked again once, before the
+deadline), more to fetch than the limits, a hole that stayed, held
+messages beyond the queue's bytes, or no end by the deadline (later, up
+to a last deadline, on a loaded machine where the fetch still hears from
+the servers).
 
 Catch-ups are rate-limited, but for a reconnect: a gap, a slow consumer
 and an overflow can all be provoked by anyone who may publish. Beyond
@@ -61,19 +62,21 @@ TRIGGERS = {
     'slow consumer': 'catchup_slow_consumer',
     'delivery queue full': 'catchup_overflow',
 }
-# A catch-up ends by then, whatever happens to its fetches.
+# A catch-up ends by then, whatever happens to its fetches (but for one
+# that still moves on, below).
 _DEADLINE = (timeouts.REPLAY_SETTLE + timeouts.REPLAY_HOLE_WAIT
-             + 4 * timeouts.REPLAY_REQUEST)
-# A process far behind on its callbacks (a loaded machine) takes each
-# answer late: past _DEADLINE a catch-up that still moves on (it asked
-# for a fetch within the last _STALL seconds) goes on, up to
+             + timeouts.REPLAY_REQUEST + 2 * timeouts.REPLAY_SILENCE)
+# On a loaded machine (busy servers, a process far behind on its
+# socket or its callbacks) answers come slowly: past _DEADLINE a
+# catch-up that still moves on (its fetch heard from the servers, or it
+# asked for a fetch, within the last _STALL seconds: longer than a
+# fetch takes to find a silence, round trip included) goes on, up to
 # _LAST_DEADLINE.
-_STALL = timeouts.REPLAY_REQUEST + 1.0
+_STALL = 2 * timeouts.REPLAY_SILENCE + 1.0
 _LAST_DEADLINE = 3 * _DEADLINE
-# A fetch JetStream left unanswered is asked again this many times, while
-# the deadline leaves room: under load (every controller of a lost node
-# catching up at once) an answer may be late, and a resync is dearer.
-_SILENT_RETRIES = 2
+# A fetch JetStream left unanswered is asked again this many times,
+# before the deadline: the request may have been lost with a server.
+_SILENT_RETRIES = 1
 HOLE = 'hole in the stream'
 HELD_FULL = 'held messages over delivery_queue_size'
 # Why a catch-up gave up on a full resync -> its counter (stats).
@@ -121,7 +124,9 @@ class CatchUp:
         self._began = 0.0
         self._silent = 0   # fetches of this catch-up left unanswered
         self._answered = None   # when its first fetch was answered
-        self._asked = 0.0       # when its last fetch was asked for
+        self._asked = 0.0       # when its last fetch was (to be) sent
+        # When the fetch in flight last heard from the servers.
+        self._progress = replay_fetch.Progress()
         # The fetch in flight: a result for an older one is ignored.
         self._fetch_id = 0
         self._epoch = 0   # the catch-up running (its watchdog's)
@@ -240,13 +245,15 @@ class CatchUp:
     # -- the fetch (loop thread) ------------------------------------------
 
     def _fetch(self, delay):
-        self._asked = time.monotonic()
+        self._asked = time.monotonic() + delay
         self._fetch_id += 1
+        self._progress = replay_fetch.Progress()
         conn = self._conn
         conf = conn.conf
         request = (self._fetch_id, conf.replay_stream, conf.subject_prefix,
                    sorted(self._subjects()), self._start_ns, self._resume_seq,
-                   conf.replay_limit_events, conf.replay_limit_bytes)
+                   conf.replay_limit_events, conf.replay_limit_bytes,
+                   self._progress)
         bridge = conn.bridge
         bridge.call_soon(bridge.loop.call_later, delay,
                          self._fetch_on_loop, conn, request)
@@ -257,7 +264,7 @@ class CatchUp:
 
     async def _fetch_task(self, conn, request):
         fetch_id, stream, prefix, subjects, start_ns, resume_seq = request[:6]
-        limit_events, limit_bytes = request[6:]
+        limit_events, limit_bytes, progress = request[6:]
         deadline = time.monotonic() + timeouts.REPLAY_REQUEST
         # Reconnecting: the fetch waits for the link (a bit).
         while not conn.connected and time.monotonic() < deadline:
@@ -268,7 +275,8 @@ class CatchUp:
                 raise ConnectionError('not connected')
             result = await replay_fetch.fetch_on_loop(
                 nc, stream, prefix, subjects, start_ns, limit_events,
-                limit_bytes, timeouts.REPLAY_REQUEST, start_seq=resume_seq)
+                limit_bytes, timeouts.REPLAY_SILENCE, start_seq=resume_seq,
+                progress=progress)
         except Exception as exc:
             result = replay_fetch.Fetched(
                 replay_fetch.SILENT if isinstance(exc, ConnectionError)
@@ -282,8 +290,8 @@ class CatchUp:
         if not self.active or epoch != self._epoch:
             return
         now = time.monotonic()
-        if (now - self._asked < _STALL
-                and now - self._began < _LAST_DEADLINE):
+        moved = max(self._asked, self._progress.heard)
+        if now - moved < _STALL and now - self._began < _LAST_DEADLINE:
             # Behind, not stuck: looked at again a little later.
             bridge = self._conn.bridge
             bridge.call_soon(bridge.loop.call_later, _STALL,
@@ -333,8 +341,10 @@ class CatchUp:
             if delivery.deliver_checked(*message[:3], replayed=message[4]):
                 blocked.append(message)
         if blocked:
-            if (time.monotonic() - self._answered
-                    < timeouts.REPLAY_HOLE_WAIT):
+            # The wait is judged by when this fetch was asked for: on a
+            # loaded machine a fetch can take longer than the wait, and
+            # a hole stays only if a fetch asked that late still has it.
+            if self._asked - self._answered < timeouts.REPLAY_HOLE_WAIT:
                 # Held back until the hole fills (or the wait ends), in
                 # front of what arrives meanwhile.
                 self._held.extend(blocked)
@@ -361,8 +371,7 @@ class CatchUp:
         # Whether an unanswered fetch is asked again (counted).
         if (result.outcome != replay_fetch.SILENT
                 or self._silent >= _SILENT_RETRIES
-                or time.monotonic() - self._began + timeouts.REPLAY_REQUEST
-                > _DEADLINE - timeouts.REPLAY_HOLE_WAIT):
+                or time.monotonic() - self._began >= _DEADLINE):
             return False
         self._silent += 1
         self.stats['replay_retries'] += 1

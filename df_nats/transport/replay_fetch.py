@@ -12,22 +12,25 @@
 
 """Fetching what a subscriber missed from the capture stream (loop thread).
 
-One catch-up reads, from a start time on, every stored message of the
-subjects the subscriber receives: batched direct gets (nats-server 2.11
-and later), answered by whichever replica is nearest, even while the
-stream elects a leader. Pages of ``PAGE`` messages or ``PAGE_BYTES``
-bytes; each page ends with a ``204 EOB`` status that says how many are
-left. The stored copy of a message is handed back with the headers it
+One catch-up reads, from a start time on and up to the stream's last
+message when it began, every stored message of the subjects the
+subscriber receives: batched direct gets (nats-server 2.11 and later),
+answered by whichever replica is nearest, even while the stream elects a
+leader. Pages of ``PAGE`` messages or ``PAGE_BYTES`` bytes; each page
+ends with a ``204 EOB`` status that says how many are left. No reply for
+a while counts as a silence only after a round trip to the server: a
+process on a loaded machine reads its socket late. The stored copy of a message is handed back with the headers it
 was published with: those the server adds on the way out are removed,
 so a copy and the original make the same digest (``sequence.digest``).
 
 What comes back is as untrusted as anything received: the caller checks
 it like live messages. Everything here is bounded: in messages, events
-and bytes by the caller's limits, and in time per request.
+and bytes by the caller's limits, and in time per reply.
 """
 
 import asyncio
 import json
+import time
 from typing import List, NamedTuple, Optional
 
 from nats import errors as nats_errors
@@ -45,8 +48,12 @@ SILENT = 'JetStream silent'
 OVER_LIMIT = 'more to replay than the limit'
 FAILED = 'replay failed'
 
-PAGE = 1000
-PAGE_BYTES = 1024 * 1024
+# Small pages share a busy server fairly: it sends the replies of every
+# page asked for in turn, so a catch-up waits for one page of each of the
+# others (every controller of a lost node asking at once), not for all
+# their messages, before its own next reply.
+PAGE = 200
+PAGE_BYTES = 256 * 1024
 # The share of a request's time limit the stream's info may take before
 # the fetch goes on without it.
 INFO_SHARE = 0.25
@@ -80,6 +87,19 @@ class Fetched(NamedTuple):
     last_seq: int = 0
 
 
+class Progress:
+    """When a fetch last heard from the servers (``time.monotonic()``):
+    a reply, or a round trip while it waits for one.
+
+    Written on the loop thread as replies arrive, read in the caller's
+    world: a catch-up whose fetch is slow but still answered goes on
+    past its deadline.
+    """
+
+    def __init__(self):
+        self.heard = 0.0   # never
+
+
 class _Over(errors.DfNatsError):
     pass
 
@@ -93,16 +113,19 @@ class _Failed(errors.DfNatsError):
 async def fetch_on_loop(nc, stream: str, prefix: str, subjects: List[str],
                         start_ns: int, limit_events: int, limit_bytes: int,
                         timeout: float,
-                        start_seq: Optional[int] = None) -> Fetched:
+                        start_seq: Optional[int] = None,
+                        progress: Optional[Progress] = None) -> Fetched:
     """Every message stored on ``subjects`` since ``start_ns``, in stream
     order (loop thread); with ``start_seq``, from that stream sequence on
     instead (a catch-up going on after its last fetch).
 
     ``OK`` with the messages; otherwise the reason a full resync is due:
     no stream (or no JetStream), the stream's window starting after
-    ``start_ns`` (messages may have aged out), JetStream silent past
-    ``timeout`` on one request, more than ``limit_events`` events or
-    ``limit_bytes`` bytes to fetch, or an answer that makes no sense.
+    ``start_ns`` (messages may have aged out), no reply for ``timeout``
+    while a page is read (the stream's info gets ``INFO_SHARE`` of it,
+    then the fetch goes on without), more than ``limit_events`` events
+    or ``limit_bytes`` bytes to fetch, or an answer that makes no sense.
+    ``progress`` learns when each reply arrives.
     """
     try:
         info = await capture_stream.api_request_on_loop(
@@ -146,7 +169,7 @@ async def fetch_on_loop(nc, stream: str, prefix: str, subjects: List[str],
     else:
         filters = [capture_stream.subject_filter(prefix)]
     reader = _Reader(nc, stream, start_ns, start_seq, limit_events,
-                     limit_bytes, timeout)
+                     limit_bytes, timeout, progress or Progress(), last_seq)
     try:
         for subject in filters:
             await reader.read(subject, wanted)
@@ -167,8 +190,15 @@ class _Reader:
     """Pages of batched direct gets, into ``found`` (loop thread)."""
 
     def __init__(self, nc, stream, start_ns, start_seq, limit_events,
-                 limit_bytes, timeout):
+                 limit_bytes, timeout, progress, up_to):
         self._nc = nc
+        self._progress = progress
+        # The stream's last sequence when the fetch began (0: unknown).
+        # What is stored later came live, held by the catch-up: reading
+        # it too would chase the stream (a fetch slower than the
+        # publishers never ends) for nothing but copies. A number still
+        # missing then is a hole, asked for again.
+        self._up_to = up_to
         self._subject = _DIRECT_GET % stream
         if start_seq is not None:
             self._start = {'seq': start_seq}
@@ -186,7 +216,10 @@ class _Reader:
     async def read(self, subject, wanted):
         replies = asyncio.Queue()
 
+        progress = self._progress
+
         async def on_reply(msg):
+            progress.heard = time.monotonic()
             replies.put_nowait(msg)
 
         nc = self._nc
@@ -203,17 +236,17 @@ class _Reader:
                                next_by_subj=subject)
                 await nc.publish(self._subject, json.dumps(request).encode(),
                                  reply=inbox)
-                request = await self._page(replies, wanted)
+                request = await self._page(replies, sub, wanted)
         finally:
             try:
                 await sub.unsubscribe()
             except nats_errors.Error:
                 pass
 
-    async def _page(self, replies, wanted) -> Optional[dict]:
+    async def _page(self, replies, sub, wanted) -> Optional[dict]:
         """Take one page's replies; the next page's request, or None."""
         while True:
-            msg = await asyncio.wait_for(replies.get(), self._timeout)
+            msg = await self._next_reply(replies, sub)
             headers = msg.headers or {}
             if 'Nats-Stream' in headers:
                 # A stored message: the server adds Nats-Stream to each,
@@ -226,13 +259,30 @@ class _Reader:
                 last = _number(headers.get('Nats-Last-Sequence'))
                 if left is None or last is None:
                     raise _Failed(FAILED, 'an end of batch without counts')
-                return {'seq': last + 1} if left > 0 else None
+                if left > 0 and not 0 < self._up_to <= last:
+                    return {'seq': last + 1}
+                return None
             if status == '404':
                 return None   # nothing (more) stored since then
             if status == '503':
                 raise _Failed(NO_STREAM, 'no responders to direct get')
             raise _Failed(FAILED, 'direct get answered %s %s' % (
                 status, str(headers.get('Description', ''))[:100]))
+
+    async def _next_reply(self, replies, sub):
+        """The next reply; ``asyncio.TimeoutError`` if JetStream is silent."""
+        try:
+            return await asyncio.wait_for(replies.get(), self._timeout)
+        except asyncio.TimeoutError:
+            pass
+        # Silent, or only read late: a process on a loaded machine reads
+        # its socket seconds behind. A round trip to the server reads all
+        # it had sent before; silent if no reply came with it.
+        await self._nc.flush(self._timeout)
+        self._progress.heard = time.monotonic()
+        if replies.empty() and not sub.pending_msgs:
+            raise asyncio.TimeoutError()
+        return await asyncio.wait_for(replies.get(), self._timeout)
 
     def _take(self, msg, headers, wanted):
         subject = headers.get('Nats-Subject', '')

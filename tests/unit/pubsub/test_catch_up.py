@@ -83,7 +83,8 @@ class _Harness:
         self.stats = self.path.stats
 
     async def _fetch(self, nc, stream, prefix, subjects, start_ns,
-                     limit_events, limit_bytes, timeout, start_seq=None):
+                     limit_events, limit_bytes, timeout, start_seq=None,
+                     progress=None):
         assert (stream, prefix) == ('EVENTS', 'p')
         self.requests.append((self.loop.now, start_ns, start_seq,
                               subjects))
@@ -668,12 +669,12 @@ def test_an_unanswered_fetch_is_asked_again(h):
     assert h.requests[0][1:] == h.requests[1][1:]
 
 
-def test_no_retry_past_what_the_deadline_leaves(h):
+def test_no_retry_past_the_deadline(h):
     h.live('a', 1)
     h.reconnect()
     h.answers.append(replay_fetch.Fetched(replay_fetch.SILENT, []))
-    # The fetch was answered (silent) only late in the catch-up.
-    h.step(catch_up._DEADLINE - timeouts.REPLAY_HOLE_WAIT)
+    # The fetch was answered (silent) only at the deadline.
+    h.step(catch_up._DEADLINE)
     assert h.keys() == ['a-1', 'SYNC']
     assert h.stats['replay_retries'] == 0
     assert h.stats['sync_replay_silent'] == 1
@@ -727,3 +728,45 @@ def test_no_catch_up_outlives_its_last_deadline(h, monkeypatch):
             break
     assert not h.catch_up.active and h.keys() == ['a-1', 'SYNC']
     assert h.loop.now <= catch_up._LAST_DEADLINE + catch_up._STALL + 0.01
+
+
+def test_a_catch_up_whose_fetch_still_hears_outlives_the_deadline(
+        h, monkeypatch):
+    # A loaded machine: the fetch's replies come slowly, but they come.
+    _never_answered(h, monkeypatch)
+    h.live('a', 1)
+    h.reconnect()
+    h.step(catch_up._DEADLINE - 0.5)
+    h.catch_up._progress.heard = h.loop.now   # a reply just came
+    h.step(1.0)                               # the deadline passes
+    assert h.catch_up.active and 'SYNC' not in h.keys()
+    h.step(catch_up._STALL)                   # nothing heard since
+    assert not h.catch_up.active and h.keys() == ['a-1', 'SYNC']
+    assert h.stats['sync_replay_silent'] == 1
+
+
+def test_a_hole_stays_only_if_a_fetch_asked_after_the_wait_has_it(
+        h, monkeypatch):
+    # A loaded machine: every fetch is answered 2 s after it was asked,
+    # longer than the hole's wait; the hole fills on the third.
+    asked = _never_answered(h, monkeypatch)
+
+    def answer(result):
+        h.step(2.0)
+        h.catch_up._fetched(asked[-1][0], result)
+        h.world.run()
+
+    h.live('a', 1)
+    h.live('a', 4)                        # a gap: a catch-up at once
+    h.step()
+    answer(_ok(_stored('a', 2, 1), last_seq=1))
+    assert h.keys() == ['a-1', 'a-2'] and h.catch_up.active
+    h.step(timeouts.REPLAY_RETRY)
+    assert len(asked) == 2
+    # Answered past the wait, but asked for within it: asked again.
+    answer(_ok(last_seq=1))
+    h.step(timeouts.REPLAY_RETRY)
+    assert len(asked) == 3 and h.catch_up.active
+    answer(_ok(_stored('a', 3, 2), last_seq=2))
+    assert h.keys() == ['a-1', 'a-2', 'a-3', 'a-4']
+    assert h.stats['syncs'] == 0 and not h.catch_up.active

@@ -16,6 +16,7 @@ answers as nats-server 2.11 does (the real one: tests/functional).
 
 import asyncio
 import json
+import time
 import types
 
 from nats import errors as nats_errors
@@ -40,7 +41,10 @@ class _Server:
 
     ``stored``: (seq, subject, headers, data, time in ns). ``status``
     (a code) answers every direct get with that status instead;
-    ``silent`` answers none; ``info`` replaces the stream info.
+    ``silent`` answers none; ``late``: direct gets are answered only
+    when the client makes a round trip (``flush``), as a process that
+    reads its socket late sees them; ``flush_error`` is what a round
+    trip raises. ``info`` replaces the stream info.
     """
 
     def __init__(self, stored=(), first_seq=None, info=None):
@@ -50,6 +54,11 @@ class _Server:
         self.info_error = None
         self.status = None
         self.silent = False
+        self.late = False
+        self.after_info = []
+        self.flush_error = None
+        self.flushes = 0
+        self._unread = []        # direct gets answered at the round trip
         self.gets = []           # the direct get requests, as JSON
         self.unsubscribed = 0
         self._subs = {}
@@ -71,6 +80,9 @@ class _Server:
         info = self.info or {'config': {'name': STREAM,
                                         'allow_direct': True},
                              'state': self._state()}
+        # Published on after the info was taken.
+        self.stored.extend(self.after_info)
+        self.after_info = []
         return types.SimpleNamespace(data=json.dumps(info).encode())
 
     def new_inbox(self):
@@ -81,6 +93,8 @@ class _Server:
         server = self
 
         class _Sub:
+            pending_msgs = 0
+
             async def unsubscribe(self):
                 server.unsubscribed += 1
                 del server._subs[subject]
@@ -90,10 +104,24 @@ class _Server:
         await self._subs[inbox](types.SimpleNamespace(
             subject=inbox, headers=headers, data=data))
 
+    async def flush(self, timeout):
+        self.flushes += 1
+        if self.flush_error is not None:
+            raise self.flush_error
+        unread, self._unread = self._unread, []
+        for reply, payload in unread:
+            await self._answer(reply, payload)
+
     async def publish(self, subject, payload, reply):
         assert subject == '$JS.API.DIRECT.GET.%s' % STREAM, subject
+        self.gets.append(json.loads(payload))
+        if self.late:
+            self._unread.append((reply, payload))
+            return
+        await self._answer(reply, payload)
+
+    async def _answer(self, reply, payload):
         request = json.loads(payload)
-        self.gets.append(request)
         if self.silent:
             return
         if self.status is not None:
@@ -172,6 +200,32 @@ def test_pages_until_nothing_is_left_with_the_published_headers(
         assert (message.subject, message.headers, message.data) == (
             subject, headers, data)
     assert nc.unsubscribed == 1
+
+
+def test_no_page_asked_for_past_the_last_message_at_the_start(
+        monkeypatch):
+    # A fetch slower than the publishers would chase the stream: what is
+    # stored after it began came live (the catch-up holds it).
+    monkeypatch.setattr(replay_fetch, 'PAGE', 3)
+    nc = _Server(_stored(7))
+    nc.after_info = _stored(20, first=8)
+    got = _fetch(nc)
+    assert got.outcome == replay_fetch.OK, got
+    # Pages from 1, 4 and 7: the last holds the 7th and two more.
+    assert [g.get('seq') for g in nc.gets[1:]] == [4, 7]
+    assert [m.seq for m in got.messages] == list(range(1, 10))
+    # A later fetch (a hole) goes on after what this one read.
+    assert got.last_seq == 9
+
+
+def test_without_the_stream_info_pages_until_nothing_is_left(monkeypatch):
+    # The stream's leader lost: its replicas answer, but not its info.
+    monkeypatch.setattr(replay_fetch, 'PAGE', 3)
+    nc = _Server(_stored(10))
+    nc.info_error = asyncio.TimeoutError()
+    got = _fetch(nc)
+    assert [m.seq for m in got.messages] == list(range(1, 11))
+    assert len(nc.gets) == 4
 
 
 def test_pages_are_bounded_in_bytes(monkeypatch):
@@ -288,6 +342,45 @@ def test_silence_on_a_page_is_silent():
     got = _fetch(nc, timeout=0.05)
     assert (got.outcome, got.messages) == (replay_fetch.SILENT, [])
     assert nc.unsubscribed == 1
+    # Silent only once a round trip to the server brought nothing either.
+    assert nc.flushes == 1
+
+
+def test_replies_read_late_are_not_a_silence():
+    # A process that reads its socket late: every page's replies come
+    # only with the round trip after the wait.
+    nc = _Server(_stored(2 * replay_fetch.PAGE + 10))
+    nc.late = True
+    progress = replay_fetch.Progress()
+    got = asyncio.run(replay_fetch.fetch_on_loop(
+        nc, STREAM, 'p', ['p.topic.D'], BASE_NS, 10 ** 6, 10 ** 9, 0.05,
+        progress=progress))
+    assert got.outcome == replay_fetch.OK
+    assert [stored.seq for stored in got.messages] == list(
+        range(1, 2 * replay_fetch.PAGE + 11))
+    assert nc.flushes == len(nc.gets) == 3     # a round trip a page
+    assert progress.heard > 0
+
+
+def test_a_round_trip_that_fails_is_a_silence():
+    nc = _Server(_stored(3))
+    nc.late = True
+    nc.flush_error = nats_errors.FlushTimeoutError()
+    got = _fetch(nc, timeout=0.05)
+    assert got.outcome == replay_fetch.SILENT
+    assert nc.unsubscribed == 1
+
+
+def test_progress_is_when_a_reply_came():
+    nc = _Server(_stored(3))
+    progress = replay_fetch.Progress()
+    assert progress.heard == 0.0
+    before = time.monotonic()
+    asyncio.run(replay_fetch.fetch_on_loop(
+        nc, STREAM, 'p', ['p.topic.D'], BASE_NS, 10 ** 6, 10 ** 9, 1.0,
+        progress=progress))
+    assert before <= progress.heard <= time.monotonic()
+    assert nc.flushes == 0
 
 
 def test_window_passed_by_time():
