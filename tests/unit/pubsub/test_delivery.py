@@ -259,8 +259,10 @@ class _Clock:
 
 @pytest.fixture
 def clock(monkeypatch):
+    # The work the tests make is CPU time: it moves both clocks.
     clock = _Clock()
     monkeypatch.setattr(delivery, '_clock', clock)
+    monkeypatch.setattr(delivery, '_cpu_clock', clock)
     return clock
 
 
@@ -299,6 +301,22 @@ def test_a_flood_expensive_to_decode_ends_in_an_overflow_and_one_sync(
     conn.bridge.world.run()
     assert got.calls[-1][1] == 'after'
     assert timeouts.DELIVERY_WORK_BUDGET == 1.0
+
+
+def test_time_waiting_for_a_cpu_is_not_charged(conf, clock, monkeypatch):
+    # A loaded machine: copies take 0.3 s each on the wall clock, but
+    # the thread spends almost no CPU time on them (it waits for a CPU).
+    monkeypatch.setattr(delivery, '_cpu_clock', lambda: 5 * 10 ** 9)
+    got = _Collector()
+    conn, path = _path(conf, got)
+    _expensive_decoding(monkeypatch, clock, 0.3)
+    for i in range(20):
+        _run(path.on_message(_msg(_malformed('copy-%d' % i))))
+    _run(path.on_message(_msg(_packed('real'))))
+    conn.bridge.world.run()
+    assert path.stats['malformed'] == 20
+    assert path.stats['over_budget'] == path.stats['overflow'] == 0
+    assert got.calls[-1][1] == 'real'
 
 
 def test_the_budget_restarts_when_the_queue_empties(conf, clock,
