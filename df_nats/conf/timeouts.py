@@ -64,7 +64,8 @@ CLOCK_GRACE = 1.0
 # malformed events (sequence check and decoding), in one slice of its
 # delivery queue: beyond it, what is queued is dropped as an overflow and
 # a resync follows, so a flood of messages expensive to decode delays
-# real events by about this much at most.
+# real events by about this much at most. Work, not waiting: the
+# thread's CPU time in the slice must pass it too.
 DELIVERY_WORK_BUDGET = 1.0
 
 # At interpreter exit, queued events get at most this long (or
