@@ -19,9 +19,10 @@ answered by whichever replica is nearest, even while the stream elects a
 leader. Pages of ``PAGE`` messages or ``PAGE_BYTES`` bytes; each page
 ends with a ``204 EOB`` status that says how many are left. No reply for
 a while counts as a silence only after a round trip to the server: a
-process on a loaded machine reads its socket late. The stored copy of a message is handed back with the headers it
-was published with: those the server adds on the way out are removed,
-so a copy and the original make the same digest (``sequence.digest``).
+process on a loaded machine reads its socket late. The stored copy of a
+message is handed back with the headers it was published with: those
+the server adds on the way out are removed, so a copy and the original
+make the same digest (``sequence.digest``).
 
 What comes back is as untrusted as anything received: the caller checks
 it like live messages. Everything here is bounded: in messages, events
