@@ -43,6 +43,12 @@ included), with ``sent[n]`` the wall-clock time event n entered
     subscriber that did not notice the kill, it is its worst latency. A
     subscriber that lost an event of that span silently never caught up:
     it is counted apart, not in the percentiles.
+*caught up after its reconnect*
+    for a subscriber of the killed node, the same longest wait counted
+    from when events could flow to it again, its first reconnect after
+    the kill (an event sent before then waits from the reconnect, a
+    later one from its sending): what catch-up itself takes, without
+    the loss detection and the reconnect before it.
 
 *callback silent at the end*
     subscribers whose callback had not run for ``STALLED`` seconds when
@@ -87,7 +93,8 @@ REPORT_FIELDS = (
     'subscribers_with_loss', 'duplicate_deliveries',
     'unpublished_deliveries', 'order_regressions',
     'subscribers_with_regressions', 'caught_up', 'caught_up_affected',
-    'never_caught_up', 'reconnect_after_kill', 'latency_before_kill',
+    'caught_up_after_reconnect', 'never_caught_up', 'reconnect_after_kill',
+    'latency_before_kill',
     'stalled_at_end',
     'subscriber_counters', 'connection_counters', 'per_subscriber')
 SUBSCRIBER_FIELDS = (
@@ -121,12 +128,14 @@ def percentile(values, fraction):
     return values[min(rank, len(values)) - 1]
 
 
-def account_subscriber(sent, record, t_kill, steady=None):
+def account_subscriber(sent, record, t_kill, steady=None, flowing=None):
     """Sort every event published into delivered, covered or lost for one
     subscriber (``record``: a child's record), with its waits.
 
     ``steady``: (start, end) wall-clock span whose events' latencies are
     returned as ``steady_latencies`` (the latency before the kill).
+    ``flowing``: when events could flow to it again (its reconnect), for
+    ``caught_up_after_reconnect``.
     """
     seqs = record['seqs']
     times = delivery_times(record)
@@ -147,7 +156,7 @@ def account_subscriber(sent, record, t_kill, steady=None):
     syncs = sorted(record['syncs'])
     delivered = covered = lost = 0
     lost_seqs = []
-    worst = 0.0
+    worst = worst_flowing = 0.0
     lost_in_window = 0
     since = t_kill - WINDOW_BEFORE
     steady_latencies = []
@@ -171,6 +180,9 @@ def account_subscriber(sent, record, t_kill, steady=None):
                 continue
         if t_sent >= since:
             worst = max(worst, settled - t_sent)
+            if flowing is not None:
+                worst_flowing = max(worst_flowing,
+                                    settled - max(t_sent, flowing))
     syncs_after_kill = [t for t in syncs if t >= t_kill]
     return {
         'published': len(sent), 'delivered': delivered, 'covered': covered,
@@ -179,6 +191,8 @@ def account_subscriber(sent, record, t_kill, steady=None):
         'unpublished_deliveries': beyond,
         'syncs': len(syncs), 'syncs_after_kill': len(syncs_after_kill),
         'caught_up': None if lost_in_window else round(worst, 4),
+        'caught_up_after_reconnect': None if (
+            lost_in_window or flowing is None) else round(worst_flowing, 4),
         'steady_latencies': steady_latencies,
     }
 
@@ -238,22 +252,26 @@ def case_report(run, records):
     stalled = 0
     regressed = 0
     catch_up, catch_up_affected, never = [], [], 0
-    reconnect_delays = []
+    reconnect_delays, after_reconnect = [], []
     placement = {}
     for record in sorted(records, key=lambda r: r['index']):
-        acc = account_subscriber(sent, record, t_kill, steady)
-        steady_latencies.extend(acc.pop('steady_latencies'))
         node = node_of.get(record['first_url'])
         placement[node] = placement.get(node, 0) + 1
         on_killed = node == killed
-        reconnects = (record.get('conn_stats') or {}).get('reconnects', 0)
-        lost_node += on_killed
-        reconnected += reconnects > 0
+        flowing = None
         if on_killed:
             after = [t - t_kill for t in record['reconnect_times']
                      if t >= t_kill]
             if after:
                 reconnect_delays.append(after[0])
+                flowing = t_kill + after[0]
+        acc = account_subscriber(sent, record, t_kill, steady, flowing)
+        steady_latencies.extend(acc.pop('steady_latencies'))
+        if acc['caught_up_after_reconnect'] is not None:
+            after_reconnect.append(acc['caught_up_after_reconnect'])
+        reconnects = (record.get('conn_stats') or {}).get('reconnects', 0)
+        lost_node += on_killed
+        reconnected += reconnects > 0
         affected = acc['delivered'] < acc['published'] or on_killed
         missed += acc['delivered'] < acc['published']
         with_syncs += acc['syncs'] > 0
@@ -307,6 +325,7 @@ def case_report(run, records):
         'subscribers_with_regressions': regressed,
         'caught_up': _spread(catch_up),
         'caught_up_affected': _spread(catch_up_affected),
+        'caught_up_after_reconnect': _spread(after_reconnect),
         'never_caught_up': never,
         'reconnect_after_kill': _spread(reconnect_delays),
         'latency_before_kill': _spread(steady_latencies),
@@ -397,6 +416,8 @@ ROWS = (
     ('caught up p50/p99/max', lambda r: _spread_text(r['caught_up'])),
     ('  subscribers affected', lambda r: _spread_text(
         r['caught_up_affected'])),
+    ('  after its reconnect (its node\'s)', lambda r: _spread_text(
+        r.get('caught_up_after_reconnect'))),
     ('  never caught up', lambda r: str(r['never_caught_up'])),
     ('callback silent > 8 s at the end', lambda r: str(
         r['stalled_at_end'])),

@@ -114,6 +114,23 @@ def _run(records_urls=('nats://a', 'nats://b')):
             'rss_after': {'n1': 2}}
 
 
+def test_caught_up_after_its_reconnect_counts_from_when_events_flow():
+    # Kill at T0+4.5, reconnect at T0+5.5: 4 (sent before) is delivered
+    # at T0+6.0, 0.5 s after the reconnect; 5 (sent T0+5) at T0+6.2;
+    # 6 (sent after the reconnect) 0.3 s after it was sent.
+    deliveries = [(n, SENT[n] + .01) for n in range(4)] + [
+        (4, T0 + 6.0), (5, T0 + 6.2), (6, SENT[6] + .3)] + [
+        (n, SENT[n] + .01) for n in range(7, 10)]
+    record = _record(deliveries)
+    acc = storm_report.account_subscriber(SENT, record, t_kill=T0 + 4.5,
+                                          flowing=T0 + 5.5)
+    assert acc['caught_up'] == pytest.approx(2.0, abs=1e-3)
+    assert acc['caught_up_after_reconnect'] == pytest.approx(0.7, abs=1e-3)
+    # Without a reconnect there is none.
+    acc = storm_report.account_subscriber(SENT, record, t_kill=T0 + 4.5)
+    assert acc['caught_up_after_reconnect'] is None
+
+
 def test_case_report_sums_subscribers_and_names_sync_reasons():
     on_killed = _record(
         [(n, SENT[n] + .01) for n in range(10) if n not in (5, 6)],
@@ -147,6 +164,10 @@ def test_case_report_sums_subscribers_and_names_sync_reasons():
     assert report['caught_up_affected']['n'] == 1
     assert report['caught_up_affected']['max'] == pytest.approx(3.5,
                                                                 abs=1e-3)
+    # From its reconnect (T0+5.1): 6 waited until T0+9.5.
+    assert report['caught_up_after_reconnect']['n'] == 1
+    assert report['caught_up_after_reconnect']['max'] == pytest.approx(
+        3.5, abs=1e-3)
     assert report['killed_roles'] == ["publisher's node"]
     assert report['stalled_at_end'] == 1
     assert 'node_of' not in report and 'sent' not in report
