@@ -280,8 +280,9 @@ def _malformed(key):
     return _packed(key).replace(b'\xa5lport', b'\xa5l\xffort')
 
 
-def test_a_flood_expensive_to_decode_ends_in_an_overflow_and_one_sync(
-        conf, clock, monkeypatch):
+def _flood_then_real(conf, clock, monkeypatch):
+    # 20 malformed messages that take 0.3 s each to decode, then a real
+    # event queued behind them; the world then works the queue off.
     got = _Collector()
     conn, path = _path(conf, got)
     _expensive_decoding(monkeypatch, clock, 0.3)
@@ -289,6 +290,12 @@ def test_a_flood_expensive_to_decode_ends_in_an_overflow_and_one_sync(
         _run(path.on_message(_msg(_malformed('flood-%d' % i))))
     _run(path.on_message(_msg(_packed('real'))))
     conn.bridge.world.run()
+    return got, conn, path
+
+
+def test_a_flood_expensive_to_decode_ends_in_an_overflow_and_one_sync(
+        conf, clock, monkeypatch):
+    got, conn, path = _flood_then_real(conf, clock, monkeypatch)
     # Over the budget after the fourth (1.2 s of work): the other 16 and
     # the real event queued behind them go, and a resync covers them.
     assert path.stats['malformed'] == 4
@@ -307,13 +314,7 @@ def test_time_waiting_for_a_cpu_is_not_charged(conf, clock, monkeypatch):
     # A loaded machine: copies take 0.3 s each on the wall clock, but
     # the thread spends almost no CPU time on them (it waits for a CPU).
     monkeypatch.setattr(delivery, '_cpu_clock', lambda: 5 * 10 ** 9)
-    got = _Collector()
-    conn, path = _path(conf, got)
-    _expensive_decoding(monkeypatch, clock, 0.3)
-    for i in range(20):
-        _run(path.on_message(_msg(_malformed('copy-%d' % i))))
-    _run(path.on_message(_msg(_packed('real'))))
-    conn.bridge.world.run()
+    got, conn, path = _flood_then_real(conf, clock, monkeypatch)
     assert path.stats['malformed'] == 20
     assert path.stats['over_budget'] == path.stats['overflow'] == 0
     assert got.calls[-1][1] == 'real'
