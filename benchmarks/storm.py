@@ -56,7 +56,11 @@ second are N times ``--rate`` deliveries a second on its cores. The
 report's *latency before kill* shows whether they kept up before the
 kill; when they did not, times to caught up include that lag, while
 counts (subscribers that lost their node, full syncs, silent loss,
-order regressions) do not depend on it.
+order regressions) do not depend on it. ``--client nats-py`` runs the
+same storm with plain nats-py clients instead (benchmarks/storm_worker.py
+says how they are written): the baseline, measured the same way, whose
+latency before kill is what the machine gives without df-nats' costs,
+and whose silent loss is what a node loss costs with no recovery.
 """
 
 import argparse
@@ -82,6 +86,7 @@ from df_nats.wire import subjects
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, 'benchmarks', 'results', 'storm')
 CASES = ('publisher-node', 'other-node', 'stream-leader', 'meta-leader')
+BASELINE_CASES = ('publisher-node', 'other-node')
 # Each worker gets these [df_nats] options before the user's --option:
 # the registry bucket replicated on the three nodes, as in a cluster.
 BASE_OPTIONS = ('kv_replicas=3',)
@@ -378,6 +383,7 @@ def _worker(role, args, urls, workdir, extra=()):
     options = []
     for pair in BASE_OPTIONS + tuple(args.option or ()):
         options += ['--option', pair]
+    options += ['--client', args.client]
     return worker_process.WorkerProcess(
         'benchmarks.storm_worker',
         options + list(extra) + [role] + list(urls), world=args.world,
@@ -461,7 +467,9 @@ def run_case(case, args, timing):
             _option(args, 'subject_prefix', DEFAULT_PREFIX),
             storm_worker.TOPIC)
         bucket = _option(args, 'registry_bucket', DEFAULT_BUCKET)
-        stream = find_stream(cluster, topic_subject, bucket)
+        # The baseline makes no stream.
+        stream = find_stream(cluster, topic_subject, bucket) if (
+            args.client == 'df-nats') else None
         target = _pick(cluster, case, meta, pub_node)
         if stream is not None:
             if case == 'stream-leader':
@@ -577,6 +585,20 @@ def run_case(case, args, timing):
 # -- the command -------------------------------------------------------------
 
 
+def cases_of(args):
+    """The cases to run: the baseline has no stream (so no stream-leader
+    case), and its meta leader is a node like another.
+    """
+    if args.client == 'df-nats':
+        return CASES if args.case == 'all' else (args.case,)
+    if args.case == 'all':
+        return BASELINE_CASES
+    if args.case not in BASELINE_CASES:
+        raise StormError('--client %s: no %s case (it makes no stream)'
+                         % (args.client, args.case))
+    return (args.case,)
+
+
 def timing_of(args):
     """Bounds derived from the options: every wait ends."""
     n = args.subscribers
@@ -599,18 +621,23 @@ def _interrupt(signum, frame):
 
 
 def run(args):
+    if args.client != 'df-nats' and args.world != 'native':
+        raise StormError('--client %s runs in the native world only'
+                         % args.client)
     machine = check_machine(args.subscribers)
-    cases = CASES if args.case == 'all' else (args.case,)
+    cases = cases_of(args)
     timing = timing_of(args)
     label = args.label or commit() or 'run'
     os.makedirs(args.out, exist_ok=True)
     base = os.path.join(args.out, 'storm-%s-n%d-%s' % (
-        label.replace('+', ''), args.subscribers, args.world))
+        label.replace('+', ''), args.subscribers,
+        args.world if args.client == 'df-nats' else args.client))
     payload = {
         'commit': commit(),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec='seconds'),
         'config': {'subscribers': args.subscribers, 'world': args.world,
+                   'client': args.client,
                    'placement': args.placement, 'rate': args.rate,
                    'down': args.down, 'warmup': args.warmup,
                    'after': args.after, 'settle': args.settle,
@@ -618,11 +645,12 @@ def run(args):
                    'cases': list(cases)},
         'machine': machine, 'definitions': storm_report.__doc__,
         'cases': {}}
-    print('storm: %d subscriber processes, %s world, %s placement, cases'
-          ' %s; load average %s on %s CPUs; about %d MiB needed'
-          % (args.subscribers, args.world, args.placement, ', '.join(cases),
-             machine['load_1min'], machine['cpus'],
-             machine['memory_estimate'] // 2 ** 20), flush=True)
+    print('storm: %d subscriber processes, %s client, %s world, %s'
+          ' placement, cases %s; load average %s on %s CPUs; about %d MiB'
+          ' needed' % (
+              args.subscribers, args.client, args.world, args.placement,
+              ', '.join(cases), machine['load_1min'], machine['cpus'],
+              machine['memory_estimate'] // 2 ** 20), flush=True)
     for case in cases:
         started = time.monotonic()
         report = run_case(case, args, timing)
@@ -691,6 +719,13 @@ def parser():
                    help='the processes\' world: native threads, or'
                         ' eventlet monkey-patched before anything is'
                         ' imported (and so before the fork)')
+    p.add_argument('--client', choices=storm_worker.CLIENTS,
+                   default='df-nats',
+                   help='"df-nats", or "nats-py": the baseline, plain'
+                        ' nats-py publisher and subscribers (msgpack'
+                        ' bodies on core NATS, nats-py\'s reconnect, no'
+                        ' recovery), native; cases publisher-node and'
+                        ' other-node (default df-nats)')
     p.add_argument('--placement', choices=storm_worker.PLACEMENTS,
                    default='listed',
                    help='"listed": each subscriber is given all three'

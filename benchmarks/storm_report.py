@@ -443,9 +443,12 @@ def table(payload):
     widths = [max(len(row[i]) for row in cells + [header])
               for i in range(len(header))]
     lines = []
-    lines.append('storm: %d subscriber processes (%s world, %s placement),'
+    client = config.get('client', 'df-nats')
+    lines.append('storm: %d subscriber processes (%s, %s placement),'
                  ' %g events/s, node down %g s; commit %s' % (
-                     config['subscribers'], config['world'],
+                     config['subscribers'],
+                     '%s world' % config['world'] if client == 'df-nats'
+                     else 'baseline: plain %s, no recovery' % client,
                      config['placement'], config['rate'], config['down'],
                      payload.get('commit') or '?'))
     for row in [header] + cells:

@@ -38,12 +38,20 @@ A worker of df_nats/testing/worker.py, in either world::
     A child that hears nothing within ``--timeout`` seconds, or whose
     forker died, ends the same way.
 
+``--client nats-py``: the baseline, with nothing of df-nats on the path.
+The publisher and every child use plain nats-py as a user would write it
+(one connection each, msgpack bodies on core NATS, nats-py's own
+reconnect with unlimited attempts, ``reconnect_time_wait`` as df-nats'
+default): what this machine delivers without df-nats' costs, and what a
+node loss costs a client with no recovery at all.
+
 Times are ``time.time()`` (one wall clock for the whole machine), so
 that the parent compares the publisher's send times with the children's
 delivery times and its own kill time.
 """
 
 import argparse
+import asyncio
 import faulthandler
 import json
 import logging
@@ -53,6 +61,9 @@ import signal
 import sys
 import time
 import traceback
+
+import msgpack
+import nats
 
 from benchmarks import bench_transports as transports
 from df_nats.cmd import common
@@ -67,6 +78,8 @@ TOPIC = transports.TOPIC
 # the reasons are its first argument.
 SYNC_LOG_PREFIX = 'df-nats: events may have been missed'
 SUBSCRIBER_LOGGER = 'df_nats.pubsub.subscriber'
+# How often a publisher sends what is due.
+_PACE = 0.005
 # How often an eventlet child looks at the done pipe.
 _GREEN_POLL = 0.25
 # Placements of the children's connections (see servers_for).
@@ -79,6 +92,11 @@ DRAIN_QUIET = 0.5
 DRAIN_IDLE = 5.0
 # A child whose callback was silent this long at the end logs its stacks.
 SILENT_DUMP = 8.0
+# The clients: df-nats, or the plain nats-py baseline.
+CLIENTS = ('df-nats', 'nats-py')
+# The baseline's reconnect: unlimited, paced as df-nats' default is.
+_PLAIN_CONNECT = {'max_reconnect_attempts': -1, 'reconnect_time_wait': 1.0,
+                  'connect_timeout': 5}
 
 
 def servers_for(index, urls, placement):
@@ -112,6 +130,32 @@ def _setup(args, servers):
 # -- publisher ---------------------------------------------------------------
 
 
+class _Pace:
+    """A publisher's steady rate: how many events are due by now, and
+    whether to go on (no ``stop`` command, no timeout, under the limit).
+    """
+
+    def __init__(self, args):
+        self._rate = args.rate
+        self._limit = args.max_events
+        self._start = time.monotonic()
+        self._deadline = self._start + args.timeout
+
+    def due(self):
+        return min(self._limit,
+                   int((time.monotonic() - self._start) * self._rate) + 1)
+
+    def going(self, sent):
+        command = worker.next_command(0)
+        return (len(sent) < self._limit and time.monotonic() < self._deadline
+                and not (command is not None and command['type'] == 'stop'))
+
+
+def _expect_go(command):
+    if command is None or command['type'] != 'go':
+        raise AssertionError('expected go, got %s' % command)
+
+
 def event(seq):
     """Event ``seq`` of the storm: a Dragonflow ``DbUpdate``."""
     fields = transports.make_event(seq)
@@ -126,18 +170,12 @@ def _publisher(args):
     conn = process_context.current().connection
     worker.say('connected', url=conn.connected_url, pid=os.getpid(),
                publisher_id=getattr(pub, 'publisher_id', None))
-    command = worker.next_command(args.timeout)
-    if command is None or command['type'] != 'go':
-        raise AssertionError('expected go, got %s' % command)
-    rate, limit = args.rate, args.max_events
+    _expect_go(worker.next_command(args.timeout))
     sent, refused = [], []
-    deadline = time.monotonic() + args.timeout
-    start = time.monotonic()
-    stopped = False
+    pace = _Pace(args)
     # A steady rate: every few milliseconds, send what is due by now.
-    while not stopped and len(sent) < limit:
-        due = min(limit, int((time.monotonic() - start) * rate) + 1)
-        while len(sent) < due:
+    while pace.going(sent):
+        while len(sent) < pace.due():
             seq = len(sent)
             item = event(seq)
             sent.append(time.time())
@@ -145,16 +183,52 @@ def _publisher(args):
                 pub.send_event(item)
             except errors.PublishBufferFull:
                 refused.append(seq)
-        time.sleep(0.005)
-        command = worker.next_command(0)
-        stopped = (command is not None and command['type'] == 'stop') or (
-            time.monotonic() > deadline)
+        time.sleep(_PACE)
     flushed = pub.flush(30)
     url = conn.connected_url
     stats = dict(conn.stats)
     pub.close()
     worker.say('result', sent=sent, refused=refused, flushed=flushed,
-               conn_stats=stats, last_url=url, hit_limit=len(sent) >= limit)
+               conn_stats=stats, last_url=url,
+               hit_limit=len(sent) >= args.max_events)
+    return 0
+
+
+def _plain_publisher(args):
+    """The baseline's publisher: plain nats-py on this thread's loop."""
+    return asyncio.run(_plain_publish(args))
+
+
+async def _plain_publish(args):
+    loop = asyncio.get_running_loop()
+    nc = await nats.connect(servers=args.urls, **_PLAIN_CONNECT)
+    worker.say('connected', url=nc.connected_url.geturl(), pid=os.getpid(),
+               publisher_id=None)
+    _expect_go(await loop.run_in_executor(None, worker.next_command,
+                                          args.timeout))
+    sent, refused = [], []
+    pace = _Pace(args)
+    while pace.going(sent):
+        while len(sent) < pace.due():
+            seq = len(sent)
+            body = msgpack.packb(transports.make_event(seq))
+            sent.append(time.time())
+            try:
+                await nc.publish(transports.RAW_SUBJECT, body)
+            except nats.errors.OutboundBufferLimitError:
+                refused.append(seq)
+        await asyncio.sleep(_PACE)
+    try:
+        await nc.flush(30)
+        flushed = True
+    except Exception:
+        flushed = False
+    url = nc.connected_url.geturl() if nc.connected_url else None
+    stats = dict(nc.stats)
+    await nc.close()
+    worker.say('result', sent=sent, refused=refused, flushed=flushed,
+               conn_stats=stats, last_url=url,
+               hit_limit=len(sent) >= args.max_events)
     return 0
 
 
@@ -269,6 +343,33 @@ def _child(args, index, done_fd, keys, t0):
                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    recorder = Recorder(keys)
+    servers = servers_for(index, args.urls, args.placement)
+    if args.client == 'nats-py':
+        record = asyncio.run(_plain_subscriber(args, index, servers,
+                                               done_fd, recorder))
+    else:
+        record = _df_nats_subscriber(args, index, servers, done_fd,
+                                     recorder)
+    base = int(t0 * 1000)
+    record.update({
+        'index': index, 'pid': os.getpid(), 'servers': servers,
+        'world': worker.world(), 'client': args.client,
+        # Delivery times in ms since t0, as differences (short JSON).
+        't0_ms': base, 'seqs': recorder.seqs,
+        'dt_ms': _deltas([int(t * 1000) - base for t in recorder.times]),
+        'syncs': recorder.syncs, 'unknown': recorder.unknown,
+    })
+    path = os.path.join(args.workdir, 'sub-%05d.json' % index)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(record, f, separators=(',', ':'))
+    os.rename(path + '.tmp', path)
+
+
+def _df_nats_subscriber(args, index, servers, done_fd, recorder):
+    """The child's df-nats subscriber, from connect to close; its record's
+    fields of the connection.
+    """
     green = worker.world() == 'eventlet'
     if green:
         # As oslo.service does in a forked worker: a hub of its own, not
@@ -276,11 +377,9 @@ def _child(args, index, done_fd, keys, t0):
         from eventlet import hubs
         hubs.use_hub()
     from oslo_config import cfg
-    servers = servers_for(index, args.urls, args.placement)
     cfg.CONF.set_override('servers', servers, group=options.GROUP)
     reasons = SyncReasons()
     logging.getLogger(SUBSCRIBER_LOGGER).addHandler(reasons)
-    recorder = Recorder(keys)
     sub = common.load_driver().get_subscriber()
     sub.initialize(recorder)
     sub.register_topic(TOPIC)
@@ -291,37 +390,66 @@ def _child(args, index, done_fd, keys, t0):
     first_url = conn.connected_url
     worker.say('connected', index=index, pid=os.getpid(), url=first_url)
     ended = _wait_done(done_fd, args.timeout, green)
-    # A callback silent that long while events flowed: say where every
-    # thread is (in the log), for whoever looks into it.
+    silent = _dump_if_silent(index, recorder)
+    if ended:
+        _drain(recorder, _published(args.workdir), args.drain)
+    record = {'first_url': first_url, 'last_url': conn.connected_url,
+              'ended_by_parent': ended, 'silent_at_end': silent,
+              'sync_reasons': reasons.reasons, 'reconnect_times': reconnects,
+              'stats': dict(sub.stats), 'conn_stats': dict(conn.stats)}
+    sub.close()
+    return record
+
+
+async def _plain_subscriber(args, index, servers, done_fd, recorder):
+    """The baseline's subscriber: plain nats-py, as a user would write
+    it; the same record fields as ``_df_nats_subscriber``'s.
+    """
+    loop = asyncio.get_running_loop()
+    reconnects = []
+
+    async def reconnected():
+        reconnects.append(time.time())
+
+    async def on_message(msg):
+        event = msgpack.unpackb(msg.data)
+        recorder(event['table'], event['key'], event['action'],
+                 event['value'], event['topic'])
+
+    nc = await nats.connect(servers=servers, reconnected_cb=reconnected,
+                            **_PLAIN_CONNECT)
+    await nc.subscribe(transports.RAW_SUBJECT, cb=on_message)
+    await nc.flush()
+    first_url = nc.connected_url.geturl()
+    worker.say('connected', index=index, pid=os.getpid(), url=first_url)
+    # The waits block: on other threads, while the loop delivers.
+    ended = await loop.run_in_executor(None, _wait_done, done_fd,
+                                       args.timeout, False)
+    silent = _dump_if_silent(index, recorder)
+    if ended:
+        await loop.run_in_executor(None, _drain, recorder,
+                                   _published(args.workdir), args.drain)
+    last = nc.connected_url
+    record = {'first_url': first_url, 'last_url': last and last.geturl(),
+              'ended_by_parent': ended, 'silent_at_end': silent,
+              'sync_reasons': [], 'reconnect_times': reconnects,
+              'stats': {}, 'conn_stats': dict(nc.stats)}
+    await nc.close()
+    return record
+
+
+def _dump_if_silent(index, recorder):
+    """Seconds since the callback last ran; past ``SILENT_DUMP`` (while
+    events flowed) every thread's stack goes to the log, for whoever looks
+    into it.
+    """
     silent = time.monotonic() - recorder.last
     if silent > SILENT_DUMP:
         sys.stderr.write('storm subscriber %d (pid %d): callback silent for'
                          ' %.0f s; threads:\n' % (index, os.getpid(), silent))
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         sys.stderr.flush()
-    if ended:
-        _drain(recorder, _published(args.workdir), args.drain)
-    last_url = conn.connected_url
-    stats = dict(sub.stats)
-    conn_stats = dict(conn.stats)
-    sub.close()
-    base = int(t0 * 1000)
-    record = {
-        'index': index, 'pid': os.getpid(), 'servers': servers,
-        'first_url': first_url, 'last_url': last_url,
-        'ended_by_parent': ended, 'world': worker.world(),
-        # Delivery times in ms since t0, as differences (short JSON).
-        't0_ms': base, 'seqs': recorder.seqs,
-        'dt_ms': _deltas([int(t * 1000) - base for t in recorder.times]),
-        'syncs': recorder.syncs, 'sync_reasons': reasons.reasons,
-        'reconnect_times': reconnects, 'unknown': recorder.unknown,
-        'silent_at_end': round(silent, 3),
-        'stats': stats, 'conn_stats': conn_stats,
-    }
-    path = os.path.join(args.workdir, 'sub-%05d.json' % index)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(record, f, separators=(',', ':'))
-    os.rename(path + '.tmp', path)
+    return round(silent, 3)
 
 
 def _deltas(values):
@@ -418,7 +546,12 @@ def main(argv):
     parser.add_argument('--close-timeout', type=float, default=60.0)
     parser.add_argument('--drain', type=float, default=60.0)
     parser.add_argument('--option', action='append', metavar='NAME=VALUE')
+    parser.add_argument('--client', choices=CLIENTS, default='df-nats')
     parser.add_argument('role', choices=('publisher', 'forker'))
     parser.add_argument('urls', nargs='+')
     args = parser.parse_args(argv)
-    return {'publisher': _publisher, 'forker': _forker}[args.role](args)
+    if args.role == 'forker':
+        return _forker(args)
+    if args.client == 'nats-py':
+        return _plain_publisher(args)
+    return _publisher(args)

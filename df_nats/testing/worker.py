@@ -19,6 +19,8 @@ the process is in that world, then imports MODULE and calls its
 ``FUNCTION(argv)`` (``main`` by default); what that returns is the exit
 status. An exception is
 reported to the parent (an ``error`` message) before the process exits.
+SIGUSR1 makes the process, and any fork of it, write every thread's
+Python stack to stderr: the parent asks so when a worker hangs.
 
 Parent and child speak one wire format: one JSON object a line, whose
 ``"type"`` says what it is. A worker writes with ``say`` and reads the
@@ -32,10 +34,12 @@ if __name__ == '__main__' and '--world=eventlet' in sys.argv[1:2]:
     import eventlet
     eventlet.monkey_patch()
 
+import faulthandler  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import select  # noqa: E402
+import signal  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -148,6 +152,11 @@ def main(argv=None):
     if world not in WORLDS or _is_green() != (world == 'eventlet'):
         sys.exit('not in the %r world (the first argument must be'
                  ' --world=eventlet or --world=native)' % world)
+    # Evidence of a hang that cannot be reproduced: the parent's SIGUSR1
+    # (WorkerProcess.dump_stacks) gets every thread's stack, from a C
+    # handler that needs no lock; forks inherit it.
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True,
+                          chain=False)
     module, _, function = argv[1].partition(':')
     try:
         return getattr(importlib.import_module(module),

@@ -19,6 +19,10 @@ any command that prints JSON lines, such as ``df-nats publishers --watch
 line that is not JSON becomes ``{"type": "text", "text": ...}``) with its
 arrival time; the end of its output is a ``{"type": "eof"}`` message. Its
 stderr goes to a log file.
+
+A worker that does not say what is awaited in time is asked first for
+every thread's stack, it and what it forked (``dump_stacks``): the error
+then shows where each process was stuck.
 """
 
 import json
@@ -34,6 +38,14 @@ import time
 from df_nats import errors
 
 EOF = 'eof'
+# How much of a worker's stderr its errors show.
+_TAIL = 6000
+# How long a process asked for its stacks gets to write them, and how long
+# the log stays still once they are written.
+_DUMP_TIME = 1.0
+_DUMP_QUIET = 0.1
+# What the log says before a process's stacks.
+_DUMP_HEADER = '--- the stacks of pid %d (dump_stacks) ---\n'
 
 
 class WorkerError(errors.DfNatsError, RuntimeError):
@@ -169,7 +181,8 @@ class WorkerProcess:
                                      ' message awaited' % self.proc.poll())
                 index += 1
             if not self._pull(deadline - time.monotonic()):
-                raise self.error('no message awaited within %ss' % timeout)
+                raise self._hang_error('no message awaited within %ss'
+                                       % timeout)
 
     def expect(self, kind, timeout=60.0, also=()):
         """The next message of type ``kind`` (or in ``also``).
@@ -197,8 +210,9 @@ class WorkerProcess:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            error = self._hang_error('hung for %ss' % timeout)
             self.kill()
-            raise self.error('hung for %ss' % timeout) from None
+            raise error from None
         # What a forked grandchild keeps open could hold the pipe longer.
         self._ended.wait(timeout)
         return self.proc.returncode
@@ -241,7 +255,103 @@ class WorkerProcess:
         text = os.pread(fd, size - start, start).decode(errors='replace')
         return text if chars is None else text[-chars:]
 
-    def error(self, what):
-        """A WorkerError saying ``what`` of this worker, with its stderr."""
+    def error(self, what, chars=_TAIL):
+        """A WorkerError saying ``what`` of this worker, with the last
+        ``chars`` characters of its stderr.
+        """
         return WorkerError('%s %s; stderr:\n%s' % (
-            self.label, what, self.stderr_text()))
+            self.label, what, self.stderr_text(chars)))
+
+    def _hang_error(self, what):
+        """``error(what)`` for a worker that did not answer in time, after
+        ``dump_stacks``: the dumps in full, then the usual tail before them.
+        """
+        fd = self._log.fileno()
+        before = os.fstat(fd).st_size
+        self.dump_stacks()
+        return self.error(what, _TAIL + os.fstat(fd).st_size - before)
+
+    def dump_stacks(self):
+        """Ask the worker and what it forked for every thread's Python
+        stack, written to its stderr; the pids asked.
+
+        A hang that cannot be reproduced (a lock held by another thread at
+        a fork, say) leaves this as its only evidence. The worker answers
+        SIGUSR1 with faulthandler (df_nats/testing/worker.py), and so do
+        its forks: the registration survives fork. Only live processes
+        that catch SIGUSR1 are sent it -- to others it would be fatal --
+        and only while the worker is not reaped: its pid and the tree under
+        it are still its own. One at a time, each under a line naming its
+        pid: they share the log, and dumps written together would be
+        interleaved. Linux only (/proc); elsewhere, nothing.
+        """
+        if self.proc.poll() is not None:
+            return []
+        asked = []
+        for pid in _family(self.proc.pid):
+            if _catches_sigusr1(pid):
+                os.write(self._log.fileno(), (_DUMP_HEADER % pid).encode())
+                try:
+                    os.kill(pid, signal.SIGUSR1)
+                except OSError:
+                    continue  # gone meanwhile
+                asked.append(pid)
+                self._wait_for_the_log()
+        return asked
+
+    def _wait_for_the_log(self):
+        """Wait until the log grew and then stayed still (a dump was
+        written), ``_DUMP_TIME`` at most.
+        """
+        fd = self._log.fileno()
+        deadline = time.monotonic() + _DUMP_TIME
+        size, grown = os.fstat(fd).st_size, False
+        while time.monotonic() < deadline:
+            time.sleep(_DUMP_QUIET)
+            now = os.fstat(fd).st_size
+            if grown and now == size:
+                return
+            grown, size = grown or now > size, now
+
+
+def _status(pid):
+    """The fields of /proc/PID/status, or {} if there is none."""
+    try:
+        with open('/proc/%s/status' % pid) as status:
+            return dict(line.rstrip('\n').split(':\t', 1)
+                        for line in status if ':\t' in line)
+    except OSError:
+        return {}
+
+
+def _family(pid):
+    """``pid`` and its descendants, from each process's parent in /proc.
+
+    (/proc/PID/task/TID/children would be shorter, but not every kernel
+    has it.)
+    """
+    children = {}
+    try:
+        entries = os.listdir('/proc')
+    except OSError:
+        entries = []
+    for entry in entries:
+        parent = _status(entry).get('PPid') if entry.isdigit() else None
+        if parent:
+            children.setdefault(int(parent), []).append(int(entry))
+    family, todo = [], [pid]
+    while todo:
+        member = todo.pop()
+        if member > 1 and member not in family:
+            family.append(member)
+            todo.extend(children.get(member, ()))
+    return family
+
+
+def _catches_sigusr1(pid):
+    """Whether ``pid`` is alive (not a zombie) and has a SIGUSR1 handler."""
+    status = _status(pid)
+    if not status or status.get('State', 'Z')[:1] in 'ZX':
+        return False
+    caught = int(status.get('SigCgt', '0'), 16)
+    return bool(caught >> (signal.SIGUSR1 - 1) & 1)

@@ -15,7 +15,9 @@
 It says ``ready`` (its world, pid), then obeys: ``echo`` prints a line
 and says the command back; ``burst`` (``n``) says n messages and ends the
 process; ``fail`` raises; ``ticks`` says how often a concurrent
-greenthread or thread woke up meanwhile; ``quit`` ends.
+greenthread or thread woke up meanwhile; ``hang`` forks while a thread
+holds a lock, and both processes block on it for good (each says
+``hung``, its pid, first); ``quit`` ends.
 """
 
 import os
@@ -38,6 +40,33 @@ class _Ticker:
             self.ticks += 1
 
 
+def _hang_in_the_worker(lock):
+    worker.say('hung', pid=os.getpid())
+    lock.acquire()
+
+
+def _hang_in_the_forked_child(lock):
+    # Its copy of the lock is held by a thread it does not have.
+    worker.say('hung', pid=os.getpid())
+    lock.acquire()
+
+
+def _hang():
+    lock = threading.Lock()
+    held = threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            threading.Event().wait()
+
+    threading.Thread(target=hold, daemon=True).start()
+    held.wait()
+    if os.fork() == 0:
+        _hang_in_the_forked_child(lock)
+    _hang_in_the_worker(lock)
+
+
 def main(argv):
     ticker = _Ticker()
     worker.say('ready', world=worker.world(), pid=os.getpid(), argv=argv)
@@ -52,6 +81,8 @@ def main(argv):
             return 0
         elif kind == 'fail':
             raise ValueError('asked to fail')
+        elif kind == 'hang':
+            _hang()
         elif kind == 'ticks':
             worker.say('ticks', ticks=ticker.ticks)
         elif kind == 'quit':

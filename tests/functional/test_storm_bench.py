@@ -17,7 +17,9 @@ killed and restarted after 2 s.
 It checks the tool: the report has every field, each subscriber's
 events add up (delivered + covered + lost = published), the subscribers
 placed on the killed node are those that lost it, and no process
-outlives the run. ``test_small_storm_no_resync`` checks the recovery
+outlives the run; and that its baseline (``--client nats-py``) runs the
+same storm with plain nats-py clients. ``test_small_storm_no_resync``
+checks the recovery
 itself at a small scale: 20 subscriber processes, the publisher's node
 killed, no full resync and no silent loss.
 """
@@ -51,7 +53,7 @@ def _still_running(pids):
     return alive
 
 
-def _storm(tmp_path, world, subscribers, case, label):
+def _storm(tmp_path, world, subscribers, case, label, client='df-nats'):
     out = tmp_path / 'out'
     env = worker_process.child_env([REPO])
     proc = subprocess.run(
@@ -59,10 +61,11 @@ def _storm(tmp_path, world, subscribers, case, label):
          str(subscribers), '--case', case, '--down', '2',
          '--warmup', '2', '--after', '3', '--settle', '1.5',
          '--placement', 'pinned', '--world', world, '--out', str(out),
-         '--label', label],
+         '--label', label, '--client', client],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    path = out / ('storm-%s-n%d-%s.json' % (label, subscribers, world))
+    path = out / ('storm-%s-n%d-%s.json' % (
+        label, subscribers, world if client == 'df-nats' else client))
     return proc, out, path, json.loads(path.read_text())
 
 
@@ -155,3 +158,35 @@ def test_storm_bench_smoke(world, tmp_path):
     assert len(pids['subscribers']) == SUBSCRIBERS
     assert not _still_running(pids['servers'] + pids['workers']
                               + pids['subscribers'])
+
+
+def test_storm_baseline_smoke(tmp_path):
+    """The same storm with plain nats-py clients: the subscribers of the
+    killed node reconnect elsewhere with nothing to recover what went by
+    (no resync, no stream), the others get every event.
+    """
+    proc, _, _, payload = _storm(tmp_path, 'native', SUBSCRIBERS,
+                                 'other-node', 'baseline', client='nats-py')
+    assert 'baseline: plain nats-py, no recovery' in proc.stdout
+    assert payload['config']['client'] == 'nats-py'
+    report = payload['cases']['other-node']
+    assert report['stream'] is None
+    assert report['full_syncs'] == 0 and report['replayed'] == 0
+    published = report['published']
+    assert published >= 1000, published
+    lines = report['per_subscriber']
+    assert len(lines) == SUBSCRIBERS
+    for line in lines:
+        assert line['delivered'] + line['lost'] == published, line
+        assert line['unknown_events'] == 0 and line['order_regressions'] == 0
+        if line['node'] == report['killed']:
+            assert line['reconnects'] >= 1, line
+            assert line['last_node'] != report['killed'], line
+        else:
+            assert line['reconnects'] == 0, line
+            assert line['delivered'] == published, line
+    assert report['lost_node'] == 2
+    assert report['latency_before_kill']['n'] > 0
+    assert not _still_running(report['pids']['servers']
+                              + report['pids']['workers']
+                              + report['pids']['subscribers'])

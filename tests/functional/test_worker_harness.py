@@ -25,9 +25,29 @@ from tests.functional.test_driver import ROOT
 from tests.functional.test_driver import WORLDS
 
 
-def _start(world, *args):
+def _start(world, *args, **kwargs):
     return WorkerProcess('tests.functional.echo_worker', args, world=world,
-                         paths=[ROOT], cwd=ROOT)
+                         paths=[ROOT], cwd=ROOT, **kwargs)
+
+
+def _hung(world):
+    """A worker and its fork, both blocked for good (``hang``); the pid of
+    the fork.
+
+    In a session of their own: ``kill`` ends both.
+    """
+    proc = _start(world, new_session=True)
+    proc.expect('ready')
+    proc.send('hang')
+    pids = {proc.expect('hung')['pid'] for _ in range(2)}
+    assert proc.pid in pids and len(pids) == 2
+    return proc, (pids - {proc.pid}).pop()
+
+
+def _stacks(error):
+    """Each process's stacks in ``error``'s text, by pid."""
+    sections = str(error).split('--- the stacks of pid ')[1:]
+    return {int(section.split(' ', 1)[0]): section for section in sections}
 
 
 @pytest.mark.parametrize('world', WORLDS)
@@ -104,3 +124,47 @@ def test_a_wrong_world_is_refused():
         'tests.functional.echo_worker'], paths=[ROOT], cwd=ROOT)
     assert proc.wait(30) != 0
     assert "not in the 'green' world" in proc.stderr_text()
+
+
+def test_a_worker_that_does_not_answer_shows_every_stack_of_its_forks():
+    # The error shows where the worker and its forked child were stuck,
+    # each with all its threads.
+    proc, child = _hung('native')
+    try:
+        with pytest.raises(WorkerError, match='no message awaited') as info:
+            proc.expect('never', timeout=1)
+    finally:
+        proc.kill()
+    stacks = _stacks(info.value)
+    assert set(stacks) == {proc.pid, child}, str(info.value)
+    for name in ('_hang_in_the_worker', 'in hold', 'in _run'):
+        assert name in stacks[proc.pid], stacks[proc.pid]
+    assert '_hang_in_the_forked_child' in stacks[child], stacks[child]
+    assert 'most recent call first' in stacks[child], stacks[child]
+
+
+@pytest.mark.parametrize('world', WORLDS)
+def test_a_hung_worker_shows_its_stacks_and_its_forks_before_the_kill(world):
+    proc, child = _hung(world)
+    try:
+        with pytest.raises(WorkerError, match='hung for 1s') as info:
+            proc.wait(1)
+    finally:
+        proc.kill()
+    stacks = _stacks(info.value)
+    assert set(stacks) == {proc.pid, child}, str(info.value)
+    for pid in stacks:
+        assert 'most recent call first' in stacks[pid], str(info.value)
+
+
+def test_only_the_workers_own_processes_are_asked_for_their_stacks():
+    # A process without a SIGUSR1 handler would die of it; nor is an
+    # exited worker asked (its pid may not be its own any more).
+    proc = WorkerProcess(None, argv=[
+        sys.executable, '-c', 'import sys; sys.stdin.read()'])
+    try:
+        assert proc.dump_stacks() == []
+        assert proc.proc.poll() is None
+    finally:
+        proc.stop()
+    assert proc.dump_stacks() == []

@@ -224,9 +224,40 @@ def test_options_and_bounds():
         timing['start_timeout'] + span + timing['close_timeout'])
 
 
+def test_the_baseline_runs_the_cases_without_a_stream():
+    def cases(*argv):
+        return storm.cases_of(storm.parser().parse_args(list(argv)))
+    assert cases() == storm.CASES
+    assert cases('--case', 'meta-leader') == ('meta-leader',)
+    assert cases('--client', 'nats-py') == ('publisher-node', 'other-node')
+    assert cases('--client', 'nats-py', '--case', 'other-node') == (
+        'other-node',)
+    with pytest.raises(storm.StormError, match='no stream-leader case'):
+        cases('--client', 'nats-py', '--case', 'stream-leader')
+
+
+def test_the_baseline_runs_native_only(tmp_path):
+    args = storm.parser().parse_args(['--client', 'nats-py', '--world',
+                                      'eventlet', '--out', str(tmp_path)])
+    with pytest.raises(storm.StormError, match='native world only'):
+        storm.run(args)
+
+
+def test_the_baselines_table_says_what_it_is():
+    config = {'subscribers': 2, 'world': 'native', 'placement': 'listed',
+              'rate': 1.0, 'down': 1.0}
+    for client, said in (('nats-py', '(baseline: plain nats-py, no'
+                                     ' recovery, listed placement)'),
+                         ('df-nats', '(native world, listed placement)')):
+        text = storm_report.table({'config': dict(config, client=client),
+                                   'commit': 'abc', 'cases': {}})
+        assert said in text.splitlines()[0]
+
+
 @pytest.mark.parametrize('argv', [['--subscribers', '0'],
                                   ['--rate', '-1'],
-                                  ['--case', 'bogus']])
+                                  ['--case', 'bogus'],
+                                  ['--client', 'bogus']])
 def test_bad_options_are_refused(argv):
     with pytest.raises(SystemExit):
         storm.parser().parse_args(argv)
