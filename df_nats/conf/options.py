@@ -168,6 +168,14 @@ connection_opts = [
                help=_text('''
         Bytes of published events kept while disconnected and sent on
         reconnect. Publishing fails with an error when it is full.''')),
+    cfg.FloatOpt('publish_linger', default=0.0, min=0.0, max=1.0,
+                 help=_text('''
+        Seconds a published event waits before it is sent, so that the
+        events published meanwhile go out with it as one message. Each
+        subscriber pays for every message it receives, however many
+        events it holds: with hundreds of subscribers and a few hundred
+        events a second, 0.01 to 0.02 cuts their CPU several times, for
+        as much latency. 0 sends each event at once.''')),
     cfg.StrOpt('client_name', help=_text('''
         Connection name shown by "nats server report connections". Defaults to
         "df-nats:<process name>".''')),

@@ -160,6 +160,33 @@ class _HubDoorbell(_Doorbell):
         super().close()
 
 
+class _LockBell:
+    """The native world's doorbell for the dispatcher: a bare lock.
+
+    Held while nobody rang; ringing releases it, waiting takes it. A
+    wake-up is one futex call each side, where the pipe took a write, a
+    ``select`` and a read: the hand-off of every message received.
+    """
+
+    def __init__(self, originals: natives.Natives):
+        self._lock = originals.thread.allocate_lock()
+        self._lock.acquire()
+
+    def ring(self):
+        try:
+            self._lock.release()
+        except RuntimeError:
+            pass  # rung already, and not yet waited for
+
+    def wait(self) -> bool:
+        """Wait until rung, for good (the dispatcher's wait: no timeout)."""
+        self._lock.acquire()
+        return True
+
+    def close(self):
+        pass
+
+
 class _CallerWorld:
     """Runs functions posted from the loop thread in the caller's world.
 
@@ -170,7 +197,7 @@ class _CallerWorld:
     def __init__(self, originals: natives.Natives, green: bool):
         self._calls = collections.deque()
         self._bell = (_HubDoorbell(originals) if green
-                      else _Doorbell(originals, green))
+                      else _LockBell(originals))
         self._rung = False
         if green:
             import eventlet

@@ -53,8 +53,8 @@ FAILED = 'replay failed'
 # page asked for in turn, so a catch-up waits for one page of each of the
 # others (every controller of a lost node asking at once), not for all
 # their messages, before its own next reply.
-PAGE = 200
-PAGE_BYTES = 256 * 1024
+PAGE = 1000
+PAGE_BYTES = 1024 * 1024
 # The share of a request's time limit the stream's info may take before
 # the fetch goes on without it.
 INFO_SHARE = 0.25
@@ -127,10 +127,59 @@ async def fetch_on_loop(nc, stream: str, prefix: str, subjects: List[str],
     then the fetch goes on without), more than ``limit_events`` events
     or ``limit_bytes`` bytes to fetch, or an answer that makes no sense.
     ``progress`` learns when each reply arrives.
+
+    The stream's info and the first page are asked for together: on a
+    loaded machine every round trip costs up to seconds, and most
+    catch-ups fit in one page.
     """
+    wanted = set(subjects)
+    if len(wanted) <= MAX_FILTERS:
+        filters = sorted(wanted)
+    else:
+        filters = [capture_stream.subject_filter(prefix)]
+    loop = asyncio.get_running_loop()
+    up_to = loop.create_future()
+    reader = _Reader(nc, stream, start_ns, start_seq, limit_events,
+                     limit_bytes, timeout, progress or Progress(), up_to)
+    reading = loop.create_task(reader.read_all(filters, wanted))
     try:
-        info = await capture_stream.api_request_on_loop(
-            nc, 'INFO', stream, None, timeout * INFO_SHARE)
+        info = await _stream_info(nc, stream, timeout * INFO_SHARE)
+        if isinstance(info, Fetched):
+            return info
+        last_seq, early = _judge(info, start_ns, start_seq)
+        if early is not None:
+            return early
+        up_to.set_result(last_seq)
+        try:
+            await reading
+        except _Over:
+            return Fetched(OVER_LIMIT, [], '%d events, %d bytes so far'
+                           % (reader.events, reader.size))
+        except (asyncio.TimeoutError, nats_errors.TimeoutError):
+            return Fetched(SILENT, [], 'direct get')
+        except _Failed as exc:
+            return Fetched(exc.outcome, [], str(exc))
+    finally:
+        if not reading.done():
+            # Answered by the info alone: the pages are not needed.
+            reading.cancel()
+        # Its outcome taken, whatever it was: never "not retrieved".
+        await asyncio.gather(reading, return_exceptions=True)
+    found = reader.found
+    if len(filters) > 1:
+        found.sort(key=lambda stored: stored.seq)
+    # What was read, not the info's last sequence: a page answered before
+    # the info does not hold what was stored in between, and a later
+    # fetch must not go on after it.
+    return Fetched(OK, found,
+                   last_seq=reader.last_seq or (start_seq or 1) - 1)
+
+
+async def _stream_info(nc, stream, timeout):
+    """The stream's info, or the ``Fetched`` it already decides."""
+    try:
+        return await capture_stream.api_request_on_loop(
+            nc, 'INFO', stream, None, timeout)
     except nats_errors.NoRespondersError:
         return Fetched(NO_STREAM, [], 'no JetStream')
     except capture_stream.StreamError as exc:
@@ -142,49 +191,35 @@ async def fetch_on_loop(nc, stream: str, prefix: str, subjects: List[str],
         # server just lost; its replicas answer direct gets meanwhile.
         # Without the window's start, a hole is still found: numbers
         # that stay missing after the fetch.
-        info = None
-    if info is None:
-        info = {'config': {'allow_direct': True},
-                'state': {'messages': 1}}
+        return {'config': {'allow_direct': True}, 'state': {'messages': 1}}
+
+
+def _judge(info, start_ns, start_seq):
+    """(the stream's last sequence, the ``Fetched`` its info decides
+    already or None).
+    """
     config = info.get('config') or {}
     if not config.get('allow_direct'):
-        return Fetched(NO_STREAM, [], 'direct get not allowed')
+        return 0, Fetched(NO_STREAM, [], 'direct get not allowed')
     state = info.get('state') or {}
     last_seq = _number(str(state.get('last_seq', ''))) or 0
     window = capture_stream.window_start_ns(info)
     first_seq = _number(str(state.get('first_seq', ''))) or 0
     if start_seq is not None:
         if first_seq > start_seq:
-            return Fetched(WINDOW_PASSED, [], 'oldest stored %d, wanted'
-                           ' from %d' % (first_seq, start_seq))
+            return last_seq, Fetched(
+                WINDOW_PASSED, [], 'oldest stored %d, wanted from %d'
+                % (first_seq, start_seq))
     elif window is not None and window > start_ns:
-        return Fetched(WINDOW_PASSED, [], 'oldest stored %s, wanted from %s'
-                       % (capture_stream.format_time_ns(window),
-                          capture_stream.format_time_ns(start_ns)))
+        return last_seq, Fetched(
+            WINDOW_PASSED, [], 'oldest stored %s, wanted from %s'
+            % (capture_stream.format_time_ns(window),
+               capture_stream.format_time_ns(start_ns)))
     if not state.get('messages') or (
             start_seq is not None and start_seq > last_seq):
-        return Fetched(OK, [], last_seq=max(last_seq, (start_seq or 1) - 1))
-    wanted = set(subjects)
-    if len(wanted) <= MAX_FILTERS:
-        filters = sorted(wanted)
-    else:
-        filters = [capture_stream.subject_filter(prefix)]
-    reader = _Reader(nc, stream, start_ns, start_seq, limit_events,
-                     limit_bytes, timeout, progress or Progress(), last_seq)
-    try:
-        for subject in filters:
-            await reader.read(subject, wanted)
-    except _Over:
-        return Fetched(OVER_LIMIT, [], '%d events, %d bytes so far'
-                       % (reader.events, reader.size))
-    except (asyncio.TimeoutError, nats_errors.TimeoutError):
-        return Fetched(SILENT, [], 'direct get')
-    except _Failed as exc:
-        return Fetched(exc.outcome, [], str(exc))
-    found = reader.found
-    if len(filters) > 1:
-        found.sort(key=lambda stored: stored.seq)
-    return Fetched(OK, found, last_seq=max(last_seq, reader.last_seq))
+        return last_seq, Fetched(
+            OK, [], last_seq=max(last_seq, (start_seq or 1) - 1))
+    return last_seq, None
 
 
 class _Reader:
@@ -194,11 +229,11 @@ class _Reader:
                  limit_bytes, timeout, progress, up_to):
         self._nc = nc
         self._progress = progress
-        # The stream's last sequence when the fetch began (0: unknown).
-        # What is stored later came live, held by the catch-up: reading
-        # it too would chase the stream (a fetch slower than the
-        # publishers never ends) for nothing but copies. A number still
-        # missing then is a hole, asked for again.
+        # The stream's last sequence when the fetch began (0: unknown),
+        # once its info came. What is stored later came live, held by the
+        # catch-up: reading it too would chase the stream (a fetch slower
+        # than the publishers never ends) for nothing but copies. A
+        # number still missing then is a hole, asked for again.
         self._up_to = up_to
         self._subject = _DIRECT_GET % stream
         if start_seq is not None:
@@ -213,6 +248,10 @@ class _Reader:
         self.events = 0
         self.size = 0
         self.last_seq = 0
+
+    async def read_all(self, filters, wanted):
+        for subject in filters:
+            await self.read(subject, wanted)
 
     async def read(self, subject, wanted):
         replies = asyncio.Queue()
@@ -260,7 +299,9 @@ class _Reader:
                 last = _number(headers.get('Nats-Last-Sequence'))
                 if left is None or last is None:
                     raise _Failed(FAILED, 'an end of batch without counts')
-                if left > 0 and not 0 < self._up_to <= last:
+                # The info's answer is needed only to go on; it was
+                # asked for with the first page.
+                if left > 0 and not 0 < await self._up_to <= last:
                     return {'seq': last + 1}
                 return None
             if status == '404':

@@ -107,6 +107,8 @@ class Sender:
         self._clock = time.monotonic
         self._drain_requested = False
         self._drain_task = None
+        self._linger = conn.conf.publish_linger
+        self._linger_timer = None
 
     @property
     def outbox_load(self) -> Tuple[int, int]:
@@ -150,12 +152,28 @@ class Sender:
             raise
         if not self._drain_requested:
             self._drain_requested = True
-            self._bridge.loop.call_soon_threadsafe(self.request_drain_on_loop)
+            self._bridge.loop.call_soon_threadsafe(
+                self._linger_on_loop if self._linger
+                else self.request_drain_on_loop)
 
     def queue_mark_on_loop(self, stream):
         """Send a mark for ``stream`` before further events (loop thread)."""
         assert self._bridge.on_loop_thread()
         self._marks[stream] = None
+        self.request_drain_on_loop()
+
+    def _linger_on_loop(self):
+        # Loop thread: with publish_linger, what is queued waits that long
+        # for what follows, to go out as one message. _drain_requested
+        # stays up meanwhile: the events put until then wake nothing.
+        assert self._bridge.on_loop_thread()
+        if self._linger_timer is None:
+            self._linger_timer = self._bridge.loop.call_later(
+                self._linger, self._linger_over_on_loop)
+
+    def _linger_over_on_loop(self):
+        assert self._bridge.on_loop_thread()
+        self._linger_timer = None
         self.request_drain_on_loop()
 
     def request_drain_on_loop(self):

@@ -19,8 +19,10 @@ server's max_payload is never exceeded.
 """
 
 import json
+import time
 
 import nats
+from oslo_config import cfg
 
 from df_nats import errors
 from df_nats.pubsub import api
@@ -172,5 +174,27 @@ def scenario_small_max_payload(ctx):
     counts = [int(h['Df-Events'].split()[0]) for _, h in sizes]
     assert sum(counts) == n + 1 and max(counts) > 1, counts[:50]
     conn.bridge.run(raw.close(), timeout=10)
+    pub.close()
+    sub.close()
+
+
+def scenario_linger_gathers_what_trickles_in(ctx):
+    # Events 2 ms apart go out one a message without a linger; with
+    # publish_linger those published meanwhile leave together, in order,
+    # and every one arrives.
+    cfg.CONF.set_override('publish_linger', 0.05, group='df_nats')
+    pub, sub, got = scenarios._pubsub(ctx)
+    conn = process_context.current().connection
+    n = 100
+    for i in range(n):
+        pub.send_event(scenarios.event('k%05d' % i))
+        time.sleep(0.002)
+    ctx.wait_until(lambda: len(got.events) >= n, timeout=60,
+                   what='%d events' % n)
+    ctx.settle()
+    assert got.keys() == ['k%05d' % i for i in range(n)]
+    assert got.syncs == 0, sub.stats
+    assert conn.stats['published'] == n, conn.stats
+    assert conn.stats['messages'] <= n / 5, conn.stats
     pub.close()
     sub.close()

@@ -35,7 +35,8 @@ def small_payload_server():
 @pytest.mark.parametrize('world', WORLDS)
 @pytest.mark.parametrize('scenario', ['burst_in_order',
                                       'malformed_in_batch',
-                                      'oversized_event_refused'])
+                                      'oversized_event_refused',
+                                      'linger_gathers_what_trickles_in'])
 def test_batching(world, scenario, nats_server, tmp_path):
     _finish(_start(world, scenario, [nats_server.url], tmp_path,
                    module=_MODULE))

@@ -26,6 +26,8 @@ import time
 import pytest
 
 from df_nats import errors
+from df_nats.loop import bridge as bridge_module
+from df_nats.loop import natives
 from df_nats.pubsub import process_context
 
 
@@ -96,6 +98,23 @@ def test_a_failing_posted_call_does_not_stop_the_next(bridge):
     bridge.call_soon(lambda: (bridge.world.post(boom),
                               bridge.world.post(done.set)))
     assert done.wait(5)
+
+
+def test_lock_bell_wakes_once_per_ring_however_often_rung():
+    bell = bridge_module._LockBell(natives.Natives())
+    bell.ring()
+    bell.ring()   # rung already: the same single wake-up
+    assert bell.wait()
+    woken = threading.Event()
+
+    def waiter():
+        bell.wait()
+        woken.set()
+    threading.Thread(target=waiter, daemon=True).start()
+    # Nobody rang since the last wait: the waiter stays parked.
+    assert not woken.wait(0.2)
+    threading.Thread(target=bell.ring).start()
+    assert woken.wait(5)
 
 
 def test_name_resolution_on_a_native_thread(bridge):

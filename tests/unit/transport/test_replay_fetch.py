@@ -44,7 +44,9 @@ class _Server:
     ``silent`` answers none; ``late``: direct gets are answered only
     when the client makes a round trip (``flush``), as a process that
     reads its socket late sees them; ``flush_error`` is what a round
-    trip raises. ``info`` replaces the stream info.
+    trip raises. ``info`` replaces the stream info; ``info_delay``
+    (seconds) is the info's round trip, during which the client may
+    ask for pages (``gets_before_info``: how many it did).
     """
 
     def __init__(self, stored=(), first_seq=None, info=None):
@@ -52,6 +54,9 @@ class _Server:
         self.first_seq = first_seq
         self.info = info
         self.info_error = None
+        self.info_delay = 0
+        self.gets_before_info = None
+        self.before_info = []
         self.status = None
         self.silent = False
         self.late = False
@@ -75,6 +80,12 @@ class _Server:
 
     async def request(self, subject, payload, timeout):
         assert subject == '$JS.API.STREAM.INFO.%s' % STREAM, subject
+        if self.info_delay:
+            await asyncio.sleep(self.info_delay)
+        self.gets_before_info = len(self.gets)
+        # Published after the page asked meanwhile, before the info.
+        self.stored.extend(self.before_info)
+        self.before_info = []
         if self.info_error is not None:
             raise self.info_error
         info = self.info or {'config': {'name': STREAM,
@@ -226,6 +237,41 @@ def test_without_the_stream_info_pages_until_nothing_is_left(monkeypatch):
     got = _fetch(nc)
     assert [m.seq for m in got.messages] == list(range(1, 11))
     assert len(nc.gets) == 4
+
+
+def test_the_first_page_is_asked_for_with_the_stream_info():
+    # On a loaded machine a round trip costs up to seconds: the info
+    # does not hold the first page back.
+    nc = _Server(_stored(10))
+    nc.info_delay = 0.05
+    got = _fetch(nc)
+    assert nc.gets_before_info == 1
+    assert got.outcome == replay_fetch.OK, got
+    assert [m.seq for m in got.messages] == list(range(1, 11))
+    assert nc.unsubscribed == 1
+
+
+def test_a_later_fetch_goes_on_after_what_was_read_not_the_info():
+    # The page was answered before the info: what was stored between
+    # the two is neither in the page nor to be skipped by the next fetch.
+    nc = _Server(_stored(5))
+    nc.info_delay = 0.05
+    nc.before_info = _stored(3, first=6)
+    got = _fetch(nc)
+    assert [m.seq for m in got.messages] == [1, 2, 3, 4, 5]
+    assert got.last_seq == 5
+
+
+def test_a_page_asked_for_with_an_info_that_decides_is_dropped():
+    # The window passed: the page read meanwhile is not delivered, and
+    # its subscription ends.
+    nc = _Server(_stored(10, first=5), first_seq=5)
+    nc.info_delay = 0.05
+    nc.late = True   # the page's replies never come: still reading
+    got = _fetch(nc, start_ns=BASE_NS)
+    assert nc.gets_before_info == 1
+    assert (got.outcome, got.messages) == (replay_fetch.WINDOW_PASSED, [])
+    assert nc.unsubscribed == 1
 
 
 def test_pages_are_bounded_in_bytes(monkeypatch):

@@ -16,10 +16,13 @@ The drain runs on the real loop thread against a stand-in for nats-py's
 client that records what would be published.
 """
 
+import time
+
 from nats import errors as nats_errors
 import pytest
 
 from df_nats import errors
+from df_nats.conf import options
 from df_nats.pubsub import process_context
 from df_nats.transport import connection
 from df_nats.transport import outbox
@@ -304,6 +307,23 @@ def test_what_accumulated_written_at_once_as_one_batch(conf):
     ((subject, headers, body),) = [_hpub(data) for data in nc.written]
     assert headers == {'Df-Seq': 'p i.1', 'Df-Events': '3 lport'}
     assert _keys(body) == ['k0', 'k1', 'k2'] and nc.sent == []
+
+
+def test_with_a_linger_what_is_sent_meanwhile_goes_as_one_message(conf):
+    conf.config(group=options.GROUP, publish_linger=0.5)
+    conn, nc = _writable_connection(conf)
+    s = sequence.Stream('s', 'p', 'i')
+    start = time.monotonic()
+    for i in range(3):
+        conn.sender.send(s, _event(i), 'lport')
+    while not nc.written and time.monotonic() - start < 10:
+        time.sleep(0.01)
+    # The first event waited for the others, and no longer than needed.
+    assert time.monotonic() - start >= 0.5
+    ((subject, headers, body),) = [_hpub(data) for data in nc.written]
+    assert headers == {'Df-Seq': 'p i.1', 'Df-Events': '3 lport'}
+    assert _keys(body) == ['k0', 'k1', 'k2'] and nc.sent == []
+    assert conn.sender._linger_timer is None
 
 
 def test_the_rest_goes_through_a_drain_task_in_order(conf):
