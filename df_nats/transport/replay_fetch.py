@@ -83,8 +83,9 @@ class Fetched(NamedTuple):
     outcome: str
     messages: List[Stored]
     detail: str = ''
-    # The stream's last sequence read or known when the fetch began: a
-    # later fetch goes on after it.
+    # The last stream sequence read of the subjects fetched (or, when
+    # there was nothing to read, the stream's last): a later fetch goes
+    # on after it.
     last_seq: int = 0
 
 

@@ -21,8 +21,8 @@ import time
 from nats import errors as nats_errors
 import pytest
 
-from df_nats import errors
 from df_nats.conf import options
+from df_nats import errors
 from df_nats.pubsub import process_context
 from df_nats.transport import connection
 from df_nats.transport import outbox
