@@ -40,9 +40,9 @@ Every case gets a new cluster and new processes. Per case it prints, and
 writes to ``--out`` as JSON with the commit: subscribers that lost their
 node, full syncs by reason, events replayed and duplicates dropped (from
 the subscribers' counters, when the driver has them), silent loss, order
-regressions, time to caught up (p50/p99/max) and nats-server RSS before
-and after. The definitions are in benchmarks/storm_report.py. Run from
-the repository root::
+regressions, time to caught up (p50/p99/max), the machine's idle CPU
+and nats-server RSS before and after. The definitions are in
+benchmarks/storm_report.py. Run from the repository root::
 
     python -m benchmarks.storm [--subscribers 300] [--case all]
 
@@ -145,6 +145,29 @@ def load_average():
         return os.getloadavg()[0]
     except OSError:
         return None
+
+
+def cpu_times():
+    """(idle, total) CPU time of the machine so far, in ticks, or None
+    where /proc/stat cannot be read.
+    """
+    try:
+        with open('/proc/stat') as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal (guest counted in
+    # user already).
+    return fields[3] + fields[4], sum(fields[:8])
+
+
+def idle_share(before, after):
+    """The machine's idle share of its CPU time between two
+    ``cpu_times()`` (0 to 1), or None.
+    """
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]), 3)
 
 
 def check_machine(subscribers):
@@ -507,16 +530,23 @@ def run_case(case, args, timing):
         time.sleep(1.0)  # the subscriptions' interest crosses the routes
         pub.send('go')
         t_go = time.time()
-        time.sleep(args.warmup)
+        # Idle CPU in the steady stream: the second half of the warm-up.
+        time.sleep(args.warmup / 2)
+        cpu_steady = cpu_times()
+        time.sleep(args.warmup / 2)
         notes['killed_roles'] = roles_of(cluster, target, pub_node)
         notes['stream'] = stream
         notes['meta_leader_before'] = meta_leader(cluster)
         rss_before = server_rss(cluster)
         server_pids = {n.pid for n in cluster.nodes}
+        cpu_kill = cpu_times()
         t_kill = time.time()
         target.kill()
         time.sleep(args.down)
         t_restart = time.time()
+        notes['cpu_idle'] = {
+            'before_kill': idle_share(cpu_steady, cpu_kill),
+            'while_down': idle_share(cpu_kill, cpu_times())}
         target.start(60)
         t_ready = time.time()
         try:

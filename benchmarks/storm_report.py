@@ -50,6 +50,12 @@ included), with ``sent[n]`` the wall-clock time event n entered
     later one from its sending): what catch-up itself takes, without
     the loss detection and the reconnect before it.
 
+*machine CPU idle*
+    the machine's idle share of its CPU time (``/proc/stat``) in the
+    steady stream before the kill (the warm-up's second half) and while
+    the node was down: near 0, the machine, not df-nats, sets the pace,
+    and every wait above includes waiting for a CPU.
+
 *callback silent at the end*
     subscribers whose callback had not run for ``STALLED`` seconds when
     the run ended while events still flowed: stalled (their log holds
@@ -385,6 +391,15 @@ def _counters_text(counters):
     return ', '.join(shown) or '-'
 
 
+def _idle_text(r):
+    idle = r.get('cpu_idle') or {}
+
+    def percent(value):
+        return '-' if value is None else '%.0f %%' % (100 * value)
+    return '%s / %s' % (percent(idle.get('before_kill')),
+                        percent(idle.get('while_down')))
+
+
 def _rss_text(report):
     before = report.get('rss_before') or {}
     after = report.get('rss_after') or {}
@@ -425,6 +440,7 @@ ROWS = (
         r['reconnect_after_kill'])),
     ('latency before kill p50/p99/max', lambda r: _spread_text(
         r['latency_before_kill'], _ms)),
+    ('machine CPU idle before kill / down', _idle_text),
     ('events published (refused)', lambda r: '%d (%d)' % (
         r['published'], r['refused'])),
     ('server RSS MiB n1/n2/n3 before > after', _rss_text),

@@ -119,6 +119,10 @@ class CatchUp:
         self._reasons = set()
         self._local = False
         self._again = False
+        # After a reconnect: whether a live message came through the new
+        # server yet, and whether the catch-up waits for one.
+        self._live_seen = False
+        self._proof_wait = False
         self._start_ns = 0
         self._resume_seq = None
         self._began = 0.0
@@ -149,6 +153,7 @@ class CatchUp:
         self._fetch_id += 1
         self.active = False
         self._awaiting = False
+        self._proof_wait = False
         self._held.clear()
         self._held_bytes = 0
         self._held_dropped = False
@@ -184,6 +189,7 @@ class CatchUp:
         self._reasons = {reason}
         self._local = local
         self._again = False
+        self._live_seen = False
         self._start_ns = since_ns
         self._begin()
         return True
@@ -204,6 +210,7 @@ class CatchUp:
         self._reasons = set()
         self._local = True
         self._again = False
+        self._live_seen = False
         self._start_ns = time.time_ns() - int(timeouts.REPLAY_MARGIN * 1e9)
 
     def _begin(self):
@@ -241,6 +248,12 @@ class CatchUp:
         self._held.append((subject, headers, data, size, False))
         self._held_bytes += size
         self.stats['held'] += 1
+        self._live_seen = True
+        if self._proof_wait:
+            # The first live message since the fetch: in step, the
+            # catch-up ends; ahead, the fetch is asked for again.
+            self._proof_wait = False
+            self._deliver_then_end([])
 
     # -- the fetch (loop thread) ------------------------------------------
 
@@ -325,14 +338,17 @@ class CatchUp:
             self._answered = time.monotonic()
         if self._resume_seq is None:
             self.stats['replays'] += 1
-        delivery = self._delivery
         if result.last_seq:
             self._resume_seq = result.last_seq + 1
+        self._deliver_then_end([
+            (stored.subject, stored.headers, stored.data, len(stored.data),
+             True) for stored in result.messages])
+
+    def _deliver_then_end(self, fetched):
         # What was fetched, then what was held (earlier holes first),
         # each publisher's in the order of its numbers: a message that
         # fills a hole comes before those it lets through.
-        fetched = [(stored.subject, stored.headers, stored.data,
-                    len(stored.data), True) for stored in result.messages]
+        delivery = self._delivery
         held, self._held = self._held, collections.deque()
         self._held_bytes = 0
         queue = _in_stream_order(fetched + list(held))
@@ -357,6 +373,29 @@ class CatchUp:
         if self._held_dropped:
             self._fall_back(HELD_FULL, 'live messages dropped')
             return
+        if self._local and not self._live_seen:
+            # After a reconnect the subscription's interest reaches the
+            # other servers late on a loaded cluster: what a publisher
+            # sent there meanwhile came neither live nor, if stored
+            # after the fetch read the stream, fetched. Until a live
+            # message shows the interest arrived (or REPLAY_HOLE_WAIT),
+            # what comes is still held and checked against the numbers
+            # the fetch left.
+            self._proof_wait = True
+            bridge = self._conn.bridge
+            bridge.call_soon(bridge.loop.call_later,
+                             timeouts.REPLAY_HOLE_WAIT, bridge.world.post,
+                             self._proof_over, self._epoch)
+            return
+        self._finish()
+
+    def _proof_over(self, epoch):
+        # No live message within REPLAY_HOLE_WAIT: nothing was sent.
+        if self.active and self._proof_wait and epoch == self._epoch:
+            self._proof_wait = False
+            self._finish()
+
+    def _finish(self):
         again, since = self._again, self._start_ns
         reasons, local = self._reasons, self._local
         self._end()
@@ -407,6 +446,7 @@ class CatchUp:
     def _end(self):
         self.active = False
         self._awaiting = False
+        self._proof_wait = False
         self._held.clear()
         self._held_bytes = 0
         self._held_dropped = False

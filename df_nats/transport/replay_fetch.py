@@ -147,9 +147,17 @@ async def fetch_on_loop(nc, stream: str, prefix: str, subjects: List[str],
         info = await _stream_info(nc, stream, timeout * INFO_SHARE)
         if isinstance(info, Fetched):
             return info
-        last_seq, early = _judge(info, start_ns, start_seq)
-        if early is not None:
-            return early
+        if info is None:
+            # Only the stream's leader answers its info, and it may be
+            # the server just lost, or too busy; its replicas answer
+            # direct gets meanwhile. Nothing is judged without it: the
+            # pages are read to the end (a hole is still found: numbers
+            # that stay missing after the fetch).
+            last_seq = 0
+        else:
+            last_seq, early = _judge(info, start_ns, start_seq)
+            if early is not None:
+                return early
         up_to.set_result(last_seq)
         try:
             await reading
@@ -177,7 +185,9 @@ async def fetch_on_loop(nc, stream: str, prefix: str, subjects: List[str],
 
 
 async def _stream_info(nc, stream, timeout):
-    """The stream's info, or the ``Fetched`` it already decides."""
+    """The stream's info, the ``Fetched`` it already decides, or None
+    when it did not come in time.
+    """
     try:
         return await capture_stream.api_request_on_loop(
             nc, 'INFO', stream, None, timeout)
@@ -188,11 +198,7 @@ async def _stream_info(nc, stream, timeout):
             return Fetched(NO_STREAM, [], str(exc))
         return Fetched(FAILED, [], str(exc))
     except (asyncio.TimeoutError, nats_errors.TimeoutError):
-        # Only the stream's leader answers its info, and it may be the
-        # server just lost; its replicas answer direct gets meanwhile.
-        # Without the window's start, a hole is still found: numbers
-        # that stay missing after the fetch.
-        return {'config': {'allow_direct': True}, 'state': {'messages': 1}}
+        return None
 
 
 def _judge(info, start_ns, start_seq):

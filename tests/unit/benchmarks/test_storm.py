@@ -320,3 +320,18 @@ def test_other_node_is_neither_the_publishers_nor_the_meta_leader():
     assert storm._pick(cluster, 'other-node', 'n3', n1) is n2
     assert storm._pick(cluster, 'publisher-node', 'n3', n1) is n1
     assert storm._pick(cluster, 'meta-leader', 'n3', n1) is n3
+
+
+def test_idle_share_is_the_idle_part_of_the_cpu_time_between_two_reads():
+    assert storm.idle_share((100, 1000), (130, 1100)) == 0.3
+    # Unreadable, or no time between the reads: unknown, not 0.
+    assert storm.idle_share(None, (130, 1100)) is None
+    assert storm.idle_share((100, 1000), (100, 1000)) is None
+    idle, total = storm.cpu_times()
+    assert 0 <= idle <= total
+
+
+def test_the_table_shows_the_machines_idle_cpu_or_a_dash():
+    report = {'cpu_idle': {'before_kill': 0.031, 'while_down': None}}
+    assert storm_report._idle_text(report) == '3 % / -'
+    assert storm_report._idle_text({}) == '- / -'

@@ -178,6 +178,44 @@ def test_a_reconnect_fetches_after_settling_holding_what_arrives(h):
     assert h.keys()[-1] == 'a-6'
 
 
+def test_after_a_reconnect_the_first_live_message_in_step_ends_it(h):
+    h.live('a', 1)
+    h.reconnect()
+    h.answers.append(_ok(_stored('a', 2, 10), last_seq=10))
+    h.step(timeouts.REPLAY_SETTLE)
+    # Fetched and delivered, but nothing live came through the new
+    # server yet: still holding.
+    assert h.keys() == ['a-1', 'a-2'] and h.catch_up.active
+    h.step(timeouts.REPLAY_HOLE_WAIT / 2)
+    h.live('a', 3)
+    assert h.keys() == ['a-1', 'a-2', 'a-3']
+    assert not h.catch_up.active and len(h.requests) == 1
+    h.step(timeouts.REPLAY_HOLE_WAIT)
+    h.live('a', 4)
+    assert h.keys()[-1] == 'a-4' and h.stats['syncs'] == 0
+
+
+def test_after_a_reconnect_what_its_interest_came_too_late_for_is_fetched(
+        h):
+    # The subscription's interest reached the publisher's server after
+    # a-3 was sent there, and the fetch read the stream before a-3 was
+    # stored: neither live nor fetched. The first live message, a-4, is
+    # ahead: the fetch is asked for again, from where it stopped.
+    h.live('a', 1)
+    h.reconnect()
+    h.answers.append(_ok(_stored('a', 2, 10), last_seq=10))
+    h.step(timeouts.REPLAY_SETTLE)
+    h.answers.append(_ok(_stored('a', 3, 11), last_seq=11))
+    h.step(0.5)
+    h.live('a', 4)
+    assert h.keys() == ['a-1', 'a-2'] and h.catch_up.active
+    h.step(timeouts.REPLAY_RETRY)
+    assert len(h.requests) == 2 and h.requests[1][2] == 11
+    assert h.keys() == ['a-1', 'a-2', 'a-3', 'a-4']
+    assert not h.catch_up.active
+    assert h.stats['syncs'] == 0 and h.stats['gaps'] == 0
+
+
 def test_what_a_new_server_delivers_before_the_reconnect_is_held(h):
     # nats-py renews the subscriptions on the new server before it
     # announces the reconnect: a message from there is held from the
@@ -211,6 +249,8 @@ def test_a_loss_while_disconnected_waits_for_the_reconnect(h):
     assert h.requests == [] and h.stats['catchup_overflow'] == 0
     h.reconnect()
     h.step(timeouts.REPLAY_SETTLE)
+    assert len(h.requests) == 1
+    h.step(timeouts.REPLAY_HOLE_WAIT)   # no live message since
     assert len(h.requests) == 1 and not h.catch_up.active
     assert h.stats['catchup_reconnect'] == h.stats['catchup_overflow'] == 1
     assert h.keys() == []
@@ -477,11 +517,13 @@ def test_a_trigger_while_active_makes_one_more_fetch_after(h):
     h.step(timeouts.REPLAY_SETTLE)
     assert len(h.requests) == 1
     assert h.catch_up.active            # once more
+    h.step(timeouts.REPLAY_HOLE_WAIT)   # no live message since
     h.step(timeouts.REPLAY_SETTLE)
     assert len(h.requests) == 2
     # From the earliest loss, the margin taken once.
     assert h.requests[1][1] == lost_at - 10 ** 9 - int(
         timeouts.REPLAY_MARGIN * 1e9)
+    h.step(timeouts.REPLAY_HOLE_WAIT)
     assert not h.catch_up.active
     h.step(10.0)
     assert len(h.requests) == 2

@@ -382,6 +382,18 @@ def test_silence_on_the_info_goes_on_with_direct_gets():
         assert [m.seq for m in got.messages] == [1, 2, 3]
 
 
+def test_silence_on_the_info_reads_on_from_a_stream_sequence():
+    # A catch-up asking again for a hole, on a machine too busy for the
+    # info to come in time: what was stored since is still read, not
+    # taken as nothing new.
+    nc = _Server(_stored(10))
+    nc.info_error = asyncio.TimeoutError()
+    got = _fetch(nc, start_seq=8)
+    assert got.outcome == replay_fetch.OK, got
+    assert [m.seq for m in got.messages] == [8, 9, 10]
+    assert got.last_seq == 10
+
+
 def test_silence_on_a_page_is_silent():
     nc = _Server(_stored(3))
     nc.silent = True
