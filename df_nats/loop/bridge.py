@@ -23,7 +23,8 @@ threads tomorrow; nats-py is asyncio. The bridge keeps the two apart:
 
 Work crosses in both directions through a deque plus a single wake-up:
 toward the loop with ``call_soon_threadsafe``, toward the caller's world
-with a byte on a pipe that a greenthread (or a native thread) waits on. The
+with a byte on a pipe the eventlet hub listens to (a monkey-patched
+process) or the release of an original lock (a native one). The
 loop thread never touches a green lock, queue or event, and never logs
 directly under eventlet (logging handlers hold green locks): its log
 records are handed to the caller's world like everything else
