@@ -18,6 +18,7 @@ import time
 from df_nats.conf import timeouts
 from df_nats.loop import log
 from df_nats.pubsub import catch_up
+from df_nats.pubsub import work_budget
 from df_nats.wire import codec
 from df_nats.wire import resync
 from df_nats.wire import send_time
@@ -37,8 +38,6 @@ _SHOWN = 64
 _MESSAGE_OVERHEAD = 256
 _HEADERS_OVERHEAD = 192
 _HEADER_OVERHEAD = 128
-# The receive path's time budget, in _clock()'s nanoseconds.
-_WORK_BUDGET_NS = int(timeouts.DELIVERY_WORK_BUDGET * 1e9)
 
 # Verdicts of the sequence tracker (besides NEXT and UNTRACKED, the
 # common ones) -> (whether the message is delivered, the resync reason
@@ -113,7 +112,7 @@ class Delivery:
     malformed events has a time budget per slice of the queue: a flood of
     messages expensive to decode costs at most about that much delay
     before what is queued is dropped as an overflow and one resync asked
-    for (``_charge``).
+    for (``work_budget``).
     Messages on a queue group's shared subject are not sequence-checked.
 
     ``callback`` may be replaced at any time (newest wins); ``stats`` is
@@ -156,13 +155,10 @@ class Delivery:
         self._overflow_loop = 0       # messages dropped (loop thread)
         self._overflow_counted = 0    # of those, in stats (caller's world)
         self._overflow_noted = False
-        # The receive path's time budget (caller's world): its wasted
-        # work in the slice of the queue being delivered, since the slice
-        # began, and what is dropped once it ran over (messages queued
-        # before _queued_out passes this many bytes).
-        self._slice_work = 0
-        self._slice_start = None
-        self._slice_cpu = 0   # the world's thread CPU time at its start
+        # The receive path's time budget (caller's world), and what is
+        # dropped once it ran over (messages queued before _queued_out
+        # passes this many bytes).
+        self._budget = work_budget.WorkBudget()
         self._drop_through = -1
         # Posted once per message: one bound method, not one each time.
         self._deliver = self.deliver
@@ -219,8 +215,7 @@ class Delivery:
         self._queued_in_msgs = self._queued_out_msgs = 0
         self._overflow_loop = self._overflow_counted = 0
         self._overflow_noted = False
-        self._slice_work = 0
-        self._slice_start = None
+        self._budget.end_slice()
         self._drop_through = -1
         self._catch_up.stop()
         self._sync_now = False
@@ -397,11 +392,10 @@ class Delivery:
             self._count_malformed(data, problem, dropped)
             if now is not None:
                 self._charge(now)
-        elif (self._slice_start is not None
+        elif (self._budget.since is not None
               and self._queued_out >= self._queued_in):
             # Nothing queued after this message: the slice ends.
-            self._slice_start = None
-            self._slice_work = 0
+            self._budget.end_slice()
         self.stats['received'] += len(events)
         if replayed:
             self.stats['replayed'] += len(events)
@@ -418,43 +412,20 @@ class Delivery:
             self.request_sync(sync_reason)
 
     def _charge(self, started):
-        """Add the work on a wasted message to its slice of the queue.
-
-        Wasted: nothing delivered (a duplicate, a mark, an unreadable
-        body) or malformed elements dropped; messages fully delivered
-        are Dragonflow's load, bounded by the queue's bytes, and charge
-        nothing. A slice lasts until the queue is empty. When the wasted
-        work in it passed ``timeouts.DELIVERY_WORK_BUDGET`` and more than
-        half of the slice's time (since its first wasted message),
+        """Charge the work on a wasted message (nothing delivered, or
+        malformed elements dropped) to the time budget; past it,
         everything queued now is dropped as an overflow and a resync
         asked for (paced). The clock is the wall clock the lag is
-        measured with: one read per message; a step of it may
-        miscount one message's work. On a loaded machine the wall clock
-        also counts the time the thread waited for a CPU: the budget is
-        over only if the thread also spent that much CPU time in the
-        slice (an upper bound of the wasted work, read at the slice's
-        start and when the wall clock says over).
+        measured with: one read per message; a step of it may miscount
+        one message's work.
         """
-        now = _clock()
-        if self._slice_start is None:
-            self._slice_start = started
-            # This message's work was not seen by the CPU clock: counted
-            # as on the wall clock.
-            self._slice_cpu = _cpu_clock() - (now - started)
-        work = self._slice_work + now - started
-        if (work > _WORK_BUDGET_NS and 2 * work > now - self._slice_start
-                and _cpu_clock() - self._slice_cpu > _WORK_BUDGET_NS):
-            self._over_budget(work, now - self._slice_start)
-            work = 0
-        if self._queued_out >= self._queued_in:
-            # Nothing queued after this message: the slice ends.
-            self._slice_start = None
-            work = 0
-        self._slice_work = work
+        over = self._budget.charge(started, _clock(),
+                                   self._queued_out >= self._queued_in)
+        if over is not None:
+            self._over_budget(*over)
 
     def _over_budget(self, work, span):
         # Both in nanoseconds: the wasted work, and the slice's time.
-        self._slice_start = None
         # What is queued now goes; what the loop thread posts from now on
         # is a new slice.
         self._drop_through = self._queued_in
@@ -624,9 +595,6 @@ class Delivery:
 
 # Read once per message delivered: the lag's clock, and the time budget's.
 _clock = time.time_ns
-# The time budget's check against a loaded machine (CPU time of the
-# caller's thread): read once per slice of wasted work.
-_cpu_clock = time.thread_time_ns
 
 
 def _shown(value):

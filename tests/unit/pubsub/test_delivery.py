@@ -30,6 +30,7 @@ import pytest
 from df_nats.conf import options
 from df_nats.conf import timeouts
 from df_nats.pubsub import delivery
+from df_nats.pubsub import work_budget
 from df_nats.wire import codec
 from df_nats.wire import send_time
 from df_nats.wire import sequence
@@ -249,7 +250,7 @@ def test_a_bound_method_is_posted_not_made_per_message(conf):
 # -- time: a budget per slice of the queue (issue 19, 4) ---------------------
 
 class _Clock:
-    # delivery._clock: time.time_ns()
+    # delivery._clock (time.time_ns) and work_budget._cpu_clock
     def __init__(self):
         self.now = 100 * 10 ** 9
 
@@ -262,7 +263,7 @@ def clock(monkeypatch):
     # The work the tests make is CPU time: it moves both clocks.
     clock = _Clock()
     monkeypatch.setattr(delivery, '_clock', clock)
-    monkeypatch.setattr(delivery, '_cpu_clock', clock)
+    monkeypatch.setattr(work_budget, '_cpu_clock', clock)
     return clock
 
 
@@ -313,7 +314,7 @@ def test_a_flood_expensive_to_decode_ends_in_an_overflow_and_one_sync(
 def test_time_waiting_for_a_cpu_is_not_charged(conf, clock, monkeypatch):
     # A loaded machine: copies take 0.3 s each on the wall clock, but
     # the thread spends almost no CPU time on them (it waits for a CPU).
-    monkeypatch.setattr(delivery, '_cpu_clock', lambda: 5 * 10 ** 9)
+    monkeypatch.setattr(work_budget, '_cpu_clock', lambda: 5 * 10 ** 9)
     got, conn, path = _flood_then_real(conf, clock, monkeypatch)
     assert path.stats['malformed'] == 20
     assert path.stats['over_budget'] == path.stats['overflow'] == 0
